@@ -1,0 +1,14 @@
+//! Generates the V2 / Open Inference Protocol gRPC code from `proto/inference.proto` with the
+//! protoc binary vendored in `protoc-bin-vendored`, so no system protoc is needed.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let proto = proto_dir.join("inference.proto");
+    println!("cargo:rerun-if-changed={}", proto.display());
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_with_config(config, &[proto], &[proto_dir])?;
+    Ok(())
+}

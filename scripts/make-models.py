@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Regenerate the bundled demo models, their baselines and the committed test inputs.
+
+    .venv/bin/pip install -r models/requirements.txt
+    .venv/bin/python scripts/make-models.py
+
+Writes, under models/ (Triton-style repository: models/<name>/<version>/model.onnx):
+  fraud_classifier/1  gradient-boosted trees trained on "last year's" transactions (champion)
+  fraud_classifier/2  random forest trained on "this year's" transactions, where fraud moved
+                      towards foreign, card-not-present, night-time payments (challenger)
+  delivery_time/1     gradient-boosted regression of delivery minutes
+  mlp/1               dense MLP 64 -> 512 -> 512 -> 512 -> 10 (softmax), big enough that batching matters
+plus manifest.toml per model, baseline.parquet (training sample) per tabular model version, and
+tests/fixtures/inputs/<model>.json (rows the conformance tests send).
+
+Everything is seeded, so a rerun with the pinned requirements gives the same files.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.parquet as pq
+from onnx import TensorProto, helper, numpy_helper
+from skl2onnx import to_onnx
+from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor, RandomForestClassifier
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = os.path.join(ROOT, "models")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "inputs")
+OPSETS = {"": 17, "ai.onnx.ml": 3}
+
+FRAUD_FEATURES = [
+    "amount", "account_age_days", "txn_count_24h", "merchant_risk",
+    "distance_km", "hour_of_day", "is_foreign", "card_present",
+]
+DELIVERY_FEATURES = ["distance_km", "items", "prep_time_min", "hour_of_day", "is_raining", "courier_load"]
+
+
+def fraud_data(rng, n, year):
+    amount = rng.lognormal(3.5 if year == 1 else 3.8, 1.0, n)
+    age = rng.gamma(2.0, 300.0, n)
+    cnt = rng.poisson(3 if year == 1 else 4, n).astype(float)
+    mrisk = rng.beta(2, 5, n)
+    dist = rng.exponential(30 if year == 1 else 45, n)
+    hour = rng.integers(0, 24, n).astype(float)
+    foreign = (rng.random(n) < (0.08 if year == 1 else 0.15)).astype(float)
+    present = (rng.random(n) < (0.7 if year == 1 else 0.55)).astype(float)
+    night = ((hour < 6) | (hour > 22)).astype(float)
+    z = (-4.0 + 0.5 * np.log1p(amount) - 0.001 * age + 0.15 * cnt + 2.5 * mrisk + 0.01 * dist
+         - 0.8 * present)
+    if year == 2:  # the pattern moved: foreign, card-not-present, night-time payments
+        z += 1.6 * foreign + 1.0 * night * (1 - present) - 0.3
+    else:
+        z += 0.6 * foreign
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(np.int64)
+    x = np.column_stack([amount, age, cnt, mrisk, dist, hour, foreign, present]).astype(np.float32)
+    return x, y
+
+
+def delivery_data(rng, n):
+    dist = rng.exponential(4.0, n)
+    items = rng.integers(1, 12, n).astype(float)
+    prep = rng.gamma(3.0, 4.0, n)
+    hour = rng.integers(8, 24, n).astype(float)
+    rain = (rng.random(n) < 0.2).astype(float)
+    load = rng.uniform(0, 1, n)
+    rush = (((hour >= 12) & (hour <= 13)) | ((hour >= 18) & (hour <= 20))).astype(float)
+    y = 8 + 3.2 * dist + 0.6 * items + prep + 6 * rush + 7 * rain + 10 * load ** 2 + rng.normal(0, 3, n)
+    x = np.column_stack([dist, items, prep, hour, rain, load]).astype(np.float32)
+    return x, y.astype(np.float32)
+
+
+def save_onnx(model, name, version, doc):
+    d = os.path.join(MODELS, name, str(version))
+    os.makedirs(d, exist_ok=True)
+    model.doc_string = doc
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(d, "model.onnx"))
+    return os.path.join(d, "model.onnx")
+
+
+def sk_to_onnx(est, n_features):
+    from skl2onnx.common.data_types import FloatTensorType
+    opts = {id(est): {"zipmap": False}} if hasattr(est, "predict_proba") else None
+    return to_onnx(est, initial_types=[("input", FloatTensorType([None, n_features]))],
+                   target_opset=OPSETS, options=opts)
+
+
+def write_baseline(name, version, features, x, y, pred, labels=None):
+    cols = {f: pa.array(x[:, i].astype(np.float64)) for i, f in enumerate(features)}
+    if labels is not None:
+        cols["label"] = pa.array([labels[int(v)] for v in y])
+        cols["prediction"] = pa.array([labels[int(v)] for v in pred])
+    else:
+        cols["label"] = pa.array(y.astype(np.float64))
+        cols["prediction"] = pa.array(pred.astype(np.float64))
+    pq.write_table(pa.table(cols), os.path.join(MODELS, name, str(version), "baseline.parquet"),
+                   compression="zstd")
+
+
+def write_manifest(name, text):
+    with open(os.path.join(MODELS, name, "manifest.toml"), "w") as f:
+        f.write(text)
+
+
+def write_fixture(name, payload):
+    os.makedirs(FIXTURES, exist_ok=True)
+    with open(os.path.join(FIXTURES, f"{name}.json"), "w") as f:
+        json.dump(payload, f, indent=1)
+        f.write("\n")
+
+
+def run_ort(path, x):
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return s.run(None, {"input": x})
+
+
+def fraud():
+    rng = np.random.default_rng(20260101)
+    labels = ["legit", "fraud"]
+    x1, y1 = fraud_data(rng, 6000, 1)
+    x2, y2 = fraud_data(rng, 6000, 2)
+    m1 = GradientBoostingClassifier(n_estimators=60, max_depth=3, random_state=1).fit(x1, y1)
+    m2 = RandomForestClassifier(n_estimators=40, max_depth=7, random_state=2).fit(x2, y2)
+    p1 = save_onnx(sk_to_onnx(m1, 8), "fraud_classifier", 1, "fraud champion: GBT on year-1 data")
+    p2 = save_onnx(sk_to_onnx(m2, 8), "fraud_classifier", 2, "fraud challenger: RF on year-2 data")
+    write_baseline("fraud_classifier", 1, FRAUD_FEATURES, x1[:2000], y1[:2000], m1.predict(x1[:2000]), labels)
+    write_baseline("fraud_classifier", 2, FRAUD_FEATURES, x2[:2000], y2[:2000], m2.predict(x2[:2000]), labels)
+    write_manifest("fraud_classifier", f'''# Card-payment fraud classifier (binary). Versions are trained on different years of data.
+description = "Card-payment fraud classifier"
+problem_type = "classification"
+features = {json.dumps(FRAUD_FEATURES)}
+class_labels = ["legit", "fraud"]
+
+[outputs]
+label = "label"
+probabilities = "probabilities"
+''')
+    # Test rows: a held-out mix from both years, including rows where v1 and v2 disagree.
+    xt = np.vstack([fraud_data(rng, 200, 1)[0], fraud_data(rng, 200, 2)[0]])
+    l1 = run_ort(p1, xt)[0]
+    l2 = run_ort(p2, xt)[0]
+    disagree = np.flatnonzero(l1 != l2)
+    agree = np.flatnonzero(l1 == l2)
+    if len(disagree) < 4:
+        sys.exit(f"fraud v1 and v2 disagree on only {len(disagree)} of {len(xt)} rows")
+    print(f"fraud_classifier: v1/v2 disagree on {len(disagree)}/{len(xt)} held-out rows")
+    rows = xt[np.concatenate([disagree[:8], agree[:8]])]
+    write_fixture("fraud_classifier", {"columns": FRAUD_FEATURES, "data": rows.tolist(),
+                                       "disagreeing_rows": list(range(min(8, len(disagree))))})
+
+
+def delivery():
+    rng = np.random.default_rng(20260202)
+    x, y = delivery_data(rng, 5000)
+    m = GradientBoostingRegressor(n_estimators=80, max_depth=3, random_state=3).fit(x, y)
+    save_onnx(sk_to_onnx(m, 6), "delivery_time", 1, "delivery minutes: GBT regression")
+    write_baseline("delivery_time", 1, DELIVERY_FEATURES, x[:2000], y[:2000], m.predict(x[:2000]))
+    write_manifest("delivery_time", f'''# Food-delivery time regression (minutes).
+description = "Delivery time in minutes"
+problem_type = "regression"
+features = {json.dumps(DELIVERY_FEATURES)}
+
+[outputs]
+value = "variable"
+''')
+    xt, _ = delivery_data(rng, 16)
+    write_fixture("delivery_time", {"columns": DELIVERY_FEATURES, "data": xt.tolist()})
+
+
+def mlp():
+    rng = np.random.default_rng(20260303)
+    dims = [64, 512, 512, 512, 10]
+    nodes, inits, prev = [], [], "input"
+    for i in range(4):
+        w = (rng.standard_normal((dims[i], dims[i + 1])) * np.sqrt(2.0 / dims[i])).astype(np.float32)
+        b = (rng.standard_normal(dims[i + 1]) * 0.01).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
+        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"mm{i}"]),
+                  helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"])]
+        if i < 3:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
+            prev = f"h{i}"
+    nodes.append(helper.make_node("Softmax", ["z3"], ["probs"], axis=-1))
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+                          [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 10])],
+                          initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="sluice make-models")
+    m.ir_version = 8
+    save_onnx(m, "mlp", 1, "dense MLP 64-512-512-512-10")
+    write_manifest("mlp", '''# Dense MLP over a raw 64-float tensor (no named features): send tensors via
+# `inputs`/`instances` on /predict, or KServe V2. Predictions are the argmax class and probabilities.
+description = "Dense MLP 64-512-512-512-10"
+problem_type = "classification"
+class_labels = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
+
+[outputs]
+probabilities = "probs"
+''')
+    xt = rng.standard_normal((8, 64)).astype(np.float32)
+    write_fixture("mlp", {"instances": xt.tolist()})
+
+
+if __name__ == "__main__":
+    fraud()
+    delivery()
+    mlp()
+    print("models written under", MODELS)
