@@ -1,1 +1,14 @@
+//! Sluice: a model-serving gateway and traffic router for ONNX models.
+//!
+//! Layers, top to bottom: [`api`] (HTTP, gRPC) -> [`core`] (request path, endpoints) ->
+//! [`registry`] (model repository) -> [`runtime`] (ONNX Runtime workers and batching).
+//! [`config`] is validated before any of them starts; [`metrics`] is a leaf used by all.
 
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod tensor;

@@ -1,0 +1,9 @@
+//! Transports: HTTP (MLflow `/predict`, KServe V2 REST, metrics), gRPC (KServe V2), admin.
+//! Handlers are thin: extract, call one [`crate::core::Gateway`] function, map the result.
+
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod v2;
+
+pub use error::ApiError;

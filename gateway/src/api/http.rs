@@ -1,0 +1,127 @@
+//! HTTP transport (axum): routes, shared state, body limits and content types.
+
+mod infer;
+mod predict;
+mod v2_meta;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::ApiError;
+use crate::core::Gateway;
+
+/// State shared by HTTP handlers.
+#[derive(Clone)]
+pub struct HttpState {
+    pub gateway: Arc<Gateway>,
+    pub max_body_bytes: usize,
+    pub metrics: PrometheusHandle,
+}
+
+/// The inference port's routes: `/predict` formats, KServe V2 REST, `/metrics`.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/predict", post(predict::default_endpoint))
+        .route("/endpoints/{endpoint}/predict", post(predict::endpoint))
+        .route("/serving-endpoints/{endpoint}/invocations", post(predict::endpoint))
+        .route("/v2", get(v2_meta::server_metadata))
+        .route("/v2/health/live", get(v2_meta::live))
+        .route("/v2/health/ready", get(v2_meta::ready))
+        .route("/v2/models/stats", get(v2_meta::all_stats))
+        .route("/v2/models/{model}", get(v2_meta::model_metadata))
+        .route("/v2/models/{model}/ready", get(v2_meta::model_ready))
+        .route("/v2/models/{model}/config", get(v2_meta::model_config))
+        .route("/v2/models/{model}/stats", get(v2_meta::model_stats))
+        .route("/v2/models/{model}/infer", post(infer::infer))
+        .route("/v2/models/{model}/versions/{version}", get(v2_meta::model_metadata_v))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2_meta::model_ready_v))
+        .route("/v2/models/{model}/versions/{version}/config", get(v2_meta::model_config_v))
+        .route("/v2/models/{model}/versions/{version}/stats", get(v2_meta::model_stats_v))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer::infer_v))
+        .route("/metrics", get(metrics))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The admin port's routes (metrics and health for now).
+pub fn admin_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(v2_meta::live))
+        .route("/v2/health/live", get(v2_meta::live))
+        .route("/v2/health/ready", get(v2_meta::ready))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<HttpState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn fallback(method: Method, uri: Uri) -> ApiError {
+    crate::metrics::rejected("http", "not_found");
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    crate::metrics::rejected("http", "method_not_allowed");
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// Reads a request body up to the configured limit; a larger body is 413.
+pub(crate) async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, ApiError> {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64 {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::bad_request(format!("cannot read request body: {e}"))
+        }
+    })
+}
+
+/// The media type of a request without parameters, lowercased (`None` when absent).
+pub(crate) fn media_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(header::CONTENT_TYPE) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::UnsupportedMediaType("Content-Type is not readable text".into()))?;
+            Ok(Some(s.split(';').next().unwrap_or("").trim().to_ascii_lowercase()))
+        }
+    }
+}
+
+/// A JSON response with a status.
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Serialises a value as a 200 JSON response.
+pub(crate) fn json_ok<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => ApiError::Core(crate::core::CoreError::Internal(format!("cannot encode response: {e}"))).into_response(),
+    }
+}

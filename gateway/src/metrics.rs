@@ -1,0 +1,121 @@
+//! Every metric Sluice exports, declared once with its unit and description, and the Prometheus
+//! recorder. Labels come only from config-bounded sets (endpoint, served model, model, version,
+//! outcome, protocol, reason), never from request data.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Histogram, Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
+pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+pub const MODEL_REQUESTS_TOTAL: &str = "sluice_model_requests_total";
+pub const MODEL_REQUEST_DURATION: &str = "sluice_model_request_duration_seconds";
+pub const MODEL_QUEUE_DURATION: &str = "sluice_model_queue_duration_seconds";
+pub const MODEL_COMPUTE_DURATION: &str = "sluice_model_compute_duration_seconds";
+pub const MODEL_ROWS_TOTAL: &str = "sluice_model_inference_rows_total";
+pub const MODEL_BATCH_ROWS: &str = "sluice_model_batch_rows";
+pub const REJECTED_TOTAL: &str = "sluice_rejected_requests_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its handle for `/metrics`.
+pub fn install() -> Result<PrometheusHandle, String> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(MODEL_BATCH_ROWS.into()), BATCH_BUCKETS))
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| e.to_string())?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(REQUESTS_TOTAL, Unit::Count, "Endpoint requests (/predict), by endpoint, served model and outcome.");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Endpoint request latency inside the gateway, by endpoint and served model.");
+    describe_counter!(MODEL_REQUESTS_TOTAL, Unit::Count, "Requests that reached a model version (any protocol), by outcome.");
+    describe_histogram!(MODEL_REQUEST_DURATION, Unit::Seconds, "Time from admission to answer for a model version.");
+    describe_histogram!(MODEL_QUEUE_DURATION, Unit::Seconds, "Time a request waited for a worker.");
+    describe_histogram!(MODEL_COMPUTE_DURATION, Unit::Seconds, "ONNX Runtime execution time of the batch a request was in.");
+    describe_counter!(MODEL_ROWS_TOTAL, Unit::Count, "Rows (inferences) answered by a model version.");
+    describe_histogram!(MODEL_BATCH_ROWS, Unit::Count, "Rows per model execution (dynamic batching).");
+    describe_counter!(REJECTED_TOTAL, Unit::Count, "Requests rejected before reaching a model, by protocol and reason.");
+}
+
+/// Pre-registered handles for one model version (no label lookups on the hot path).
+#[derive(Debug, Clone)]
+pub struct ModelMetrics {
+    pub success: Counter,
+    pub rows: Counter,
+    pub duration: Histogram,
+    pub queue: Histogram,
+    pub compute: Histogram,
+    pub batch_rows: Histogram,
+    model: String,
+    version: String,
+}
+
+impl ModelMetrics {
+    pub fn new(model: &str, version: &str) -> ModelMetrics {
+        let labels = [("model", model.to_string()), ("version", version.to_string())];
+        ModelMetrics {
+            success: counter!(MODEL_REQUESTS_TOTAL, &[("model", model.to_string()), ("version", version.to_string()), ("outcome", "success".to_string())]),
+            rows: counter!(MODEL_ROWS_TOTAL, &labels),
+            duration: histogram!(MODEL_REQUEST_DURATION, &labels),
+            queue: histogram!(MODEL_QUEUE_DURATION, &labels),
+            compute: histogram!(MODEL_COMPUTE_DURATION, &labels),
+            batch_rows: histogram!(MODEL_BATCH_ROWS, &labels),
+            model: model.to_string(),
+            version: version.to_string(),
+        }
+    }
+
+    /// Counts a failed request; `outcome` is an error kind name.
+    pub fn failure(&self, outcome: &'static str) {
+        counter!(MODEL_REQUESTS_TOTAL, "model" => self.model.clone(), "version" => self.version.clone(), "outcome" => outcome).increment(1);
+    }
+}
+
+/// Pre-registered handles for one served model of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointMetrics {
+    pub success: Counter,
+    pub duration: Histogram,
+    endpoint: String,
+    served_model: String,
+}
+
+impl EndpointMetrics {
+    pub fn new(endpoint: &str, served_model: &str) -> EndpointMetrics {
+        let labels = [("endpoint", endpoint.to_string()), ("served_model", served_model.to_string())];
+        EndpointMetrics {
+            success: counter!(REQUESTS_TOTAL, &[
+                ("endpoint", endpoint.to_string()),
+                ("served_model", served_model.to_string()),
+                ("outcome", "success".to_string())
+            ]),
+            duration: histogram!(REQUEST_DURATION, &labels),
+            endpoint: endpoint.to_string(),
+            served_model: served_model.to_string(),
+        }
+    }
+
+    pub fn failure(&self, outcome: &'static str) {
+        counter!(REQUESTS_TOTAL, "endpoint" => self.endpoint.clone(), "served_model" => self.served_model.clone(), "outcome" => outcome).increment(1);
+    }
+}
+
+/// Counts a request rejected before it reached a model.
+pub fn rejected(protocol: &'static str, reason: &'static str) {
+    counter!(REJECTED_TOTAL, "protocol" => protocol, "reason" => reason).increment(1);
+}

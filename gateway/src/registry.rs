@@ -1,0 +1,237 @@
+//! The model repository: loads each configured model version (`<repo>/<name>/<version>/model.onnx`
+//! plus `<repo>/<name>/manifest.toml`), checks the manifest against the session's schema, and
+//! answers lookups by name and version.
+
+pub mod manifest;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use manifest::{Manifest, ProblemType};
+
+use crate::config::Config;
+use crate::runtime::{ModelRunner, RuntimeError};
+use crate::tensor::DataType;
+
+/// How named features map onto the model's input tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureLayout {
+    /// All features are the columns of one `[N, F]` input, in manifest order.
+    Packed { input: usize },
+    /// Feature `i` is its own input (`[N]` or `[N, 1]`), `inputs[i]` in schema order.
+    PerInput { inputs: Vec<usize> },
+}
+
+/// Which outputs make up a `/predict` answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredictionLayout {
+    Classification {
+        label: Option<usize>,
+        probabilities: Option<usize>,
+    },
+    Regression {
+        value: usize,
+    },
+    /// Every output, by name.
+    Tensor,
+}
+
+/// One loaded model version with everything the request path needs precomputed.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub name: String,
+    pub version: u64,
+    pub version_str: String,
+    pub runner: ModelRunner,
+    pub manifest: Arc<Manifest>,
+    pub features: Option<Vec<String>>,
+    pub feature_layout: Option<FeatureLayout>,
+    pub prediction: PredictionLayout,
+    pub metrics: crate::metrics::ModelMetrics,
+}
+
+/// All loaded models, by name then version.
+#[derive(Debug, Default)]
+pub struct Registry {
+    models: BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>,
+}
+
+/// Why a lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error("model '{0}' has no version '{1}'")]
+    UnknownVersion(String, String),
+}
+
+impl Registry {
+    /// Loads every configured model version (blocking; runs sessions' warm-up).
+    pub fn load(config: &Config) -> Result<Registry, RuntimeError> {
+        let mut models = BTreeMap::new();
+        for m in &config.models {
+            let dir = config.runtime.model_repository.join(&m.name);
+            let manifest = Arc::new(Manifest::load(&dir).map_err(|message| RuntimeError::Load {
+                model: m.name.clone(),
+                version: m.versions.first().copied().unwrap_or(0),
+                message,
+            })?);
+            let mut versions = BTreeMap::new();
+            for &v in &m.versions {
+                let path = config.model_path(&m.name, v);
+                let runner = ModelRunner::load(&path, &m.name, v, m.options.clone())?;
+                let loaded = describe(runner, manifest.clone()).map_err(|message| RuntimeError::Load {
+                    model: m.name.clone(),
+                    version: v,
+                    message,
+                })?;
+                tracing::info!(model = %m.name, version = v, "model loaded");
+                versions.insert(v, Arc::new(loaded));
+            }
+            models.insert(m.name.clone(), versions);
+        }
+        Ok(Registry { models })
+    }
+
+    /// A model version; `None` picks the highest version.
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<&Arc<LoadedModel>, LookupError> {
+        let versions = self
+            .models
+            .get(name)
+            .ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
+        match version.filter(|v| !v.is_empty()) {
+            None => versions
+                .values()
+                .next_back()
+                .ok_or_else(|| LookupError::UnknownModel(name.to_string())),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| versions.get(&n))
+                .ok_or_else(|| LookupError::UnknownVersion(name.to_string(), v.to_string())),
+        }
+    }
+
+    /// Exact lookup by number.
+    pub fn get_version(&self, name: &str, version: u64) -> Option<&Arc<LoadedModel>> {
+        self.models.get(name).and_then(|v| v.get(&version))
+    }
+
+    /// Versions of a model, lowest first.
+    pub fn versions(&self, name: &str) -> Vec<u64> {
+        self.models.get(name).map(|v| v.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// Every loaded model version.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        self.models.values().flat_map(|v| v.values())
+    }
+}
+
+/// Checks the manifest against the session's schema and precomputes the layouts.
+fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel, String> {
+    let schema = runner.schema();
+    let feature_layout = match &manifest.features {
+        None => None,
+        Some(features) => Some(feature_layout(schema, features)?),
+    };
+    let output = |name: &Option<String>, what: &str| -> Result<Option<usize>, String> {
+        match name {
+            None => Ok(None),
+            Some(n) => schema.output_index(n).map(Some).ok_or_else(|| {
+                format!(
+                    "manifest outputs.{what} names '{n}', but the model's outputs are {:?}",
+                    schema.outputs.iter().map(|o| &o.name).collect::<Vec<_>>()
+                )
+            }),
+        }
+    };
+    let prediction = match manifest.problem_type {
+        ProblemType::Classification => {
+            let label = output(&manifest.outputs.label, "label")?;
+            let probabilities = output(&manifest.outputs.probabilities, "probabilities")?;
+            if label.is_none() && probabilities.is_none() {
+                return Err("a classification manifest needs outputs.label or outputs.probabilities".into());
+            }
+            if let Some(p) = probabilities {
+                let spec = &schema.outputs[p];
+                if !matches!(spec.dtype, DataType::F32 | DataType::F64) || spec.shape.len() != 2 {
+                    return Err(format!("outputs.probabilities '{}' must be a float [N, classes] tensor", spec.name));
+                }
+                if let (Some(labels), Some(&classes)) = (&manifest.class_labels, spec.shape.get(1))
+                    && classes > 0 && classes as usize != labels.len() {
+                        return Err(format!(
+                            "manifest has {} class_labels but '{}' has {classes} classes",
+                            labels.len(),
+                            spec.name
+                        ));
+                    }
+            }
+            if let Some(l) = label {
+                let spec = &schema.outputs[l];
+                if !matches!(spec.dtype, DataType::I64 | DataType::I32 | DataType::Bytes) {
+                    return Err(format!("outputs.label '{}' must be an integer or string tensor", spec.name));
+                }
+            }
+            PredictionLayout::Classification { label, probabilities }
+        }
+        ProblemType::Regression => {
+            let value = output(&manifest.outputs.value, "value")?
+                .or_else(|| (schema.outputs.len() == 1).then_some(0))
+                .ok_or("a regression manifest needs outputs.value when the model has several outputs")?;
+            PredictionLayout::Regression { value }
+        }
+        ProblemType::Tensor => PredictionLayout::Tensor,
+    };
+    Ok(LoadedModel {
+        name: runner.name().to_string(),
+        version: runner.version(),
+        version_str: runner.version().to_string(),
+        features: manifest.features.clone(),
+        feature_layout,
+        prediction,
+        manifest,
+        metrics: crate::metrics::ModelMetrics::new(runner.name(), &runner.version().to_string()),
+        runner,
+    })
+}
+
+fn feature_layout(schema: &crate::runtime::ModelSchema, features: &[String]) -> Result<FeatureLayout, String> {
+    if features.is_empty() {
+        return Err("manifest features is empty; list the feature names or remove the key".into());
+    }
+    if schema.inputs.len() == 1 {
+        let spec = &schema.inputs[0];
+        let width = spec.shape.get(1).copied();
+        if spec.shape.len() == 2 && (width == Some(features.len() as i64) || width == Some(-1)) {
+            return Ok(FeatureLayout::Packed { input: 0 });
+        }
+        if features.len() > 1 || spec.name != features[0] {
+            return Err(format!(
+                "manifest lists {} features but input '{}' has shape {:?}; expected [N, {}]",
+                features.len(),
+                spec.name,
+                spec.shape,
+                features.len()
+            ));
+        }
+    }
+    let mut inputs = Vec::with_capacity(features.len());
+    for f in features {
+        let i = schema.input_index(f).ok_or_else(|| {
+            format!(
+                "manifest feature '{f}' is not an input of the model (inputs: {:?})",
+                schema.inputs.iter().map(|t| &t.name).collect::<Vec<_>>()
+            )
+        })?;
+        let shape = &schema.inputs[i].shape;
+        if !(shape.len() == 1 || (shape.len() == 2 && shape[1] == 1)) {
+            return Err(format!("input '{f}' has shape {shape:?}; a one-feature input must be [N] or [N, 1]"));
+        }
+        inputs.push(i);
+    }
+    if inputs.len() != schema.inputs.len() {
+        return Err("every model input must be a manifest feature".into());
+    }
+    Ok(FeatureLayout::PerInput { inputs })
+}

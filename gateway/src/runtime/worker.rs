@@ -1,0 +1,489 @@
+//! Worker threads that own ONNX Runtime sessions, and the [`ModelRunner`] handle that feeds them.
+//!
+//! `Session::run` takes `&mut self` (ORT internals are not thread-safe), so each worker thread owns
+//! one session and takes work items from a shared channel. A work item is one or more requests
+//! (jobs); several are stacked along the batch dimension, run once, and split back.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
+use ort::value::{DynValue, TensorRef};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::batcher::{self, BatchingOptions};
+use super::schema::ModelSchema;
+use super::stats::{ModelStats, PhaseTimes};
+use super::{RuntimeError, library};
+use crate::tensor::{DataType, Tensor, TensorData};
+
+/// Which ONNX Runtime execution provider a model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    /// NVIDIA CUDA (needs the onnxruntime-gpu library); registration failure is a load error.
+    Cuda { device_id: i32 },
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda { .. } => "cuda",
+        }
+    }
+}
+
+/// How sessions are created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionOptions {
+    pub provider: Provider,
+    /// ONNX Runtime intra-op threads per session.
+    pub intra_op_threads: usize,
+    /// Sessions (worker threads) per model version.
+    pub instances: usize,
+}
+
+/// Everything a runner needs besides the model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerOptions {
+    pub execution: ExecutionOptions,
+    /// `None`: every request runs alone.
+    pub batching: Option<BatchingOptions>,
+    /// Requests admitted (queued or running) at once; more are answered Overloaded.
+    pub queue_capacity: usize,
+    /// Longest a request may wait for its answer.
+    pub timeout: Duration,
+}
+
+/// Output of one request.
+#[derive(Debug)]
+pub struct InferOutput {
+    /// One tensor per schema output, in schema order.
+    pub outputs: Vec<Tensor>,
+    pub phases: PhaseTimes,
+    /// Rows in the execution this request was part of.
+    pub batch_rows: usize,
+}
+
+/// One request on its way to a worker.
+pub(super) struct Job {
+    pub inputs: Vec<Tensor>,
+    pub rows: usize,
+    pub enqueued: Instant,
+    pub reply: oneshot::Sender<Result<InferOutput, RuntimeError>>,
+    /// Held until the job is answered: bounds requests in flight per model.
+    pub _admission: OwnedSemaphorePermit,
+}
+
+/// What a worker runs in one go.
+pub(super) struct WorkItem {
+    pub jobs: Vec<Job>,
+    /// Released when the worker is done: lets the batcher know a worker is free.
+    pub _worker_slot: Option<OwnedSemaphorePermit>,
+}
+
+enum Dispatch {
+    Direct(flume::Sender<WorkItem>),
+    Batched(mpsc::Sender<Job>),
+}
+
+/// Handle to one loaded model version: schema, statistics, and the queue into its workers.
+/// Dropping the last handle closes the queue; workers finish what they hold and exit.
+pub struct ModelRunner {
+    name: String,
+    version: u64,
+    schema: Arc<ModelSchema>,
+    stats: Arc<ModelStats>,
+    admission: Arc<Semaphore>,
+    capacity: usize,
+    timeout: Duration,
+    options: RunnerOptions,
+    dispatch: Dispatch,
+}
+
+impl std::fmt::Debug for ModelRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRunner")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelRunner {
+    /// Creates the sessions, warms each with one zero-filled run, and starts the worker threads.
+    /// Blocking: call it off the async runtime. Must be called inside a tokio runtime when
+    /// batching is on (the batcher is a task).
+    pub fn load(
+        path: &Path,
+        name: &str,
+        version: u64,
+        options: RunnerOptions,
+    ) -> Result<ModelRunner, RuntimeError> {
+        let load_err = |message: String| RuntimeError::Load {
+            model: name.to_string(),
+            version,
+            message,
+        };
+        let env = library::environment(None)?;
+        let instances = options.execution.instances.max(1);
+        let mut sessions = Vec::with_capacity(instances);
+        for _ in 0..instances {
+            sessions.push(create_session(env, path, &options.execution).map_err(load_err)?);
+        }
+        let schema = Arc::new(
+            ModelSchema::from_outlets(sessions[0].inputs(), sessions[0].outputs()).map_err(load_err)?,
+        );
+        for s in &mut sessions {
+            warm_up(s, &schema).map_err(|e| load_err(format!("warm-up run failed: {e}")))?;
+        }
+        let batching = options.batching.filter(|_| schema.batchable());
+        if options.batching.is_some() && batching.is_none() {
+            tracing::warn!(model = name, version, "batching disabled: not every input and output has a dynamic first dimension");
+        }
+        let stats = Arc::new(ModelStats::default());
+        let (work_tx, work_rx) = match batching {
+            Some(_) => flume::unbounded(),
+            None => flume::bounded(options.queue_capacity.max(1)),
+        };
+        for (i, session) in sessions.into_iter().enumerate() {
+            let rx = work_rx.clone();
+            let schema = schema.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name(format!("ort-{name}-v{version}-{i}"))
+                .spawn(move || worker_loop(session, &schema, &stats, &rx))
+                .map_err(|e| load_err(format!("cannot start worker thread: {e}")))?;
+        }
+        let dispatch = match batching {
+            Some(b) => {
+                let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+                tokio::spawn(batcher::run(rx, work_tx, b, instances));
+                Dispatch::Batched(tx)
+            }
+            None => Dispatch::Direct(work_tx),
+        };
+        Ok(ModelRunner {
+            name: name.to_string(),
+            version,
+            schema,
+            stats,
+            admission: Arc::new(Semaphore::new(options.queue_capacity.max(1))),
+            capacity: options.queue_capacity.max(1),
+            timeout: options.timeout,
+            options: RunnerOptions { batching, ..options },
+            dispatch,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn schema(&self) -> &ModelSchema {
+        &self.schema
+    }
+
+    pub fn stats(&self) -> &ModelStats {
+        &self.stats
+    }
+
+    /// Options in force (batching is `None` when the model cannot batch).
+    pub fn options(&self) -> &RunnerOptions {
+        &self.options
+    }
+
+    /// Runs one request. `inputs` must be in schema order and already validated against it.
+    /// Answers `Overloaded` at once when the model's queue is full.
+    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<InferOutput, RuntimeError> {
+        let overloaded = || RuntimeError::Overloaded {
+            model: self.name.clone(),
+            capacity: self.capacity,
+        };
+        let permit = self.admission.clone().try_acquire_owned().map_err(|_| overloaded())?;
+        let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            inputs,
+            rows,
+            enqueued: Instant::now(),
+            reply,
+            _admission: permit,
+        };
+        let sent = match &self.dispatch {
+            Dispatch::Direct(tx) => tx
+                .try_send(WorkItem { jobs: vec![job], _worker_slot: None })
+                .map_err(|e| match e {
+                    flume::TrySendError::Full(_) => overloaded(),
+                    flume::TrySendError::Disconnected(_) => RuntimeError::Stopped(self.name.clone()),
+                }),
+            Dispatch::Batched(tx) => tx.try_send(job).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => overloaded(),
+                mpsc::error::TrySendError::Closed(_) => RuntimeError::Stopped(self.name.clone()),
+            }),
+        };
+        sent?;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RuntimeError::Stopped(self.name.clone())),
+            Err(_) => Err(RuntimeError::Timeout(self.timeout)),
+        }
+    }
+}
+
+fn create_session(
+    env: &ort::environment::Environment,
+    path: &Path,
+    exec: &ExecutionOptions,
+) -> Result<Session, String> {
+    let mut builder = Session::builder(env)
+        .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(Into::into))
+        .and_then(|b| b.with_intra_threads(exec.intra_op_threads.max(1)).map_err(Into::into))
+        .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+        .map_err(|e: ort::Error| format!("cannot configure session: {e}"))?;
+    if let Provider::Cuda { device_id } = exec.provider {
+        preload_cuda_libraries();
+        let ep = ort::ep::CUDA::default().with_device_id(device_id).build().error_on_failure();
+        builder = builder.with_execution_providers([ep]).map_err(|e| {
+            format!(
+                "execution provider cuda (device {device_id}) is not available: {e}. Serve this model \
+                 with provider = \"cpu\", or run the GPU build of ONNX Runtime \
+                 (scripts/fetch-onnxruntime.sh --gpu) on a machine with an NVIDIA GPU"
+            )
+        })?;
+    }
+    builder
+        .commit_from_file(path)
+        .map_err(|e| format!("cannot load {}: {e}", path.display()))
+}
+
+/// Preloads the CUDA 13 / cuDNN 9 libraries that `scripts/fetch-onnxruntime.sh --gpu` installs
+/// beside the GPU build, so no LD_LIBRARY_PATH is needed. Missing ones are left to the loader.
+fn preload_cuda_libraries() {
+    let Some(lib_dir) = library::loaded_path().and_then(Path::parent) else {
+        return;
+    };
+    let site = lib_dir.join("../nvidia-site/nvidia");
+    let cuda = site.join("cu13/lib");
+    let cudnn = site.join("cudnn/lib");
+    if cuda.is_dir()
+        && let Err(e) = ort::ep::cuda::preload_dylibs(Some(&cuda), cudnn.is_dir().then_some(cudnn.as_path())) {
+            tracing::warn!("preloading CUDA libraries from {}: {e}", site.display());
+        }
+}
+
+/// One zero-filled run at batch size 1 (dynamic dims set to 1), so the first request does not pay
+/// for ORT's lazy initialisation.
+fn warm_up(session: &mut Session, schema: &ModelSchema) -> Result<(), String> {
+    let inputs: Vec<Tensor> = schema
+        .inputs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<i64> = spec.shape.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
+            let n = crate::tensor::element_count(&shape).unwrap_or(0);
+            let data = match spec.dtype {
+                DataType::Bytes => TensorData::Bytes(vec![Vec::new(); n]),
+                dt => TensorData::from_le_bytes(dt, &vec![0u8; n * dt.element_size().unwrap_or(1)], n)
+                    .unwrap_or_else(|_| TensorData::with_capacity(dt, 0)),
+            };
+            Tensor::new(shape, data)
+        })
+        .collect();
+    let refs: Vec<&Tensor> = inputs.iter().collect();
+    run_session(session, schema, &refs).map(|_| ())
+}
+
+fn worker_loop(
+    mut session: Session,
+    schema: &ModelSchema,
+    stats: &ModelStats,
+    rx: &flume::Receiver<WorkItem>,
+) {
+    while let Ok(item) = rx.recv() {
+        execute(&mut session, schema, stats, item);
+    }
+}
+
+/// Runs the jobs of one work item as a single execution and answers each of them.
+fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item: WorkItem) {
+    let start = Instant::now();
+    let jobs = item.jobs;
+    let total_rows: usize = jobs.iter().map(|j| j.rows).sum();
+    let stacked;
+    let inputs: Vec<&Tensor> = if jobs.len() == 1 {
+        jobs[0].inputs.iter().collect()
+    } else {
+        stacked = stack_inputs(&jobs, total_rows);
+        stacked.iter().collect()
+    };
+    let input_ready = Instant::now();
+    let result = run_session(session, schema, &inputs);
+    let (outputs, infer_done) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            for job in jobs {
+                let _ = job.reply.send(Err(RuntimeError::Inference(e.clone())));
+            }
+            return;
+        }
+    };
+    let output_done = Instant::now();
+    let mut phases = PhaseTimes {
+        queue: Duration::ZERO,
+        compute_input: input_ready - start,
+        compute_infer: infer_done - input_ready,
+        compute_output: output_done - infer_done,
+    };
+    stats.record_execution(total_rows, &phases);
+    if jobs.len() == 1 {
+        let job = jobs.into_iter().next();
+        if let Some(job) = job {
+            phases.queue = start.saturating_duration_since(job.enqueued);
+            let _ = job.reply.send(Ok(InferOutput { outputs, phases, batch_rows: total_rows }));
+        }
+        return;
+    }
+    let mut offset = 0usize;
+    for job in jobs {
+        let split = outputs
+            .iter()
+            .map(|t| slice_rows(t, offset, offset + job.rows, total_rows))
+            .collect();
+        offset += job.rows;
+        let mut p = phases;
+        p.queue = start.saturating_duration_since(job.enqueued);
+        let _ = job.reply.send(Ok(InferOutput { outputs: split, phases: p, batch_rows: total_rows }));
+    }
+    drop(item._worker_slot);
+}
+
+/// Concatenates every input of `jobs` along the first dimension.
+fn stack_inputs(jobs: &[Job], total_rows: usize) -> Vec<Tensor> {
+    let first = &jobs[0].inputs;
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, t0)| {
+            let per_row = t0.data.len().checked_div(t0.rows()).unwrap_or(0);
+            let mut data = TensorData::with_capacity(t0.dtype(), per_row * total_rows);
+            for job in jobs {
+                data.extend_from(&job.inputs[i].data);
+            }
+            let mut shape = t0.shape.clone();
+            if let Some(d) = shape.first_mut() {
+                *d = total_rows as i64;
+            }
+            Tensor::new(shape, data)
+        })
+        .collect()
+}
+
+/// Rows `[start, end)` of an output whose first dimension is `total_rows`.
+fn slice_rows(t: &Tensor, start: usize, end: usize, total_rows: usize) -> Tensor {
+    let per_row = t.data.len().checked_div(total_rows).unwrap_or(0);
+    let mut shape = t.shape.clone();
+    if let Some(d) = shape.first_mut() {
+        *d = (end - start) as i64;
+    }
+    Tensor::new(shape, t.data.slice(start * per_row, end * per_row))
+}
+
+/// Runs the session on `inputs` (schema order) and copies every output out.
+fn run_session(
+    session: &mut Session,
+    schema: &ModelSchema,
+    inputs: &[&Tensor],
+) -> Result<(Vec<Tensor>, Instant), String> {
+    let mut string_holder: Vec<ort::value::Tensor<String>> = Vec::new();
+    for t in inputs {
+        if let TensorData::Bytes(items) = &t.data {
+            let strings: Vec<String> = items
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect();
+            let v = ort::value::Tensor::from_string_array((t.shape.clone(), &strings[..]))
+                .map_err(|e| e.to_string())?;
+            string_holder.push(v);
+        }
+    }
+    let mut strings = string_holder.iter();
+    let mut values: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
+    for (spec, t) in schema.inputs.iter().zip(inputs) {
+        let shape = t.shape.clone();
+        macro_rules! view {
+            ($v:expr) => {
+                TensorRef::from_array_view((shape, &$v[..])).map(SessionInputValue::from)
+            };
+        }
+        let value = match &t.data {
+            TensorData::Bool(v) => view!(v),
+            TensorData::U8(v) => view!(v),
+            TensorData::U16(v) => view!(v),
+            TensorData::U32(v) => view!(v),
+            TensorData::U64(v) => view!(v),
+            TensorData::I8(v) => view!(v),
+            TensorData::I16(v) => view!(v),
+            TensorData::I32(v) => view!(v),
+            TensorData::I64(v) => view!(v),
+            TensorData::F32(v) => view!(v),
+            TensorData::F64(v) => view!(v),
+            TensorData::Bytes(_) => match strings.next() {
+                Some(s) => Ok(SessionInputValue::from(s.view().into_dyn())),
+                None => return Err("internal: string input lost".into()),
+            },
+        }
+        .map_err(|e| format!("input '{}': {e}", spec.name))?;
+        values.push((spec.name.as_str(), value));
+    }
+    let outputs = session.run(values).map_err(|e| e.to_string())?;
+    let infer_done = Instant::now();
+    let mut result = Vec::with_capacity(schema.outputs.len());
+    for spec in &schema.outputs {
+        let value = outputs
+            .get(spec.name.as_str())
+            .ok_or_else(|| format!("output '{}' missing from the run", spec.name))?;
+        result.push(extract(value, spec.dtype).map_err(|e| format!("output '{}': {e}", spec.name))?);
+    }
+    Ok((result, infer_done))
+}
+
+fn extract(value: &DynValue, dtype: DataType) -> Result<Tensor, ort::Error> {
+    macro_rules! ext {
+        ($var:ident, $t:ty) => {{
+            let (shape, data) = value.try_extract_tensor::<$t>()?;
+            Tensor::new(shape.to_vec(), TensorData::$var(data.to_vec()))
+        }};
+    }
+    Ok(match dtype {
+        DataType::Bool => ext!(Bool, bool),
+        DataType::U8 => ext!(U8, u8),
+        DataType::U16 => ext!(U16, u16),
+        DataType::U32 => ext!(U32, u32),
+        DataType::U64 => ext!(U64, u64),
+        DataType::I8 => ext!(I8, i8),
+        DataType::I16 => ext!(I16, i16),
+        DataType::I32 => ext!(I32, i32),
+        DataType::I64 => ext!(I64, i64),
+        DataType::F32 => ext!(F32, f32),
+        DataType::F64 => ext!(F64, f64),
+        DataType::Bytes => {
+            let (shape, data) = value.try_extract_strings()?;
+            Tensor::new(shape.to_vec(), TensorData::Bytes(data.into_iter().map(String::into_bytes).collect()))
+        }
+    })
+}
+
+/// Sends `item` to a worker; used by the batcher.
+pub(super) fn submit(tx: &flume::Sender<WorkItem>, item: WorkItem) {
+    if let Err(flume::SendError(item)) = tx.send(item) {
+        for job in item.jobs {
+            let _ = job.reply.send(Err(RuntimeError::Stopped("model".into())));
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Builds the gateway from a validated config and serves it: HTTP, gRPC and admin listeners under
+//! one cancellation token and one tracked task set, with a bounded graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::grpc::GrpcService;
+use crate::api::http::{self, HttpState};
+use crate::config::Config;
+use crate::core::{Gateway, Snapshot};
+use crate::runtime::{RuntimeError, library};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot bind {what} address {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A started gateway. Dropping it does not stop it; call [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    token: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Loads ONNX Runtime and every model, then binds the three listeners and starts serving.
+/// Nothing is bound unless every model loaded.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let metrics = crate::metrics::install().map_err(StartError::Other)?;
+    let lib = config.runtime.onnxruntime_lib.clone();
+    library::environment(lib.as_deref())?;
+    let cfg = config.clone();
+    let snapshot = tokio::task::spawn_blocking(move || Snapshot::load(&cfg))
+        .await
+        .map_err(|e| StartError::Other(format!("model loading panicked: {e}")))??;
+    let gateway = Arc::new(Gateway::new(snapshot));
+
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let http_listener = bind("http", config.server.http_addr).await?;
+    let grpc_listener = bind("grpc", config.server.grpc_addr).await?;
+    let admin_listener = bind("admin", config.server.admin_addr).await?;
+    let local = |l: &TcpListener| l.local_addr().map_err(|e| StartError::Other(e.to_string()));
+    let (http_addr, grpc_addr, admin_addr) = (local(&http_listener)?, local(&grpc_listener)?, local(&admin_listener)?);
+
+    let token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let state = HttpState {
+        gateway: gateway.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        metrics,
+    };
+    let http_router = http::router(state.clone());
+    let t = token.clone();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(http_listener, http_router).with_graceful_shutdown(t.cancelled_owned()).await {
+            tracing::error!("http server: {e}");
+        }
+    });
+    let admin_router = http::admin_router(state);
+    let t = token.clone();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, admin_router).with_graceful_shutdown(t.cancelled_owned()).await {
+            tracing::error!("admin server: {e}");
+        }
+    });
+    let grpc = GrpcService::server(gateway.clone(), config.server.max_body_bytes);
+    let t = token.clone();
+    tasks.spawn(async move {
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(incoming, t.cancelled_owned())
+            .await
+        {
+            tracing::error!("grpc server: {e}");
+        }
+    });
+    tasks.close();
+    tracing::info!(%http_addr, %grpc_addr, %admin_addr, "sluice serving");
+    Ok(RunningServer {
+        http_addr,
+        grpc_addr,
+        admin_addr,
+        gateway,
+        token,
+        tasks,
+    })
+}
+
+impl RunningServer {
+    /// Writes `{"http": port, "grpc": port, "admin": port}` to `path` (atomically).
+    pub fn write_ports_file(&self, path: &Path) -> std::io::Result<()> {
+        let body = serde_json::json!({
+            "http": self.http_addr.port(),
+            "grpc": self.grpc_addr.port(),
+            "admin": self.admin_addr.port(),
+        });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body.to_string())?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `deadline`), and returns.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.gateway.set_ready(false);
+        self.token.cancel();
+        if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown deadline of {deadline:?} passed with requests still in flight");
+        }
+    }
+
+    /// Resolves when shutdown has been requested.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await;
+    }
+}

@@ -1,0 +1,392 @@
+//! Typed tensors as they travel through the gateway: V2 datatypes, flat row-major data and shape.
+//!
+//! Every transport decodes into [`Tensor`] and every model output comes back as one, so the
+//! conversions between wire formats (V2 JSON, V2 binary, gRPC raw and typed contents) live here.
+
+pub mod json;
+
+use std::fmt;
+
+/// A KServe V2 tensor datatype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+    Bytes,
+}
+
+impl DataType {
+    /// The V2 protocol name (`FP32`, `INT64`, `BYTES`...).
+    pub fn v2_name(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::U8 => "UINT8",
+            DataType::U16 => "UINT16",
+            DataType::U32 => "UINT32",
+            DataType::U64 => "UINT64",
+            DataType::I8 => "INT8",
+            DataType::I16 => "INT16",
+            DataType::I32 => "INT32",
+            DataType::I64 => "INT64",
+            DataType::F32 => "FP32",
+            DataType::F64 => "FP64",
+            DataType::Bytes => "BYTES",
+        }
+    }
+
+    /// Parses a V2 datatype name; `None` for names the gateway does not serve (FP16, BF16).
+    pub fn from_v2_name(name: &str) -> Option<DataType> {
+        Some(match name {
+            "BOOL" => DataType::Bool,
+            "UINT8" => DataType::U8,
+            "UINT16" => DataType::U16,
+            "UINT32" => DataType::U32,
+            "UINT64" => DataType::U64,
+            "INT8" => DataType::I8,
+            "INT16" => DataType::I16,
+            "INT32" => DataType::I32,
+            "INT64" => DataType::I64,
+            "FP32" => DataType::F32,
+            "FP64" => DataType::F64,
+            "BYTES" => DataType::Bytes,
+            _ => return None,
+        })
+    }
+
+    /// Triton model-config name (`TYPE_FP32`...).
+    pub fn triton_config_name(self) -> &'static str {
+        match self {
+            DataType::Bool => "TYPE_BOOL",
+            DataType::U8 => "TYPE_UINT8",
+            DataType::U16 => "TYPE_UINT16",
+            DataType::U32 => "TYPE_UINT32",
+            DataType::U64 => "TYPE_UINT64",
+            DataType::I8 => "TYPE_INT8",
+            DataType::I16 => "TYPE_INT16",
+            DataType::I32 => "TYPE_INT32",
+            DataType::I64 => "TYPE_INT64",
+            DataType::F32 => "TYPE_FP32",
+            DataType::F64 => "TYPE_FP64",
+            DataType::Bytes => "TYPE_STRING",
+        }
+    }
+
+    /// Bytes per element in the V2 binary encoding; `None` for variable-size BYTES.
+    pub fn element_size(self) -> Option<usize> {
+        Some(match self {
+            DataType::Bool | DataType::U8 | DataType::I8 => 1,
+            DataType::U16 | DataType::I16 => 2,
+            DataType::U32 | DataType::I32 | DataType::F32 => 4,
+            DataType::U64 | DataType::I64 | DataType::F64 => 8,
+            DataType::Bytes => return None,
+        })
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.v2_name())
+    }
+}
+
+/// Flat, row-major tensor elements.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// Applies `$body` to the vector inside any [`TensorData`] variant, binding it as `$v`.
+#[macro_export]
+macro_rules! with_tensor_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            $crate::tensor::TensorData::Bool($v) => $body,
+            $crate::tensor::TensorData::U8($v) => $body,
+            $crate::tensor::TensorData::U16($v) => $body,
+            $crate::tensor::TensorData::U32($v) => $body,
+            $crate::tensor::TensorData::U64($v) => $body,
+            $crate::tensor::TensorData::I8($v) => $body,
+            $crate::tensor::TensorData::I16($v) => $body,
+            $crate::tensor::TensorData::I32($v) => $body,
+            $crate::tensor::TensorData::I64($v) => $body,
+            $crate::tensor::TensorData::F32($v) => $body,
+            $crate::tensor::TensorData::F64($v) => $body,
+            $crate::tensor::TensorData::Bytes($v) => $body,
+        }
+    };
+}
+
+/// Applies `$body` to the vector inside numeric [`TensorData`] variants (every one but BYTES),
+/// binding it as `$v`; BYTES evaluates `$bytes` with the vector bound as `$b`.
+#[macro_export]
+macro_rules! with_numeric_data {
+    ($data:expr, $v:ident => $body:expr, $b:ident => $bytes:expr) => {
+        match $data {
+            $crate::tensor::TensorData::Bool($v) => $body,
+            $crate::tensor::TensorData::U8($v) => $body,
+            $crate::tensor::TensorData::U16($v) => $body,
+            $crate::tensor::TensorData::U32($v) => $body,
+            $crate::tensor::TensorData::U64($v) => $body,
+            $crate::tensor::TensorData::I8($v) => $body,
+            $crate::tensor::TensorData::I16($v) => $body,
+            $crate::tensor::TensorData::I32($v) => $body,
+            $crate::tensor::TensorData::I64($v) => $body,
+            $crate::tensor::TensorData::F32($v) => $body,
+            $crate::tensor::TensorData::F64($v) => $body,
+            $crate::tensor::TensorData::Bytes($b) => $bytes,
+        }
+    };
+}
+
+impl TensorData {
+    pub fn dtype(&self) -> DataType {
+        match self {
+            TensorData::Bool(_) => DataType::Bool,
+            TensorData::U8(_) => DataType::U8,
+            TensorData::U16(_) => DataType::U16,
+            TensorData::U32(_) => DataType::U32,
+            TensorData::U64(_) => DataType::U64,
+            TensorData::I8(_) => DataType::I8,
+            TensorData::I16(_) => DataType::I16,
+            TensorData::I32(_) => DataType::I32,
+            TensorData::I64(_) => DataType::I64,
+            TensorData::F32(_) => DataType::F32,
+            TensorData::F64(_) => DataType::F64,
+            TensorData::Bytes(_) => DataType::Bytes,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        with_tensor_data!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An empty vector of the given type with room for `cap` elements.
+    pub fn with_capacity(dtype: DataType, cap: usize) -> TensorData {
+        match dtype {
+            DataType::Bool => TensorData::Bool(Vec::with_capacity(cap)),
+            DataType::U8 => TensorData::U8(Vec::with_capacity(cap)),
+            DataType::U16 => TensorData::U16(Vec::with_capacity(cap)),
+            DataType::U32 => TensorData::U32(Vec::with_capacity(cap)),
+            DataType::U64 => TensorData::U64(Vec::with_capacity(cap)),
+            DataType::I8 => TensorData::I8(Vec::with_capacity(cap)),
+            DataType::I16 => TensorData::I16(Vec::with_capacity(cap)),
+            DataType::I32 => TensorData::I32(Vec::with_capacity(cap)),
+            DataType::I64 => TensorData::I64(Vec::with_capacity(cap)),
+            DataType::F32 => TensorData::F32(Vec::with_capacity(cap)),
+            DataType::F64 => TensorData::F64(Vec::with_capacity(cap)),
+            DataType::Bytes => TensorData::Bytes(Vec::with_capacity(cap)),
+        }
+    }
+
+    /// Appends `other` (same type) to `self`. Returns false on a type mismatch.
+    pub fn extend_from(&mut self, other: &TensorData) -> bool {
+        macro_rules! ext {
+            ($($var:ident),*) => {
+                match (self, other) {
+                    $((TensorData::$var(a), TensorData::$var(b)) => { a.extend_from_slice(b); true })*
+                    _ => false,
+                }
+            };
+        }
+        ext!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, Bytes)
+    }
+
+    /// Elements `[start, end)` as a new vector of the same type.
+    pub fn slice(&self, start: usize, end: usize) -> TensorData {
+        macro_rules! sl {
+            ($($var:ident),*) => {
+                match self { $(TensorData::$var(v) => TensorData::$var(v[start..end].to_vec()),)* }
+            };
+        }
+        sl!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, Bytes)
+    }
+
+    /// The V2 binary encoding: little-endian elements; BYTES as 4-byte length + bytes each.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() * self.dtype().element_size().unwrap_or(8));
+        self.write_le_bytes(&mut out);
+        out
+    }
+
+    /// Appends the V2 binary encoding to `out`.
+    pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
+        match self {
+            TensorData::Bool(v) => out.extend(v.iter().map(|&b| u8::from(b))),
+            TensorData::Bytes(v) => {
+                for s in v {
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s);
+                }
+            }
+            TensorData::U8(v) => out.extend_from_slice(v),
+            TensorData::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
+            TensorData::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        }
+    }
+
+    /// Decodes the V2 binary encoding of `count` elements (`None`: as many as the bytes hold,
+    /// BYTES only). Errors say what is wrong with the bytes.
+    pub fn from_le_bytes(dtype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
+        if let Some(size) = dtype.element_size()
+            && bytes.len() != count * size {
+                return Err(format!(
+                    "holds {} bytes but shape needs {count} {dtype} elements ({} bytes)",
+                    bytes.len(),
+                    count * size
+                ));
+            }
+        macro_rules! num {
+            ($var:ident, $t:ty, $n:expr) => {
+                TensorData::$var(
+                    bytes
+                        .chunks_exact($n)
+                        .map(|c| {
+                            let mut a = [0u8; $n];
+                            a.copy_from_slice(c);
+                            <$t>::from_le_bytes(a)
+                        })
+                        .collect(),
+                )
+            };
+        }
+        Ok(match dtype {
+            DataType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            DataType::U8 => TensorData::U8(bytes.to_vec()),
+            DataType::I8 => TensorData::I8(bytes.iter().map(|&b| b as i8).collect()),
+            DataType::U16 => num!(U16, u16, 2),
+            DataType::U32 => num!(U32, u32, 4),
+            DataType::U64 => num!(U64, u64, 8),
+            DataType::I16 => num!(I16, i16, 2),
+            DataType::I32 => num!(I32, i32, 4),
+            DataType::I64 => num!(I64, i64, 8),
+            DataType::F32 => num!(F32, f32, 4),
+            DataType::F64 => num!(F64, f64, 8),
+            DataType::Bytes => {
+                let mut items = Vec::with_capacity(count);
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    if rest.len() < 4 {
+                        return Err("BYTES element is cut short (needs a 4-byte length)".into());
+                    }
+                    let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                    if rest.len() < 4 + n {
+                        return Err(format!("BYTES element says {n} bytes but fewer follow"));
+                    }
+                    items.push(rest[4..4 + n].to_vec());
+                    rest = &rest[4 + n..];
+                }
+                if items.len() != count {
+                    return Err(format!(
+                        "holds {} BYTES elements but shape needs {count}",
+                        items.len()
+                    ));
+                }
+                TensorData::Bytes(items)
+            }
+        })
+    }
+}
+
+/// A named tensor: shape plus flat row-major data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    pub fn new(shape: Vec<i64>, data: TensorData) -> Tensor {
+        Tensor { shape, data }
+    }
+
+    pub fn dtype(&self) -> DataType {
+        self.data.dtype()
+    }
+
+    /// Size of the first (batch) dimension; 1 for scalars.
+    pub fn rows(&self) -> usize {
+        self.shape.first().map(|&d| d.max(0) as usize).unwrap_or(1)
+    }
+}
+
+/// Number of elements a shape holds, or `None` when a dimension is negative or it overflows.
+pub fn element_count(shape: &[i64]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_round_trip_every_type() {
+        let cases = vec![
+            TensorData::Bool(vec![true, false]),
+            TensorData::U8(vec![1, 255]),
+            TensorData::U16(vec![1, 65535]),
+            TensorData::U32(vec![7, u32::MAX]),
+            TensorData::U64(vec![7, u64::MAX]),
+            TensorData::I8(vec![-1, 127]),
+            TensorData::I16(vec![-300, 300]),
+            TensorData::I32(vec![-70000, 70000]),
+            TensorData::I64(vec![i64::MIN, 3]),
+            TensorData::F32(vec![1.5, -0.25]),
+            TensorData::F64(vec![1e300, -2.5]),
+            TensorData::Bytes(vec![b"ab".to_vec(), Vec::new()]),
+        ];
+        for data in cases {
+            let bytes = data.to_le_bytes();
+            let back = TensorData::from_le_bytes(data.dtype(), &bytes, 2).unwrap();
+            assert_eq!(back, data);
+            assert_eq!(DataType::from_v2_name(data.dtype().v2_name()), Some(data.dtype()));
+        }
+    }
+
+    #[test]
+    fn binary_size_mismatch_is_an_error() {
+        let err = TensorData::from_le_bytes(DataType::F32, &[0u8; 7], 2).unwrap_err();
+        assert!(err.contains("7 bytes"), "{err}");
+        assert!(TensorData::from_le_bytes(DataType::Bytes, &[5, 0, 0, 0, 1], 1).is_err());
+    }
+
+    #[test]
+    fn element_count_rejects_negative_and_overflow() {
+        assert_eq!(element_count(&[2, 3]), Some(6));
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[-1, 3]), None);
+        assert_eq!(element_count(&[i64::MAX, i64::MAX]), None);
+    }
+}
