@@ -34,10 +34,7 @@ pub struct ConfigIssue {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config {path} is not valid TOML: {message}")]
     Parse { path: String, message: String },
     #[error("config {path} has {} problem(s):\n{}", .issues.len(), Issues(.issues))]
@@ -116,10 +113,8 @@ pub struct Route {
 impl Config {
     /// Reads and validates a config file; relative paths in it are taken from its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_toml(&text, &path.display().to_string(), base)
     }
@@ -130,10 +125,7 @@ impl Config {
             path: name.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        validate(raw, base).map_err(|issues| ConfigError::Invalid {
-            path: name.to_string(),
-            issues,
-        })
+        validate(raw, base).map_err(|issues| ConfigError::Invalid { path: name.to_string(), issues })
     }
 
     pub fn model(&self, name: &str) -> Option<&ModelConfig> {
@@ -142,11 +134,7 @@ impl Config {
 
     /// The model file of a version: `<repository>/<name>/<version>/model.onnx`.
     pub fn model_path(&self, name: &str, version: u64) -> PathBuf {
-        self.runtime
-            .model_repository
-            .join(name)
-            .join(version.to_string())
-            .join("model.onnx")
+        self.runtime.model_repository.join(name).join(version.to_string()).join("model.onnx")
     }
 }
 
@@ -155,10 +143,7 @@ struct Issues2(Vec<ConfigIssue>);
 
 impl Issues2 {
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigIssue {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(ConfigIssue { field: field.into(), message: message.into() });
     }
 }
 
@@ -216,7 +201,10 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
     for (i, m) in raw.models.iter().enumerate() {
         if let Some(cfg) = validate_model(&mut issues, i, m, &runtime.model_repository, request_timeout) {
             if !model_names.insert(cfg.name.clone()) {
-                issues.add(format!("models[{i}].name"), format!("model '{}' is listed twice; merge the entries", cfg.name));
+                issues.add(
+                    format!("models[{i}].name"),
+                    format!("model '{}' is listed twice; merge the entries", cfg.name),
+                );
             }
             models.push(cfg);
         }
@@ -252,14 +240,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
         return Err(issues.0);
     }
     Ok(Config {
-        server: ServerConfig {
-            http_addr,
-            grpc_addr,
-            admin_addr,
-            max_body_bytes,
-            request_timeout,
-            default_endpoint,
-        },
+        server: ServerConfig { http_addr, grpc_addr, admin_addr, max_body_bytes, request_timeout, default_endpoint },
         runtime,
         models,
         endpoints,
@@ -272,13 +253,7 @@ fn sorted(set: &HashSet<String>) -> Vec<&String> {
     v
 }
 
-fn validate_model(
-    issues: &mut Issues2,
-    i: usize,
-    m: &RawModel,
-    repo: &Path,
-    timeout: Duration,
-) -> Option<ModelConfig> {
+fn validate_model(issues: &mut Issues2, i: usize, m: &RawModel, repo: &Path, timeout: Duration) -> Option<ModelConfig> {
     let field = format!("models[{i}]");
     let before = issues.0.len();
     if !is_valid_name(&m.name) {
@@ -296,7 +271,11 @@ fn validate_model(
         if is_valid_name(&m.name) && !path.is_file() {
             issues.add(
                 format!("{field}.versions"),
-                format!("version {v} of '{}' has no model file at {}; add it or remove the version", m.name, path.display()),
+                format!(
+                    "version {v} of '{}' has no model file at {}; add it or remove the version",
+                    m.name,
+                    path.display()
+                ),
             );
         }
     }
@@ -316,7 +295,8 @@ fn validate_model(
             None => default,
             Some(n) if n >= 1 && n <= max as u64 => n as usize,
             Some(n) => {
-                issues.add(format!("{field}.{name}"), format!("{n} is out of range; use 1..={max} (default {default})"));
+                issues
+                    .add(format!("{field}.{name}"), format!("{n} is out of range; use 1..={max} (default {default})"));
                 default
             }
         }
@@ -324,15 +304,20 @@ fn validate_model(
     let intra_op_threads = bounded(issues, "intra_op_threads", m.intra_op_threads, 1, 256);
     let instances = bounded(issues, "instances", m.instances, 1, 64);
     let queue_capacity = bounded(issues, "queue_capacity", m.queue_capacity, DEFAULT_QUEUE_CAPACITY, 1 << 20);
-    let max_batch_size = bounded(issues, "batching.max_batch_size", m.batching.max_batch_size, DEFAULT_MAX_BATCH_SIZE, 1 << 16);
+    let max_batch_size =
+        bounded(issues, "batching.max_batch_size", m.batching.max_batch_size, DEFAULT_MAX_BATCH_SIZE, 1 << 16);
     let delay_us = m.batching.max_queue_delay_us.unwrap_or(0);
     if delay_us > 1_000_000 {
-        issues.add(format!("{field}.batching.max_queue_delay_us"), format!("{delay_us} us is more than 1 s; use 0..=1000000"));
+        issues.add(
+            format!("{field}.batching.max_queue_delay_us"),
+            format!("{delay_us} us is more than 1 s; use 0..=1000000"),
+        );
     }
-    let batching = m.batching.enabled.unwrap_or(true).then_some(BatchingOptions {
-        max_batch_size,
-        max_queue_delay: Duration::from_micros(delay_us.min(1_000_000)),
-    });
+    let batching = m
+        .batching
+        .enabled
+        .unwrap_or(true)
+        .then_some(BatchingOptions { max_batch_size, max_queue_delay: Duration::from_micros(delay_us.min(1_000_000)) });
     if issues.0.len() > before {
         return None;
     }
@@ -340,11 +325,7 @@ fn validate_model(
         name: m.name.clone(),
         versions: m.versions.clone(),
         options: RunnerOptions {
-            execution: ExecutionOptions {
-                provider,
-                intra_op_threads,
-                instances,
-            },
+            execution: ExecutionOptions { provider, intra_op_threads, instances },
             batching,
             queue_capacity,
             timeout,
@@ -384,32 +365,37 @@ fn validate_endpoint(
             ),
             Some(m) => {
                 if let Some(v) = version
-                    && !m.versions.contains(&v) {
-                        issues.add(
-                            format!("{f}.entity_version"),
-                            format!("model '{}' has no loaded version {v}; add it to its versions {:?}", m.name, m.versions),
-                        );
-                    }
+                    && !m.versions.contains(&v)
+                {
+                    issues.add(
+                        format!("{f}.entity_version"),
+                        format!(
+                            "model '{}' has no loaded version {v}; add it to its versions {:?}",
+                            m.name, m.versions
+                        ),
+                    );
+                }
             }
         }
-        let name = s.name.clone().unwrap_or_else(|| {
-            format!("{}-{}", s.entity_name, version.map(|v| v.to_string()).unwrap_or_default())
-        });
+        let name = s
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", s.entity_name, version.map(|v| v.to_string()).unwrap_or_default()));
         if !is_valid_name(&name) {
             issues.add(format!("{f}.name"), format!("'{name}' is not a valid served model name; {NAME_RULE}"));
         }
         if !names.insert(name.clone()) {
-            issues.add(format!("{f}.name"), format!("served model '{name}' appears twice in this endpoint; give each a unique name"));
+            issues.add(
+                format!("{f}.name"),
+                format!("served model '{name}' appears twice in this endpoint; give each a unique name"),
+            );
         }
         if let Some(version) = version {
             served.push(ServedEntity { name, model: s.entity_name.clone(), version });
         }
     }
     let routes = match &e.traffic_config {
-        None if served.len() == 1 => vec![Route {
-            served_model_name: served[0].name.clone(),
-            traffic_percentage: 100,
-        }],
+        None if served.len() == 1 => vec![Route { served_model_name: served[0].name.clone(), traffic_percentage: 100 }],
         None => {
             issues.add(
                 format!("{field}.traffic_config"),
@@ -426,14 +412,24 @@ fn validate_endpoint(
                 if !names.contains(&r.served_model_name) {
                     issues.add(
                         format!("{f}.served_model_name"),
-                        format!("'{}' is not a served entity of this endpoint; use one of {:?}", r.served_model_name, sorted(&names)),
+                        format!(
+                            "'{}' is not a served entity of this endpoint; use one of {:?}",
+                            r.served_model_name,
+                            sorted(&names)
+                        ),
                     );
                 }
                 if !seen.insert(r.served_model_name.clone()) {
-                    issues.add(format!("{f}.served_model_name"), format!("'{}' has two routes; merge them", r.served_model_name));
+                    issues.add(
+                        format!("{f}.served_model_name"),
+                        format!("'{}' has two routes; merge them", r.served_model_name),
+                    );
                 }
                 if !(0..=100).contains(&r.traffic_percentage) {
-                    issues.add(format!("{f}.traffic_percentage"), format!("{} is not a percentage; use 0..=100", r.traffic_percentage));
+                    issues.add(
+                        format!("{f}.traffic_percentage"),
+                        format!("{} is not a percentage; use 0..=100", r.traffic_percentage),
+                    );
                 }
                 total += r.traffic_percentage;
                 routes.push(Route {
@@ -442,7 +438,10 @@ fn validate_endpoint(
                 });
             }
             if total != 100 {
-                issues.add(format!("{field}.traffic_config.routes"), format!("traffic percentages sum to {total}; they must sum to 100"));
+                issues.add(
+                    format!("{field}.traffic_config.routes"),
+                    format!("traffic percentages sum to {total}; they must sum to 100"),
+                );
             }
             routes
         }
@@ -450,11 +449,7 @@ fn validate_endpoint(
     if issues.0.len() > before {
         return None;
     }
-    Some(EndpointConfig {
-        name: e.name.clone(),
-        served_entities: served,
-        routes,
-    })
+    Some(EndpointConfig { name: e.name.clone(), served_entities: served, routes })
 }
 
 #[cfg(test)]
@@ -503,25 +498,53 @@ mod tests {
     #[test]
     fn each_problem_names_its_field() {
         let cases: &[(&str, &str, &str)] = &[
-            (r#"[[models]]
+            (
+                r#"[[models]]
                 name = "fraud_classifier"
-                versions = [9]"#, "models[0].versions", "no model file"),
-            (r#"[[models]]
+                versions = [9]"#,
+                "models[0].versions",
+                "no model file",
+            ),
+            (
+                r#"[[models]]
                 name = "fraud_classifier"
                 versions = [1]
-                provider = "tpu""#, "models[0].provider", "\"cpu\" or \"cuda\""),
-            (r#"[[models]]
+                provider = "tpu""#,
+                "models[0].provider",
+                "\"cpu\" or \"cuda\"",
+            ),
+            (
+                r#"[[models]]
                 name = "fraud_classifier"
                 versions = [1]
-                batching = { max_batch_size = 0 }"#, "models[0].batching.max_batch_size", "out of range"),
-            (r#"[server]
+                batching = { max_batch_size = 0 }"#,
+                "models[0].batching.max_batch_size",
+                "out of range",
+            ),
+            (
+                r#"[server]
                 http_addr = "localhost"
                 [[models]]
                 name = "mlp"
-                versions = [1]"#, "server.http_addr", "IP:PORT"),
-            (&GOOD.replace("traffic_percentage = 10", "traffic_percentage = 20"), "endpoints[0].traffic_config.routes", "sum to 110"),
-            (&GOOD.replace("served_model_name = \"b\"", "served_model_name = \"c\""), "endpoints[0].traffic_config.routes[1].served_model_name", "not a served entity"),
-            (&GOOD.replace("entity_version = 2", "entity_version = 3"), "endpoints[0].served_entities[1].entity_version", "no loaded version 3"),
+                versions = [1]"#,
+                "server.http_addr",
+                "IP:PORT",
+            ),
+            (
+                &GOOD.replace("traffic_percentage = 10", "traffic_percentage = 20"),
+                "endpoints[0].traffic_config.routes",
+                "sum to 110",
+            ),
+            (
+                &GOOD.replace("served_model_name = \"b\"", "served_model_name = \"c\""),
+                "endpoints[0].traffic_config.routes[1].served_model_name",
+                "not a served entity",
+            ),
+            (
+                &GOOD.replace("entity_version = 2", "entity_version = 3"),
+                "endpoints[0].served_entities[1].entity_version",
+                "no loaded version 3",
+            ),
             (&GOOD.replace("name = \"b\"", "name = \"a\""), "endpoints[0].served_entities[1].name", "appears twice"),
             (&format!("{GOOD}\n[server]\ndefault_endpoint = \"nope\""), "server.default_endpoint", "not defined"),
         ];

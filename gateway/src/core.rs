@@ -123,11 +123,7 @@ impl Snapshot {
             .iter()
             .map(|e| Endpoint::build(e, &registry).map(|ep| (e.name.clone(), ep)))
             .collect::<Result<HashMap<_, _>, _>>()?;
-        Ok(Snapshot {
-            registry,
-            endpoints,
-            default_endpoint: config.server.default_endpoint.clone(),
-        })
+        Ok(Snapshot { registry, endpoints, default_endpoint: config.server.default_endpoint.clone() })
     }
 }
 
@@ -140,10 +136,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(snapshot: Snapshot) -> Gateway {
-        Gateway {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            ready: AtomicBool::new(true),
-        }
+        Gateway { snapshot: ArcSwap::from_pointee(snapshot), ready: AtomicBool::new(true) }
     }
 
     /// The current snapshot; a request loads it once and finishes on it.
@@ -161,11 +154,7 @@ impl Gateway {
     }
 
     fn check_ready(&self) -> Result<(), CoreError> {
-        if self.is_ready() {
-            Ok(())
-        } else {
-            Err(CoreError::Unavailable("server is shutting down".into()))
-        }
+        if self.is_ready() { Ok(()) } else { Err(CoreError::Unavailable("server is shutting down".into())) }
     }
 
     /// Runs a KServe V2 inference request.
@@ -189,15 +178,11 @@ impl Gateway {
         let snap = self.snapshot();
         let name = match endpoint {
             Some(n) => n,
-            None => snap
-                .default_endpoint
-                .as_deref()
-                .ok_or_else(|| CoreError::NotFound("no default endpoint is configured; call /endpoints/{name}/predict".into()))?,
+            None => snap.default_endpoint.as_deref().ok_or_else(|| {
+                CoreError::NotFound("no default endpoint is configured; call /endpoints/{name}/predict".into())
+            })?,
         };
-        let ep = snap
-            .endpoints
-            .get(name)
-            .ok_or_else(|| CoreError::NotFound(format!("unknown endpoint '{name}'")))?;
+        let ep = snap.endpoints.get(name).ok_or_else(|| CoreError::NotFound(format!("unknown endpoint '{name}'")))?;
         let payload = mlflow::parse(body)?;
         let served = ep.pick();
         let start = Instant::now();
@@ -214,11 +199,7 @@ impl Gateway {
             }
             Err(e) => served.metrics.failure(e.kind()),
         }
-        Ok(PredictResponse {
-            body: result?,
-            served_model: served.name.clone(),
-            model: served.model.clone(),
-        })
+        Ok(PredictResponse { body: result?, served_model: served.name.clone(), model: served.model.clone() })
     }
 }
 
@@ -343,8 +324,9 @@ fn check_tensor(name: &str, spec: &crate::runtime::TensorSpec, t: &Tensor) -> Re
         )));
     }
     if let TensorData::Bytes(items) = &t.data
-        && items.iter().any(|b| std::str::from_utf8(b).is_err()) {
-            return Err(CoreError::BadRequest(format!("input '{name}' holds BYTES that are not UTF-8 strings")));
-        }
+        && items.iter().any(|b| std::str::from_utf8(b).is_err())
+    {
+        return Err(CoreError::BadRequest(format!("input '{name}' holds BYTES that are not UTF-8 strings")));
+    }
     Ok(())
 }

@@ -66,12 +66,7 @@ fn main() -> ExitCode {
     })) {
         Command::Validate { file } => match Config::load(&file) {
             Ok(c) => {
-                println!(
-                    "{}: valid ({} models, {} endpoints)",
-                    file.display(),
-                    c.models.len(),
-                    c.endpoints.len()
-                );
+                println!("{}: valid ({} models, {} endpoints)", file.display(), c.models.len(), c.endpoints.len());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -119,11 +114,12 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         if let Some(p) = &args.ports_file
-            && let Err(e) = server.write_ports_file(p) {
-                eprintln!("error: cannot write ports file {}: {e}", p.display());
-                server.shutdown(Duration::from_secs(1)).await;
-                return ExitCode::FAILURE;
-            }
+            && let Err(e) = server.write_ports_file(p)
+        {
+            eprintln!("error: cannot write ports file {}: {e}", p.display());
+            server.shutdown(Duration::from_secs(1)).await;
+            return ExitCode::FAILURE;
+        }
         wait_for_signal().await;
         tracing::info!("shutting down");
         server.shutdown(Duration::from_secs(args.shutdown_grace_secs)).await;

@@ -17,9 +17,8 @@ pub const MODEL_ROWS_TOTAL: &str = "sluice_model_inference_rows_total";
 pub const MODEL_BATCH_ROWS: &str = "sluice_model_batch_rows";
 pub const REJECTED_TOTAL: &str = "sluice_rejected_requests_total";
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
@@ -41,15 +40,35 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
-    describe_counter!(REQUESTS_TOTAL, Unit::Count, "Endpoint requests (/predict), by endpoint, served model and outcome.");
-    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Endpoint request latency inside the gateway, by endpoint and served model.");
-    describe_counter!(MODEL_REQUESTS_TOTAL, Unit::Count, "Requests that reached a model version (any protocol), by outcome.");
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "Endpoint requests (/predict), by endpoint, served model and outcome."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Endpoint request latency inside the gateway, by endpoint and served model."
+    );
+    describe_counter!(
+        MODEL_REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests that reached a model version (any protocol), by outcome."
+    );
     describe_histogram!(MODEL_REQUEST_DURATION, Unit::Seconds, "Time from admission to answer for a model version.");
     describe_histogram!(MODEL_QUEUE_DURATION, Unit::Seconds, "Time a request waited for a worker.");
-    describe_histogram!(MODEL_COMPUTE_DURATION, Unit::Seconds, "ONNX Runtime execution time of the batch a request was in.");
+    describe_histogram!(
+        MODEL_COMPUTE_DURATION,
+        Unit::Seconds,
+        "ONNX Runtime execution time of the batch a request was in."
+    );
     describe_counter!(MODEL_ROWS_TOTAL, Unit::Count, "Rows (inferences) answered by a model version.");
     describe_histogram!(MODEL_BATCH_ROWS, Unit::Count, "Rows per model execution (dynamic batching).");
-    describe_counter!(REJECTED_TOTAL, Unit::Count, "Requests rejected before reaching a model, by protocol and reason.");
+    describe_counter!(
+        REJECTED_TOTAL,
+        Unit::Count,
+        "Requests rejected before reaching a model, by protocol and reason."
+    );
 }
 
 /// Pre-registered handles for one model version (no label lookups on the hot path).
@@ -69,7 +88,10 @@ impl ModelMetrics {
     pub fn new(model: &str, version: &str) -> ModelMetrics {
         let labels = [("model", model.to_string()), ("version", version.to_string())];
         ModelMetrics {
-            success: counter!(MODEL_REQUESTS_TOTAL, &[("model", model.to_string()), ("version", version.to_string()), ("outcome", "success".to_string())]),
+            success: counter!(
+                MODEL_REQUESTS_TOTAL,
+                &[("model", model.to_string()), ("version", version.to_string()), ("outcome", "success".to_string())]
+            ),
             rows: counter!(MODEL_ROWS_TOTAL, &labels),
             duration: histogram!(MODEL_REQUEST_DURATION, &labels),
             queue: histogram!(MODEL_QUEUE_DURATION, &labels),
@@ -99,11 +121,14 @@ impl EndpointMetrics {
     pub fn new(endpoint: &str, served_model: &str) -> EndpointMetrics {
         let labels = [("endpoint", endpoint.to_string()), ("served_model", served_model.to_string())];
         EndpointMetrics {
-            success: counter!(REQUESTS_TOTAL, &[
-                ("endpoint", endpoint.to_string()),
-                ("served_model", served_model.to_string()),
-                ("outcome", "success".to_string())
-            ]),
+            success: counter!(
+                REQUESTS_TOTAL,
+                &[
+                    ("endpoint", endpoint.to_string()),
+                    ("served_model", served_model.to_string()),
+                    ("outcome", "success".to_string())
+                ]
+            ),
             duration: histogram!(REQUEST_DURATION, &labels),
             endpoint: endpoint.to_string(),
             served_model: served_model.to_string(),

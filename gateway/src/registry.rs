@@ -95,15 +95,9 @@ impl Registry {
 
     /// A model version; `None` picks the highest version.
     pub fn get(&self, name: &str, version: Option<&str>) -> Result<&Arc<LoadedModel>, LookupError> {
-        let versions = self
-            .models
-            .get(name)
-            .ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
+        let versions = self.models.get(name).ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
         match version.filter(|v| !v.is_empty()) {
-            None => versions
-                .values()
-                .next_back()
-                .ok_or_else(|| LookupError::UnknownModel(name.to_string())),
+            None => versions.values().next_back().ok_or_else(|| LookupError::UnknownModel(name.to_string())),
             Some(v) => v
                 .parse::<u64>()
                 .ok()
@@ -159,13 +153,15 @@ fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel,
                     return Err(format!("outputs.probabilities '{}' must be a float [N, classes] tensor", spec.name));
                 }
                 if let (Some(labels), Some(&classes)) = (&manifest.class_labels, spec.shape.get(1))
-                    && classes > 0 && classes as usize != labels.len() {
-                        return Err(format!(
-                            "manifest has {} class_labels but '{}' has {classes} classes",
-                            labels.len(),
-                            spec.name
-                        ));
-                    }
+                    && classes > 0
+                    && classes as usize != labels.len()
+                {
+                    return Err(format!(
+                        "manifest has {} class_labels but '{}' has {classes} classes",
+                        labels.len(),
+                        spec.name
+                    ));
+                }
             }
             if let Some(l) = label {
                 let spec = &schema.outputs[l];

@@ -22,11 +22,7 @@ pub enum RuntimeError {
     Library(String),
     /// A model file could not be turned into a session.
     #[error("model {model} version {version}: {message}")]
-    Load {
-        model: String,
-        version: u64,
-        message: String,
-    },
+    Load { model: String, version: u64, message: String },
     /// The model's queue is full.
     #[error("model {model} is overloaded: {capacity} requests already queued")]
     Overloaded { model: String, capacity: usize },

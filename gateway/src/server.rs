@@ -22,11 +22,7 @@ pub enum StartError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("cannot bind {what} address {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Other(String),
 }
@@ -65,11 +61,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let state = HttpState {
-        gateway: gateway.clone(),
-        max_body_bytes: config.server.max_body_bytes,
-        metrics,
-    };
+    let state = HttpState { gateway: gateway.clone(), max_body_bytes: config.server.max_body_bytes, metrics };
     let http_router = http::router(state.clone());
     let t = token.clone();
     tasks.spawn(async move {
@@ -98,14 +90,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     tasks.close();
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "sluice serving");
-    Ok(RunningServer {
-        http_addr,
-        grpc_addr,
-        admin_addr,
-        gateway,
-        token,
-        tasks,
-    })
+    Ok(RunningServer { http_addr, grpc_addr, admin_addr, gateway, token, tasks })
 }
 
 impl RunningServer {

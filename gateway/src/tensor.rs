@@ -259,13 +259,14 @@ impl TensorData {
     /// BYTES only). Errors say what is wrong with the bytes.
     pub fn from_le_bytes(dtype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
         if let Some(size) = dtype.element_size()
-            && bytes.len() != count * size {
-                return Err(format!(
-                    "holds {} bytes but shape needs {count} {dtype} elements ({} bytes)",
-                    bytes.len(),
-                    count * size
-                ));
-            }
+            && bytes.len() != count * size
+        {
+            return Err(format!(
+                "holds {} bytes but shape needs {count} {dtype} elements ({} bytes)",
+                bytes.len(),
+                count * size
+            ));
+        }
         macro_rules! num {
             ($var:ident, $t:ty, $n:expr) => {
                 TensorData::$var(
@@ -307,10 +308,7 @@ impl TensorData {
                     rest = &rest[4 + n..];
                 }
                 if items.len() != count {
-                    return Err(format!(
-                        "holds {} BYTES elements but shape needs {count}",
-                        items.len()
-                    ));
+                    return Err(format!("holds {} BYTES elements but shape needs {count}", items.len()));
                 }
                 TensorData::Bytes(items)
             }
@@ -342,9 +340,7 @@ impl Tensor {
 
 /// Number of elements a shape holds, or `None` when a dimension is negative or it overflows.
 pub fn element_count(shape: &[i64]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| {
-        usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
-    })
+    shape.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)))
 }
 
 #[cfg(test)]

@@ -72,7 +72,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.log();
         let (status, _) = self.codes();
-        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], error_body(&self.to_string())).into_response()
+        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], error_body(&self.to_string()))
+            .into_response()
     }
 }
 

@@ -33,7 +33,11 @@ impl GrpcService {
             .max_encoding_message_size(usize::MAX)
     }
 
-    fn model(&self, name: &str, version: &str) -> Result<(Arc<crate::core::Snapshot>, Arc<crate::registry::LoadedModel>), Status> {
+    fn model(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<(Arc<crate::core::Snapshot>, Arc<crate::registry::LoadedModel>), Status> {
         let snap = self.gateway.snapshot();
         let model = snap
             .registry
@@ -54,11 +58,17 @@ impl GrpcInferenceService for GrpcService {
         Ok(Response::new(pb::ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(&self, _: Request<pb::ServerReadyRequest>) -> Result<Response<pb::ServerReadyResponse>, Status> {
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         Ok(Response::new(pb::ServerReadyResponse { ready: self.gateway.is_ready() }))
     }
 
-    async fn model_ready(&self, req: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = req.into_inner();
         let found = self.gateway.snapshot().registry.get(&r.name, Some(&r.version)).is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready: found && self.gateway.is_ready() }))
@@ -97,7 +107,10 @@ impl GrpcInferenceService for GrpcService {
         }))
     }
 
-    async fn model_infer(&self, req: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let r = req.into_inner();
         let raw = !r.raw_input_contents.is_empty();
         let request = decode(r)?;
@@ -108,7 +121,10 @@ impl GrpcInferenceService for GrpcService {
         Ok(Response::new(encode(response, raw)))
     }
 
-    async fn model_config(&self, req: Request<pb::ModelConfigRequest>) -> Result<Response<pb::ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = req.into_inner();
         let (_, model) = self.model(&r.name, &r.version)?;
         let c = v2::model_config(&model);

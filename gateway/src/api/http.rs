@@ -63,11 +63,7 @@ pub fn admin_router(state: HttpState) -> Router {
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<HttpState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
 async fn fallback(method: Method, uri: Uri) -> ApiError {
@@ -82,16 +78,14 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 /// Reads a request body up to the configured limit; a larger body is 413.
 pub(crate) async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, ApiError> {
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64 {
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
             ApiError::PayloadTooLarge(limit)
         } else {
@@ -105,9 +99,8 @@ pub(crate) fn media_type(headers: &HeaderMap) -> Result<Option<String>, ApiError
     match headers.get(header::CONTENT_TYPE) {
         None => Ok(None),
         Some(v) => {
-            let s = v
-                .to_str()
-                .map_err(|_| ApiError::UnsupportedMediaType("Content-Type is not readable text".into()))?;
+            let s =
+                v.to_str().map_err(|_| ApiError::UnsupportedMediaType("Content-Type is not readable text".into()))?;
             Ok(Some(s.split(';').next().unwrap_or("").trim().to_ascii_lowercase()))
         }
     }
@@ -122,6 +115,8 @@ pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 pub(crate) fn json_ok<T: serde::Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => json_response(StatusCode::OK, body),
-        Err(e) => ApiError::Core(crate::core::CoreError::Internal(format!("cannot encode response: {e}"))).into_response(),
+        Err(e) => {
+            ApiError::Core(crate::core::CoreError::Internal(format!("cannot encode response: {e}"))).into_response()
+        }
     }
 }

@@ -23,11 +23,7 @@ pub struct ServerMetadata {
 }
 
 pub fn server_metadata() -> ServerMetadata {
-    ServerMetadata {
-        name: SERVER_NAME,
-        version: SERVER_VERSION,
-        extensions: EXTENSIONS,
-    }
+    ServerMetadata { name: SERVER_NAME, version: SERVER_VERSION, extensions: EXTENSIONS }
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -109,9 +105,7 @@ pub fn model_config(model: &LoadedModel) -> ModelConfig {
     } else {
         0
     };
-    let dims = |shape: &[i64]| -> Vec<i64> {
-        if max_batch_size > 0 { shape[1..].to_vec() } else { shape.to_vec() }
-    };
+    let dims = |shape: &[i64]| -> Vec<i64> { if max_batch_size > 0 { shape[1..].to_vec() } else { shape.to_vec() } };
     let tensor = |t: &crate::runtime::TensorSpec| ConfigTensor {
         name: t.name.clone(),
         data_type: t.dtype.triton_config_name(),

@@ -123,15 +123,15 @@ fn feature_rows<'a>(features: &[String], payload: &'a Payload) -> Result<Vec<Vec
             return Err(bad(format!("row {r} must be an object of feature values")));
         };
         check_keys(obj.keys(), features)?;
-        features
-            .iter()
-            .map(|f| obj.get(f).ok_or_else(|| bad(format!("missing feature '{f}' in row {r}"))))
-            .collect()
+        features.iter().map(|f| obj.get(f).ok_or_else(|| bad(format!("missing feature '{f}' in row {r}")))).collect()
     };
     match payload {
         Payload::Split { columns: None, data } => data.iter().enumerate().map(|(r, row)| positional(row, r)).collect(),
         Payload::Split { columns: Some(columns), data } => {
             check_keys(columns.iter(), features)?;
+            if let Some((i, c)) = columns.iter().enumerate().find(|(i, c)| columns[..*i].contains(c)) {
+                return Err(bad(format!("column '{c}' appears twice in dataframe_split.columns (position {i})")));
+            }
             let index: Vec<usize> = features
                 .iter()
                 .map(|f| {
@@ -144,8 +144,13 @@ fn feature_rows<'a>(features: &[String], payload: &'a Payload) -> Result<Vec<Vec
             data.iter()
                 .enumerate()
                 .map(|(r, row)| match row {
-                    Value::Array(cells) if cells.len() == columns.len() => Ok(index.iter().map(|&i| &cells[i]).collect()),
-                    _ => Err(bad(format!("row {r} of dataframe_split.data must be an array of {} values", columns.len()))),
+                    Value::Array(cells) if cells.len() == columns.len() => {
+                        Ok(index.iter().map(|&i| &cells[i]).collect())
+                    }
+                    _ => Err(bad(format!(
+                        "row {r} of dataframe_split.data must be an array of {} values",
+                        columns.len()
+                    ))),
                 })
                 .collect()
         }
@@ -210,7 +215,8 @@ fn feature_tensors(
                 let spec = &schema.inputs[ii];
                 let mut data = TensorData::with_capacity(spec.dtype, n);
                 for (r, row) in rows.iter().enumerate() {
-                    push_leaf(&mut data, row[fi]).map_err(|e| bad(format!("feature '{}' in row {r}: {e}", features[fi])))?;
+                    push_leaf(&mut data, row[fi])
+                        .map_err(|e| bad(format!("feature '{}' in row {r}: {e}", features[fi])))?;
                 }
                 let shape = if spec.shape.len() == 2 { vec![n as i64, 1] } else { vec![n as i64] };
                 out[ii] = Some(Tensor::new(shape, data));
@@ -239,10 +245,12 @@ fn tensor_inputs(model: &LoadedModel, payload: Payload) -> Result<Vec<Tensor>, C
     let named = |obj: &Map<String, Value>, stack: bool| -> Result<Vec<Tensor>, CoreError> {
         let mut inputs = Vec::new();
         for (k, v) in obj {
-            let spec = schema
-                .input_index(k)
-                .map(|i| &schema.inputs[i])
-                .ok_or_else(|| bad(format!("unknown input '{k}'; inputs are {:?}", schema.inputs.iter().map(|t| &t.name).collect::<Vec<_>>())))?;
+            let spec = schema.input_index(k).map(|i| &schema.inputs[i]).ok_or_else(|| {
+                bad(format!(
+                    "unknown input '{k}'; inputs are {:?}",
+                    schema.inputs.iter().map(|t| &t.name).collect::<Vec<_>>()
+                ))
+            })?;
             inputs.push(super::NamedTensor {
                 name: k.clone(),
                 tensor: nested_tensor(v, spec.dtype, stack).map_err(|e| bad(format!("input '{k}': {e}")))?,
@@ -281,7 +289,8 @@ fn tensor_inputs(model: &LoadedModel, payload: Payload) -> Result<Vec<Tensor>, C
                 named(&cols, true)
             } else {
                 let spec = only_input()?;
-                let t = nested_tensor(&Value::Array(rows), spec.dtype, true).map_err(|e| bad(format!("instances: {e}")))?;
+                let t =
+                    nested_tensor(&Value::Array(rows), spec.dtype, true).map_err(|e| bad(format!("instances: {e}")))?;
                 super::order_inputs(model, vec![super::NamedTensor { name: spec.name.clone(), tensor: t }])
             }
         }
@@ -383,9 +392,7 @@ fn argmax(p: &Tensor, r: usize) -> usize {
             _ => 0.0,
         }
     };
-    (0..width)
-        .max_by(|&a, &b| value(r * width + a).total_cmp(&value(r * width + b)).then(b.cmp(&a)))
-        .unwrap_or(0)
+    (0..width).max_by(|&a, &b| value(r * width + a).total_cmp(&value(r * width + b)).then(b.cmp(&a))).unwrap_or(0)
 }
 
 /// Minimal JSON writer over typed tensor data (keeps f32 values in their shortest form).

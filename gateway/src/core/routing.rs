@@ -52,11 +52,7 @@ impl Endpoint {
 
     /// Picks a served model by weighted random choice.
     pub fn pick(&self) -> &ServedModel {
-        let i = if self.served.len() == 1 {
-            0
-        } else {
-            pick_index(&self.cumulative, rand::random::<f64>())
-        };
+        let i = if self.served.len() == 1 { 0 } else { pick_index(&self.cumulative, rand::random::<f64>()) };
         &self.served[i.min(self.served.len().saturating_sub(1))]
     }
 }
@@ -64,10 +60,7 @@ impl Endpoint {
 /// Index of the bucket that `u` in [0, 1) falls into, given cumulative percentages.
 pub fn pick_index(cumulative: &[u32], u: f64) -> usize {
     let point = u * 100.0;
-    cumulative
-        .iter()
-        .position(|&c| point < f64::from(c))
-        .unwrap_or(cumulative.len().saturating_sub(1))
+    cumulative.iter().position(|&c| point < f64::from(c)).unwrap_or(cumulative.len().saturating_sub(1))
 }
 
 #[cfg(test)]

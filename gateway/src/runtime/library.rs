@@ -48,10 +48,7 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Runt
     let result = ENVIRONMENT.get_or_init(|| {
         let path = resolve(explicit);
         if !path.exists() {
-            return Err(format!(
-                "ONNX Runtime library not found at {}: {FIX}",
-                path.display()
-            ));
+            return Err(format!("ONNX Runtime library not found at {}: {FIX}", path.display()));
         }
         let builder = ort::init_from(&path)
             .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}; {FIX}", path.display()))?;

@@ -89,10 +89,7 @@ impl ModelStats {
     }
 
     fn touch(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         self.last_inference_ms.store(now, Relaxed);
     }
 
@@ -110,9 +107,6 @@ impl ModelStats {
 
     /// Per-batch-size statistics, smallest batch first.
     pub fn batch_stats(&self) -> Vec<(u64, BatchSizeStats)> {
-        self.batches
-            .lock()
-            .map(|b| b.iter().map(|(k, v)| (*k, *v)).collect())
-            .unwrap_or_default()
+        self.batches.lock().map(|b| b.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
     }
 }

@@ -23,7 +23,9 @@ use crate::tensor::{DataType, Tensor, TensorData};
 pub enum Provider {
     Cpu,
     /// NVIDIA CUDA (needs the onnxruntime-gpu library); registration failure is a load error.
-    Cuda { device_id: i32 },
+    Cuda {
+        device_id: i32,
+    },
 }
 
 impl Provider {
@@ -77,6 +79,16 @@ pub(super) struct Job {
     pub _admission: OwnedSemaphorePermit,
 }
 
+impl Job {
+    /// Frees the job's queue slot, then replies: a client that sends its next request as soon
+    /// as it has the answer finds the slot free.
+    pub fn answer(self, result: Result<InferOutput, RuntimeError>) {
+        let Job { reply, _admission, .. } = self;
+        drop(_admission);
+        let _ = reply.send(result);
+    }
+}
+
 /// What a worker runs in one go.
 pub(super) struct WorkItem {
     pub jobs: Vec<Job>,
@@ -105,10 +117,7 @@ pub struct ModelRunner {
 
 impl std::fmt::Debug for ModelRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelRunner")
-            .field("name", &self.name)
-            .field("version", &self.version)
-            .finish_non_exhaustive()
+        f.debug_struct("ModelRunner").field("name", &self.name).field("version", &self.version).finish_non_exhaustive()
     }
 }
 
@@ -116,32 +125,26 @@ impl ModelRunner {
     /// Creates the sessions, warms each with one zero-filled run, and starts the worker threads.
     /// Blocking: call it off the async runtime. Must be called inside a tokio runtime when
     /// batching is on (the batcher is a task).
-    pub fn load(
-        path: &Path,
-        name: &str,
-        version: u64,
-        options: RunnerOptions,
-    ) -> Result<ModelRunner, RuntimeError> {
-        let load_err = |message: String| RuntimeError::Load {
-            model: name.to_string(),
-            version,
-            message,
-        };
+    pub fn load(path: &Path, name: &str, version: u64, options: RunnerOptions) -> Result<ModelRunner, RuntimeError> {
+        let load_err = |message: String| RuntimeError::Load { model: name.to_string(), version, message };
         let env = library::environment(None)?;
         let instances = options.execution.instances.max(1);
         let mut sessions = Vec::with_capacity(instances);
         for _ in 0..instances {
             sessions.push(create_session(env, path, &options.execution).map_err(load_err)?);
         }
-        let schema = Arc::new(
-            ModelSchema::from_outlets(sessions[0].inputs(), sessions[0].outputs()).map_err(load_err)?,
-        );
+        let schema =
+            Arc::new(ModelSchema::from_outlets(sessions[0].inputs(), sessions[0].outputs()).map_err(load_err)?);
         for s in &mut sessions {
             warm_up(s, &schema).map_err(|e| load_err(format!("warm-up run failed: {e}")))?;
         }
         let batching = options.batching.filter(|_| schema.batchable());
         if options.batching.is_some() && batching.is_none() {
-            tracing::warn!(model = name, version, "batching disabled: not every input and output has a dynamic first dimension");
+            tracing::warn!(
+                model = name,
+                version,
+                "batching disabled: not every input and output has a dynamic first dimension"
+            );
         }
         let stats = Arc::new(ModelStats::default());
         let (work_tx, work_rx) = match batching {
@@ -202,27 +205,18 @@ impl ModelRunner {
     /// Runs one request. `inputs` must be in schema order and already validated against it.
     /// Answers `Overloaded` at once when the model's queue is full.
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<InferOutput, RuntimeError> {
-        let overloaded = || RuntimeError::Overloaded {
-            model: self.name.clone(),
-            capacity: self.capacity,
-        };
+        let overloaded = || RuntimeError::Overloaded { model: self.name.clone(), capacity: self.capacity };
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| overloaded())?;
         let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            inputs,
-            rows,
-            enqueued: Instant::now(),
-            reply,
-            _admission: permit,
-        };
+        let job = Job { inputs, rows, enqueued: Instant::now(), reply, _admission: permit };
         let sent = match &self.dispatch {
-            Dispatch::Direct(tx) => tx
-                .try_send(WorkItem { jobs: vec![job], _worker_slot: None })
-                .map_err(|e| match e {
+            Dispatch::Direct(tx) => {
+                tx.try_send(WorkItem { jobs: vec![job], _worker_slot: None }).map_err(|e| match e {
                     flume::TrySendError::Full(_) => overloaded(),
                     flume::TrySendError::Disconnected(_) => RuntimeError::Stopped(self.name.clone()),
-                }),
+                })
+            }
             Dispatch::Batched(tx) => tx.try_send(job).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => overloaded(),
                 mpsc::error::TrySendError::Closed(_) => RuntimeError::Stopped(self.name.clone()),
@@ -258,9 +252,7 @@ fn create_session(
             )
         })?;
     }
-    builder
-        .commit_from_file(path)
-        .map_err(|e| format!("cannot load {}: {e}", path.display()))
+    builder.commit_from_file(path).map_err(|e| format!("cannot load {}: {e}", path.display()))
 }
 
 /// Preloads the CUDA 13 / cuDNN 9 libraries that `scripts/fetch-onnxruntime.sh --gpu` installs
@@ -273,9 +265,10 @@ fn preload_cuda_libraries() {
     let cuda = site.join("cu13/lib");
     let cudnn = site.join("cudnn/lib");
     if cuda.is_dir()
-        && let Err(e) = ort::ep::cuda::preload_dylibs(Some(&cuda), cudnn.is_dir().then_some(cudnn.as_path())) {
-            tracing::warn!("preloading CUDA libraries from {}: {e}", site.display());
-        }
+        && let Err(e) = ort::ep::cuda::preload_dylibs(Some(&cuda), cudnn.is_dir().then_some(cudnn.as_path()))
+    {
+        tracing::warn!("preloading CUDA libraries from {}: {e}", site.display());
+    }
 }
 
 /// One zero-filled run at batch size 1 (dynamic dims set to 1), so the first request does not pay
@@ -299,12 +292,7 @@ fn warm_up(session: &mut Session, schema: &ModelSchema) -> Result<(), String> {
     run_session(session, schema, &refs).map(|_| ())
 }
 
-fn worker_loop(
-    mut session: Session,
-    schema: &ModelSchema,
-    stats: &ModelStats,
-    rx: &flume::Receiver<WorkItem>,
-) {
+fn worker_loop(mut session: Session, schema: &ModelSchema, stats: &ModelStats, rx: &flume::Receiver<WorkItem>) {
     while let Ok(item) = rx.recv() {
         execute(&mut session, schema, stats, item);
     }
@@ -328,7 +316,7 @@ fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item
         Ok(v) => v,
         Err(e) => {
             for job in jobs {
-                let _ = job.reply.send(Err(RuntimeError::Inference(e.clone())));
+                job.answer(Err(RuntimeError::Inference(e.clone())));
             }
             return;
         }
@@ -345,20 +333,17 @@ fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item
         let job = jobs.into_iter().next();
         if let Some(job) = job {
             phases.queue = start.saturating_duration_since(job.enqueued);
-            let _ = job.reply.send(Ok(InferOutput { outputs, phases, batch_rows: total_rows }));
+            job.answer(Ok(InferOutput { outputs, phases, batch_rows: total_rows }));
         }
         return;
     }
     let mut offset = 0usize;
     for job in jobs {
-        let split = outputs
-            .iter()
-            .map(|t| slice_rows(t, offset, offset + job.rows, total_rows))
-            .collect();
+        let split = outputs.iter().map(|t| slice_rows(t, offset, offset + job.rows, total_rows)).collect();
         offset += job.rows;
         let mut p = phases;
         p.queue = start.saturating_duration_since(job.enqueued);
-        let _ = job.reply.send(Ok(InferOutput { outputs: split, phases: p, batch_rows: total_rows }));
+        job.answer(Ok(InferOutput { outputs: split, phases: p, batch_rows: total_rows }));
     }
     drop(item._worker_slot);
 }
@@ -403,12 +388,9 @@ fn run_session(
     let mut string_holder: Vec<ort::value::Tensor<String>> = Vec::new();
     for t in inputs {
         if let TensorData::Bytes(items) = &t.data {
-            let strings: Vec<String> = items
-                .iter()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .collect();
-            let v = ort::value::Tensor::from_string_array((t.shape.clone(), &strings[..]))
-                .map_err(|e| e.to_string())?;
+            let strings: Vec<String> = items.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+            let v =
+                ort::value::Tensor::from_string_array((t.shape.clone(), &strings[..])).map_err(|e| e.to_string())?;
             string_holder.push(v);
         }
     }
@@ -445,9 +427,8 @@ fn run_session(
     let infer_done = Instant::now();
     let mut result = Vec::with_capacity(schema.outputs.len());
     for spec in &schema.outputs {
-        let value = outputs
-            .get(spec.name.as_str())
-            .ok_or_else(|| format!("output '{}' missing from the run", spec.name))?;
+        let value =
+            outputs.get(spec.name.as_str()).ok_or_else(|| format!("output '{}' missing from the run", spec.name))?;
         result.push(extract(value, spec.dtype).map_err(|e| format!("output '{}': {e}", spec.name))?);
     }
     Ok((result, infer_done))
@@ -483,7 +464,7 @@ fn extract(value: &DynValue, dtype: DataType) -> Result<Tensor, ort::Error> {
 pub(super) fn submit(tx: &flume::Sender<WorkItem>, item: WorkItem) {
     if let Err(flume::SendError(item)) = tx.send(item) {
         for job in item.jobs {
-            let _ = job.reply.send(Err(RuntimeError::Stopped("model".into())));
+            job.answer(Err(RuntimeError::Stopped("model".into())));
         }
     }
 }

@@ -30,8 +30,12 @@ pub fn flatten(v: &Value, shape: &[i64], depth: usize, out: &mut TensorData) -> 
         return push_leaf(out, v);
     }
     match v {
-        Value::Array(a) if a.len() as i64 == shape[depth] => a.iter().try_for_each(|x| flatten(x, shape, depth + 1, out)),
-        Value::Array(a) => Err(format!("ragged array: {} values where {} were expected at depth {depth}", a.len(), shape[depth])),
+        Value::Array(a) if a.len() as i64 == shape[depth] => {
+            a.iter().try_for_each(|x| flatten(x, shape, depth + 1, out))
+        }
+        Value::Array(a) => {
+            Err(format!("ragged array: {} values where {} were expected at depth {depth}", a.len(), shape[depth]))
+        }
         _ => Err(format!("expected an array at depth {depth}, got {v}")),
     }
 }
@@ -49,7 +53,9 @@ pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), String> {
                     T::try_from(u).map_err(|_| format!("{v} is out of range"))
                 } else {
                     match n.as_f64() {
-                        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => T::try_from(f as i64).map_err(|_| format!("{v} is out of range")),
+                        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                            T::try_from(f as i64).map_err(|_| format!("{v} is out of range"))
+                        }
                         _ => Err(format!("{v} is not an integer")),
                     }
                 }
@@ -67,7 +73,14 @@ pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), String> {
         }
     };
     match out {
-        TensorData::F32(d) => d.push(float(v)? as f32),
+        TensorData::F32(d) => {
+            let x = float(v)?;
+            let y = x as f32;
+            if x.is_finite() && !y.is_finite() {
+                return Err(format!("{v} is out of range for FP32"));
+            }
+            d.push(y)
+        }
         TensorData::F64(d) => d.push(float(v)?),
         TensorData::I64(d) => d.push(int(v)?),
         TensorData::I32(d) => d.push(int(v)?),

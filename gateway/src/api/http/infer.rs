@@ -47,7 +47,12 @@ struct V2Output {
     parameters: Option<Map<String, Value>>,
 }
 
-pub async fn infer(State(state): State<HttpState>, Path(model): Path<String>, headers: HeaderMap, body: Body) -> Response {
+pub async fn infer(
+    State(state): State<HttpState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     handle(state, model, None, headers, body).await
 }
 
@@ -113,22 +118,22 @@ fn decode(
         }
     };
     let (json, mut binary) = body.split_at(header_len);
-    let req: V2Request<'_> =
-        serde_json::from_slice(json).map_err(|e| ApiError::bad_request(format!("invalid inference request JSON: {e}")))?;
+    let req: V2Request<'_> = serde_json::from_slice(json)
+        .map_err(|e| ApiError::bad_request(format!("invalid inference request JSON: {e}")))?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
         let dtype = DataType::from_v2_name(&input.datatype).ok_or_else(|| {
             ApiError::bad_request(format!("input '{}' has unsupported datatype '{}'", input.name, input.datatype))
         })?;
-        let count = element_count(&input.shape)
-            .ok_or_else(|| ApiError::bad_request(format!("input '{}' has an invalid shape {:?}", input.name, input.shape)))?;
+        let count = element_count(&input.shape).ok_or_else(|| {
+            ApiError::bad_request(format!("input '{}' has an invalid shape {:?}", input.name, input.shape))
+        })?;
         let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
         let data = match (binary_size, input.data) {
             (Some(size), _) => {
-                let size = size
-                    .as_u64()
-                    .and_then(|s| usize::try_from(s).ok())
-                    .ok_or_else(|| ApiError::bad_request(format!("input '{}': binary_data_size must be a byte count", input.name)))?;
+                let size = size.as_u64().and_then(|s| usize::try_from(s).ok()).ok_or_else(|| {
+                    ApiError::bad_request(format!("input '{}': binary_data_size must be a byte count", input.name))
+                })?;
                 if size > binary.len() {
                     return Err(ApiError::bad_request(format!(
                         "input '{}' claims {size} bytes of binary data but only {} remain",
@@ -145,7 +150,8 @@ fn decode(
                 let v: Value = serde_json::from_str(raw.get())
                     .map_err(|e| ApiError::bad_request(format!("input '{}' data: {e}", input.name)))?;
                 let mut data = TensorData::with_capacity(dtype, count.min(1 << 24));
-                flatten_any(&v, &mut data).map_err(|e| ApiError::bad_request(format!("input '{}' data: {e}", input.name)))?;
+                flatten_any(&v, &mut data)
+                    .map_err(|e| ApiError::bad_request(format!("input '{}' data: {e}", input.name)))?;
                 data
             }
             (None, None) => {
@@ -158,7 +164,10 @@ fn decode(
         inputs.push(NamedTensor { name: input.name, tensor: Tensor::new(input.shape, data) });
     }
     if !binary.is_empty() {
-        return Err(ApiError::bad_request(format!("{} bytes of binary data are not claimed by any input", binary.len())));
+        return Err(ApiError::bad_request(format!(
+            "{} bytes of binary data are not claimed by any input",
+            binary.len()
+        )));
     }
     let default_binary = bool_param(&req.parameters, "binary_data_output").unwrap_or(false);
     let (names, encoding) = match req.outputs {
@@ -179,10 +188,7 @@ fn decode(
             (Some(names), OutputEncoding::PerOutput(flags))
         }
     };
-    Ok((
-        InferRequest { model, version, id: req.id, inputs, outputs: names },
-        encoding,
-    ))
+    Ok((InferRequest { model, version, id: req.id, inputs, outputs: names }, encoding))
 }
 
 /// Which outputs go back as binary.
@@ -265,7 +271,8 @@ fn encode(resp: &InferResponse, encoding: &OutputEncoding) -> Response {
     let mut body = match serde_json::to_vec(&header) {
         Ok(b) => b,
         Err(e) => {
-            return ApiError::Core(crate::core::CoreError::Internal(format!("cannot encode response: {e}"))).into_response();
+            return ApiError::Core(crate::core::CoreError::Internal(format!("cannot encode response: {e}")))
+                .into_response();
         }
     };
     if binary.is_empty() && !matches!(encoding, OutputEncoding::PerOutput(v) if v.iter().any(|b| *b)) {

@@ -66,7 +66,10 @@ pub async fn model_config(State(state): State<HttpState>, Path(model): Path<Stri
     with_model(&state, &model, None, |_, m| json_ok(&v2::model_config(m)))
 }
 
-pub async fn model_config_v(State(state): State<HttpState>, Path((model, version)): Path<(String, String)>) -> Response {
+pub async fn model_config_v(
+    State(state): State<HttpState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
     with_model(&state, &model, Some(&version), |_, m| json_ok(&v2::model_config(m)))
 }
 

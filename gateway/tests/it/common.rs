@@ -1,0 +1,100 @@
+//! Test harness: starts the real gateway in-process on 127.0.0.1:0 with real ONNX Runtime.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice::config::Config;
+use sluice::server::RunningServer;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// True when the ONNX Runtime library is present. Without it the model tests cannot run: they
+/// are skipped with a message, unless SLUICE_REQUIRE_ORT=1 (CI), where that is a failure.
+pub fn ort_available() -> bool {
+    let lib = sluice::runtime::library::resolve(None);
+    let lib = if lib.is_relative() { repo_root().join(lib) } else { lib };
+    if lib.exists() || repo_root().join(sluice::runtime::library::DEFAULT_RELATIVE_PATH).exists() {
+        return true;
+    }
+    if std::env::var("SLUICE_REQUIRE_ORT").as_deref() == Ok("1") {
+        panic!("ONNX Runtime library missing; run scripts/fetch-onnxruntime.sh");
+    }
+    eprintln!("skipping: ONNX Runtime library missing; run scripts/fetch-onnxruntime.sh");
+    false
+}
+
+/// The demo config's models and endpoints with test listeners.
+pub const DEMO: &str = include_str!("../../../sluice.toml");
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub http: String,
+    pub grpc: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+
+    pub fn gateway(&self) -> &sluice::core::Gateway {
+        &self.server.as_ref().expect("running").gateway
+    }
+}
+
+/// Parses `toml` (relative paths from the repo root), binds every listener on 127.0.0.1:0.
+pub fn config(toml: &str) -> Config {
+    let mut c = Config::from_toml(toml, "test.toml", &repo_root()).expect("test config is valid");
+    let any = "127.0.0.1:0".parse().expect("addr");
+    c.server.http_addr = any;
+    c.server.grpc_addr = any;
+    c.server.admin_addr = any;
+    c.runtime.onnxruntime_lib = Some(repo_root().join(sluice::runtime::library::DEFAULT_RELATIVE_PATH));
+    c
+}
+
+pub async fn start_with(config: Config) -> TestServer {
+    let server = sluice::server::start(config).await.expect("server starts");
+    TestServer {
+        http: format!("http://{}", server.http_addr),
+        grpc: format!("http://{}", server.grpc_addr),
+        admin: format!("http://{}", server.admin_addr),
+        server: Some(server),
+        client: reqwest::Client::new(),
+    }
+}
+
+pub async fn start(toml: &str) -> TestServer {
+    start_with(config(toml)).await
+}
+
+/// The committed fixture rows of a tabular model: (columns, rows).
+pub fn fixture(model: &str) -> (Vec<String>, Vec<Vec<f64>>) {
+    let path = repo_root().join(format!("tests/fixtures/inputs/{model}.json"));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
+    let cols = v["columns"].as_array().expect("columns").iter().map(|c| c.as_str().expect("str").to_string()).collect();
+    let rows = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r.as_array().expect("row").iter().map(|x| x.as_f64().expect("num")).collect())
+        .collect();
+    (cols, rows)
+}
+
+pub async fn post_json(t: &TestServer, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = t.client.post(t.url(path)).json(body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let v = r.json().await.unwrap_or(serde_json::Value::Null);
+    (status, v)
+}
