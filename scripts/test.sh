@@ -26,7 +26,8 @@ step "cargo test (unit, in-process integration, black-box)"
 SLUICE_REQUIRE_ORT=1 cargo test --locked --workspace
 
 step "conformance: tritonclient + onnxruntime references against the sluice binary"
-cargo build --locked -p sluice
+# `cargo test` above built target/debug/sluice (the black-box tests run it), with the same
+# features; a separate `cargo build` would resolve features without dev-dependencies and rebuild.
 set +e
 SLUICE_BIN="$PWD/target/debug/sluice" .venv/bin/python -m pytest -q tests/conformance
 rc=$?
