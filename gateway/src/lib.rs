@@ -5,7 +5,9 @@
 //! [`config`] is validated before any of them starts; [`metrics`] is a leaf used by all.
 
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod metrics;
 pub mod registry;

@@ -1,11 +1,15 @@
-//! The `sluice` binary: parse flags, load and validate config, serve, exit.
+//! The `sluice` binary: parse flags, load and validate config, serve (or talk to a running
+//! gateway's admin API), exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use hyper::Method;
+use sluice::cli::{AdminClient, endpoints_table, traffic_from_pairs};
 use sluice::config::Config;
+use sluice::control::ConfigSource;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Model-serving gateway and traffic router for ONNX models")]
@@ -18,18 +22,92 @@ struct Cli {
 enum Command {
     /// Serve the models and endpoints of a config file (default: ./sluice.toml, the bundled demo).
     Serve(ServeArgs),
-    /// Check a config file without serving; exits non-zero and names each problem.
+    /// Check a config file without serving: the base config and every environment in it.
     Validate {
         /// Config file to check.
         file: PathBuf,
+        /// Check only this environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Endpoints of a running gateway.
+    Endpoints {
+        #[command(subcommand)]
+        command: EndpointsCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Traffic of a running gateway's endpoints.
+    Traffic {
+        #[command(subcommand)]
+        command: TrafficCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Config history, rollback and reload of a running gateway.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
 }
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin API of the running gateway.
+    #[arg(long, global = true, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:8002")]
+    admin_url: String,
+    /// Bearer token of the admin API.
+    #[arg(long, global = true, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum EndpointsCommand {
+    /// Every endpoint with its served models and traffic.
+    List {
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One endpoint (JSON).
+    Get { name: String },
+}
+
+#[derive(Subcommand)]
+enum TrafficCommand {
+    /// Set an endpoint's split, e.g. `sluice traffic set fraud champion=90 challenger=10`.
+    Set {
+        endpoint: String,
+        #[arg(required = true)]
+        routes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Numbered config versions of an endpoint.
+    History { endpoint: String },
+    /// Put an endpoint back to a config version.
+    Rollback { endpoint: String, version: u64 },
+    /// Re-read the config file the gateway was started with.
+    Reload,
+}
+
+#[derive(clap::Args)]
 struct ServeArgs {
     /// Config file.
     #[arg(long, short, default_value = "sluice.toml", env = "SLUICE_CONFIG")]
     config: PathBuf,
+    /// Environment overlay of the config file to apply (e.g. dev, staging, prod).
+    #[arg(long, env = "SLUICE_ENV")]
+    env: Option<String>,
     /// ONNX Runtime library (default: config runtime.onnxruntime_lib, $ORT_DYLIB_PATH, or
     /// .ort/lib/libonnxruntime.so).
     #[arg(long, env = "SLUICE_ORT_LIB")]
@@ -51,6 +129,21 @@ struct ServeArgs {
     shutdown_grace_secs: u64,
 }
 
+impl Default for ServeArgs {
+    fn default() -> ServeArgs {
+        ServeArgs {
+            config: PathBuf::from("sluice.toml"),
+            env: None,
+            ort_lib: None,
+            http: None,
+            grpc: None,
+            admin: None,
+            ports_file: None,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -58,28 +151,56 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve(ServeArgs {
-        config: PathBuf::from("sluice.toml"),
-        shutdown_grace_secs: 30,
-        ..ServeArgs::default()
-    })) {
-        Command::Validate { file } => match Config::load(&file) {
-            Ok(c) => {
-                println!("{}: valid ({} models, {} endpoints)", file.display(), c.models.len(), c.endpoints.len());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+    match Cli::parse().command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Validate { file, env } => validate(&file, env.as_deref()),
         Command::Serve(args) => serve(args),
+        Command::Endpoints { command, admin } => admin_command(admin, AdminCall::Endpoints(command)),
+        Command::Traffic { command, admin } => admin_command(admin, AdminCall::Traffic(command)),
+        Command::Config { command, admin } => admin_command(admin, AdminCall::Config(command)),
+    }
+}
+
+fn validate(file: &std::path::Path, env: Option<&str>) -> ExitCode {
+    let envs: Vec<Option<String>> = match env {
+        Some(e) => vec![Some(e.to_string())],
+        None => {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let mut v = vec![None];
+            v.extend(Config::environments(&text).unwrap_or_default().into_iter().map(Some));
+            v
+        }
+    };
+    let mut ok = true;
+    for env in envs {
+        let label = env.as_deref().map(|e| format!(" (environment {e})")).unwrap_or_default();
+        match Config::load(file, env.as_deref()) {
+            Ok(c) => println!(
+                "{}{label}: valid ({} models, {} endpoints)",
+                file.display(),
+                c.versions.len(),
+                c.endpoints.len()
+            ),
+            Err(e) => {
+                eprintln!("error{label}: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::from(2) }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let mut config = match Config::load(&args.config) {
+    let mut config = match Config::load(&args.config, args.env.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -93,20 +214,22 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.server.grpc_addr = a;
     }
     if let Some(a) = args.admin {
+        if !a.ip().is_loopback() && config.server.admin_token.is_none() {
+            eprintln!(
+                "error: --admin {a} is not a loopback address, so the admin API needs a bearer token; \
+                 set server.admin_token or SLUICE_ADMIN_TOKEN"
+            );
+            return ExitCode::from(2);
+        }
         config.server.admin_addr = a;
     }
     if args.ort_lib.is_some() {
         config.runtime.onnxruntime_lib = args.ort_lib;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let server = match sluice::server::start(config).await {
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let source = ConfigSource { path: args.config.clone(), env: args.env.clone() };
+    rt.block_on(async move {
+        let server = match sluice::server::start(config, Some(source)).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -125,6 +248,62 @@ fn serve(args: ServeArgs) -> ExitCode {
         server.shutdown(Duration::from_secs(args.shutdown_grace_secs)).await;
         ExitCode::SUCCESS
     })
+}
+
+enum AdminCall {
+    Endpoints(EndpointsCommand),
+    Traffic(TrafficCommand),
+    Config(ConfigCommand),
+}
+
+fn admin_command(admin: AdminArgs, call: AdminCall) -> ExitCode {
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let client = AdminClient::new(&admin.admin_url, admin.token);
+    let result: Result<String, String> = rt.block_on(async {
+        let pretty = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
+        match call {
+            AdminCall::Endpoints(EndpointsCommand::List { output }) => {
+                let views = client.endpoints().await?;
+                Ok(match output {
+                    Output::Table => endpoints_table(&views),
+                    Output::Json => pretty(serde_json::json!({ "endpoints": views })),
+                })
+            }
+            AdminCall::Endpoints(EndpointsCommand::Get { name }) => {
+                client.call(Method::GET, &format!("/admin/endpoints/{name}"), None).await.map(pretty)
+            }
+            AdminCall::Traffic(TrafficCommand::Set { endpoint, routes }) => {
+                let body = traffic_from_pairs(&routes)?;
+                client
+                    .call(Method::PATCH, &format!("/admin/endpoints/{endpoint}/traffic"), Some(&body))
+                    .await
+                    .map(pretty)
+            }
+            AdminCall::Config(ConfigCommand::History { endpoint }) => {
+                client.call(Method::GET, &format!("/admin/endpoints/{endpoint}/history"), None).await.map(pretty)
+            }
+            AdminCall::Config(ConfigCommand::Rollback { endpoint, version }) => {
+                let body = serde_json::json!({ "version": version });
+                client
+                    .call(Method::POST, &format!("/admin/endpoints/{endpoint}/rollback"), Some(&body))
+                    .await
+                    .map(pretty)
+            }
+            AdminCall::Config(ConfigCommand::Reload) => {
+                client.call(Method::POST, "/admin/reload", None).await.map(pretty)
+            }
+        }
+    });
+    match result {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -16,6 +16,11 @@ pub const MODEL_COMPUTE_DURATION: &str = "sluice_model_compute_duration_seconds"
 pub const MODEL_ROWS_TOTAL: &str = "sluice_model_inference_rows_total";
 pub const MODEL_BATCH_ROWS: &str = "sluice_model_batch_rows";
 pub const REJECTED_TOTAL: &str = "sluice_rejected_requests_total";
+pub const SHADOW_MIRRORED_TOTAL: &str = "sluice_shadow_mirrored_total";
+pub const SHADOW_DROPPED_TOTAL: &str = "sluice_shadow_dropped_total";
+pub const SHADOW_COMPLETED_TOTAL: &str = "sluice_shadow_completed_total";
+pub const SHADOW_FAILED_TOTAL: &str = "sluice_shadow_failed_total";
+pub const CONFIG_CHANGES_TOTAL: &str = "sluice_config_changes_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -143,4 +148,38 @@ impl EndpointMetrics {
 /// Counts a request rejected before it reached a model.
 pub fn rejected(protocol: &'static str, reason: &'static str) {
     counter!(REJECTED_TOTAL, "protocol" => protocol, "reason" => reason).increment(1);
+}
+
+/// Pre-registered handles for one shadow of an endpoint.
+#[derive(Debug, Clone)]
+pub struct ShadowMetrics {
+    pub mirrored: Counter,
+    pub dropped_full: Counter,
+    pub dropped_closed: Counter,
+    pub completed: Counter,
+    pub failed: Counter,
+}
+
+impl ShadowMetrics {
+    pub fn new(endpoint: &str, served_model: &str) -> ShadowMetrics {
+        let l = |extra: Option<&'static str>| {
+            let mut v = vec![("endpoint", endpoint.to_string()), ("served_model", served_model.to_string())];
+            if let Some(r) = extra {
+                v.push(("reason", r.to_string()));
+            }
+            v
+        };
+        ShadowMetrics {
+            mirrored: counter!(SHADOW_MIRRORED_TOTAL, &l(None)),
+            dropped_full: counter!(SHADOW_DROPPED_TOTAL, &l(Some("queue_full"))),
+            dropped_closed: counter!(SHADOW_DROPPED_TOTAL, &l(Some("closed"))),
+            completed: counter!(SHADOW_COMPLETED_TOTAL, &l(None)),
+            failed: counter!(SHADOW_FAILED_TOTAL, &l(None)),
+        }
+    }
+}
+
+/// Counts a config change attempt.
+pub fn config_change(source: &'static str, outcome: &'static str) {
+    counter!(CONFIG_CHANGES_TOTAL, "source" => source, "outcome" => outcome).increment(1);
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 pub use manifest::{Manifest, ProblemType};
 
+use tokio_util::task::TaskTracker;
+
 use crate::config::Config;
 use crate::runtime::{ModelRunner, RuntimeError};
 use crate::tensor::DataType;
@@ -66,29 +68,44 @@ pub enum LookupError {
 }
 
 impl Registry {
-    /// Loads every configured model version (blocking; runs sessions' warm-up).
-    pub fn load(config: &Config) -> Result<Registry, RuntimeError> {
-        let mut models = BTreeMap::new();
-        for m in &config.models {
-            let dir = config.runtime.model_repository.join(&m.name);
-            let manifest = Arc::new(Manifest::load(&dir).map_err(|message| RuntimeError::Load {
-                model: m.name.clone(),
-                version: m.versions.first().copied().unwrap_or(0),
-                message,
-            })?);
-            let mut versions = BTreeMap::new();
-            for &v in &m.versions {
-                let path = config.model_path(&m.name, v);
-                let runner = ModelRunner::load(&path, &m.name, v, m.options.clone())?;
-                let loaded = describe(runner, manifest.clone()).map_err(|message| RuntimeError::Load {
-                    model: m.name.clone(),
-                    version: v,
-                    message,
-                })?;
-                tracing::info!(model = %m.name, version = v, "model loaded");
-                versions.insert(v, Arc::new(loaded));
-            }
-            models.insert(m.name.clone(), versions);
+    /// Loads every model version the config names (blocking; runs each session's warm-up).
+    /// Versions already loaded in `previous` with the same options are reused, not reloaded, so
+    /// their statistics and queues carry over a config change.
+    pub fn build(config: &Config, previous: Option<&Registry>, tasks: &TaskTracker) -> Result<Registry, RuntimeError> {
+        let mut models: BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>> = BTreeMap::new();
+        let mut manifests: BTreeMap<String, Arc<Manifest>> = BTreeMap::new();
+        for ((name, version), options) in &config.versions {
+            let reused = previous
+                .and_then(|p| p.get_version(name, *version))
+                .filter(|m| m.runner.configured_options() == options);
+            let loaded = match reused {
+                Some(m) => m.clone(),
+                None => {
+                    let manifest = match manifests.get(name) {
+                        Some(m) => m.clone(),
+                        None => {
+                            let dir = config.runtime.model_repository.join(name);
+                            let m = Arc::new(Manifest::load(&dir).map_err(|message| RuntimeError::Load {
+                                model: name.clone(),
+                                version: *version,
+                                message,
+                            })?);
+                            manifests.insert(name.clone(), m.clone());
+                            m
+                        }
+                    };
+                    let path = config.model_path(name, *version);
+                    let runner = ModelRunner::load(&path, name, *version, options.clone(), tasks)?;
+                    let loaded = describe(runner, manifest).map_err(|message| RuntimeError::Load {
+                        model: name.clone(),
+                        version: *version,
+                        message,
+                    })?;
+                    tracing::info!(model = %name, version, "model loaded");
+                    Arc::new(loaded)
+                }
+            };
+            models.entry(name.clone()).or_default().insert(*version, loaded);
         }
         Ok(Registry { models })
     }

@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::grpc::GrpcService;
+use crate::api::http::admin::AdminState;
 use crate::api::http::{self, HttpState};
 use crate::config::Config;
-use crate::core::{Gateway, Snapshot};
+use crate::control::{ConfigSource, Control};
+use crate::core::{BuildError, Gateway, Snapshot};
 use crate::runtime::{RuntimeError, library};
 
 /// Why the server could not start.
@@ -21,6 +23,8 @@ use crate::runtime::{RuntimeError, library};
 pub enum StartError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
     #[error("cannot bind {what} address {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
@@ -34,21 +38,26 @@ pub struct RunningServer {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
+    pub control: Arc<Control>,
     token: CancellationToken,
     tasks: TaskTracker,
 }
 
 /// Loads ONNX Runtime and every model, then binds the three listeners and starts serving.
-/// Nothing is bound unless every model loaded.
-pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+/// Nothing is bound unless every model loaded. With a `source`, the config file is watched
+/// (`server.watch_config`) and reloaded on SIGHUP.
+pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<RunningServer, StartError> {
     let metrics = crate::metrics::install().map_err(StartError::Other)?;
     let lib = config.runtime.onnxruntime_lib.clone();
     library::environment(lib.as_deref())?;
+    let tasks = TaskTracker::new();
     let cfg = config.clone();
-    let snapshot = tokio::task::spawn_blocking(move || Snapshot::load(&cfg))
+    let t = tasks.clone();
+    let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, None, &t))
         .await
         .map_err(|e| StartError::Other(format!("model loading panicked: {e}")))??;
     let gateway = Arc::new(Gateway::new(snapshot));
+    let control = Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone()));
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
@@ -60,7 +69,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (http_addr, grpc_addr, admin_addr) = (local(&http_listener)?, local(&grpc_listener)?, local(&admin_listener)?);
 
     let token = CancellationToken::new();
-    let tasks = TaskTracker::new();
     let state = HttpState { gateway: gateway.clone(), max_body_bytes: config.server.max_body_bytes, metrics };
     let http_router = http::router(state.clone());
     let t = token.clone();
@@ -69,7 +77,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             tracing::error!("http server: {e}");
         }
     });
-    let admin_router = http::admin_router(state);
+    let admin = AdminState {
+        control: control.clone(),
+        token: config.server.admin_token.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+    };
+    let admin_router = http::admin_router(state, admin);
     let t = token.clone();
     tasks.spawn(async move {
         if let Err(e) = axum::serve(admin_listener, admin_router).with_graceful_shutdown(t.cancelled_owned()).await {
@@ -88,9 +101,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             tracing::error!("grpc server: {e}");
         }
     });
-    tasks.close();
+    if source.is_some() {
+        if config.server.watch_config {
+            tasks.spawn(control.clone().watch(config.server.watch_interval, token.clone()));
+        }
+        tasks.spawn(reload_on_sighup(control.clone(), token.clone()));
+    }
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "sluice serving");
-    Ok(RunningServer { http_addr, grpc_addr, admin_addr, gateway, token, tasks })
+    Ok(RunningServer { http_addr, grpc_addr, admin_addr, gateway, control, token, tasks })
 }
 
 impl RunningServer {
@@ -106,10 +124,15 @@ impl RunningServer {
         std::fs::rename(tmp, path)
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to `deadline`), and returns.
+    /// Stops accepting, lets in-flight requests and shadow work finish (up to `deadline`), and
+    /// returns.
     pub async fn shutdown(self, deadline: Duration) {
         self.gateway.set_ready(false);
         self.token.cancel();
+        // Dropping the models' and shadow queues' senders lets their tasks drain and end.
+        self.gateway.swap(Snapshot::empty());
+        drop(self.control);
+        self.tasks.close();
         if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
             tracing::warn!("shutdown deadline of {deadline:?} passed with requests still in flight");
         }
@@ -118,5 +141,27 @@ impl RunningServer {
     /// Resolves when shutdown has been requested.
     pub async fn cancelled(&self) {
         self.token.cancelled().await;
+    }
+}
+
+async fn reload_on_sighup(control: Arc<Control>, token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload instead");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                match control.reload_from_file().await {
+                    Ok(changed) => tracing::info!(?changed, "SIGHUP: config reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: config not applied; still serving the previous config: {e}"),
+                }
+            }
+        }
     }
 }

@@ -17,6 +17,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
     pub fn codes(&self) -> (StatusCode, tonic::Code) {
         match self {
             ApiError::Core(CoreError::BadRequest(_)) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+            ApiError::Core(CoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
             ApiError::Core(CoreError::NotFound(_)) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
             ApiError::Core(CoreError::Overloaded(_)) => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted),
             ApiError::Core(CoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, tonic::Code::Unimplemented),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
         }
     }
 
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Unauthorized(_) => "unauthorized",
         }
     }
 
@@ -93,6 +98,7 @@ mod tests {
     fn every_kind_maps_to_a_status_and_code() {
         let table = [
             (ApiError::Core(CoreError::BadRequest("x".into())), 400, tonic::Code::InvalidArgument),
+            (ApiError::Core(CoreError::Forbidden("x".into())), 403, tonic::Code::PermissionDenied),
             (ApiError::Core(CoreError::NotFound("x".into())), 404, tonic::Code::NotFound),
             (ApiError::Core(CoreError::Overloaded("x".into())), 429, tonic::Code::ResourceExhausted),
             (ApiError::Core(CoreError::Unavailable("x".into())), 503, tonic::Code::Unavailable),
@@ -101,6 +107,7 @@ mod tests {
             (ApiError::PayloadTooLarge(10), 413, tonic::Code::ResourceExhausted),
             (ApiError::UnsupportedMediaType("x".into()), 415, tonic::Code::InvalidArgument),
             (ApiError::MethodNotAllowed("x".into()), 405, tonic::Code::Unimplemented),
+            (ApiError::Unauthorized("x".into()), 401, tonic::Code::Unauthenticated),
         ];
         for (err, status, code) in table {
             assert_eq!(err.codes(), (StatusCode::from_u16(status).unwrap(), code), "{err:?}");

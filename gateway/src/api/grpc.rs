@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{ApiError, v2};
-use crate::core::{CoreError, Gateway, InferRequest, InferResponse, NamedTensor};
+use crate::core::{CoreError, Gateway, InferRequest, InferResponse, NamedTensor, RequestMeta};
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 /// Code generated from `proto/inference.proto`.
@@ -111,14 +111,16 @@ impl GrpcInferenceService for GrpcService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let headers = req.metadata().clone().into_headers();
         let r = req.into_inner();
         let raw = !r.raw_input_contents.is_empty();
         let request = decode(r)?;
-        let response = self.gateway.infer(request).await.map_err(|e| {
+        let meta = request_meta(headers, request.id.as_deref());
+        let response = self.gateway.infer(request, &meta).await.map_err(|e| {
             crate::metrics::rejected("grpc", e.kind());
             Status::from(ApiError::from(e))
         })?;
-        Ok(Response::new(encode(response, raw)))
+        Ok(Response::new(encode(response, raw, &meta.request_id)))
     }
 
     async fn model_config(
@@ -226,6 +228,22 @@ impl GrpcInferenceService for GrpcService {
     }
 }
 
+/// Request metadata of a gRPC call: the request id is the V2 `id` when given (else
+/// `x-request-id` metadata, else generated); `x-sluice-served-model` metadata pins.
+fn request_meta(headers: http::HeaderMap, id: Option<&str>) -> RequestMeta {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let request_id = id
+        .map(str::to_string)
+        .or_else(|| header(crate::api::http::predict::REQUEST_ID_HEADER))
+        .unwrap_or_else(crate::api::http::predict::new_request_id);
+    let pin = header(crate::api::http::predict::SERVED_MODEL_HEADER);
+    RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers }
+}
+
+fn string_param(s: &str) -> pb::InferParameter {
+    pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(s.to_string())) }
+}
+
 /// Decodes a ModelInfer request: raw contents (one per input, in order) or typed contents.
 fn decode(r: pb::ModelInferRequest) -> Result<InferRequest, Status> {
     let raw = r.raw_input_contents;
@@ -292,20 +310,21 @@ fn typed_contents(input: &InferInputTensor, dtype: DataType) -> Result<TensorDat
 
 /// Encodes outputs as raw bytes (when the request used raw inputs, as Triton does) or typed
 /// contents.
-fn encode(resp: InferResponse, raw: bool) -> pb::ModelInferResponse {
+fn encode(resp: InferResponse, raw: bool, request_id: &str) -> pb::ModelInferResponse {
     let schema = resp.model.runner.schema();
     let mut outputs = Vec::with_capacity(resp.outputs.len());
     let mut raw_output_contents = Vec::new();
     for (index, tensor) in resp.outputs {
+        let datatype = tensor.dtype().v2_name().into();
         let contents = if raw {
             raw_output_contents.push(tensor.data.to_le_bytes());
             None
         } else {
-            Some(to_contents(tensor.data.clone()))
+            Some(to_contents(tensor.data))
         };
         outputs.push(InferOutputTensor {
             name: schema.outputs[index].name.clone(),
-            datatype: tensor.dtype().v2_name().into(),
+            datatype,
             shape: tensor.shape,
             parameters: Default::default(),
             contents,
@@ -315,7 +334,13 @@ fn encode(resp: InferResponse, raw: bool) -> pb::ModelInferResponse {
         model_name: resp.model.name.clone(),
         model_version: resp.model.version_str.clone(),
         id: resp.id.unwrap_or_default(),
-        parameters: Default::default(),
+        parameters: [
+            ("sluice_served_model".to_string(), string_param(&resp.served_model)),
+            ("sluice_model_version".to_string(), string_param(&resp.model.version_str)),
+            ("sluice_request_id".to_string(), string_param(request_id)),
+        ]
+        .into_iter()
+        .collect(),
         outputs,
         raw_output_contents,
     }

@@ -1,7 +1,8 @@
 //! HTTP transport (axum): routes, shared state, body limits and content types.
 
+pub mod admin;
 mod infer;
-mod predict;
+pub mod predict;
 mod v2_meta;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/predict", post(predict::default_endpoint))
         .route("/endpoints/{endpoint}/predict", post(predict::endpoint))
         .route("/serving-endpoints/{endpoint}/invocations", post(predict::endpoint))
+        .route("/endpoints/{endpoint}/served-models/{served}/predict", post(predict::served_model))
         .route("/v2", get(v2_meta::server_metadata))
         .route("/v2/health/live", get(v2_meta::live))
         .route("/v2/health/ready", get(v2_meta::ready))
@@ -50,16 +52,19 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// The admin port's routes (metrics and health for now).
-pub fn admin_router(state: HttpState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(v2_meta::live))
-        .route("/v2/health/live", get(v2_meta::live))
-        .route("/v2/health/ready", get(v2_meta::ready))
+/// The admin port's routes: the admin API (bearer token), metrics and health.
+pub fn admin_router(state: HttpState, admin: admin::AdminState) -> Router {
+    admin::routes(admin)
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .route("/health", get(v2_meta::live))
+                .route("/v2/health/live", get(v2_meta::live))
+                .route("/v2/health/ready", get(v2_meta::ready))
+                .with_state(state),
+        )
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<HttpState>) -> Response {

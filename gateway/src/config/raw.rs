@@ -1,9 +1,12 @@
-//! The config file as written (TOML), before validation. Field names follow Databricks serving
-//! endpoints (`served_entities`, `traffic_config.routes`) where there is one to follow.
+//! The config file as written (TOML, or JSON through the admin API), before validation. Field
+//! names follow Databricks serving endpoints (`served_entities`, `traffic_config.routes`) where
+//! there is one to follow.
 
-use serde::Deserialize;
+use std::fmt;
 
-#[derive(Debug, Default, Deserialize)]
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -16,80 +19,194 @@ pub struct RawConfig {
     pub endpoints: Vec<RawEndpoint>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub http_addr: Option<String>,
     pub grpc_addr: Option<String>,
     pub admin_addr: Option<String>,
+    /// Bearer token for the admin API; required when `admin_addr` is not loopback.
+    pub admin_token: Option<Secret>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub default_endpoint: Option<String>,
+    /// Reload when the config file changes (checked every `watch_interval_ms`).
+    pub watch_config: Option<bool>,
+    pub watch_interval_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A secret string: `Debug` never shows it.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub onnxruntime_lib: Option<String>,
     pub model_repository: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// How a model version runs; every field optional. Used on `[[models]]` and on served entities.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawExecution {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intra_op_threads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batching: Option<RawBatching>,
+}
+
+impl RawExecution {
+    pub fn is_empty(&self) -> bool {
+        *self == RawExecution::default()
+    }
+}
+
+macro_rules! execution_of {
+    ($t:ty) => {
+        impl $t {
+            /// The execution options written on this entry.
+            pub fn execution(&self) -> RawExecution {
+                RawExecution {
+                    provider: self.provider.clone(),
+                    device_id: self.device_id,
+                    intra_op_threads: self.intra_op_threads,
+                    instances: self.instances,
+                    queue_capacity: self.queue_capacity,
+                    batching: self.batching.clone(),
+                }
+            }
+        }
+    };
+}
+execution_of!(RawModel);
+execution_of!(RawServedEntity);
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub name: String,
     pub versions: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub device_id: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub intra_op_threads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub instances: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_capacity: Option<u64>,
-    #[serde(default)]
-    pub batching: RawBatching,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batching: Option<RawBatching>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawBatching {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_queue_delay_us: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
     pub name: String,
     pub served_entities: Vec<RawServedEntity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic_config: Option<RawTrafficConfig>,
+    /// Served entities that get a copy of a share of the traffic; their answers are never returned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<RawShadow>,
+    /// Where the sticky-assignment key comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_key: Option<RawStickyKey>,
+    /// Whether the `x-sluice-served-model` request header may pin a served model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_served_model_override: Option<bool>,
+    /// Mirrored requests waiting for shadow models; more are dropped and counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_queue_capacity: Option<u64>,
+    /// Seed for the weighted random split (reproducible routing, e.g. in tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing_seed: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawServedEntity {
     /// Served model name, unique in the endpoint; defaults to `<entity_name>-<entity_version>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub entity_name: String,
     pub entity_version: RawVersion,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intra_op_threads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batching: Option<RawBatching>,
 }
 
 /// A model version written as a number (`1`) or, as Databricks does, a string (`"1"`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum RawVersion {
     Num(u64),
     Str(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawTrafficConfig {
     pub routes: Vec<RawRoute>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub served_model_name: String,
     pub traffic_percentage: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    pub served_model_name: String,
+    pub mirror_percent: i64,
+}
+
+/// `{ header = "x-user-id" }` or `{ field = "client_request_id" }` (a top-level request field).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawStickyKey {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }

@@ -30,17 +30,43 @@ fn bad(msg: impl Into<String>) -> CoreError {
     CoreError::BadRequest(msg.into())
 }
 
-/// Parses a body and checks that it uses exactly one format.
-pub fn parse(body: &[u8]) -> Result<Payload, CoreError> {
+/// A parsed `/predict` body.
+#[derive(Debug)]
+pub struct Parsed {
+    pub payload: Payload,
+    /// Databricks' optional top-level `client_request_id`.
+    pub client_request_id: Option<String>,
+    /// The value of the endpoint's sticky-key field, when it has one and the body carries it.
+    pub sticky: Option<String>,
+}
+
+/// Parses a body and checks that it uses exactly one format. `sticky_field` names an extra
+/// top-level field the endpoint reads its sticky key from.
+pub fn parse(body: &[u8], sticky_field: Option<&str>) -> Result<Parsed, CoreError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(mut map) = v else {
         return Err(bad(format!("request body must be a JSON object with exactly one of {FORMATS:?}")));
     };
     for key in map.keys() {
-        if !FORMATS.contains(&key.as_str()) && key != "params" {
+        let known = FORMATS.contains(&key.as_str())
+            || key == "params"
+            || key == "client_request_id"
+            || Some(key.as_str()) == sticky_field;
+        if !known {
             return Err(bad(format!("unknown field '{key}'; send exactly one of {FORMATS:?}")));
         }
     }
+    let client_request_id = match map.get("client_request_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad("client_request_id must be a string")),
+    };
+    let sticky = match sticky_field.and_then(|f| map.get(f)) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => return Err(bad(format!("{} must be a string or a number", sticky_field.unwrap_or("")))),
+    };
     let present: Vec<&str> = FORMATS.iter().copied().filter(|k| map.contains_key(*k)).collect();
     if present.len() != 1 {
         return Err(bad(if present.is_empty() {
@@ -51,6 +77,11 @@ pub fn parse(body: &[u8]) -> Result<Payload, CoreError> {
     }
     let key = present[0];
     let value = map.remove(key).unwrap_or(Value::Null);
+    let payload = parse_format(key, value)?;
+    Ok(Parsed { payload, client_request_id, sticky })
+}
+
+fn parse_format(key: &str, value: Value) -> Result<Payload, CoreError> {
     match key {
         "dataframe_split" => {
             let Value::Object(mut split) = value else {

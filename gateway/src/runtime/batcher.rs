@@ -67,5 +67,5 @@ pub(super) async fn run(
 /// Requests stack only when every input has the same shape apart from the first dimension.
 fn same_row_shapes(a: &Job, b: &Job) -> bool {
     a.inputs.len() == b.inputs.len()
-        && a.inputs.iter().zip(&b.inputs).all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+        && a.inputs.iter().zip(b.inputs.iter()).all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
 }

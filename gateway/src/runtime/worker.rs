@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, TensorRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 
 use super::batcher::{self, BatchingOptions};
 use super::schema::ModelSchema;
@@ -71,7 +72,7 @@ pub struct InferOutput {
 
 /// One request on its way to a worker.
 pub(super) struct Job {
-    pub inputs: Vec<Tensor>,
+    pub inputs: Arc<Vec<Tensor>>,
     pub rows: usize,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<InferOutput, RuntimeError>>,
@@ -112,6 +113,7 @@ pub struct ModelRunner {
     capacity: usize,
     timeout: Duration,
     options: RunnerOptions,
+    configured: RunnerOptions,
     dispatch: Dispatch,
 }
 
@@ -125,7 +127,13 @@ impl ModelRunner {
     /// Creates the sessions, warms each with one zero-filled run, and starts the worker threads.
     /// Blocking: call it off the async runtime. Must be called inside a tokio runtime when
     /// batching is on (the batcher is a task).
-    pub fn load(path: &Path, name: &str, version: u64, options: RunnerOptions) -> Result<ModelRunner, RuntimeError> {
+    pub fn load(
+        path: &Path,
+        name: &str,
+        version: u64,
+        options: RunnerOptions,
+        tasks: &TaskTracker,
+    ) -> Result<ModelRunner, RuntimeError> {
         let load_err = |message: String| RuntimeError::Load { model: name.to_string(), version, message };
         let env = library::environment(None)?;
         let instances = options.execution.instances.max(1);
@@ -163,7 +171,7 @@ impl ModelRunner {
         let dispatch = match batching {
             Some(b) => {
                 let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
-                tokio::spawn(batcher::run(rx, work_tx, b, instances));
+                tasks.spawn(batcher::run(rx, work_tx, b, instances));
                 Dispatch::Batched(tx)
             }
             None => Dispatch::Direct(work_tx),
@@ -176,6 +184,7 @@ impl ModelRunner {
             admission: Arc::new(Semaphore::new(options.queue_capacity.max(1))),
             capacity: options.queue_capacity.max(1),
             timeout: options.timeout,
+            configured: options.clone(),
             options: RunnerOptions { batching, ..options },
             dispatch,
         })
@@ -202,9 +211,14 @@ impl ModelRunner {
         &self.options
     }
 
+    /// Options as configured (what a config reload compares to decide whether to reload).
+    pub fn configured_options(&self) -> &RunnerOptions {
+        &self.configured
+    }
+
     /// Runs one request. `inputs` must be in schema order and already validated against it.
     /// Answers `Overloaded` at once when the model's queue is full.
-    pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<InferOutput, RuntimeError> {
+    pub async fn infer(&self, inputs: Arc<Vec<Tensor>>) -> Result<InferOutput, RuntimeError> {
         let overloaded = || RuntimeError::Overloaded { model: self.name.clone(), capacity: self.capacity };
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| overloaded())?;
         let rows = inputs.first().map(Tensor::rows).unwrap_or(1);

@@ -64,7 +64,7 @@ pub fn config(toml: &str) -> Config {
 }
 
 pub async fn start_with(config: Config) -> TestServer {
-    let server = sluice::server::start(config).await.expect("server starts");
+    let server = sluice::server::start(config, None).await.expect("server starts");
     TestServer {
         http: format!("http://{}", server.http_addr),
         grpc: format!("http://{}", server.grpc_addr),

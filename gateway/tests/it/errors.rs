@@ -1,7 +1,7 @@
 //! Every error case answers `{"error": ...}` with the right status, and the server keeps serving.
 
 use serde_json::{Value, json};
-use sluice::core::{CoreError, InferRequest, NamedTensor};
+use sluice::core::{CoreError, InferRequest, NamedTensor, RequestMeta};
 use sluice::tensor::{Tensor, TensorData};
 
 use crate::common::{self, DEMO, fixture};
@@ -144,13 +144,14 @@ async fn full_queue_is_overloaded_and_slow_is_timeout() {
     let t = common::start(toml).await;
     let gw = t.gateway();
     // the first request holds the only queue slot until it is answered
-    let mut first = Box::pin(gw.infer(big_mlp_request(4096)));
+    let meta = RequestMeta::default();
+    let mut first = Box::pin(gw.infer(big_mlp_request(4096), &meta));
     assert!(futures::poll!(&mut first).is_pending());
-    let second = gw.infer(big_mlp_request(1)).await;
+    let second = gw.infer(big_mlp_request(1), &RequestMeta::default()).await;
     assert!(matches!(second, Err(CoreError::Overloaded(_))), "{second:?}");
     let first = first.await;
     assert!(first.is_ok(), "{first:?}");
-    assert!(gw.infer(big_mlp_request(1)).await.is_ok(), "slot released after the answer");
+    assert!(gw.infer(big_mlp_request(1), &RequestMeta::default()).await.is_ok(), "slot released after the answer");
     t.stop().await;
 
     let toml = r#"
@@ -161,7 +162,7 @@ async fn full_queue_is_overloaded_and_slow_is_timeout() {
         versions = [1]
     "#;
     let t = common::start(toml).await;
-    let r = t.gateway().infer(big_mlp_request(16384)).await;
+    let r = t.gateway().infer(big_mlp_request(16384), &RequestMeta::default()).await;
     assert!(matches!(r, Err(CoreError::Timeout(_))), "{r:?}");
     t.stop().await;
 }

@@ -66,8 +66,10 @@ pub async fn infer_v(
 }
 
 async fn handle(state: HttpState, model: String, version: Option<String>, headers: HeaderMap, body: Body) -> Response {
+    let meta = super::predict::request_meta(headers);
+    let headers = &meta.headers;
     let result = async {
-        match media_type(&headers)?.as_deref() {
+        match media_type(headers)?.as_deref() {
             None | Some("application/json") | Some("application/octet-stream") => {}
             Some(other) => {
                 return Err(ApiError::UnsupportedMediaType(format!(
@@ -76,10 +78,12 @@ async fn handle(state: HttpState, model: String, version: Option<String>, header
                 )));
             }
         }
-        let bytes = read_body(body, state.max_body_bytes, &headers).await?;
-        let (request, binary_outputs) = decode(&headers, &bytes, model, version)?;
-        let response = state.gateway.infer(request).await?;
-        Ok(encode(&response, &binary_outputs))
+        let bytes = read_body(body, state.max_body_bytes, headers).await?;
+        let (request, binary_outputs) = decode(headers, &bytes, model, version)?;
+        let response = state.gateway.infer(request, &meta).await?;
+        let mut r = encode(&response, &binary_outputs, &meta.request_id);
+        super::predict::answer_headers(&mut r, &response.served_model, &response.model.version_str, &meta.request_id);
+        Ok(r)
     }
     .await;
     result.unwrap_or_else(|e: ApiError| {
@@ -238,10 +242,19 @@ struct ResponseJson<'a> {
     model_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    parameters: ResponseParams<'a>,
     outputs: Vec<OutputJson<'a>>,
 }
 
-fn encode(resp: &InferResponse, encoding: &OutputEncoding) -> Response {
+/// Who served the request, as V2 response parameters (the same names as over gRPC).
+#[derive(Serialize)]
+struct ResponseParams<'a> {
+    sluice_served_model: &'a str,
+    sluice_model_version: &'a str,
+    sluice_request_id: &'a str,
+}
+
+fn encode(resp: &InferResponse, encoding: &OutputEncoding, request_id: &str) -> Response {
     let schema = resp.model.runner.schema();
     let mut binary = Vec::new();
     let mut outputs = Vec::with_capacity(resp.outputs.len());
@@ -266,6 +279,11 @@ fn encode(resp: &InferResponse, encoding: &OutputEncoding) -> Response {
         model_name: &resp.model.name,
         model_version: &resp.model.version_str,
         id: resp.id.as_deref(),
+        parameters: ResponseParams {
+            sluice_served_model: &resp.served_model,
+            sluice_model_version: &resp.model.version_str,
+            sluice_request_id: request_id,
+        },
         outputs,
     };
     let mut body = match serde_json::to_vec(&header) {
@@ -275,7 +293,7 @@ fn encode(resp: &InferResponse, encoding: &OutputEncoding) -> Response {
                 .into_response();
         }
     };
-    if binary.is_empty() && !matches!(encoding, OutputEncoding::PerOutput(v) if v.iter().any(|b| *b)) {
+    if !(0..resp.outputs.len()).any(|k| encoding.binary(k)) {
         return super::json_response(StatusCode::OK, body);
     }
     let header_len = body.len();

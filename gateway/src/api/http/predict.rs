@@ -1,5 +1,7 @@
 //! `POST /predict`, `/endpoints/{name}/predict`, `/serving-endpoints/{name}/invocations`.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -7,13 +9,24 @@ use axum::response::{IntoResponse, Response};
 
 use super::{HttpState, json_response, media_type, read_body};
 use crate::api::ApiError;
+use crate::core::{PredictTarget, RequestMeta};
 
 pub const SERVED_MODEL_HEADER: &str = "x-sluice-served-model";
 pub const MODEL_VERSION_HEADER: &str = "x-sluice-model-version";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 pub async fn default_endpoint(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    handle(state, None, headers, body).await
+    handle(state, PredictTarget::default(), headers, body).await
+}
+
+/// `POST /endpoints/{name}/served-models/{served}/predict`: bypasses the traffic split.
+pub async fn served_model(
+    State(state): State<HttpState>,
+    Path((endpoint, served)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, PredictTarget { endpoint: Some(&endpoint), served_model: Some(&served) }, headers, body).await
 }
 
 pub async fn endpoint(
@@ -22,18 +35,37 @@ pub async fn endpoint(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(state, Some(endpoint), headers, body).await
+    handle(state, PredictTarget { endpoint: Some(&endpoint), served_model: None }, headers, body).await
 }
 
-async fn handle(state: HttpState, endpoint: Option<String>, headers: HeaderMap, body: Body) -> Response {
+/// The request metadata of an HTTP request: its id (sent or generated), pin header, headers.
+pub(crate) fn request_meta(headers: HeaderMap) -> RequestMeta {
     let request_id = headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
+    let pin = headers.get(SERVED_MODEL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers }
+}
+
+/// Adds who-served-it headers and the request id.
+pub(crate) fn answer_headers(r: &mut Response, served: &str, version: &str, request_id: &str) {
+    let h = r.headers_mut();
+    for (name, value) in
+        [(SERVED_MODEL_HEADER, served), (MODEL_VERSION_HEADER, version), (REQUEST_ID_HEADER, request_id)]
+    {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+async fn handle(state: HttpState, target: PredictTarget<'_>, headers: HeaderMap, body: Body) -> Response {
+    let meta = request_meta(headers);
     let result = async {
-        match media_type(&headers)?.as_deref() {
+        match media_type(&meta.headers)?.as_deref() {
             None | Some("application/json") => {}
             Some(other) => {
                 return Err(ApiError::UnsupportedMediaType(format!(
@@ -41,31 +73,25 @@ async fn handle(state: HttpState, endpoint: Option<String>, headers: HeaderMap, 
                 )));
             }
         }
-        let bytes = read_body(body, state.max_body_bytes, &headers).await?;
-        Ok(state.gateway.predict(endpoint.as_deref(), &bytes).await?)
+        let bytes = read_body(body, state.max_body_bytes, &meta.headers).await?;
+        Ok(state.gateway.predict(target, &meta, &bytes).await?)
     }
     .await;
-    let mut response = match result {
+    match result {
         Ok(p) => {
             let mut r = json_response(StatusCode::OK, p.body);
-            let h = r.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&p.served_model) {
-                h.insert(HeaderName::from_static(SERVED_MODEL_HEADER), v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&p.model.version_str) {
-                h.insert(HeaderName::from_static(MODEL_VERSION_HEADER), v);
-            }
+            answer_headers(&mut r, &p.served_model, &p.model.version_str, &meta.request_id);
             r
         }
         Err(e) => {
             crate::metrics::rejected("http", e.kind());
-            e.into_response()
+            let mut r = e.into_response();
+            if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
+                r.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+            }
+            r
         }
-    };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
     }
-    response
 }
 
 /// A random 128-bit request id, hex.

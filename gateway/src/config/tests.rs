@@ -1,0 +1,217 @@
+//! Config validation: each problem names its field and the fix.
+
+use super::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, "test.toml", &repo())
+}
+
+const GOOD: &str = r#"
+    [[models]]
+    name = "fraud_classifier"
+    versions = [1, 2]
+    [[endpoints]]
+    name = "fraud"
+    served_entities = [{ name = "a", entity_name = "fraud_classifier", entity_version = "1" },
+                       { name = "b", entity_name = "fraud_classifier", entity_version = 2 }]
+    traffic_config = { routes = [{ served_model_name = "a", traffic_percentage = 90 },
+                                 { served_model_name = "b", traffic_percentage = 10 }] }
+"#;
+
+#[test]
+fn good_config_validates_with_defaults() {
+    let c = check(GOOD).unwrap();
+    assert_eq!(c.server.http_addr.port(), 8000);
+    assert_eq!(c.server.grpc_addr.port(), 8001);
+    assert_eq!(c.server.admin_addr.to_string(), "127.0.0.1:8002");
+    assert_eq!(c.server.max_body_bytes, 16 * 1024 * 1024);
+    assert_eq!(c.server.default_endpoint.as_deref(), Some("fraud"));
+    assert_eq!(c.endpoints[0].routes[1].traffic_percentage, 10);
+    assert_eq!(c.endpoints[0].served_entities[1].version, 2);
+}
+
+fn issues_of(text: &str) -> Vec<ConfigIssue> {
+    match check(text) {
+        Err(ConfigError::Invalid { issues, .. }) => issues,
+        other => panic!("expected invalid config, got {other:?}"),
+    }
+}
+
+#[test]
+fn each_problem_names_its_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"[[models]]
+            name = "fraud_classifier"
+            versions = [9]"#,
+            "models[0].versions",
+            "no model file",
+        ),
+        (
+            r#"[[models]]
+            name = "fraud_classifier"
+            versions = [1]
+            provider = "tpu""#,
+            "models[0].provider",
+            "\"cpu\" or \"cuda\"",
+        ),
+        (
+            r#"[[models]]
+            name = "fraud_classifier"
+            versions = [1]
+            batching = { max_batch_size = 0 }"#,
+            "models[0].batching.max_batch_size",
+            "out of range",
+        ),
+        (
+            r#"[server]
+            http_addr = "localhost"
+            [[models]]
+            name = "mlp"
+            versions = [1]"#,
+            "server.http_addr",
+            "IP:PORT",
+        ),
+        (
+            &GOOD.replace("traffic_percentage = 10", "traffic_percentage = 20"),
+            "endpoints[0].traffic_config.routes",
+            "sum to 110",
+        ),
+        (
+            &GOOD.replace("served_model_name = \"b\"", "served_model_name = \"c\""),
+            "endpoints[0].traffic_config.routes[1].served_model_name",
+            "not a served entity",
+        ),
+        (
+            &GOOD.replace("entity_version = 2", "entity_version = 3"),
+            "endpoints[0].served_entities[1].entity_version",
+            "no model file",
+        ),
+        (&GOOD.replace("name = \"b\"", "name = \"a\""), "endpoints[0].served_entities[1].name", "appears twice"),
+        (&format!("{GOOD}\n[server]\ndefault_endpoint = \"nope\""), "server.default_endpoint", "not defined"),
+    ];
+    for (text, field, needle) in cases {
+        let issues = issues_of(text);
+        assert!(
+            issues.iter().any(|i| i.field == *field && i.message.contains(needle)),
+            "expected {field} / {needle}, got {issues:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_toml_are_parse_errors() {
+    let err = check("[server]\nhttp_port = 1\n").unwrap_err().to_string();
+    assert!(err.contains("http_port"), "{err}");
+    assert!(check("[[models]\n").is_err());
+}
+
+#[test]
+fn endpoint_traffic_shadow_and_sticky_problems() {
+    let ep = |extra: &str| {
+        format!(
+            r#"
+            [[models]]
+            name = "fraud_classifier"
+            versions = [1, 2]
+            [[endpoints]]
+            name = "e"
+            served_entities = [{{ name = "a", entity_name = "fraud_classifier", entity_version = 1 }},
+                               {{ name = "b", entity_name = "fraud_classifier", entity_version = 2 }},
+                               {{ name = "s", entity_name = "fraud_classifier", entity_version = 2 }}]
+            {extra}
+            "#
+        )
+    };
+    let routes = r#"traffic_config = { routes = [{ served_model_name = "a", traffic_percentage = 90 },
+                                                 { served_model_name = "b", traffic_percentage = 10 }] }"#;
+    let good = ep(&format!("{routes}\nshadow = [{{ served_model_name = \"s\", mirror_percent = 50 }}]"));
+    let c = check(&good).unwrap();
+    assert_eq!(c.endpoints[0].shadows[0].mirror_percent, 50);
+    let cases: Vec<(String, &str, &str)> = vec![
+        (ep(&routes.replace("= 10", "= 9")), "endpoints[0].traffic_config.routes", "sum to 99"),
+        (
+            ep(&format!("{routes}\nshadow = [{{ served_model_name = \"b\", mirror_percent = 50 }}]")),
+            "endpoints[0].shadow[0].served_model_name",
+            "also a traffic route",
+        ),
+        (
+            ep(&format!("{routes}\nshadow = [{{ served_model_name = \"zz\", mirror_percent = 50 }}]")),
+            "endpoints[0].shadow[0].served_model_name",
+            "not a served entity",
+        ),
+        (
+            ep(&format!("{routes}\nshadow = [{{ served_model_name = \"s\", mirror_percent = 150 }}]")),
+            "endpoints[0].shadow[0].mirror_percent",
+            "not a percentage",
+        ),
+        (ep(routes), "endpoints[0].served_entities", "'s' has no traffic route"),
+        (
+            ep(&format!(
+                "{routes}\nshadow = [{{ served_model_name = \"s\", mirror_percent = 5 }}]\nsticky_key = {{ header = \"x\", field = \"y\" }}"
+            )),
+            "endpoints[0].sticky_key",
+            "exactly one",
+        ),
+    ];
+    for (text, field, needle) in cases {
+        let issues = issues_of(&text);
+        assert!(
+            issues.iter().any(|i| i.field == field && i.message.contains(needle)),
+            "expected {field} / {needle}, got {issues:?}"
+        );
+    }
+}
+
+#[test]
+fn served_entities_load_versions_not_in_models_with_their_options() {
+    let text = r#"
+        [[models]]
+        name = "fraud_classifier"
+        versions = [1]
+        instances = 2
+        [[endpoints]]
+        name = "e"
+        served_entities = [{ name = "a", entity_name = "fraud_classifier", entity_version = 1 },
+                           { name = "b", entity_name = "fraud_classifier", entity_version = 2, queue_capacity = 7 },
+                           { name = "m", entity_name = "mlp", entity_version = 1 }]
+        traffic_config = { routes = [{ served_model_name = "a", traffic_percentage = 50 },
+                                     { served_model_name = "b", traffic_percentage = 50 },
+                                     { served_model_name = "m", traffic_percentage = 0 }] }
+    "#;
+    let c = check(text).unwrap();
+    let v2 = &c.versions[&("fraud_classifier".to_string(), 2)];
+    assert_eq!(v2.queue_capacity, 7);
+    assert_eq!(v2.execution.instances, 2, "model options apply under entity options");
+    assert!(c.versions.contains_key(&("mlp".to_string(), 1)));
+    // conflicting entity options for one version
+    let bad = text.replace("entity_version = 1 }]", "entity_version = 1 }, { name = \"c\", entity_name = \"fraud_classifier\", entity_version = 2, queue_capacity = 8 }]");
+    let bad = bad.replace(
+        "traffic_percentage = 0 }",
+        "traffic_percentage = 0 }, { served_model_name = \"c\", traffic_percentage = 0 }",
+    );
+    let issues = issues_of(&bad);
+    assert!(issues.iter().any(|i| i.message.contains("different execution options")), "{issues:?}");
+    // a version with no file
+    let issues = issues_of(&text.replace("entity_version = 2,", "entity_version = 9,"));
+    assert!(issues.iter().any(|i| i.message.contains("no model file")), "{issues:?}");
+}
+
+#[test]
+fn non_loopback_admin_needs_a_token() {
+    let text = "[server]\nadmin_addr = \"0.0.0.0:8002\"\n[[models]]\nname = \"mlp\"\nversions = [1]\n";
+    let issues = issues_of(text);
+    assert!(
+        issues.iter().any(|i| i.field == "server.admin_token" && i.message.contains("not a loopback")),
+        "{issues:?}"
+    );
+    let with = text.replace("[[models]]", "admin_token = \"0123456789abcdef0123\"\n[[models]]");
+    let c = check(&with).unwrap();
+    assert!(format!("{:?}", c.server.admin_token).contains("***"), "token is redacted in Debug");
+    let short = text.replace("[[models]]", "admin_token = \"short\"\n[[models]]");
+    assert!(issues_of(&short).iter().any(|i| i.message.contains("shorter than 16")));
+}

@@ -1,0 +1,469 @@
+//! Raw -> validated configuration. Collects every problem, each naming its field and the fix.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawEndpoint, RawExecution, RawVersion, Secret};
+use super::*;
+use crate::runtime::{BatchingOptions, ExecutionOptions, Provider, RunnerOptions};
+
+#[derive(Default)]
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigIssue { field: field.into(), message: message.into() });
+    }
+}
+
+fn is_valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && !s.starts_with('.')
+}
+
+const NAME_RULE: &str = "use 1-128 characters from letters, digits, '_', '-', '.' (not starting with '.')";
+
+pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
+    let mut issues = Issues::default();
+    let server = validate_server(&mut issues, &raw);
+    let runtime = RuntimeConfig {
+        onnxruntime_lib: raw.runtime.onnxruntime_lib.as_ref().map(|p| base.join(p)),
+        model_repository: base.join(raw.runtime.model_repository.as_deref().unwrap_or("models")),
+    };
+    let repo = runtime.model_repository.clone();
+    if raw.models.is_empty() && raw.endpoints.is_empty() {
+        issues.add("models", "no models configured; add a [[models]] table with name and versions");
+    }
+    let mut models = Vec::new();
+    let mut model_names = HashSet::new();
+    let mut versions: BTreeMap<(String, u64), RunnerOptions> = BTreeMap::new();
+    for (i, m) in raw.models.iter().enumerate() {
+        let field = format!("models[{i}]");
+        let before = issues.0.len();
+        if !is_valid_name(&m.name) {
+            issues.add(format!("{field}.name"), format!("'{}' is not a valid model name; {NAME_RULE}", m.name));
+        }
+        if !model_names.insert(m.name.clone()) {
+            issues.add(format!("{field}.name"), format!("model '{}' is listed twice; merge the entries", m.name));
+        }
+        if m.versions.is_empty() {
+            issues.add(format!("{field}.versions"), "list at least one version, e.g. versions = [1]");
+        }
+        let mut seen = HashSet::new();
+        for v in &m.versions {
+            if !seen.insert(*v) {
+                issues.add(format!("{field}.versions"), format!("version {v} is listed twice"));
+            }
+            check_model_file(&mut issues, &format!("{field}.versions"), &repo, &m.name, *v);
+        }
+        let options = runner_options(&mut issues, &field, &m.execution(), server.request_timeout);
+        if issues.0.len() == before {
+            for v in &m.versions {
+                versions.insert((m.name.clone(), *v), options.clone());
+            }
+            models.push(ModelConfig { name: m.name.clone(), versions: m.versions.clone(), options });
+        }
+    }
+    // Versions named only by served entities are loaded too, with the model's options or the
+    // entity's own; two entities may not ask for different options for one version.
+    let mut entity_options: BTreeMap<(String, u64), (String, RawExecution)> = BTreeMap::new();
+    let mut endpoints = Vec::new();
+    let mut endpoint_names = HashSet::new();
+    for (i, e) in raw.endpoints.iter().enumerate() {
+        let field = format!("endpoints[{i}]");
+        if !is_valid_name(&e.name) {
+            issues.add(format!("{field}.name"), format!("'{}' is not a valid name; {NAME_RULE}", e.name));
+        }
+        if !endpoint_names.insert(e.name.clone()) {
+            issues.add(format!("{field}.name"), format!("endpoint '{}' is defined twice; rename one", e.name));
+        }
+        if let Some(ep) = validate_endpoint(&mut issues, &field, e) {
+            for (j, (s, rs)) in ep.served_entities.iter().zip(&e.served_entities).enumerate() {
+                let f = format!("{field}.served_entities[{j}]");
+                let key = (s.model.clone(), s.version);
+                if !versions.contains_key(&key) || !rs.execution().is_empty() {
+                    check_model_file(&mut issues, &format!("{f}.entity_version"), &repo, &s.model, s.version);
+                }
+                let exec = rs.execution();
+                if exec.is_empty() {
+                    continue;
+                }
+                match entity_options.get(&key) {
+                    Some((other, prev)) if *prev != exec => issues.add(
+                        f.clone(),
+                        format!(
+                            "asks for different execution options for {} v{} than {other}; give both the same or set them on [[models]]",
+                            s.model, s.version
+                        ),
+                    ),
+                    _ => {
+                        entity_options.insert(key, (format!("{field}.served_entities[{j}]"), exec));
+                    }
+                }
+            }
+            endpoints.push(ep);
+        }
+    }
+    for ep in &endpoints {
+        for s in &ep.served_entities {
+            let key = (s.model.clone(), s.version);
+            let model_exec = raw.models.iter().find(|m| m.name == s.model).map(|m| m.execution()).unwrap_or_default();
+            match entity_options.get(&key) {
+                Some((field, exec)) => {
+                    let merged = merge_execution(&model_exec, exec);
+                    let options = runner_options(&mut issues, field, &merged, server.request_timeout);
+                    versions.insert(key, options);
+                }
+                None => {
+                    if !versions.contains_key(&key) {
+                        let options = runner_options(&mut issues, "models", &model_exec, server.request_timeout);
+                        versions.insert(key, options);
+                    }
+                }
+            }
+        }
+    }
+    let default_endpoint = match &raw.server.default_endpoint {
+        Some(d) => {
+            if !endpoint_names.contains(d) {
+                issues.add(
+                    "server.default_endpoint",
+                    format!("names endpoint '{d}', which is not defined; use one of {:?}", sorted(&endpoint_names)),
+                );
+            }
+            Some(d.clone())
+        }
+        None if endpoints.len() == 1 => endpoints.first().map(|e| e.name.clone()),
+        None => None,
+    };
+    if !issues.0.is_empty() {
+        return Err(issues.0);
+    }
+    Ok(Config {
+        server: ServerConfig { default_endpoint, ..server },
+        runtime,
+        models,
+        endpoints,
+        versions,
+        raw,
+        base: base.to_path_buf(),
+    })
+}
+
+fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
+    let addr = |issues: &mut Issues, field: &str, v: Option<&String>, default: &str| -> SocketAddr {
+        let text = v.map(String::as_str).unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            issues.add(
+                format!("server.{field}"),
+                format!("'{text}' is not an address; write IP:PORT, e.g. \"{default}\""),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    };
+    let s = &raw.server;
+    let http_addr = addr(issues, "http_addr", s.http_addr.as_ref(), DEFAULT_HTTP_ADDR);
+    let grpc_addr = addr(issues, "grpc_addr", s.grpc_addr.as_ref(), DEFAULT_GRPC_ADDR);
+    let admin_addr = addr(issues, "admin_addr", s.admin_addr.as_ref(), DEFAULT_ADMIN_ADDR);
+    let admin_token =
+        s.admin_token.clone().or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok().filter(|t| !t.is_empty()).map(Secret));
+    if admin_token.as_ref().is_some_and(|t| t.0.len() < 16) {
+        issues.add("server.admin_token", "is shorter than 16 characters; use a long random token");
+    }
+    if !admin_addr.ip().is_loopback() && admin_token.is_none() {
+        issues.add(
+            "server.admin_token",
+            format!(
+                "admin_addr {admin_addr} is not a loopback address, so the admin API needs a bearer token; \
+                 set server.admin_token or {ADMIN_TOKEN_ENV}, or bind admin_addr to 127.0.0.1"
+            ),
+        );
+    }
+    let max_body_bytes = match s.max_body_bytes {
+        Some(0) => {
+            issues.add("server.max_body_bytes", "must be at least 1 (default 16777216 = 16 MiB)");
+            DEFAULT_MAX_BODY_BYTES
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => DEFAULT_MAX_BODY_BYTES,
+    };
+    let positive_ms = |issues: &mut Issues, field: &str, v: Option<u64>, default: u64| -> Duration {
+        match v {
+            Some(0) => {
+                issues.add(format!("server.{field}"), format!("must be at least 1 (default {default})"));
+                Duration::from_millis(default)
+            }
+            Some(n) => Duration::from_millis(n),
+            None => Duration::from_millis(default),
+        }
+    };
+    ServerConfig {
+        http_addr,
+        grpc_addr,
+        admin_addr,
+        admin_token,
+        max_body_bytes,
+        request_timeout: positive_ms(issues, "request_timeout_ms", s.request_timeout_ms, DEFAULT_TIMEOUT_MS),
+        default_endpoint: None,
+        watch_config: s.watch_config.unwrap_or(true),
+        watch_interval: positive_ms(issues, "watch_interval_ms", s.watch_interval_ms, 1000),
+    }
+}
+
+fn check_model_file(issues: &mut Issues, field: &str, repo: &Path, name: &str, version: u64) {
+    if !is_valid_name(name) {
+        return;
+    }
+    let path = model_path(repo, name, version);
+    if !path.is_file() {
+        issues.add(
+            field,
+            format!(
+                "version {version} of '{name}' has no model file at {}; add it or remove the version",
+                path.display()
+            ),
+        );
+    }
+}
+
+/// Entity options override model options field by field.
+fn merge_execution(model: &RawExecution, entity: &RawExecution) -> RawExecution {
+    RawExecution {
+        provider: entity.provider.clone().or_else(|| model.provider.clone()),
+        device_id: entity.device_id.or(model.device_id),
+        intra_op_threads: entity.intra_op_threads.or(model.intra_op_threads),
+        instances: entity.instances.or(model.instances),
+        queue_capacity: entity.queue_capacity.or(model.queue_capacity),
+        batching: entity.batching.clone().or_else(|| model.batching.clone()),
+    }
+}
+
+fn runner_options(issues: &mut Issues, field: &str, m: &RawExecution, timeout: Duration) -> RunnerOptions {
+    let provider = match m.provider.as_deref().unwrap_or("cpu") {
+        "cpu" => Provider::Cpu,
+        "cuda" => Provider::Cuda { device_id: m.device_id.unwrap_or(0) },
+        other => {
+            issues.add(format!("{field}.provider"), format!("'{other}' is not a provider; use \"cpu\" or \"cuda\""));
+            Provider::Cpu
+        }
+    };
+    if m.device_id.is_some_and(|d| d < 0) {
+        issues.add(format!("{field}.device_id"), "must be 0 or more");
+    }
+    let bounded = |issues: &mut Issues, name: &str, v: Option<u64>, default: usize, max: usize| -> usize {
+        match v {
+            None => default,
+            Some(n) if n >= 1 && n <= max as u64 => n as usize,
+            Some(n) => {
+                issues
+                    .add(format!("{field}.{name}"), format!("{n} is out of range; use 1..={max} (default {default})"));
+                default
+            }
+        }
+    };
+    let intra_op_threads = bounded(issues, "intra_op_threads", m.intra_op_threads, 1, 256);
+    let instances = bounded(issues, "instances", m.instances, 1, 64);
+    let queue_capacity = bounded(issues, "queue_capacity", m.queue_capacity, DEFAULT_QUEUE_CAPACITY, 1 << 20);
+    let b = m.batching.clone().unwrap_or_default();
+    let max_batch_size = bounded(issues, "batching.max_batch_size", b.max_batch_size, DEFAULT_MAX_BATCH_SIZE, 1 << 16);
+    let delay_us = b.max_queue_delay_us.unwrap_or(0);
+    if delay_us > 1_000_000 {
+        issues.add(
+            format!("{field}.batching.max_queue_delay_us"),
+            format!("{delay_us} us is more than 1 s; use 0..=1000000"),
+        );
+    }
+    let batching = b
+        .enabled
+        .unwrap_or(true)
+        .then_some(BatchingOptions { max_batch_size, max_queue_delay: Duration::from_micros(delay_us.min(1_000_000)) });
+    RunnerOptions {
+        execution: ExecutionOptions { provider, intra_op_threads, instances },
+        batching,
+        queue_capacity,
+        timeout,
+    }
+}
+
+fn sorted(set: &HashSet<String>) -> Vec<&String> {
+    let mut v: Vec<&String> = set.iter().collect();
+    v.sort();
+    v
+}
+
+fn validate_endpoint(issues: &mut Issues, field: &str, e: &RawEndpoint) -> Option<EndpointConfig> {
+    let before = issues.0.len();
+    if e.served_entities.is_empty() {
+        issues.add(format!("{field}.served_entities"), "list at least one served entity (entity_name, entity_version)");
+    }
+    let mut served = Vec::new();
+    let mut names = HashSet::new();
+    for (j, s) in e.served_entities.iter().enumerate() {
+        let f = format!("{field}.served_entities[{j}]");
+        let version = match &s.entity_version {
+            RawVersion::Num(n) => Some(*n),
+            RawVersion::Str(t) => t.parse::<u64>().ok().or_else(|| {
+                issues.add(format!("{f}.entity_version"), format!("'{t}' is not a version number"));
+                None
+            }),
+        };
+        if !is_valid_name(&s.entity_name) {
+            issues
+                .add(format!("{f}.entity_name"), format!("'{}' is not a valid model name; {NAME_RULE}", s.entity_name));
+        }
+        let name = s
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", s.entity_name, version.map(|v| v.to_string()).unwrap_or_default()));
+        if !is_valid_name(&name) {
+            issues.add(format!("{f}.name"), format!("'{name}' is not a valid served model name; {NAME_RULE}"));
+        }
+        if !names.insert(name.clone()) {
+            issues.add(
+                format!("{f}.name"),
+                format!("served model '{name}' appears twice in this endpoint; give each a unique name"),
+            );
+        }
+        if let Some(version) = version {
+            served.push(ServedEntity { name, model: s.entity_name.clone(), version });
+        }
+    }
+    let routes = match &e.traffic_config {
+        None if served.len() == 1 && e.shadow.is_empty() => {
+            vec![Route { served_model_name: served[0].name.clone(), traffic_percentage: 100 }]
+        }
+        None => {
+            issues.add(
+                format!("{field}.traffic_config"),
+                "an endpoint with several served entities needs traffic_config.routes that split 100 percent among them",
+            );
+            Vec::new()
+        }
+        Some(tc) => {
+            let mut routes = Vec::new();
+            let mut total = 0i64;
+            let mut seen = HashSet::new();
+            for (k, r) in tc.routes.iter().enumerate() {
+                let f = format!("{field}.traffic_config.routes[{k}]");
+                if !names.contains(&r.served_model_name) {
+                    issues.add(
+                        format!("{f}.served_model_name"),
+                        format!(
+                            "'{}' is not a served entity of this endpoint; use one of {:?}",
+                            r.served_model_name,
+                            sorted(&names)
+                        ),
+                    );
+                }
+                if !seen.insert(r.served_model_name.clone()) {
+                    issues.add(
+                        format!("{f}.served_model_name"),
+                        format!("'{}' has two routes; merge them", r.served_model_name),
+                    );
+                }
+                if !(0..=100).contains(&r.traffic_percentage) {
+                    issues.add(
+                        format!("{f}.traffic_percentage"),
+                        format!("{} is not a percentage; use 0..=100", r.traffic_percentage),
+                    );
+                }
+                total += r.traffic_percentage;
+                routes.push(Route {
+                    served_model_name: r.served_model_name.clone(),
+                    traffic_percentage: r.traffic_percentage.clamp(0, 100) as u32,
+                });
+            }
+            if tc.routes.is_empty() {
+                issues.add(format!("{field}.traffic_config.routes"), "list at least one route");
+            } else if total != 100 {
+                issues.add(
+                    format!("{field}.traffic_config.routes"),
+                    format!("traffic percentages sum to {total}; they must sum to 100"),
+                );
+            }
+            routes
+        }
+    };
+    let mut shadows = Vec::new();
+    let mut shadow_names = HashSet::new();
+    for (k, s) in e.shadow.iter().enumerate() {
+        let f = format!("{field}.shadow[{k}]");
+        if !names.contains(&s.served_model_name) {
+            issues.add(
+                format!("{f}.served_model_name"),
+                format!("'{}' is not a served entity of this endpoint; add it to served_entities", s.served_model_name),
+            );
+        }
+        if routes.iter().any(|r| r.served_model_name == s.served_model_name) {
+            issues.add(
+                format!("{f}.served_model_name"),
+                format!(
+                    "'{}' is also a traffic route; a shadow only gets mirrored copies, so remove it from one of them",
+                    s.served_model_name
+                ),
+            );
+        }
+        if !shadow_names.insert(s.served_model_name.clone()) {
+            issues.add(format!("{f}.served_model_name"), format!("'{}' is a shadow twice", s.served_model_name));
+        }
+        if !(0..=100).contains(&s.mirror_percent) {
+            issues.add(format!("{f}.mirror_percent"), format!("{} is not a percentage; use 0..=100", s.mirror_percent));
+        }
+        shadows.push(ShadowRoute {
+            served_model_name: s.served_model_name.clone(),
+            mirror_percent: s.mirror_percent.clamp(0, 100) as u32,
+        });
+    }
+    for s in &served {
+        let used = routes.iter().any(|r| r.served_model_name == s.name) || shadow_names.contains(&s.name);
+        if !used {
+            issues.add(
+                format!("{field}.served_entities"),
+                format!("'{}' has no traffic route and is no shadow; route it (0 is allowed) or remove it", s.name),
+            );
+        }
+    }
+    let sticky_key = match &e.sticky_key {
+        None => None,
+        Some(k) => match (&k.header, &k.field) {
+            (Some(h), None) if !h.is_empty() => Some(StickyKey::Header(h.to_ascii_lowercase())),
+            (None, Some(f)) if !f.is_empty() => Some(StickyKey::Field(f.clone())),
+            _ => {
+                issues.add(
+                    format!("{field}.sticky_key"),
+                    "set exactly one of header (e.g. \"x-user-id\") or field (e.g. \"client_request_id\")",
+                );
+                None
+            }
+        },
+    };
+    let shadow_queue_capacity = match e.shadow_queue_capacity {
+        None => DEFAULT_SHADOW_QUEUE_CAPACITY,
+        Some(n) if (1..=1 << 20).contains(&n) => n as usize,
+        Some(n) => {
+            issues.add(
+                format!("{field}.shadow_queue_capacity"),
+                format!("{n} is out of range; use 1..=1048576 (default 256)"),
+            );
+            DEFAULT_SHADOW_QUEUE_CAPACITY
+        }
+    };
+    if issues.0.len() > before {
+        return None;
+    }
+    Some(EndpointConfig {
+        name: e.name.clone(),
+        served_entities: served,
+        routes,
+        shadows,
+        sticky_key,
+        allow_override: e.allow_served_model_override.unwrap_or(false),
+        shadow_queue_capacity,
+        routing_seed: e.routing_seed,
+        raw: e.clone(),
+    })
+}

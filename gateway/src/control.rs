@@ -1,0 +1,352 @@
+//! The control plane: live config changes (admin API edits, file reloads, rollbacks), each
+//! validated, prepared off the request path (new models loaded and warmed), then swapped in
+//! atomically; plus each endpoint's numbered config history.
+//!
+//! Changes are serialised by one lock. A change that fails validation or loading leaves the
+//! serving snapshot untouched.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::raw::{RawConfig, RawEndpoint, RawTrafficConfig};
+use crate::config::{Config, ConfigError};
+use crate::core::{BuildError, Gateway, Snapshot};
+
+/// Where a change came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Startup,
+    Api,
+    File,
+    Rollback,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Startup => "startup",
+            Source::Api => "api",
+            Source::File => "file",
+            Source::Rollback => "rollback",
+        }
+    }
+}
+
+/// One numbered entry of an endpoint's config history.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub source: Source,
+    /// The endpoint config from this version on; `None` when the change removed the endpoint.
+    pub config: Option<RawEndpoint>,
+}
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the change was not applied: {0}")]
+    Load(#[from] BuildError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ConfigError> for ControlError {
+    fn from(e: ConfigError) -> ControlError {
+        ControlError::Invalid(e.to_string())
+    }
+}
+
+/// The config file a running gateway was started from.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub env: Option<String>,
+}
+
+struct State {
+    config: Config,
+    history: BTreeMap<String, Vec<HistoryEntry>>,
+    /// Content of the file at the last (re)load, to notice edits.
+    file_text: Option<String>,
+}
+
+/// Applies config changes to a running gateway.
+pub struct Control {
+    gateway: Arc<Gateway>,
+    state: Mutex<State>,
+    source: Option<ConfigSource>,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// Starts history at version 1 for every endpoint of the config the gateway started with.
+    pub fn new(gateway: Arc<Gateway>, config: Config, source: Option<ConfigSource>, tasks: TaskTracker) -> Control {
+        let time = now_rfc3339();
+        let history = config
+            .raw
+            .endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    vec![HistoryEntry {
+                        version: 1,
+                        time: time.clone(),
+                        source: Source::Startup,
+                        config: Some(e.clone()),
+                    }],
+                )
+            })
+            .collect();
+        let file_text = source.as_ref().and_then(|s| std::fs::read_to_string(&s.path).ok());
+        Control { gateway, state: Mutex::new(State { config, history, file_text }), source, tasks }
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// The config in force.
+    pub async fn config(&self) -> Config {
+        self.state.lock().await.config.clone()
+    }
+
+    /// Current config version of every endpoint.
+    pub async fn versions(&self) -> BTreeMap<String, u64> {
+        let st = self.state.lock().await;
+        st.history
+            .iter()
+            .filter_map(|(k, h)| h.last().filter(|e| e.config.is_some()).map(|e| (k.clone(), e.version)))
+            .collect()
+    }
+
+    pub async fn history(&self, endpoint: &str) -> Result<Vec<HistoryEntry>, ControlError> {
+        let st = self.state.lock().await;
+        st.history
+            .get(endpoint)
+            .cloned()
+            .ok_or_else(|| ControlError::NotFound(format!("unknown endpoint '{endpoint}'")))
+    }
+
+    /// Creates or replaces one endpoint.
+    pub async fn put_endpoint(&self, mut endpoint: RawEndpoint) -> Result<u64, ControlError> {
+        let name = endpoint.name.clone();
+        endpoint.name = name.clone();
+        self.edit(Source::Api, &name, move |raw| {
+            match raw.endpoints.iter_mut().find(|e| e.name == endpoint.name) {
+                Some(e) => *e = endpoint,
+                None => raw.endpoints.push(endpoint),
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Replaces an endpoint's traffic routes only.
+    pub async fn set_traffic(&self, endpoint: &str, traffic: RawTrafficConfig) -> Result<u64, ControlError> {
+        let name = endpoint.to_string();
+        self.edit(Source::Api, endpoint, move |raw| {
+            let e = raw
+                .endpoints
+                .iter_mut()
+                .find(|e| e.name == name)
+                .ok_or_else(|| ControlError::NotFound(format!("unknown endpoint '{name}'")))?;
+            e.traffic_config = Some(traffic);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes an endpoint.
+    pub async fn delete_endpoint(&self, endpoint: &str) -> Result<u64, ControlError> {
+        let name = endpoint.to_string();
+        self.edit(Source::Api, endpoint, move |raw| {
+            let before = raw.endpoints.len();
+            raw.endpoints.retain(|e| e.name != name);
+            if raw.endpoints.len() == before {
+                return Err(ControlError::NotFound(format!("unknown endpoint '{name}'")));
+            }
+            if raw.server.default_endpoint.as_deref() == Some(name.as_str()) {
+                raw.server.default_endpoint = None;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Puts an endpoint back to the config it had at history version `version`.
+    pub async fn rollback(&self, endpoint: &str, version: u64) -> Result<u64, ControlError> {
+        let target = {
+            let st = self.state.lock().await;
+            let h = st
+                .history
+                .get(endpoint)
+                .ok_or_else(|| ControlError::NotFound(format!("unknown endpoint '{endpoint}'")))?;
+            h.iter()
+                .find(|e| e.version == version)
+                .ok_or_else(|| {
+                    ControlError::NotFound(format!(
+                        "endpoint '{endpoint}' has no config version {version}; versions are 1..={}",
+                        h.last().map(|e| e.version).unwrap_or(0)
+                    ))
+                })?
+                .config
+                .clone()
+        };
+        let target =
+            target.ok_or_else(|| ControlError::Invalid(format!("version {version} of '{endpoint}' is its removal")))?;
+        self.edit(Source::Rollback, endpoint, move |raw| {
+            match raw.endpoints.iter_mut().find(|e| e.name == target.name) {
+                Some(e) => *e = target,
+                None => raw.endpoints.push(target),
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Re-reads the config file and applies it (endpoints and models; server settings other
+    /// than the default endpoint need a restart).
+    pub async fn reload_from_file(&self) -> Result<Vec<String>, ControlError> {
+        let src = self
+            .source
+            .clone()
+            .ok_or_else(|| ControlError::Invalid("the gateway was not started from a config file".into()))?;
+        let text = std::fs::read_to_string(&src.path)
+            .map_err(|e| ControlError::Invalid(format!("cannot read {}: {e}", src.path.display())))?;
+        let base = src.path.parent().map(PathBuf::from).unwrap_or_default();
+        let new = Config::from_toml_env(&text, &src.path.display().to_string(), &base, src.env.as_deref());
+        let mut st = self.state.lock().await;
+        st.file_text = Some(text);
+        let new = match new {
+            Ok(c) => c,
+            Err(e) => {
+                crate::metrics::config_change("file", "rejected");
+                return Err(e.into());
+            }
+        };
+        self.apply_locked(&mut st, new, Source::File).await
+    }
+
+    /// Reloads when the file's content changed since the last load; errors are logged.
+    async fn reload_if_changed(&self) {
+        let Some(src) = &self.source else { return };
+        let Ok(text) = std::fs::read_to_string(&src.path) else { return };
+        if self.state.lock().await.file_text.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match self.reload_from_file().await {
+            Ok(changed) => tracing::info!(?changed, "config file changed: reloaded"),
+            Err(e) => {
+                tracing::error!("config file changed but was not applied; still serving the previous config: {e}")
+            }
+        }
+    }
+
+    /// Polls the config file every `interval` until `token` is cancelled.
+    pub async fn watch(self: Arc<Self>, interval: Duration, token: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(interval) => self.reload_if_changed().await,
+            }
+        }
+    }
+
+    /// Applies `f` to a copy of the raw config, then validates, prepares and swaps it in.
+    /// Returns the endpoint's new config version.
+    async fn edit<F>(&self, source: Source, endpoint: &str, f: F) -> Result<u64, ControlError>
+    where
+        F: FnOnce(&mut RawConfig) -> Result<(), ControlError>,
+    {
+        let mut st = self.state.lock().await;
+        let mut raw = st.config.raw.clone();
+        if let Err(e) = f(&mut raw) {
+            crate::metrics::config_change(source.label(), "rejected");
+            return Err(e);
+        }
+        let new = match Config::from_raw(raw, "change", &st.config.base) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::metrics::config_change(source.label(), "rejected");
+                return Err(e.into());
+            }
+        };
+        self.apply_locked(&mut st, new, source).await?;
+        Ok(st.history.get(endpoint).and_then(|h| h.last()).map(|e| e.version).unwrap_or(0))
+    }
+
+    /// Prepares the new snapshot off the request path and swaps it in; records history.
+    async fn apply_locked(&self, st: &mut State, mut new: Config, source: Source) -> Result<Vec<String>, ControlError> {
+        // Listener addresses and limits are fixed at start; keep them.
+        new.server = ServerKeep::keep(&st.config, &new);
+        let previous = self.gateway.snapshot();
+        let tasks = self.tasks.clone();
+        let cfg = new.clone();
+        let built = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, Some(&previous), &tasks))
+            .await
+            .map_err(|e| ControlError::Internal(format!("model loading panicked: {e}")))?;
+        let snapshot = match built {
+            Ok(s) => s,
+            Err(e) => {
+                crate::metrics::config_change(source.label(), "rejected");
+                return Err(e.into());
+            }
+        };
+        self.gateway.swap(snapshot);
+        crate::metrics::config_change(source.label(), "applied");
+        let time = now_rfc3339();
+        let mut changed = Vec::new();
+        let old: BTreeMap<&str, &RawEndpoint> = st.config.raw.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
+        let new_eps: BTreeMap<&str, &RawEndpoint> = new.raw.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
+        let names: std::collections::BTreeSet<&str> = old.keys().chain(new_eps.keys()).copied().collect();
+        for name in names {
+            let (before, after) = (old.get(name), new_eps.get(name));
+            if before == after {
+                continue;
+            }
+            let h = st.history.entry(name.to_string()).or_default();
+            let version = h.last().map(|e| e.version + 1).unwrap_or(1);
+            h.push(HistoryEntry { version, time: time.clone(), source, config: after.map(|e| (*e).clone()) });
+            changed.push(name.to_string());
+        }
+        tracing::info!(source = source.label(), ?changed, "config applied");
+        st.config = new;
+        Ok(changed)
+    }
+}
+
+/// Server settings that a live change may alter: only the default endpoint.
+struct ServerKeep;
+
+impl ServerKeep {
+    fn keep(old: &Config, new: &Config) -> crate::config::ServerConfig {
+        let mut s = old.server.clone();
+        s.default_endpoint = new.server.default_endpoint.clone();
+        s
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

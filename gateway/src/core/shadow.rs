@@ -1,0 +1,140 @@
+//! Shadow mirroring: copies of an endpoint's requests go to its shadow models through a bounded
+//! queue, off the request path. A full queue drops the copy and counts it; a shadow failure is
+//! counted and logged, never returned. Shadow answers are never sent to the client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
+
+use super::routing::ServedModel;
+use crate::metrics::ShadowMetrics;
+use crate::tensor::Tensor;
+
+/// Shadow executions in flight per endpoint.
+const SHADOW_CONCURRENCY: usize = 32;
+
+struct ShadowJob {
+    inputs: Arc<Vec<Tensor>>,
+    target: usize,
+}
+
+#[derive(Debug)]
+struct Target {
+    served: Arc<ServedModel>,
+    percent: u32,
+    metrics: ShadowMetrics,
+}
+
+/// One endpoint's shadow queue and the task that drains it.
+#[derive(Debug)]
+pub struct ShadowQueue {
+    tx: mpsc::Sender<ShadowJob>,
+    targets: Arc<Vec<Target>>,
+    gate: Arc<ArcSwapOption<Semaphore>>,
+    last_drop_warning: AtomicU64,
+    endpoint: String,
+}
+
+impl std::fmt::Debug for ShadowJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowJob").field("target", &self.target).finish_non_exhaustive()
+    }
+}
+
+impl ShadowQueue {
+    /// Starts the drain task; it ends once the queue is dropped and emptied.
+    pub fn start(
+        endpoint: &str,
+        shadows: Vec<(Arc<ServedModel>, u32)>,
+        capacity: usize,
+        tasks: &TaskTracker,
+    ) -> ShadowQueue {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let targets: Arc<Vec<Target>> = Arc::new(
+            shadows
+                .into_iter()
+                .map(|(served, percent)| Target {
+                    metrics: ShadowMetrics::new(endpoint, &served.name),
+                    served,
+                    percent,
+                })
+                .collect(),
+        );
+        let gate = Arc::new(ArcSwapOption::empty());
+        tasks.spawn(drain(rx, targets.clone(), gate.clone(), tasks.clone(), endpoint.to_string()));
+        ShadowQueue { tx, targets, gate, last_drop_warning: AtomicU64::new(0), endpoint: endpoint.to_string() }
+    }
+
+    /// Mirrors a request to each shadow whose mirror percentage the draw `u(i)` falls under.
+    /// Never waits: a full queue drops the copy.
+    pub fn mirror(&self, inputs: &Arc<Vec<Tensor>>, mut draw: impl FnMut() -> f64) {
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.percent == 0 || draw() * 100.0 >= f64::from(t.percent) {
+                continue;
+            }
+            match self.tx.try_send(ShadowJob { inputs: inputs.clone(), target: i }) {
+                Ok(()) => t.metrics.mirrored.increment(1),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    t.metrics.dropped_full.increment(1);
+                    self.warn_drop(&t.served.name);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => t.metrics.dropped_closed.increment(1),
+            }
+        }
+    }
+
+    /// At most one warning per second per endpoint.
+    fn warn_drop(&self, served: &str) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let last = self.last_drop_warning.load(Ordering::Relaxed);
+        if now > last
+            && self.last_drop_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(endpoint = %self.endpoint, shadow = served, "shadow queue full: mirrored requests are being dropped (sluice_shadow_dropped_total)");
+        }
+    }
+
+    /// Test hook: while a gate is set, the drain task takes a permit from it before each shadow
+    /// run, so a test can hold shadows back (a "slow shadow") and release them at will.
+    #[doc(hidden)]
+    pub fn set_gate(&self, gate: Option<Arc<Semaphore>>) {
+        self.gate.store(gate);
+    }
+}
+
+async fn drain(
+    mut rx: mpsc::Receiver<ShadowJob>,
+    targets: Arc<Vec<Target>>,
+    gate: Arc<ArcSwapOption<Semaphore>>,
+    tasks: TaskTracker,
+    endpoint: String,
+) {
+    let inflight = Arc::new(Semaphore::new(SHADOW_CONCURRENCY));
+    while let Some(job) = rx.recv().await {
+        if let Some(g) = gate.load_full() {
+            if let Ok(p) = g.acquire().await {
+                p.forget();
+            }
+        }
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let targets = targets.clone();
+        let endpoint = endpoint.clone();
+        tasks.spawn(async move {
+            let target = &targets[job.target];
+            match super::run_model(&target.served.model, job.inputs).await {
+                Ok(_) => target.metrics.completed.increment(1),
+                Err(e) => {
+                    target.metrics.failed.increment(1);
+                    tracing::debug!(endpoint = %endpoint, shadow = %target.served.name, "shadow request failed: {e}");
+                }
+            }
+            drop(permit);
+        });
+    }
+}
