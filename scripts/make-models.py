@@ -8,10 +8,13 @@ Writes, under models/ (Triton-style repository: models/<name>/<version>/model.on
   fraud_classifier/1  gradient-boosted trees trained on "last year's" transactions (champion)
   fraud_classifier/2  random forest trained on "this year's" transactions, where fraud moved
                       towards foreign, card-not-present, night-time payments (challenger)
+  fraud_classifier/3  scaled logistic regression trained on both years (the demo's shadow)
   delivery_time/1     gradient-boosted regression of delivery minutes
   mlp/1               dense MLP 64 -> 512 -> 512 -> 512 -> 10 (softmax), big enough that batching matters
-plus manifest.toml per model, baseline.parquet (training sample) per tabular model version, and
-tests/fixtures/inputs/<model>.json (rows the conformance tests send).
+plus manifest.toml per model, baseline.parquet (training sample) per tabular model version,
+tests/fixtures/inputs/<model>.json (rows the conformance tests send), and the test-only
+tests/fixtures/models/fraud_broken/1 (same inputs as the fraud classifier, but fails at run time on
+any batch of more than one row: a shadow that errors).
 
 Everything is seeded, so a rerun with the pinned requirements gives the same files.
 """
@@ -27,6 +30,9 @@ import pyarrow.parquet as pq
 from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "models")
@@ -78,6 +84,13 @@ def save_onnx(model, name, version, doc):
     d = os.path.join(MODELS, name, str(version))
     os.makedirs(d, exist_ok=True)
     model.doc_string = doc
+    # skl2onnx may write duplicate opset imports in a hash-dependent order: canonicalise them so
+    # reruns give identical bytes.
+    opsets = {}
+    for o in model.opset_import:
+        opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(opsets.items()))
     onnx.checker.check_model(model)
     onnx.save(model, os.path.join(d, "model.onnx"))
     return os.path.join(d, "model.onnx")
@@ -85,7 +98,8 @@ def save_onnx(model, name, version, doc):
 
 def sk_to_onnx(est, n_features):
     from skl2onnx.common.data_types import FloatTensorType
-    opts = {id(est): {"zipmap": False}} if hasattr(est, "predict_proba") else None
+    final = est.steps[-1][1] if hasattr(est, "steps") else est
+    opts = {id(final): {"zipmap": False}} if hasattr(final, "predict_proba") else None
     return to_onnx(est, initial_types=[("input", FloatTensorType([None, n_features]))],
                    target_opset=OPSETS, options=opts)
 
@@ -128,6 +142,10 @@ def fraud():
     m2 = RandomForestClassifier(n_estimators=40, max_depth=7, random_state=2).fit(x2, y2)
     p1 = save_onnx(sk_to_onnx(m1, 8), "fraud_classifier", 1, "fraud champion: GBT on year-1 data")
     p2 = save_onnx(sk_to_onnx(m2, 8), "fraud_classifier", 2, "fraud challenger: RF on year-2 data")
+    x12, y12 = np.vstack([x1, x2]), np.concatenate([y1, y2])
+    m3 = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x12, y12)
+    save_onnx(sk_to_onnx(m3, 8), "fraud_classifier", 3, "fraud shadow: scaled logistic regression on both years")
+    write_baseline("fraud_classifier", 3, FRAUD_FEATURES, x12[::6], y12[::6], m3.predict(x12[::6]), labels)
     write_baseline("fraud_classifier", 1, FRAUD_FEATURES, x1[:2000], y1[:2000], m1.predict(x1[:2000]), labels)
     write_baseline("fraud_classifier", 2, FRAUD_FEATURES, x2[:2000], y2[:2000], m2.predict(x2[:2000]), labels)
     write_manifest("fraud_classifier", f'''# Card-payment fraud classifier (binary). Versions are trained on different years of data.
@@ -205,7 +223,28 @@ probabilities = "probs"
     write_fixture("mlp", {"instances": xt.tolist()})
 
 
+def fraud_broken():
+    """Test-only: takes the fraud classifier's input, but reshapes it to exactly one row, so any
+    batch of two or more rows fails inside ONNX Runtime (a shadow model that errors)."""
+    shape = numpy_helper.from_array(np.array([1, 8], dtype=np.int64), "one_row")
+    nodes = [helper.make_node("Reshape", ["input", "one_row"], ["row"]),
+             helper.make_node("ReduceSum", ["row"], ["score"], keepdims=1, axes=[1])]
+    g = helper.make_graph(nodes, "fraud_broken",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 8])],
+                          [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+                          initializer=[shape])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)], producer_name="sluice make-models")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    d = os.path.join(ROOT, "tests", "fixtures", "models", "fraud_broken")
+    os.makedirs(os.path.join(d, "1"), exist_ok=True)
+    onnx.save(m, os.path.join(d, "1", "model.onnx"))
+    with open(os.path.join(d, "manifest.toml"), "w") as f:
+        f.write(f'# Test-only: fails on batches of more than one row.\nfeatures = {json.dumps(FRAUD_FEATURES)}\n')
+
+
 if __name__ == "__main__":
+    fraud_broken()
     fraud()
     delivery()
     mlp()

@@ -175,7 +175,7 @@ fn validate(file: &std::path::Path, env: Option<&str>) -> ExitCode {
         let label = env.as_deref().map(|e| format!(" (environment {e})")).unwrap_or_default();
         match Config::load(file, env.as_deref()) {
             Ok(c) => println!(
-                "{}{label}: valid ({} models, {} endpoints)",
+                "{}{label}: valid ({} model versions, {} endpoints)",
                 file.display(),
                 c.versions.len(),
                 c.endpoints.len()

@@ -158,6 +158,14 @@ impl Endpoint {
         Ok(&self.served[*served])
     }
 
+    /// Test hook: see [`ShadowQueue::set_gate`]. No effect on an endpoint without shadows.
+    #[doc(hidden)]
+    pub fn set_shadow_gate(&self, gate: Option<Arc<tokio::sync::Semaphore>>) {
+        if let Some(q) = &self.shadow {
+            q.set_gate(gate);
+        }
+    }
+
     /// A uniform draw in [0, 1) from the endpoint's (seedable) generator.
     pub fn next_unit(&self) -> f64 {
         self.rng.next_unit()

@@ -50,6 +50,22 @@ impl TestServer {
     pub fn gateway(&self) -> &sluice::core::Gateway {
         &self.server.as_ref().expect("running").gateway
     }
+
+    pub fn control(&self) -> &sluice::control::Control {
+        &self.server.as_ref().expect("running").control
+    }
+
+    /// Sends `/predict` to `path` and returns (status, served model header).
+    pub async fn served(&self, path: &str, body: &serde_json::Value, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut req = self.client.post(self.url(path)).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let served =
+            r.headers().get("x-sluice-served-model").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        (r.status().as_u16(), served)
+    }
 }
 
 /// Parses `toml` (relative paths from the repo root), binds every listener on 127.0.0.1:0.
@@ -64,7 +80,12 @@ pub fn config(toml: &str) -> Config {
 }
 
 pub async fn start_with(config: Config) -> TestServer {
-    let server = sluice::server::start(config, None).await.expect("server starts");
+    start_from(config, None).await
+}
+
+/// Starts with a config file as source (watched and reloadable).
+pub async fn start_from(config: Config, source: Option<sluice::control::ConfigSource>) -> TestServer {
+    let server = sluice::server::start(config, source).await.expect("server starts");
     TestServer {
         http: format!("http://{}", server.http_addr),
         grpc: format!("http://{}", server.grpc_addr),
@@ -97,4 +118,31 @@ pub async fn post_json(t: &TestServer, path: &str, body: &serde_json::Value) -> 
     let status = r.status().as_u16();
     let v = r.json().await.unwrap_or(serde_json::Value::Null);
     (status, v)
+}
+
+/// The value of one Prometheus sample on the admin port, 0 when absent. `labels` is the exact
+/// label text, e.g. `endpoint="e",served_model="s"`.
+pub async fn metric(t: &TestServer, name: &str, labels: &str) -> f64 {
+    let text = t.client.get(format!("{}/metrics", t.admin)).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().parse().unwrap()).unwrap_or(0.0)
+}
+
+/// Polls `f` until it returns true or 20 s pass (for work that finishes in the background).
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One fraud row as a `/predict` body with `n` rows.
+pub fn fraud_body(n: usize) -> serde_json::Value {
+    let (cols, rows) = fixture("fraud_classifier");
+    serde_json::json!({"dataframe_split": {"columns": cols, "data": rows.iter().cycle().take(n).collect::<Vec<_>>()}})
 }

@@ -8,4 +8,5 @@ mod common;
 mod errors;
 mod grpc;
 mod predict;
+mod traffic;
 mod v2_http;
