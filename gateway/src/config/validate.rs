@@ -119,9 +119,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
                     versions.insert(key, options);
                 }
                 None => {
-                    if !versions.contains_key(&key) {
-                        let options = runner_options(&mut issues, "models", &model_exec, server.request_timeout);
-                        versions.insert(key, options);
+                    if let std::collections::btree_map::Entry::Vacant(slot) = versions.entry(key) {
+                        slot.insert(runner_options(&mut issues, "models", &model_exec, server.request_timeout));
                     }
                 }
             }

@@ -115,10 +115,10 @@ async fn drain(
 ) {
     let inflight = Arc::new(Semaphore::new(SHADOW_CONCURRENCY));
     while let Some(job) = rx.recv().await {
-        if let Some(g) = gate.load_full() {
-            if let Ok(p) = g.acquire().await {
-                p.forget();
-            }
+        if let Some(g) = gate.load_full()
+            && let Ok(p) = g.acquire().await
+        {
+            p.forget();
         }
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             return;

@@ -44,6 +44,7 @@ async fn binary_serves_the_demo_and_stops_on_sigterm() {
     let (cols, rows) = common::fixture("fraud_classifier");
     let r = client
         .post(format!("{http}/predict"))
+        .header("x-sluice-served-model", "champion")
         .json(&serde_json::json!({"dataframe_split": {"columns": cols, "data": rows}}))
         .send()
         .await
@@ -182,4 +183,130 @@ fn cuda_where_unavailable_is_a_startup_error() {
     let stderr = serve_must_fail_before_binding(&config, &[]);
     assert!(stderr.contains("execution provider cuda (device 0) is not available"), "{stderr}");
     assert!(stderr.contains("provider = \"cpu\""), "{stderr}");
+}
+
+#[test]
+fn non_loopback_admin_without_a_token_is_refused() {
+    let config = format!(
+        "[server]\nhttp_addr = \"127.0.0.1:PORT\"\nadmin_addr = \"0.0.0.0:0\"\n[runtime]\nmodel_repository = \"{}\"\n[[models]]\nname = \"mlp\"\nversions = [1]\n",
+        models_dir()
+    );
+    let stderr = serve_must_fail_before_binding(&config, &[]);
+    assert!(stderr.contains("server.admin_token"), "{stderr}");
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+    let config = format!(
+        "[server]\nhttp_addr = \"127.0.0.1:PORT\"\n[runtime]\nmodel_repository = \"{}\"\n[[models]]\nname = \"mlp\"\nversions = [1]\n",
+        models_dir()
+    );
+    let stderr = serve_must_fail_before_binding(&config, &["--admin", "0.0.0.0:0"]);
+    assert!(stderr.contains("needs a bearer token"), "{stderr}");
+}
+
+#[test]
+fn validate_checks_every_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("envs.toml");
+    let text = format!(
+        r#"
+        [runtime]
+        model_repository = "{}"
+        [[models]]
+        name = "mlp"
+        versions = [1]
+        [environments.staging.server]
+        http_addr = "127.0.0.1:9000"
+        [[environments.prod.models]]
+        name = "mlp"
+        versions = [99]
+        "#,
+        models_dir()
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN).arg("validate").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stdout.contains("(environment staging): valid"), "{stdout}");
+    assert!(stderr.contains("error (environment prod)") && stderr.contains("version 99"), "{stderr}");
+    let out = Command::new(BIN).arg("validate").arg(&file).args(["--env", "staging"]).output().unwrap();
+    assert!(out.status.success());
+    let out = Command::new(BIN).arg("validate").arg(&file).args(["--env", "qa"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown environment 'qa'"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file() {
+    if !common::ort_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    let text = format!(
+        r#"
+        [server]
+        watch_config = false
+        [runtime]
+        model_repository = "{}"
+        [[models]]
+        name = "fraud_classifier"
+        versions = [1, 2]
+        [[endpoints]]
+        name = "e"
+        served_entities = [{{ name = "a", entity_name = "fraud_classifier", entity_version = 1 }},
+                           {{ name = "b", entity_name = "fraud_classifier", entity_version = 2 }}]
+        traffic_config = {{ routes = [{{ served_model_name = "a", traffic_percentage = 100 }},
+                                     {{ served_model_name = "b", traffic_percentage = 0 }}] }}
+        [environments.test.server]
+        default_endpoint = "e"
+        "#,
+        models_dir()
+    );
+    std::fs::write(&file, &text).unwrap();
+    let ports = dir.path().join("ports.json");
+    let mut child = Command::new(BIN)
+        .current_dir(repo_root())
+        .args([
+            "serve",
+            "--env",
+            "test",
+            "--http",
+            "127.0.0.1:0",
+            "--grpc",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&file)
+        .arg("--ports-file")
+        .arg(&ports)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = wait_for_file(&ports, &mut child);
+    let http = format!("http://127.0.0.1:{}", p["http"]);
+    let client = reqwest::Client::new();
+    let (cols, rows) = common::fixture("fraud_classifier");
+    let body = serde_json::json!({"dataframe_split": {"columns": cols, "data": [rows[0].clone()]}});
+    let served = |client: reqwest::Client, body: serde_json::Value, http: String| async move {
+        let r = client.post(format!("{http}/predict")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "the environment's default endpoint serves /predict");
+        r.headers()["x-sluice-served-model"].to_str().unwrap().to_string()
+    };
+    assert_eq!(served(client.clone(), body.clone(), http.clone()).await, "a");
+    std::fs::write(
+        &file,
+        text.replace("traffic_percentage = 100 }", "traffic_percentage = 0 }")
+            .replace("traffic_percentage = 0 }]", "traffic_percentage = 100 }]"),
+    )
+    .unwrap();
+    let status = Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    while served(client.clone(), body.clone(), http.clone()).await != "b" {
+        assert!(start.elapsed() < Duration::from_secs(20), "SIGHUP did not reload the config");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
 }

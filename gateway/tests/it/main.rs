@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
+mod admin;
 mod blackbox;
 mod common;
 mod errors;
 mod grpc;
 mod predict;
-mod traffic;
+pub mod traffic;
 mod v2_http;
