@@ -27,18 +27,31 @@ FIXTURES = REPO / "tests" / "fixtures" / "inputs"
 
 ATOL = 1e-5
 
-# Endpoints of the demo config (sluice.toml): endpoint -> (model, version served).
-ENDPOINTS = {
-    "fraud": ("fraud_classifier", "1"),
-    "delivery": ("delivery_time", "1"),
-    "mlp": ("mlp", "1"),
+# Endpoints of the demo config (sluice.toml): endpoint -> served entity name -> (model, version).
+SERVED = {
+    "fraud": {"champion": ("fraud_classifier", "1"), "challenger": ("fraud_classifier", "2"),
+              "shadow": ("fraud_classifier", "3")},
+    "delivery": {"delivery-v1": ("delivery_time", "1")},
+    "mlp": {"mlp-v1": ("mlp", "1")},
 }
+# endpoint -> served entity -> traffic percentage (entities not listed get no split traffic).
+TRAFFIC = {
+    "fraud": {"champion": 90, "challenger": 10},
+    "delivery": {"delivery-v1": 100},
+    "mlp": {"mlp-v1": 100},
+}
+# endpoint -> served entity -> mirror percentage (shadows: their answers are never returned).
+MIRRORS = {"fraud": {"shadow": 100}}
+# endpoint -> the model behind it (every demo endpoint serves versions of one model).
+ENDPOINTS = {ep: next(iter(served.values()))[0] for ep, served in SERVED.items()}
 DEFAULT_ENDPOINT = "fraud"
+PIN_HEADER = "x-sluice-served-model"
+STICKY_HEADER = "x-user-id"
 
 # The V2 signature of every bundled model: inputs/outputs -> (datatype, shape with -1 = any).
 SIGNATURES = {
     "fraud_classifier": {
-        "versions": ["1", "2"],
+        "versions": ["1", "2", "3"],
         "inputs": {"input": ("FP32", [-1, 8])},
         "outputs": {"label": ("INT64", [-1]), "probabilities": ("FP32", [-1, 2])},
     },
@@ -70,19 +83,24 @@ def config_path() -> Path:
     return Path(os.environ.get("SLUICE_CONFIG") or REPO / "sluice.toml")
 
 
-def served_names(endpoint: str) -> set[str]:
-    """Names the x-sluice-served-model header may carry for an endpoint: the served entity names
-    configured for it (Databricks' served_model_name), or the model name behind it."""
-    names = {ENDPOINTS[endpoint][0]}
-    try:
-        with open(config_path(), "rb") as f:
-            cfg = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
-        return names
-    for ep in cfg.get("endpoints", []):
-        if ep.get("name") == endpoint:
-            names |= {e["name"] for e in ep.get("served_entities", []) if "name" in e}
-    return names
+def routed_names(endpoint: str) -> set[str]:
+    """Served entities an unpinned request to the endpoint may be answered by (traffic > 0)."""
+    return {name for name, pct in TRAFFIC[endpoint].items() if pct > 0}
+
+
+def answered_by(resp, endpoint: str, pinned: str | None = None) -> tuple[str, str, str]:
+    """Checks the x-sluice-* / x-request-id headers of a 200 answer from an endpoint and returns
+    (served entity, model, version) that answered: the served entity must be one the split routes
+    to (or the pinned one), and x-sluice-model-version the version configured for it."""
+    served = resp.headers.get("x-sluice-served-model")
+    allowed = {pinned} if pinned is not None else routed_names(endpoint)
+    assert served in allowed, \
+        f"x-sluice-served-model {served!r}, expected one of {sorted(allowed)}: headers {resp.headers}"
+    model, version = SERVED[endpoint][served]
+    assert resp.headers.get("x-sluice-model-version") == version, \
+        f"x-sluice-model-version for {served!r} must be {version!r}: headers {resp.headers}"
+    assert resp.headers.get("x-request-id"), f"x-request-id missing or empty: {resp.headers}"
+    return served, model, version
 
 
 def fixture(model: str) -> dict:
@@ -312,9 +330,13 @@ def stop_sluice(proc: subprocess.Popen, grace: float = 15.0) -> None:
         proc.wait()
 
 
+def sluice_binary() -> str:
+    return os.environ.get("SLUICE_BIN") or str(REPO / "target" / "debug" / "sluice")
+
+
 def start_sluice(workdir: Path, config: str | None = None):
     """Start a gateway; returns (proc, ports dict, log path). Fails the caller with the log."""
-    binary = os.environ.get("SLUICE_BIN") or str(REPO / "target" / "debug" / "sluice")
+    binary = sluice_binary()
     config = config or os.environ.get("SLUICE_CONFIG") or str(REPO / "sluice.toml")
     timeout = float(os.environ.get("SLUICE_START_TIMEOUT", "60"))
     if not os.path.isfile(binary):

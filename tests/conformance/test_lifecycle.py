@@ -8,8 +8,8 @@ import signal
 import subprocess
 
 from sluice_support import (
-    assert_predictions_match, batch_of, get, manifest, post_json, predict_bodies, read_tail,
-    start_sluice, stop_sluice,
+    answered_by, assert_predictions_match, batch_of, get, manifest, post_json, predict_bodies,
+    read_tail, start_sluice, stop_sluice,
 )
 
 
@@ -27,7 +27,8 @@ def test_ports_file_means_ready_and_sigterm_stops(sluice, reference, tmp_path):
         r = post_json(f"{base}/predict",
                       predict_bodies(manifest("fraud_classifier")["features"], x)["dataframe_split"])
         assert r.status == 200, r.describe()
-        assert_predictions_match(r.json()["predictions"], reference.predictions("fraud_classifier", "1", x))
+        _, _, version = answered_by(r, "fraud")
+        assert_predictions_match(r.json()["predictions"], reference.predictions("fraud_classifier", version, x))
         proc.send_signal(signal.SIGTERM)
         try:
             rc = proc.wait(timeout=20)

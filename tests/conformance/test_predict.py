@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sluice_support import (
-    DEFAULT_ENDPOINT, ENDPOINTS, assert_predictions_match, batch_of, fixture_matrix, manifest,
-    post_json, predict_bodies, served_names,
+    DEFAULT_ENDPOINT, PIN_HEADER, answered_by, assert_predictions_match, batch_of, fixture_matrix,
+    manifest, post_json, predict_bodies,
 )
 
 FRAUD_FEATURES = manifest("fraud_classifier")["features"]
@@ -25,55 +25,72 @@ def endpoint_urls(base: str, endpoint: str) -> dict[str, str]:
     return urls
 
 
-def predict(url: str, body: dict):
-    r = post_json(url, body)
+def predict(url: str, body: dict, headers: dict | None = None):
+    r = post_json(url, body, headers=headers)
     assert r.status == 200, f"request body {json.dumps(body)[:300]}...: {r.describe()}"
     payload = r.json()
     assert isinstance(payload, dict) and "predictions" in payload, f"no 'predictions': {r.describe()}"
     return r, payload["predictions"]
 
 
-def assert_sluice_headers(r, endpoint: str) -> None:
-    model, version = ENDPOINTS[endpoint]
-    assert r.headers.get("x-sluice-served-model") in served_names(endpoint), \
-        f"x-sluice-served-model: {r.headers}, expected one of {sorted(served_names(endpoint))}"
-    assert r.headers.get("x-sluice-model-version") == version, f"x-sluice-model-version: {r.headers}"
-    assert r.headers.get("x-request-id"), f"x-request-id missing or empty: {r.headers}"
+def assert_sluice_headers(r, endpoint: str, pinned: str | None = None) -> str:
+    """The x-sluice-* headers name a served entity of the endpoint and its version; returns the
+    version, which is what the answer must be compared against."""
+    return answered_by(r, endpoint, pinned)[2]
 
 
 # ---------------------------------------------------------------------------------------------
 # fraud: all four formats (six shapes), three URL families, batch 16 and 1
 # ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("pin", ["champion", "challenger", None], ids=["pin_champion", "pin_challenger", "split"])
 @pytest.mark.parametrize("route", ["endpoints", "default", "databricks"])
 @pytest.mark.parametrize("n", [16, 1])
-def test_fraud_all_formats_match_reference_and_each_other(sluice, reference, route, n):
+def test_fraud_all_formats_match_reference_and_each_other(sluice, reference, route, n, pin):
+    """Every format answers like onnxruntime on the version named by x-sluice-model-version.
+    Pinned, every format is answered by the same model, so the answers must also be identical;
+    through the split, answers are compared with each other only when the same version answered."""
     x = batch_of("fraud_classifier", n)
-    expected = reference.predictions("fraud_classifier", "1", x)
     url = endpoint_urls(sluice.http, "fraud")[route]
-    answers = {}
+    headers = {PIN_HEADER: pin} if pin else None
+    answers: dict[str, dict[str, list]] = {}  # version -> format -> predictions
     for fmt, body in predict_bodies(FRAUD_FEATURES, x).items():
-        r, preds = predict(url, body)
-        assert_sluice_headers(r, "fraud")
-        assert_predictions_match(preds, expected, what=f"{route} {fmt} n={n}")
-        answers[fmt] = preds
-    first = next(iter(answers.values()))
-    for fmt, preds in answers.items():
-        assert preds == first, f"{fmt} answered differently from dataframe_split for the same rows"
+        r, preds = predict(url, body, headers)
+        version = assert_sluice_headers(r, "fraud", pin)
+        assert_predictions_match(preds, reference.predictions("fraud_classifier", version, x),
+                                 what=f"{route} {fmt} n={n} (v{version})")
+        answers.setdefault(version, {})[fmt] = preds
+    if pin:
+        assert len(answers) == 1, f"pinned to {pin} but answered by versions {sorted(answers)}"
+    for version, by_fmt in answers.items():
+        first_fmt, first = next(iter(by_fmt.items()))
+        for fmt, preds in by_fmt.items():
+            assert preds == first, \
+                f"v{version}: {fmt} answered differently from {first_fmt} for the same rows"
 
 
-def test_fraud_routes_give_identical_answers(sluice):
+@pytest.mark.parametrize("pin", ["champion", "challenger"])
+def test_fraud_routes_give_identical_answers(sluice, reference, pin):
+    """Every URL of the fraud endpoint, pinned to one served model, and the direct served-model
+    route to it, give the same answer."""
     x = fixture_matrix("fraud_classifier")
     body = predict_bodies(FRAUD_FEATURES, x)["dataframe_split"]
-    answers = {route: predict(url, body)[1] for route, url in endpoint_urls(sluice.http, "fraud").items()}
-    assert answers["default"] == answers["endpoints"] == answers["databricks"]
+    answers = {}
+    for route, url in endpoint_urls(sluice.http, "fraud").items():
+        r, answers[route] = predict(url, body, {PIN_HEADER: pin})
+        assert_sluice_headers(r, "fraud", pin)
+    r, answers["direct"] = predict(f"{sluice.http}/endpoints/fraud/served-models/{pin}/predict", body)
+    version = assert_sluice_headers(r, "fraud", pin)
+    assert answers["default"] == answers["endpoints"] == answers["databricks"] == answers["direct"], answers
+    assert_predictions_match(answers["direct"], reference.predictions("fraud_classifier", version, x))
 
 
 def test_fraud_labels_are_class_labels(sluice, reference):
     x = fixture_matrix("fraud_classifier")
-    _, preds = predict(f"{sluice.http}/endpoints/fraud/predict",
+    r, preds = predict(f"{sluice.http}/endpoints/fraud/predict",
                        predict_bodies(FRAUD_FEATURES, x)["dataframe_split"])
-    labels = reference.run("fraud_classifier", "1", x)["label"]
+    version = assert_sluice_headers(r, "fraud")
+    labels = reference.run("fraud_classifier", version, x)["label"]
     class_labels = manifest("fraud_classifier")["class_labels"]
     assert [p["label"] for p in preds] == [class_labels[int(i)] for i in labels]
 
@@ -83,9 +100,10 @@ def test_dataframe_split_columns_in_any_order(sluice, reference):
     perm = list(reversed(range(len(FRAUD_FEATURES))))
     body = {"dataframe_split": {"columns": [FRAUD_FEATURES[i] for i in perm],
                                 "data": x[:, perm].astype(float).tolist()}}
-    _, preds = predict(f"{sluice.http}/endpoints/fraud/predict", body)
-    assert_predictions_match(preds, reference.predictions("fraud_classifier", "1", x),
-                             what="dataframe_split with reversed columns")
+    r, preds = predict(f"{sluice.http}/endpoints/fraud/predict", body)
+    version = assert_sluice_headers(r, "fraud")
+    assert_predictions_match(preds, reference.predictions("fraud_classifier", version, x),
+                             what=f"dataframe_split with reversed columns (v{version})")
 
 
 def test_integer_json_numbers_accepted(sluice, reference):
@@ -94,9 +112,10 @@ def test_integer_json_numbers_accepted(sluice, reference):
     records = [{f: (int(v) if float(v).is_integer() else float(v)) for f, v in zip(FRAUD_FEATURES, row)}
                for row in x.tolist()]
     assert any(isinstance(v, int) for v in records[0].values())
-    _, preds = predict(f"{sluice.http}/endpoints/fraud/predict", {"dataframe_records": records})
-    assert_predictions_match(preds, reference.predictions("fraud_classifier", "1", x),
-                             what="dataframe_records with integer JSON numbers")
+    r, preds = predict(f"{sluice.http}/endpoints/fraud/predict", {"dataframe_records": records})
+    version = assert_sluice_headers(r, "fraud")
+    assert_predictions_match(preds, reference.predictions("fraud_classifier", version, x),
+                             what=f"dataframe_records with integer JSON numbers (v{version})")
 
 
 # ---------------------------------------------------------------------------------------------

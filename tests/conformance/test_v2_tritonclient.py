@@ -149,7 +149,7 @@ def check_result(v2, result, reference, model, version, x, names=None):
 
 # Model cases; fraud_classifier is always asked for with an explicit version.
 CASES = [("fraud_classifier", "1"), ("fraud_classifier", "2"), ("delivery_time", ""), ("mlp", ""),
-         ("delivery_time", "1"), ("mlp", "1")]
+         ("delivery_time", "1"), ("mlp", "1"), ("fraud_classifier", "3")]
 CASE_IDS = [f"{m}@{v or 'default'}" for m, v in CASES]
 
 
@@ -258,6 +258,19 @@ def test_statistics_if_advertised(v2, reference, model, version):
         f"compute counts must be equal (perf_analyzer requires it): {s1}"
 
 
+def test_statistics_list_every_loaded_version(v2):
+    """Statistics without a model list every loaded version of every model; with a model and no
+    version, every version of that model (fraud_classifier has three)."""
+    if "statistics" not in v2.server_metadata()["extensions"]:
+        pytest.skip("server does not advertise the statistics extension")
+    want = sorted((m, v) for m, sig in SIGNATURES.items() for v in sig["versions"])
+    got = sorted((e.get("name"), str(e.get("version"))) for e in v2.statistics(""))
+    assert got == want, f"statistics of all models list {got}, expected {want}"
+    for model, sig in SIGNATURES.items():
+        got = sorted((e.get("name"), str(e.get("version"))) for e in v2.statistics(model))
+        assert got == sorted((model, v) for v in sig["versions"]), f"statistics of {model}: {got}"
+
+
 # ---------------------------------------------------------------------------------------------
 # inference
 # ---------------------------------------------------------------------------------------------
@@ -324,10 +337,13 @@ def test_fraud_unversioned_answers_with_one_version(v2, reference):
     result = v2.infer("fraud_classifier", x)
     labels = result.as_numpy("label")
     assert labels is not None
-    matches = [v for v in ("1", "2")
+    versions = SIGNATURES["fraud_classifier"]["versions"]
+    matches = [v for v in versions
                if np.array_equal(labels, reference.run("fraud_classifier", v, x)["label"])]
     assert len(matches) == 1, f"unversioned labels {labels.tolist()} match versions {matches}"
     check_result(v2, result, reference, "fraud_classifier", matches[0], x)
+    got = v2.response_version(result)
+    assert got in ("", matches[0]), f"response model_version {got!r}, but the answer is v{matches[0]}'s"
 
 
 @pytest.mark.parametrize("request_id", ["conformance-req-1", "7f3c2a9e-0b1d-4c55-9a8e-1234567890ab"])

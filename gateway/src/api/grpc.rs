@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{ApiError, v2};
-use crate::core::{CoreError, Gateway, InferRequest, InferResponse, NamedTensor, RequestMeta};
+use crate::core::{Gateway, InferRequest, InferResponse, NamedTensor, RequestMeta};
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 /// Code generated from `proto/inference.proto`.
@@ -33,18 +33,9 @@ impl GrpcService {
             .max_encoding_message_size(usize::MAX)
     }
 
-    fn model(
-        &self,
-        name: &str,
-        version: &str,
-    ) -> Result<(Arc<crate::core::Snapshot>, Arc<crate::registry::LoadedModel>), Status> {
-        let snap = self.gateway.snapshot();
-        let model = snap
-            .registry
-            .get(name, Some(version))
-            .map_err(|e| Status::from(ApiError::from(CoreError::from(e))))?
-            .clone();
-        Ok((snap, model))
+    /// A model (or endpoint) name resolved as for the HTTP metadata calls.
+    fn resolve(&self, name: &str, version: &str) -> Result<v2::Resolved, Status> {
+        v2::resolve(&self.gateway.snapshot(), name, Some(version)).map_err(|e| Status::from(ApiError::from(e)))
     }
 }
 
@@ -70,7 +61,7 @@ impl GrpcInferenceService for GrpcService {
         req: Request<pb::ModelReadyRequest>,
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        let found = self.gateway.snapshot().registry.get(&r.name, Some(&r.version)).is_ok();
+        let found = self.resolve(&r.name, &r.version).is_ok();
         Ok(Response::new(pb::ModelReadyResponse { ready: found && self.gateway.is_ready() }))
     }
 
@@ -91,8 +82,7 @@ impl GrpcInferenceService for GrpcService {
         req: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = req.into_inner();
-        let (snap, model) = self.model(&r.name, &r.version)?;
-        let m = v2::model_metadata(&model, &snap.registry.versions(&model.name));
+        let m = self.resolve(&r.name, &r.version)?.metadata();
         let conv = |t: v2::TensorMetadata| pb::model_metadata_response::TensorMetadata {
             name: t.name,
             datatype: t.datatype.into(),
@@ -128,8 +118,7 @@ impl GrpcInferenceService for GrpcService {
         req: Request<pb::ModelConfigRequest>,
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = req.into_inner();
-        let (_, model) = self.model(&r.name, &r.version)?;
-        let c = v2::model_config(&model);
+        let c = self.resolve(&r.name, &r.version)?.config();
         let dtype = |name: &str| pb::DataType::from_str_name(name).map(|d| d as i32).unwrap_or(0);
         let input = c
             .input
@@ -176,24 +165,18 @@ impl GrpcInferenceService for GrpcService {
         req: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
         let r = req.into_inner();
-        let snap = self.gateway.snapshot();
-        let models: Vec<_> = if r.name.is_empty() {
-            snap.registry.iter().cloned().collect()
-        } else if r.version.is_empty() {
-            snap.registry.get(&r.name, None).map_err(|e| Status::from(ApiError::from(CoreError::from(e))))?;
-            snap.registry
-                .versions(&r.name)
-                .into_iter()
-                .filter_map(|v| snap.registry.get_version(&r.name, v).cloned())
-                .collect()
+        let stats = if r.name.is_empty() {
+            v2::StatisticsResponse {
+                model_stats: self.gateway.snapshot().registry.iter().map(|m| v2::model_statistics(m)).collect(),
+            }
         } else {
-            vec![self.model(&r.name, &r.version)?.1]
+            self.resolve(&r.name, &r.version)?.statistics()
         };
         let d = |x: v2::Duration| Some(pb::StatisticDuration { count: x.count, ns: x.ns });
-        let model_stats = models
-            .iter()
-            .map(|m| {
-                let s = v2::model_statistics(m);
+        let model_stats = stats
+            .model_stats
+            .into_iter()
+            .map(|s| {
                 let i = s.inference_stats;
                 pb::ModelStatistics {
                     name: s.name,

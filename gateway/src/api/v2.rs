@@ -213,3 +213,81 @@ pub fn model_statistics(model: &LoadedModel) -> ModelStatistics {
             .collect(),
     }
 }
+
+/// What a V2 model name refers to: a model version, or an endpoint (when no model has that
+/// name), shown under the endpoint's name with its first route's model as the schema.
+#[derive(Debug)]
+pub struct Resolved {
+    pub name: String,
+    pub model: std::sync::Arc<LoadedModel>,
+    pub versions: Vec<u64>,
+    /// Model versions whose statistics a stats call reports.
+    pub stats: Vec<std::sync::Arc<LoadedModel>>,
+}
+
+/// Resolves `name` (and `version`) for the V2 metadata, ready, config and stats calls.
+pub fn resolve(
+    snap: &crate::core::Snapshot,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Resolved, crate::core::CoreError> {
+    use crate::core::CoreError;
+    use crate::registry::LookupError;
+    let version = version.filter(|v| !v.is_empty());
+    match snap.registry.get(name, version) {
+        Ok(m) => {
+            let stats = match version {
+                Some(_) => vec![m.clone()],
+                None => snap
+                    .registry
+                    .versions(name)
+                    .into_iter()
+                    .filter_map(|v| snap.registry.get_version(name, v).cloned())
+                    .collect(),
+            };
+            Ok(Resolved { name: name.to_string(), model: m.clone(), versions: snap.registry.versions(name), stats })
+        }
+        Err(LookupError::UnknownModel(_)) if snap.endpoints.contains_key(name) => {
+            let ep = &snap.endpoints[name];
+            if let Some(v) = version {
+                return Err(CoreError::NotFound(format!("'{name}' is an endpoint; it has no version '{v}'")));
+            }
+            let routed: Vec<_> = ep
+                .config
+                .routes
+                .iter()
+                .filter_map(|r| ep.served(&r.served_model_name).ok())
+                .map(|s| s.model.clone())
+                .collect();
+            let model = routed
+                .first()
+                .cloned()
+                .ok_or_else(|| CoreError::Unavailable(format!("endpoint '{name}' has no routes")))?;
+            let mut versions: Vec<u64> = routed.iter().map(|m| m.version).collect();
+            versions.sort_unstable();
+            versions.dedup();
+            Ok(Resolved { name: name.to_string(), model, versions, stats: routed })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Resolved {
+    pub fn metadata(&self) -> ModelMetadata {
+        ModelMetadata { name: self.name.clone(), ..model_metadata(&self.model, &self.versions) }
+    }
+
+    pub fn config(&self) -> ModelConfig {
+        ModelConfig { name: self.name.clone(), ..model_config(&self.model) }
+    }
+
+    pub fn statistics(&self) -> StatisticsResponse {
+        StatisticsResponse {
+            model_stats: self
+                .stats
+                .iter()
+                .map(|m| ModelStatistics { name: self.name.clone(), ..model_statistics(m) })
+                .collect(),
+        }
+    }
+}

@@ -87,7 +87,7 @@ fn each_problem_names_its_field() {
             "not a served entity",
         ),
         (
-            &GOOD.replace("entity_version = 2", "entity_version = 3"),
+            &GOOD.replace("entity_version = 2", "entity_version = 9"),
             "endpoints[0].served_entities[1].entity_version",
             "no model file",
         ),

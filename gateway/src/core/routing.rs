@@ -139,7 +139,7 @@ impl Endpoint {
                 return Err(CoreError::Forbidden(format!(
                     "endpoint '{}' does not allow pinning a served model with x-sluice-served-model; \
                      set allow_served_model_override = true on it, or call \
-                     /endpoints/{}/served-models/{pin}/predict",
+                     /endpoints/{}/served-models/{{served}}/predict",
                     self.config.name, self.config.name
                 )));
             }

@@ -50,7 +50,8 @@ async fn every_rpc_answers() {
     let ready = |name: &str, version: &str| pb::ModelReadyRequest { name: name.into(), version: version.into() };
     assert!(c.model_ready(ready("mlp", "")).await.unwrap().into_inner().ready);
     assert!(c.model_ready(ready("fraud_classifier", "2")).await.unwrap().into_inner().ready);
-    assert!(!c.model_ready(ready("fraud_classifier", "3")).await.unwrap().into_inner().ready);
+    assert!(c.model_ready(ready("fraud_classifier", "3")).await.unwrap().into_inner().ready);
+    assert!(!c.model_ready(ready("fraud_classifier", "7")).await.unwrap().into_inner().ready);
     assert!(!c.model_ready(ready("nope", "")).await.unwrap().into_inner().ready);
 
     let m = c
@@ -58,7 +59,7 @@ async fn every_rpc_answers() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(m.versions, vec!["1", "2"]);
+    assert_eq!(m.versions, vec!["1", "2", "3"]);
     assert_eq!(m.inputs[0].datatype, "FP32");
     assert_eq!(m.inputs[0].shape, vec![-1, 8]);
     assert_eq!(m.outputs[0].datatype, "INT64");
@@ -111,7 +112,7 @@ async fn every_rpc_answers() {
     let s = stats.model_stats[0].inference_stats.as_ref().unwrap();
     assert_eq!(s.success.as_ref().unwrap().count, 3);
     let all = c.model_statistics(pb::ModelStatisticsRequest::default()).await.unwrap().into_inner();
-    assert_eq!(all.model_stats.len(), 4);
+    assert_eq!(all.model_stats.len(), 5);
     t.stop().await;
 }
 

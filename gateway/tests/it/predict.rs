@@ -32,9 +32,12 @@ async fn four_formats_give_the_same_answer() {
     let mut answers = Vec::new();
     for body in &bodies {
         for path in ["/predict", "/endpoints/fraud/predict", "/serving-endpoints/fraud/invocations"] {
-            let (status, v) = post_json(&t, path, body).await;
-            assert_eq!(status, 200, "{path} {body}: {v}");
-            answers.push(v);
+            // the demo endpoint splits champion/challenger; pin the champion to compare like with like
+            let r =
+                t.client.post(t.url(path)).json(body).header("x-sluice-served-model", "champion").send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path} {body}");
+            assert_eq!(r.headers()["x-sluice-model-version"], "1");
+            answers.push(r.json::<Value>().await.unwrap());
         }
     }
     let first = &answers[0];

@@ -23,7 +23,7 @@ async fn health_metadata_config_and_stats() {
     assert_eq!(server["extensions"], json!(["binary_tensor_data", "model_configuration", "statistics"]));
 
     let meta: Value = get("/v2/models/fraud_classifier").await.unwrap().json().await.unwrap();
-    assert_eq!(meta["versions"], json!(["1", "2"]));
+    assert_eq!(meta["versions"], json!(["1", "2", "3"]));
     assert_eq!(meta["platform"], "onnxruntime_onnx");
     assert_eq!(meta["inputs"], json!([{"name": "input", "datatype": "FP32", "shape": [-1, 8]}]));
     assert_eq!(
@@ -65,9 +65,24 @@ async fn health_metadata_config_and_stats() {
     assert!(st["compute_infer"]["ns"].as_u64().unwrap() > 0);
     assert_eq!(m["batch_stats"][0]["batch_size"], 16);
     let all: Value = get("/v2/models/stats").await.unwrap().json().await.unwrap();
-    assert_eq!(all["model_stats"].as_array().unwrap().len(), 4);
+    assert_eq!(all["model_stats"].as_array().unwrap().len(), 5);
     let per_model: Value = get("/v2/models/fraud_classifier/stats").await.unwrap().json().await.unwrap();
-    assert_eq!(per_model["model_stats"].as_array().unwrap().len(), 2);
+    assert_eq!(per_model["model_stats"].as_array().unwrap().len(), 3);
+
+    // an endpoint name answers for the endpoint (perf_analyzer -m fraud works)
+    let ep: Value = get("/v2/models/fraud").await.unwrap().json().await.unwrap();
+    assert_eq!(ep["name"], "fraud");
+    assert_eq!(ep["versions"], json!(["1", "2"]), "the models its routes serve");
+    assert_eq!(ep["inputs"], meta["inputs"]);
+    let ep_cfg: Value = get("/v2/models/fraud/config").await.unwrap().json().await.unwrap();
+    assert_eq!(ep_cfg["name"], "fraud");
+    assert_eq!(get("/v2/models/fraud/ready").await.unwrap().status(), 200);
+    assert_eq!(get("/v2/models/fraud/versions/1").await.unwrap().status(), 404);
+    let ep_stats: Value = get("/v2/models/fraud/stats").await.unwrap().json().await.unwrap();
+    let versions: Vec<&str> =
+        ep_stats["model_stats"].as_array().unwrap().iter().map(|s| s["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["1", "2"]);
+    assert!(ep_stats["model_stats"].as_array().unwrap().iter().all(|s| s["name"] == "fraud"));
 
     // metrics on both ports
     for base in [&t.http, &t.admin] {
@@ -102,10 +117,14 @@ async fn json_infer_with_id_versions_and_output_selection() {
     assert_eq!(v1["outputs"][0]["datatype"], "INT64");
     assert_eq!(v1["outputs"][0]["shape"], json!([16]));
     assert_eq!(v1["outputs"][1]["shape"], json!([16, 2]));
-    // no version: the highest (2); the fixture's first rows are ones where v1 and v2 disagree
+    // no version: the highest (3)
     let (_, latest) = post_json(&t, "/v2/models/fraud_classifier/infer", &body(Value::Null)).await;
-    assert_eq!(latest["model_version"], "2");
-    assert_ne!(latest["outputs"][0]["data"], v1["outputs"][0]["data"]);
+    assert_eq!(latest["model_version"], "3");
+    assert_ne!(latest["outputs"][1]["data"], v1["outputs"][1]["data"]);
+    // the fixture's first rows are ones where v1 and v2 disagree
+    let (_, v2) = post_json(&t, "/v2/models/fraud_classifier/versions/2/infer", &body(Value::Null)).await;
+    assert_eq!(v2["model_version"], "2");
+    assert_ne!(v2["outputs"][0]["data"], v1["outputs"][0]["data"]);
     // output selection, in the order asked
     let (_, sel) =
         post_json(&t, "/v2/models/fraud_classifier/versions/1/infer", &body(json!([{"name": "probabilities"}]))).await;

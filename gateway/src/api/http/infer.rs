@@ -66,9 +66,9 @@ pub async fn infer_v(
 }
 
 async fn handle(state: HttpState, model: String, version: Option<String>, headers: HeaderMap, body: Body) -> Response {
-    let meta = super::predict::request_meta(headers);
-    let headers = &meta.headers;
+    let mut meta = super::predict::request_meta(headers);
     let result = async {
+        let headers = &meta.headers;
         match media_type(headers)?.as_deref() {
             None | Some("application/json") | Some("application/octet-stream") => {}
             Some(other) => {
@@ -80,6 +80,10 @@ async fn handle(state: HttpState, model: String, version: Option<String>, header
         }
         let bytes = read_body(body, state.max_body_bytes, headers).await?;
         let (request, binary_outputs) = decode(headers, &bytes, model, version)?;
+        // As over gRPC: the V2 request id, when given, is the request id.
+        if let Some(id) = request.id.as_deref().filter(|id| !id.is_empty() && id.len() <= 128) {
+            meta.request_id = std::sync::Arc::from(id);
+        }
         let response = state.gateway.infer(request, &meta).await?;
         let mut r = encode(&response, &binary_outputs, &meta.request_id);
         super::predict::answer_headers(&mut r, &response.served_model, &response.model.version_str, &meta.request_id);

@@ -1,4 +1,5 @@
-//! KServe V2 REST health, metadata, Triton model config and statistics.
+//! KServe V2 REST health, metadata, Triton model config and statistics. A name that is not a
+//! model but an endpoint answers for the endpoint (see [`v2::resolve`]).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,26 +25,27 @@ pub async fn ready(State(state): State<HttpState>) -> Response {
     }
 }
 
-fn with_model<F>(state: &HttpState, model: &str, version: Option<&str>, f: F) -> Response
-where
-    F: FnOnce(&crate::core::Snapshot, &crate::registry::LoadedModel) -> Response,
-{
-    let snap = state.gateway.snapshot();
-    match snap.registry.get(model, version) {
-        Ok(m) => f(&snap, m),
-        Err(e) => ApiError::from(CoreError::from(e)).into_response(),
+fn with_model(
+    state: &HttpState,
+    model: &str,
+    version: Option<&str>,
+    f: impl FnOnce(&v2::Resolved) -> Response,
+) -> Response {
+    match v2::resolve(&state.gateway.snapshot(), model, version) {
+        Ok(r) => f(&r),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 pub async fn model_metadata(State(state): State<HttpState>, Path(model): Path<String>) -> Response {
-    with_model(&state, &model, None, |s, m| json_ok(&v2::model_metadata(m, &s.registry.versions(&m.name))))
+    with_model(&state, &model, None, |r| json_ok(&r.metadata()))
 }
 
 pub async fn model_metadata_v(
     State(state): State<HttpState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Response {
-    with_model(&state, &model, Some(&version), |s, m| json_ok(&v2::model_metadata(m, &s.registry.versions(&m.name))))
+    with_model(&state, &model, Some(&version), |r| json_ok(&r.metadata()))
 }
 
 fn ready_response(state: &HttpState) -> Response {
@@ -55,42 +57,31 @@ fn ready_response(state: &HttpState) -> Response {
 }
 
 pub async fn model_ready(State(state): State<HttpState>, Path(model): Path<String>) -> Response {
-    with_model(&state, &model, None, |_, _| ready_response(&state))
+    with_model(&state, &model, None, |_| ready_response(&state))
 }
 
 pub async fn model_ready_v(State(state): State<HttpState>, Path((model, version)): Path<(String, String)>) -> Response {
-    with_model(&state, &model, Some(&version), |_, _| ready_response(&state))
+    with_model(&state, &model, Some(&version), |_| ready_response(&state))
 }
 
 pub async fn model_config(State(state): State<HttpState>, Path(model): Path<String>) -> Response {
-    with_model(&state, &model, None, |_, m| json_ok(&v2::model_config(m)))
+    with_model(&state, &model, None, |r| json_ok(&r.config()))
 }
 
 pub async fn model_config_v(
     State(state): State<HttpState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Response {
-    with_model(&state, &model, Some(&version), |_, m| json_ok(&v2::model_config(m)))
+    with_model(&state, &model, Some(&version), |r| json_ok(&r.config()))
 }
 
 /// Statistics of every version of a model (Triton answers all versions when none is named).
 pub async fn model_stats(State(state): State<HttpState>, Path(model): Path<String>) -> Response {
-    with_model(&state, &model, None, |s, _| {
-        let stats = s
-            .registry
-            .versions(&model)
-            .into_iter()
-            .filter_map(|v| s.registry.get_version(&model, v))
-            .map(|m| v2::model_statistics(m))
-            .collect();
-        json_ok(&v2::StatisticsResponse { model_stats: stats })
-    })
+    with_model(&state, &model, None, |r| json_ok(&r.statistics()))
 }
 
 pub async fn model_stats_v(State(state): State<HttpState>, Path((model, version)): Path<(String, String)>) -> Response {
-    with_model(&state, &model, Some(&version), |_, m| {
-        json_ok(&v2::StatisticsResponse { model_stats: vec![v2::model_statistics(m)] })
-    })
+    with_model(&state, &model, Some(&version), |r| json_ok(&r.statistics()))
 }
 
 pub async fn all_stats(State(state): State<HttpState>) -> Response {
