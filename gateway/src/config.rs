@@ -89,6 +89,8 @@ pub struct ServerConfig {
     pub default_endpoint: Option<String>,
     pub watch_config: bool,
     pub watch_interval: Duration,
+    /// Where inference tables live.
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +118,8 @@ pub struct EndpointConfig {
     pub allow_override: bool,
     pub shadow_queue_capacity: usize,
     pub routing_seed: Option<u64>,
+    /// The endpoint's inference table, when logging is on.
+    pub table: Option<crate::inference_log::TableOptions>,
     /// As written, for the admin API and history.
     pub raw: RawEndpoint,
 }

@@ -302,8 +302,9 @@ impl Control {
         new.server = ServerKeep::keep(&st.config, &new);
         let previous = self.gateway.snapshot();
         let tasks = self.tasks.clone();
+        let tables = self.gateway.tables().clone();
         let cfg = new.clone();
-        let built = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, Some(&previous), &tasks))
+        let built = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, Some(&previous), &tasks, &tables))
             .await
             .map_err(|e| ControlError::Internal(format!("model loading panicked: {e}")))?;
         let snapshot = match built {

@@ -3,6 +3,7 @@
 //! HTTP and gRPC handlers call [`Gateway::infer`] (KServe V2) and [`Gateway::predict`] (MLflow
 //! `/predict`) and nothing else.
 
+pub mod capture;
 mod inputs;
 pub mod mlflow;
 pub mod routing;
@@ -16,13 +17,15 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use tokio_util::task::TaskTracker;
 
+pub use capture::TableSet;
 pub use inputs::order_inputs;
 pub use routing::{Endpoint, RouteHints, ServedModel};
 
 use crate::config::Config;
 use crate::registry::{LoadedModel, LookupError, Registry};
 use crate::runtime::RuntimeError;
-use crate::tensor::{Tensor, TensorData};
+use crate::runtime::stats::PhaseTimes;
+use crate::tensor::Tensor;
 
 /// Errors of the request path. Each kind maps to one HTTP status and one gRPC code
 /// (`api::error`).
@@ -55,6 +58,21 @@ impl CoreError {
             CoreError::Unavailable(_) => "unavailable",
             CoreError::Timeout(_) => "timeout",
             CoreError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl CoreError {
+    /// The HTTP status of this kind (the gRPC code is chosen next to it in `api::error`).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CoreError::BadRequest(_) => 400,
+            CoreError::Forbidden(_) => 403,
+            CoreError::NotFound(_) => 404,
+            CoreError::Overloaded(_) => 429,
+            CoreError::Unavailable(_) => 503,
+            CoreError::Timeout(_) => 504,
+            CoreError::Internal(_) => 500,
         }
     }
 }
@@ -103,6 +121,8 @@ pub struct RequestMeta {
     pub pin: Option<String>,
     /// Request headers, for an endpoint's sticky-key header.
     pub headers: http::HeaderMap,
+    /// Who sent it (`x-sluice-requester`, else the user agent), for the inference table.
+    pub requester: Option<String>,
 }
 
 /// A KServe V2 inference request, decoded from any transport.
@@ -158,12 +178,17 @@ pub struct Snapshot {
 impl Snapshot {
     /// Loads the models of `config` (blocking), reusing those of `previous` that did not change,
     /// and builds its endpoints.
-    pub fn build(config: &Config, previous: Option<&Snapshot>, tasks: &TaskTracker) -> Result<Snapshot, BuildError> {
+    pub fn build(
+        config: &Config,
+        previous: Option<&Snapshot>,
+        tasks: &TaskTracker,
+        tables: &TableSet,
+    ) -> Result<Snapshot, BuildError> {
         let registry = Registry::build(config, previous.map(|p| &p.registry), tasks)?;
         let endpoints = config
             .endpoints
             .iter()
-            .map(|e| Endpoint::build(e, &registry, tasks).map(|ep| (e.name.clone(), ep)))
+            .map(|e| Endpoint::build(e, &registry, tasks, tables).map(|ep| (e.name.clone(), ep)))
             .collect::<Result<HashMap<_, _>, _>>()?;
         Ok(Snapshot { registry, endpoints, default_endpoint: config.server.default_endpoint.clone() })
     }
@@ -189,11 +214,17 @@ impl Snapshot {
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     ready: AtomicBool,
+    tables: Arc<TableSet>,
 }
 
 impl Gateway {
-    pub fn new(snapshot: Snapshot) -> Gateway {
-        Gateway { snapshot: ArcSwap::from_pointee(snapshot), ready: AtomicBool::new(true) }
+    pub fn new(snapshot: Snapshot, tables: Arc<TableSet>) -> Gateway {
+        Gateway { snapshot: ArcSwap::from_pointee(snapshot), ready: AtomicBool::new(true), tables }
+    }
+
+    /// The inference tables in use (kept across config changes).
+    pub fn tables(&self) -> &Arc<TableSet> {
+        &self.tables
     }
 
     /// The current snapshot; a request loads it once and finishes on it.
@@ -223,9 +254,10 @@ impl Gateway {
     /// Runs a KServe V2 inference request against a model (or an endpoint of that name).
     pub async fn infer(&self, req: InferRequest, meta: &RequestMeta) -> Result<InferResponse, CoreError> {
         self.check_ready()?;
+        let start = Instant::now();
         let snap = self.snapshot();
-        let (model, served_model, endpoint) = match snap.registry.get(&req.model, req.version.as_deref()) {
-            Ok(m) => (m.clone(), Arc::from(m.name.as_str()), None),
+        let (model, served, endpoint) = match snap.registry.get(&req.model, req.version.as_deref()) {
+            Ok(m) => (m.clone(), None, None),
             Err(LookupError::UnknownModel(_)) if snap.endpoints.contains_key(&req.model) => {
                 let ep = snap.endpoint(Some(&req.model))?;
                 if req.version.as_deref().is_some_and(|v| !v.is_empty()) {
@@ -236,21 +268,49 @@ impl Gateway {
                 }
                 let sticky = ep.sticky_header().and_then(|h| meta.headers.get(h)).and_then(|v| v.to_str().ok());
                 let served = ep.route(RouteHints { pin: meta.pin.as_deref(), sticky })?;
-                (served.model.clone(), served.name.clone(), Some(ep))
+                (served.model.clone(), Some(served.clone()), Some(ep))
             }
             Err(e) => return Err(e.into()),
         };
-        let selected = inputs::select_outputs(&model, req.outputs.as_deref())?;
-        let tensors = Arc::new(order_inputs(&model, req.inputs)?);
-        if let Some(shadow) = endpoint.and_then(|ep| ep.shadow.as_ref().map(|s| (ep, s))) {
-            shadow.1.mirror(&tensors, || shadow.0.next_unit());
+        let served_name: Arc<str> =
+            served.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| Arc::from(model.name.as_str()));
+        let capture = endpoint.and_then(|ep| ep.capture(meta, None));
+        let result = async {
+            let selected = inputs::select_outputs(&model, req.outputs.as_deref())?;
+            let tensors = Arc::new(order_inputs(&model, req.inputs)?);
+            Ok::<_, CoreError>((selected, tensors))
         }
-        let mut outputs = run_model(&model, tensors).await?;
-        let outputs = selected
-            .into_iter()
-            .map(|i| (i, std::mem::replace(&mut outputs[i], Tensor::new(Vec::new(), TensorData::F32(Vec::new())))))
-            .collect();
-        Ok(InferResponse { model, served_model, id: req.id, outputs })
+        .await;
+        let (selected, tensors) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                if let (Some(c), Some(s)) = (&capture, &served) {
+                    c.table.log(c.record(s.outcome(start, Err(&e), None, None))).await;
+                }
+                return Err(e);
+            }
+        };
+        if let Some(ep) = endpoint {
+            ep.mirror(&tensors, capture.as_ref());
+        }
+        let ran = run_model(&model, tensors.clone()).await;
+        let ran = match ran {
+            Ok(r) => r,
+            Err(e) => {
+                if let (Some(c), Some(s)) = (&capture, &served) {
+                    c.table.log(c.record(s.outcome(start, Err(&e), Some(tensors), None))).await;
+                }
+                return Err(e);
+            }
+        };
+        let outputs = Arc::new(ran.outputs);
+        if let (Some(c), Some(s)) = (&capture, &served) {
+            let mut o = s.outcome(start, Ok(()), Some(tensors), Some(outputs.clone()));
+            o.phases = Some((ran.phases, ran.batch_rows));
+            c.table.log(c.record(o)).await;
+        }
+        let outputs = selected.into_iter().map(|i| (i, outputs[i].clone())).collect();
+        Ok(InferResponse { model, served_model: served_name, id: req.id, outputs })
     }
 
     /// Runs an MLflow-format `/predict` request against an endpoint.
@@ -261,47 +321,157 @@ impl Gateway {
         body: &[u8],
     ) -> Result<PredictResponse, CoreError> {
         self.check_ready()?;
+        let start = Instant::now();
         let snap = self.snapshot();
         let ep = snap.endpoint(target.endpoint)?;
-        let parsed = mlflow::parse(body, ep.sticky_field())?;
+        let parsed = mlflow::parse(body, ep.sticky_field());
+        let capture = ep.capture(meta, parsed.as_ref().ok().and_then(|p| p.client_request_id.clone()));
+        // Builds the table row of this request's answer (when it is captured).
+        let record = |served: Option<&ServedModel>, result: Result<Answered<'_>, Failed<'_>>| {
+            let c = capture.as_ref()?;
+            let mut outcome = match (served, result) {
+                (Some(s), Ok(a)) => {
+                    let mut o = s.outcome(start, Ok(()), Some(a.inputs), Some(a.outputs));
+                    o.phases = Some((a.phases, a.batch_rows));
+                    o.response_json = Some(a.response);
+                    o
+                }
+                (Some(s), Err((e, inputs))) => s.outcome(start, Err(e), inputs, None),
+                (None, Err((e, _))) => capture::Outcome::failed_before_routing(e, start),
+                (None, Ok(_)) => return None,
+            };
+            outcome.request_json = Some(body);
+            Some((c.table.clone(), c.record(outcome)))
+        };
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some((t, r)) = record(None, Err((&e, None))) {
+                    t.log(r).await;
+                }
+                return Err(e);
+            }
+        };
         let served = match target.served_model {
-            Some(name) => ep.served(name)?,
+            Some(name) => ep.served(name),
             None => {
                 let sticky = match ep.sticky_header() {
                     Some(h) => meta.headers.get(h).and_then(|v| v.to_str().ok()),
                     None => parsed.sticky.as_deref(),
                 };
-                ep.route(RouteHints { pin: meta.pin.as_deref(), sticky })?
+                ep.route(RouteHints { pin: meta.pin.as_deref(), sticky })
             }
         };
-        let start = Instant::now();
-        let result = async {
-            let tensors = Arc::new(mlflow::to_tensors(&served.model, parsed.payload)?);
-            if let Some(shadow) = &ep.shadow {
-                shadow.mirror(&tensors, || ep.next_unit());
+        let served = match served {
+            Ok(s) => s.clone(),
+            Err(e) => {
+                if let Some((t, r)) = record(None, Err((&e, None))) {
+                    t.log(r).await;
+                }
+                return Err(e);
             }
-            let outputs = run_model(&served.model, tensors).await?;
-            mlflow::render(&served.model, &outputs)
-        }
-        .await;
-        match &result {
-            Ok(_) => {
+        };
+        let tensors = match mlflow::to_tensors(&served.model, parsed.payload) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                served.metrics.failure(e.kind());
+                if let Some((t, r)) = record(Some(&served), Err((&e, None))) {
+                    t.log(r).await;
+                }
+                return Err(e);
+            }
+        };
+        ep.mirror(&tensors, capture.as_ref());
+        let result = match run_model(&served.model, tensors.clone()).await {
+            Ok(ran) => mlflow::render(&served.model, &ran.outputs).map(|body| (ran, body)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((ran, response)) => {
                 served.metrics.success.increment(1);
                 served.metrics.duration.record(start.elapsed().as_secs_f64());
+                let answered = Answered {
+                    inputs: tensors,
+                    outputs: Arc::new(ran.outputs),
+                    response: &response,
+                    phases: ran.phases,
+                    batch_rows: ran.batch_rows,
+                };
+                if let Some((t, r)) = record(Some(&served), Ok(answered)) {
+                    t.log(r).await;
+                }
+                Ok(PredictResponse {
+                    body: response,
+                    served_model: served.name.clone(),
+                    model: served.model.clone(),
+                    client_request_id: parsed.client_request_id,
+                })
             }
-            Err(e) => served.metrics.failure(e.kind()),
+            Err(e) => {
+                served.metrics.failure(e.kind());
+                if let Some((t, r)) = record(Some(&served), Err((&e, Some(tensors)))) {
+                    t.log(r).await;
+                }
+                Err(e)
+            }
         }
-        Ok(PredictResponse {
-            body: result?,
-            served_model: served.name.clone(),
-            model: served.model.clone(),
-            client_request_id: parsed.client_request_id,
-        })
+    }
+
+    /// Writes late ground-truth labels for an endpoint's inference table.
+    pub async fn post_labels(&self, endpoint: &str, body: &[u8]) -> Result<LabelsResult, CoreError> {
+        let snap = self.snapshot();
+        let ep = snap.endpoint(Some(endpoint))?;
+        let table = ep.table().ok_or_else(|| {
+            CoreError::BadRequest(format!("endpoint '{endpoint}' has no inference table; enable inference_table on it"))
+        })?;
+        let items = crate::inference_log::labels::parse(body).map_err(CoreError::BadRequest)?;
+        let unknown = items.iter().filter(|i| !table.knows(i.id())).count();
+        let dir = labels_dir(table);
+        let n = items.len();
+        tokio::task::spawn_blocking(move || crate::inference_log::labels::write(&dir, &items))
+            .await
+            .map_err(|e| CoreError::Internal(format!("label writer panicked: {e}")))?
+            .map_err(|e| CoreError::Unavailable(format!("labels were not written: {e}")))?;
+        Ok(LabelsResult { accepted: n, unknown })
     }
 }
 
+/// The labels table beside an inference table: `<data_dir>/<table>_labels`.
+pub fn labels_dir(table: &crate::inference_log::Table) -> std::path::PathBuf {
+    let o = table.options();
+    o.dir.with_file_name(format!("{}_labels", o.table))
+}
+
+/// The answer to a labels post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LabelsResult {
+    pub accepted: usize,
+    /// Labels whose id was not logged recently (kept all the same).
+    pub unknown: usize,
+}
+
+/// A failed `/predict`: the error, and the inputs when it got that far.
+type Failed<'a> = (&'a CoreError, Option<Arc<Vec<Tensor>>>);
+
+/// What a successful `/predict` contributes to its table row.
+struct Answered<'a> {
+    inputs: Arc<Vec<Tensor>>,
+    outputs: Arc<Vec<Tensor>>,
+    response: &'a [u8],
+    phases: PhaseTimes,
+    batch_rows: usize,
+}
+
+/// A model's answer with the time it spent in each phase.
+#[derive(Debug)]
+pub struct Ran {
+    pub outputs: Vec<Tensor>,
+    pub phases: PhaseTimes,
+    pub batch_rows: usize,
+}
+
 /// Runs validated inputs on a model and records its statistics and metrics.
-pub(crate) async fn run_model(model: &LoadedModel, inputs: Arc<Vec<Tensor>>) -> Result<Vec<Tensor>, CoreError> {
+pub(crate) async fn run_model(model: &LoadedModel, inputs: Arc<Vec<Tensor>>) -> Result<Ran, CoreError> {
     let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
     let start = Instant::now();
     match model.runner.infer(inputs).await {
@@ -315,7 +485,7 @@ pub(crate) async fn run_model(model: &LoadedModel, inputs: Arc<Vec<Tensor>>) -> 
             m.queue.record(out.phases.queue.as_secs_f64());
             m.compute.record(out.phases.compute_infer.as_secs_f64());
             m.batch_rows.record(out.batch_rows as f64);
-            Ok(out.outputs)
+            Ok(Ran { outputs: out.outputs, phases: out.phases, batch_rows: out.batch_rows })
         }
         Err(e) => {
             let e = CoreError::from(e);

@@ -6,9 +6,11 @@
 
 pub mod api;
 pub mod cli;
+pub mod cli_table;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod inference_log;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

@@ -44,6 +44,15 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Look at an inference table: row count, latest rows, or SQL (the table is `t`, its labels
+    /// `labels`).
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+        /// Where tables live (server.data_dir).
+        #[arg(long, global = true, default_value = "data", env = "SLUICE_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Config history, rollback and reload of a running gateway.
     Config {
         #[command(subcommand)]
@@ -78,6 +87,20 @@ enum EndpointsCommand {
     },
     /// One endpoint (JSON).
     Get { name: String },
+}
+
+#[derive(Subcommand)]
+enum TableCommand {
+    /// Number of rows.
+    Count { table: String },
+    /// The latest rows.
+    Tail {
+        table: String,
+        #[arg(short, long, default_value_t = 10)]
+        n: usize,
+    },
+    /// Any SQL query, e.g. `SELECT served_model, count(*) FROM t GROUP BY 1`.
+    Sql { table: String, query: String },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +180,7 @@ fn main() -> ExitCode {
         Command::Endpoints { command, admin } => admin_command(admin, AdminCall::Endpoints(command)),
         Command::Traffic { command, admin } => admin_command(admin, AdminCall::Traffic(command)),
         Command::Config { command, admin } => admin_command(admin, AdminCall::Config(command)),
+        Command::Table { command, data_dir } => table_command(command, &data_dir),
     }
 }
 
@@ -248,6 +272,26 @@ fn serve(args: ServeArgs) -> ExitCode {
         server.shutdown(Duration::from_secs(args.shutdown_grace_secs)).await;
         ExitCode::SUCCESS
     })
+}
+
+fn table_command(command: TableCommand, data_dir: &std::path::Path) -> ExitCode {
+    use sluice::cli_table::{TableQuery, query, table_dir};
+    let (table, q) = match command {
+        TableCommand::Count { table } => (table, TableQuery::Count),
+        TableCommand::Tail { table, n } => (table, TableQuery::Tail(n)),
+        TableCommand::Sql { table, query } => (table, TableQuery::Sql(query)),
+    };
+    let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    match rt.block_on(query(&table_dir(&table, data_dir), &q)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 enum AdminCall {

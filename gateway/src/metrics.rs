@@ -21,6 +21,11 @@ pub const SHADOW_DROPPED_TOTAL: &str = "sluice_shadow_dropped_total";
 pub const SHADOW_COMPLETED_TOTAL: &str = "sluice_shadow_completed_total";
 pub const SHADOW_FAILED_TOTAL: &str = "sluice_shadow_failed_total";
 pub const CONFIG_CHANGES_TOTAL: &str = "sluice_config_changes_total";
+pub const LOG_ROWS_WRITTEN_TOTAL: &str = "sluice_log_rows_written_total";
+pub const LOG_ROWS_DROPPED_TOTAL: &str = "sluice_log_rows_dropped_total";
+pub const LOG_FILES_TOTAL: &str = "sluice_log_files_total";
+pub const LOG_BYTES_TOTAL: &str = "sluice_log_bytes_total";
+pub const LOG_WRITE_ERRORS_TOTAL: &str = "sluice_log_write_errors_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];

@@ -15,7 +15,7 @@ use crate::api::http::admin::AdminState;
 use crate::api::http::{self, HttpState};
 use crate::config::Config;
 use crate::control::{ConfigSource, Control};
-use crate::core::{BuildError, Gateway, Snapshot};
+use crate::core::{BuildError, Gateway, Snapshot, TableSet};
 use crate::runtime::{RuntimeError, library};
 
 /// Why the server could not start.
@@ -53,10 +53,12 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let tasks = TaskTracker::new();
     let cfg = config.clone();
     let t = tasks.clone();
-    let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, None, &t))
+    let tables = Arc::new(TableSet::default());
+    let ts = tables.clone();
+    let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, None, &t, &ts))
         .await
         .map_err(|e| StartError::Other(format!("model loading panicked: {e}")))??;
-    let gateway = Arc::new(Gateway::new(snapshot));
+    let gateway = Arc::new(Gateway::new(snapshot, tables));
     let control = Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone()));
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -135,6 +137,11 @@ impl RunningServer {
         self.tasks.close();
         if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
             tracing::warn!("shutdown deadline of {deadline:?} passed with requests still in flight");
+        }
+        // Every answer given is now queued for its table: write it all out.
+        let tables = self.gateway.tables().clone();
+        if tokio::task::spawn_blocking(move || tables.close_all()).await.is_err() {
+            tracing::error!("inference table writers did not close cleanly");
         }
     }
 

@@ -220,7 +220,8 @@ fn request_meta(headers: http::HeaderMap, id: Option<&str>) -> RequestMeta {
         .or_else(|| header(crate::api::http::predict::REQUEST_ID_HEADER))
         .unwrap_or_else(crate::api::http::predict::new_request_id);
     let pin = header(crate::api::http::predict::SERVED_MODEL_HEADER);
-    RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers }
+    let requester = crate::api::http::predict::requester(&headers);
+    RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers, requester }
 }
 
 fn string_param(s: &str) -> pb::InferParameter {

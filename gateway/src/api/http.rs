@@ -32,6 +32,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/endpoints/{endpoint}/predict", post(predict::endpoint))
         .route("/serving-endpoints/{endpoint}/invocations", post(predict::endpoint))
         .route("/endpoints/{endpoint}/served-models/{served}/predict", post(predict::served_model))
+        .route("/endpoints/{endpoint}/labels", post(predict::labels))
         .route("/v2", get(v2_meta::server_metadata))
         .route("/v2/health/live", get(v2_meta::live))
         .route("/v2/health/ready", get(v2_meta::ready))

@@ -30,6 +30,8 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub default_endpoint: Option<String>,
+    /// Directory of the inference tables (relative to the config file).
+    pub data_dir: Option<String>,
     /// Reload when the config file changes (checked every `watch_interval_ms`).
     pub watch_config: Option<bool>,
     pub watch_interval_ms: Option<u64>,
@@ -149,6 +151,34 @@ pub struct RawEndpoint {
     /// Seed for the weighted random split (reproducible routing, e.g. in tests).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing_seed: Option<u64>,
+    /// Log every answer to an inference table (Databricks' `auto_capture_config`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference_table: Option<RawInferenceTable>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawInferenceTable {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Table (directory) name under `server.data_dir`; default: the endpoint name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling_fraction: Option<f64>,
+    /// `drop` (default) or `block`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_queue_full: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_file_rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_payloads: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

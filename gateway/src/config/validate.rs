@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{RawConfig, RawEndpoint, RawExecution, RawVersion, Secret};
@@ -29,7 +29,8 @@ const NAME_RULE: &str = "use 1-128 characters from letters, digits, '_', '-', '.
 
 pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>> {
     let mut issues = Issues::default();
-    let server = validate_server(&mut issues, &raw);
+    let mut server = validate_server(&mut issues, &raw);
+    server.data_dir = base.join(raw.server.data_dir.as_deref().unwrap_or("data"));
     let runtime = RuntimeConfig {
         onnxruntime_lib: raw.runtime.onnxruntime_lib.as_ref().map(|p| base.join(p)),
         model_repository: base.join(raw.runtime.model_repository.as_deref().unwrap_or("models")),
@@ -81,7 +82,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         if !endpoint_names.insert(e.name.clone()) {
             issues.add(format!("{field}.name"), format!("endpoint '{}' is defined twice; rename one", e.name));
         }
-        if let Some(ep) = validate_endpoint(&mut issues, &field, e) {
+        if let Some(ep) = validate_endpoint(&mut issues, &field, e, &server.data_dir) {
             for (j, (s, rs)) in ep.served_entities.iter().zip(&e.served_entities).enumerate() {
                 let f = format!("{field}.served_entities[{j}]");
                 let key = (s.model.clone(), s.version);
@@ -124,6 +125,17 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
                     }
                 }
             }
+        }
+    }
+    let mut table_names = HashSet::new();
+    for (i, ep) in endpoints.iter().enumerate() {
+        if let Some(t) = &ep.table
+            && !table_names.insert(t.table.clone())
+        {
+            issues.add(
+                format!("endpoints[{i}].inference_table.table"),
+                format!("table '{}' is used by two endpoints; give each its own", t.table),
+            );
         }
     }
     let default_endpoint = match &raw.server.default_endpoint {
@@ -210,6 +222,7 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
         default_endpoint: None,
         watch_config: s.watch_config.unwrap_or(true),
         watch_interval: positive_ms(issues, "watch_interval_ms", s.watch_interval_ms, 1000),
+        data_dir: PathBuf::new(),
     }
 }
 
@@ -294,7 +307,7 @@ fn sorted(set: &HashSet<String>) -> Vec<&String> {
     v
 }
 
-fn validate_endpoint(issues: &mut Issues, field: &str, e: &RawEndpoint) -> Option<EndpointConfig> {
+fn validate_endpoint(issues: &mut Issues, field: &str, e: &RawEndpoint, data_dir: &Path) -> Option<EndpointConfig> {
     let before = issues.0.len();
     if e.served_entities.is_empty() {
         issues.add(format!("{field}.served_entities"), "list at least one served entity (entity_name, entity_version)");
@@ -451,10 +464,12 @@ fn validate_endpoint(issues: &mut Issues, field: &str, e: &RawEndpoint) -> Optio
             DEFAULT_SHADOW_QUEUE_CAPACITY
         }
     };
+    let table = e.inference_table.as_ref().and_then(|t| validate_table(issues, field, &e.name, t, data_dir));
     if issues.0.len() > before {
         return None;
     }
     Some(EndpointConfig {
+        table,
         name: e.name.clone(),
         served_entities: served,
         routes,
@@ -464,5 +479,63 @@ fn validate_endpoint(issues: &mut Issues, field: &str, e: &RawEndpoint) -> Optio
         shadow_queue_capacity,
         routing_seed: e.routing_seed,
         raw: e.clone(),
+    })
+}
+
+fn validate_table(
+    issues: &mut Issues,
+    field: &str,
+    endpoint: &str,
+    t: &super::raw::RawInferenceTable,
+    data_dir: &Path,
+) -> Option<crate::inference_log::TableOptions> {
+    use crate::inference_log::{OnFull, TableOptions};
+    if !t.enabled.unwrap_or(true) {
+        return None;
+    }
+    let f = format!("{field}.inference_table");
+    let table = t.table.clone().unwrap_or_else(|| endpoint.to_string());
+    if !is_valid_name(&table) {
+        issues.add(format!("{f}.table"), format!("'{table}' is not a valid table name; {NAME_RULE}"));
+    }
+    let sampling_fraction = t.sampling_fraction.unwrap_or(1.0);
+    if !(sampling_fraction > 0.0 && sampling_fraction <= 1.0) {
+        issues.add(
+            format!("{f}.sampling_fraction"),
+            format!("{sampling_fraction} is not in (0, 1]; use e.g. 0.1 to log 10% of requests"),
+        );
+    }
+    let on_full = match t.on_queue_full.as_deref().unwrap_or("drop") {
+        "drop" => OnFull::Drop,
+        "block" => OnFull::Block,
+        other => {
+            issues.add(format!("{f}.on_queue_full"), format!("'{other}' is not a policy; use \"drop\" or \"block\""));
+            OnFull::Drop
+        }
+    };
+    let mut bounded = |name: &str, v: Option<u64>, default: u64, max: u64| -> u64 {
+        match v {
+            None => default,
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                issues.add(format!("{f}.{name}"), format!("{n} is out of range; use 1..={max} (default {default})"));
+                default
+            }
+        }
+    };
+    let queue_capacity = bounded("queue_capacity", t.queue_capacity, 65_536, 1 << 24) as usize;
+    let flush_interval = Duration::from_millis(bounded("flush_interval_ms", t.flush_interval_ms, 1000, 3_600_000));
+    let max_file_rows = bounded("max_file_rows", t.max_file_rows, 1_000_000, 1 << 30) as usize;
+    let max_payload_bytes = bounded("max_payload_bytes", t.max_payload_bytes, 65_536, 1 << 26) as usize;
+    Some(TableOptions {
+        dir: data_dir.join(&table),
+        table,
+        sampling_fraction,
+        on_full,
+        queue_capacity,
+        flush_interval,
+        max_file_rows,
+        log_payloads: t.log_payloads.unwrap_or(false),
+        max_payload_bytes,
     })
 }

@@ -11,11 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_util::task::TaskTracker;
 
+use std::time::Instant;
+
+use super::capture::{CaptureContext, Outcome, TableSet, prediction_kind, prediction_spec, table_layout};
 use super::shadow::ShadowQueue;
-use super::{BuildError, CoreError};
+use super::{BuildError, CoreError, RequestMeta};
 use crate::config::{EndpointConfig, StickyKey};
+use crate::inference_log::{PredictionSpec, Table};
 use crate::metrics::EndpointMetrics;
 use crate::registry::{LoadedModel, Registry};
+use crate::tensor::Tensor;
 
 /// A served model of an endpoint: a name, the model version behind it, and its metrics.
 #[derive(Debug)]
@@ -23,6 +28,34 @@ pub struct ServedModel {
     pub name: Arc<str>,
     pub model: Arc<LoadedModel>,
     pub metrics: EndpointMetrics,
+    /// Where its prediction is in its outputs (for the inference table).
+    pub spec: Arc<PredictionSpec>,
+}
+
+impl ServedModel {
+    /// The outcome of a request on this served model, for its table row.
+    pub fn outcome(
+        &self,
+        start: Instant,
+        result: Result<(), &CoreError>,
+        inputs: Option<Arc<Vec<Tensor>>>,
+        outputs: Option<Arc<Vec<Tensor>>>,
+    ) -> Outcome<'_> {
+        Outcome {
+            served_model: self.name.clone(),
+            model: Some(&self.model),
+            spec: Some(self.spec.clone()),
+            is_shadow: false,
+            status_code: result.map(|_| 200).unwrap_or_else(|e| e.http_status()),
+            error: result.err().map(|e| e.to_string()),
+            start,
+            phases: None,
+            inputs,
+            outputs,
+            request_json: None,
+            response_json: None,
+        }
+    }
 }
 
 /// What a request says about where it wants to go.
@@ -45,12 +78,18 @@ pub struct Endpoint {
     cumulative: Vec<u32>,
     rng: SplitMix,
     pub(super) shadow: Option<ShadowQueue>,
+    table: Option<Table>,
 }
 
 impl Endpoint {
     /// Resolves an endpoint config against loaded models and checks that every served model
     /// takes the same inputs (so one request fits all of them, shadows included).
-    pub fn build(cfg: &EndpointConfig, registry: &Registry, tasks: &TaskTracker) -> Result<Endpoint, BuildError> {
+    pub fn build(
+        cfg: &EndpointConfig,
+        registry: &Registry,
+        tasks: &TaskTracker,
+        tables: &TableSet,
+    ) -> Result<Endpoint, BuildError> {
         let err = |message: String| BuildError::Endpoint { endpoint: cfg.name.clone(), message };
         let mut served = Vec::with_capacity(cfg.served_entities.len());
         for entity in &cfg.served_entities {
@@ -61,6 +100,7 @@ impl Endpoint {
                 name: Arc::from(entity.name.as_str()),
                 model: model.clone(),
                 metrics: EndpointMetrics::new(&cfg.name, &entity.name),
+                spec: Arc::new(prediction_spec(model)),
             }));
         }
         let index = |name: &str| served.iter().position(|s| &*s.name == name);
@@ -74,11 +114,27 @@ impl Endpoint {
             routes.push((i, r.traffic_percentage));
             cumulative.push(total);
         }
-        if let Some(first) = routes.first().map(|(i, _)| &served[*i]) {
+        let first = routes.first().map(|(i, _)| served[*i].clone());
+        if let Some(first) = &first {
             for s in &served {
                 check_fit(first, s).map_err(err)?;
             }
         }
+        let table = match (&cfg.table, &first) {
+            (Some(opts), Some(first)) => {
+                let kind = prediction_kind(&first.model);
+                if let Some(s) = served.iter().find(|s| prediction_kind(&s.model) != kind) {
+                    return Err(err(format!(
+                        "'{}' answers {:?} but '{}' answers {kind:?}; an inference table needs one kind of prediction",
+                        s.name,
+                        prediction_kind(&s.model),
+                        first.name
+                    )));
+                }
+                Some(tables.get_or_open(opts, &table_layout(&first.model)).map_err(err)?)
+            }
+            _ => None,
+        };
         let shadows: Vec<(Arc<ServedModel>, u32)> = cfg
             .shadows
             .iter()
@@ -93,6 +149,7 @@ impl Endpoint {
             cumulative,
             rng: SplitMix::new(cfg.routing_seed.unwrap_or_else(rand::random)),
             shadow,
+            table,
         })
     }
 
@@ -163,6 +220,34 @@ impl Endpoint {
     pub fn set_shadow_gate(&self, gate: Option<Arc<tokio::sync::Semaphore>>) {
         if let Some(q) = &self.shadow {
             q.set_gate(gate);
+        }
+    }
+
+    /// The endpoint's inference table, if logging is on.
+    pub fn table(&self) -> Option<&Table> {
+        self.table.as_ref()
+    }
+
+    /// The capture context of a request, when the endpoint logs and the request is in the sample.
+    pub fn capture(&self, meta: &RequestMeta, client_request_id: Option<String>) -> Option<CaptureContext> {
+        let table = self.table.as_ref()?;
+        if !table.sampled(self.next_unit()) {
+            return None;
+        }
+        Some(CaptureContext {
+            table: table.clone(),
+            endpoint: Arc::from(self.config.name.as_str()),
+            request_id: meta.request_id.clone(),
+            client_request_id,
+            requester: meta.requester.clone(),
+            timestamp_us: crate::inference_log::now_us(),
+        })
+    }
+
+    /// Mirrors validated request tensors to the shadows (logged under the same capture).
+    pub fn mirror(&self, inputs: &Arc<Vec<Tensor>>, capture: Option<&CaptureContext>) {
+        if let Some(q) = &self.shadow {
+            q.mirror(inputs, || self.next_unit(), capture);
         }
     }
 

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
+use super::capture::CaptureContext;
 use super::routing::ServedModel;
 use crate::metrics::ShadowMetrics;
 use crate::tensor::Tensor;
@@ -20,6 +21,7 @@ const SHADOW_CONCURRENCY: usize = 32;
 struct ShadowJob {
     inputs: Arc<Vec<Tensor>>,
     target: usize,
+    capture: Option<CaptureContext>,
 }
 
 #[derive(Debug)]
@@ -71,12 +73,12 @@ impl ShadowQueue {
 
     /// Mirrors a request to each shadow whose mirror percentage the draw `u(i)` falls under.
     /// Never waits: a full queue drops the copy.
-    pub fn mirror(&self, inputs: &Arc<Vec<Tensor>>, mut draw: impl FnMut() -> f64) {
+    pub fn mirror(&self, inputs: &Arc<Vec<Tensor>>, mut draw: impl FnMut() -> f64, capture: Option<&CaptureContext>) {
         for (i, t) in self.targets.iter().enumerate() {
             if t.percent == 0 || draw() * 100.0 >= f64::from(t.percent) {
                 continue;
             }
-            match self.tx.try_send(ShadowJob { inputs: inputs.clone(), target: i }) {
+            match self.tx.try_send(ShadowJob { inputs: inputs.clone(), target: i, capture: capture.cloned() }) {
                 Ok(()) => t.metrics.mirrored.increment(1),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     t.metrics.dropped_full.increment(1);
@@ -127,12 +129,31 @@ async fn drain(
         let endpoint = endpoint.clone();
         tasks.spawn(async move {
             let target = &targets[job.target];
-            match super::run_model(&target.served.model, job.inputs).await {
-                Ok(_) => target.metrics.completed.increment(1),
+            let start = Instant::now();
+            let ran = super::run_model(&target.served.model, job.inputs.clone()).await;
+            let outcome = match &ran {
+                Ok(_) if job.capture.is_none() => {
+                    target.metrics.completed.increment(1);
+                    None
+                }
+                Ok(r) => {
+                    target.metrics.completed.increment(1);
+                    Some((r.phases, r.batch_rows))
+                }
                 Err(e) => {
                     target.metrics.failed.increment(1);
                     tracing::debug!(endpoint = %endpoint, shadow = %target.served.name, "shadow request failed: {e}");
+                    None
                 }
+            };
+            if let Some(c) = &job.capture {
+                let mut o = match ran {
+                    Ok(r) => target.served.outcome(start, Ok(()), Some(job.inputs.clone()), Some(Arc::new(r.outputs))),
+                    Err(e) => target.served.outcome(start, Err(&e), Some(job.inputs.clone()), None),
+                };
+                o.phases = outcome;
+                o.is_shadow = true;
+                c.table.log(c.record(o)).await;
             }
             drop(permit);
         });

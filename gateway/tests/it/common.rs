@@ -30,6 +30,8 @@ pub const DEMO: &str = include_str!("../../../sluice.toml");
 
 pub struct TestServer {
     pub server: Option<RunningServer>,
+    /// The inference tables of the demo config go here (not into the repository).
+    pub data: Option<tempfile::TempDir>,
     pub http: String,
     pub grpc: String,
     pub admin: String,
@@ -91,12 +93,17 @@ pub async fn start_from(config: Config, source: Option<sluice::control::ConfigSo
         grpc: format!("http://{}", server.grpc_addr),
         admin: format!("http://{}", server.admin_addr),
         server: Some(server),
+        data: None,
         client: reqwest::Client::new(),
     }
 }
 
 pub async fn start(toml: &str) -> TestServer {
-    start_with(config(toml)).await
+    let data = tempfile::tempdir().unwrap();
+    let toml = toml.replace("data_dir = \"data\"", &format!("data_dir = \"{}\"", data.path().display()));
+    let mut t = start_with(config(&toml)).await;
+    t.data = Some(data);
+    t
 }
 
 /// The committed fixture rows of a tabular model: (columns, rows).

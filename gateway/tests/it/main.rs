@@ -9,5 +9,6 @@ mod common;
 mod errors;
 mod grpc;
 mod predict;
+mod tables;
 pub mod traffic;
 mod v2_http;

@@ -14,6 +14,7 @@ use crate::core::{PredictTarget, RequestMeta};
 pub const SERVED_MODEL_HEADER: &str = "x-sluice-served-model";
 pub const MODEL_VERSION_HEADER: &str = "x-sluice-model-version";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUESTER_HEADER: &str = "x-sluice-requester";
 
 pub async fn default_endpoint(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     handle(state, PredictTarget::default(), headers, body).await
@@ -47,7 +48,17 @@ pub(crate) fn request_meta(headers: HeaderMap) -> RequestMeta {
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
     let pin = headers.get(SERVED_MODEL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers }
+    let requester = requester(&headers);
+    RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers, requester }
+}
+
+/// Who sent a request: `x-sluice-requester`, else the user agent.
+pub(crate) fn requester(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(REQUESTER_HEADER)
+        .or_else(|| headers.get(axum::http::header::USER_AGENT))
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
 }
 
 /// Adds who-served-it headers and the request id.
@@ -97,4 +108,33 @@ async fn handle(state: HttpState, target: PredictTarget<'_>, headers: HeaderMap,
 /// A random 128-bit request id, hex.
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// `POST /endpoints/{name}/labels`: late ground truth for the endpoint's inference table.
+pub async fn labels(
+    State(state): State<HttpState>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        match media_type(&headers)?.as_deref() {
+            None | Some("application/json") => {}
+            Some(other) => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "Content-Type {other} is not supported; send application/json"
+                )));
+            }
+        }
+        let bytes = read_body(body, state.max_body_bytes, &headers).await?;
+        Ok(state.gateway.post_labels(&endpoint, &bytes).await?)
+    }
+    .await;
+    match result {
+        Ok(r) => super::json_ok(&r),
+        Err(e) => {
+            crate::metrics::rejected("http", e.kind());
+            e.into_response()
+        }
+    }
 }

@@ -1,0 +1,56 @@
+//! `sluice table count|tail|sql`: look at an inference table (DataFusion over its Parquet files)
+//! without leaving Sluice. The table is registered as `t`, and its labels table (if any) as
+//! `labels`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::prelude::SessionContext;
+
+/// What to print.
+#[derive(Debug, Clone)]
+pub enum TableQuery {
+    Count,
+    Tail(usize),
+    Sql(String),
+}
+
+/// Resolves a table argument: an existing directory, or `<data_dir>/<name>`.
+pub fn table_dir(table: &str, data_dir: &Path) -> PathBuf {
+    let p = PathBuf::from(table);
+    if p.is_dir() { p } else { data_dir.join(table) }
+}
+
+async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<(), String> {
+    let abs = std::fs::canonicalize(dir).map_err(|e| format!("no table at {}: {e}", dir.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+    let url = format!("{}/", abs.display());
+    ctx.register_listing_table(name, &url, options, None, None)
+        .await
+        .map_err(|e| format!("cannot read the table at {}: {e} (no files published yet?)", dir.display()))
+}
+
+/// Runs a query over the table in `dir` and returns it as a printed table.
+pub async fn query(dir: &Path, q: &TableQuery) -> Result<String, String> {
+    let ctx = SessionContext::new();
+    register(&ctx, "t", dir).await?;
+    let labels =
+        dir.with_file_name(format!("{}_labels", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    if labels.is_dir() {
+        register(&ctx, "labels", &labels).await?;
+    }
+    let sql = match q {
+        TableQuery::Count => "SELECT count(*) AS rows FROM t".to_string(),
+        TableQuery::Tail(n) => format!("SELECT * FROM t ORDER BY timestamp DESC, request_id, row_index LIMIT {n}"),
+        TableQuery::Sql(s) => s.clone(),
+    };
+    let df = ctx.sql(&sql).await.map_err(|e| format!("query failed: {e}"))?;
+    let batches = df.collect().await.map_err(|e| format!("query failed: {e}"))?;
+    pretty_format_batches(&batches).map(|t| t.to_string()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,356 @@
+//! Inference tables: every answer an endpoint gives (primary and shadow, success and error) is
+//! logged to a directory of Parquet files partitioned Hive-style by date
+//! (`<data_dir>/<table>/date=YYYY-MM-DD/part-*.parquet`), readable as one table by pyarrow, DuckDB
+//! and Spark.
+//!
+//! The request path only enqueues a record (bounded queue; `drop` counts, `block` waits). One
+//! writer thread per table turns records into Arrow columns, writes zstd Parquet under a hidden
+//! temporary name, closes it and renames it into place, so readers never see a partial file.
+//! Files are published at least every `flush_interval` and rotate at `max_file_rows`. On clean
+//! shutdown the queue is drained and written. Every drop and write error is counted.
+//!
+//! This module is a leaf: it knows tensors and its own record types, nothing of routing or APIs.
+
+mod columns;
+pub mod labels;
+mod writer;
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::Counter;
+
+use crate::tensor::Tensor;
+
+/// What to do when a table's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Drop the record and count it (default): serving never waits for the log.
+    Drop,
+    /// Wait for room: nothing is dropped, requests slow down instead.
+    Block,
+}
+
+/// Settings of one inference table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableOptions {
+    /// Table name: the directory under `data_dir`.
+    pub table: String,
+    pub dir: PathBuf,
+    /// Share of requests logged (each request is in or out as a whole, with its shadows).
+    pub sampling_fraction: f64,
+    pub on_full: OnFull,
+    pub queue_capacity: usize,
+    pub flush_interval: Duration,
+    pub max_file_rows: usize,
+    /// Log raw request and response JSON (`/predict` only), each capped at `max_payload_bytes`.
+    pub log_payloads: bool,
+    pub max_payload_bytes: usize,
+}
+
+/// One feature column: values come from `inputs[input]` at `offset + row * width`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureColumn {
+    pub name: String,
+    pub input: usize,
+    pub offset: usize,
+    pub width: usize,
+}
+
+/// How a table stores inputs: named feature columns (FLOAT64), or one list column per input
+/// tensor (`input_<name>`) for models without named features.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputColumns {
+    Features(Vec<FeatureColumn>),
+    Tensors(Vec<String>),
+}
+
+/// The prediction columns of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictionKind {
+    /// `prediction` (label, STRING) and `probabilities` (MAP<STRING, DOUBLE>).
+    Classification,
+    /// `prediction` (DOUBLE).
+    Regression,
+    /// One list column per output (`output_<name>`).
+    Tensor,
+}
+
+/// Which outputs of one served model hold its prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionSpec {
+    pub label: Option<usize>,
+    pub probabilities: Option<usize>,
+    pub value: Option<usize>,
+    pub class_labels: Option<Vec<String>>,
+    /// Output names, for `Tensor` tables.
+    pub output_names: Vec<String>,
+}
+
+/// The shape of a table, fixed for the life of its files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableLayout {
+    pub inputs: InputColumns,
+    pub prediction: PredictionKind,
+}
+
+/// One logged request (N rows share it).
+#[derive(Debug, Clone)]
+pub struct InferenceRecord {
+    pub request_id: Arc<str>,
+    pub client_request_id: Option<String>,
+    /// Microseconds since the Unix epoch, UTC.
+    pub timestamp_us: i64,
+    pub endpoint: Arc<str>,
+    pub served_model: Arc<str>,
+    pub model_name: Arc<str>,
+    pub model_version: Arc<str>,
+    pub is_shadow: bool,
+    pub status_code: u16,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    pub execution_ms: f64,
+    pub queue_ms: f64,
+    /// Rows in the model execution this request was part of.
+    pub batch_size: u32,
+    pub sampling_fraction: f64,
+    pub requester: Option<String>,
+    /// Request rows; 0 when the request never became tensors (a malformed body).
+    pub rows: usize,
+    pub inputs: Option<Arc<Vec<Tensor>>>,
+    pub outputs: Option<Arc<Vec<Tensor>>>,
+    pub prediction: Option<Arc<PredictionSpec>>,
+    pub request_json: Option<Payload>,
+    pub response_json: Option<Payload>,
+}
+
+/// A raw JSON payload to log, or the fact that it was over `max_payload_bytes`.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Json(Arc<[u8]>),
+    TooLarge,
+}
+
+impl Payload {
+    /// The payload, or `TooLarge` when it exceeds `cap` bytes.
+    pub fn capped(bytes: &[u8], cap: usize) -> Payload {
+        if bytes.len() > cap { Payload::TooLarge } else { Payload::Json(Arc::from(bytes)) }
+    }
+}
+
+/// Counters of one table.
+#[derive(Debug, Clone)]
+struct TableMetrics {
+    rows_written: Counter,
+    dropped_full: Counter,
+    dropped_closed: Counter,
+    dropped_write_error: Counter,
+    files: Counter,
+    bytes: Counter,
+    write_errors: Counter,
+}
+
+impl TableMetrics {
+    fn new(table: &str) -> TableMetrics {
+        use crate::metrics::{
+            LOG_BYTES_TOTAL, LOG_FILES_TOTAL, LOG_ROWS_DROPPED_TOTAL, LOG_ROWS_WRITTEN_TOTAL, LOG_WRITE_ERRORS_TOTAL,
+        };
+        let t = || ("table", table.to_string());
+        let dropped = |r: &'static str| metrics::counter!(LOG_ROWS_DROPPED_TOTAL, &[t(), ("reason", r.to_string())]);
+        TableMetrics {
+            rows_written: metrics::counter!(LOG_ROWS_WRITTEN_TOTAL, &[t()]),
+            dropped_full: dropped("queue_full"),
+            dropped_closed: dropped("closed"),
+            dropped_write_error: dropped("write_error"),
+            files: metrics::counter!(LOG_FILES_TOTAL, &[t()]),
+            bytes: metrics::counter!(LOG_BYTES_TOTAL, &[t()]),
+            write_errors: metrics::counter!(LOG_WRITE_ERRORS_TOTAL, &[t()]),
+        }
+    }
+}
+
+/// Request and client request ids logged recently, so labels can tell known ids from unknown.
+#[derive(Debug, Default)]
+struct IdIndex {
+    set: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
+}
+
+/// Most ids remembered per table for label matching.
+const ID_INDEX_CAPACITY: usize = 1_000_000;
+
+impl IdIndex {
+    fn insert(&mut self, id: Arc<str>) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > ID_INDEX_CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+/// Handle to one table's writer. Cheap to clone; the writer thread stops (after writing what it
+/// holds) when [`Table::close`] is called or every handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Table {
+    inner: Arc<TableInner>,
+}
+
+#[derive(Debug)]
+struct TableInner {
+    options: TableOptions,
+    layout: TableLayout,
+    tx: Mutex<Option<flume::Sender<InferenceRecord>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    metrics: TableMetrics,
+    ids: Mutex<IdIndex>,
+}
+
+impl Table {
+    /// Starts the writer thread of a table.
+    pub fn open(options: TableOptions, layout: TableLayout) -> Result<Table, String> {
+        let (tx, rx) = flume::bounded(options.queue_capacity.max(1));
+        let metrics = TableMetrics::new(&options.table);
+        let w = writer::Writer::new(options.clone(), layout.clone(), metrics.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("log-{}", options.table))
+            .spawn(move || w.run(rx))
+            .map_err(|e| format!("cannot start the writer of table {}: {e}", options.table))?;
+        Ok(Table {
+            inner: Arc::new(TableInner {
+                options,
+                layout,
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                metrics,
+                ids: Mutex::new(IdIndex::default()),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &TableOptions {
+        &self.inner.options
+    }
+
+    pub fn layout(&self) -> &TableLayout {
+        &self.inner.layout
+    }
+
+    /// Whether a request drawn as `u` in [0, 1) is in the sample.
+    pub fn sampled(&self, u: f64) -> bool {
+        u < self.inner.options.sampling_fraction
+    }
+
+    fn sender(&self) -> Option<flume::Sender<InferenceRecord>> {
+        self.inner.tx.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn remember(&self, record: &InferenceRecord) {
+        if record.is_shadow {
+            return;
+        }
+        if let Ok(mut ids) = self.inner.ids.lock() {
+            ids.insert(record.request_id.clone());
+            if let Some(c) = &record.client_request_id {
+                ids.insert(Arc::from(c.as_str()));
+            }
+        }
+    }
+
+    /// Logs a record. With `drop`, never waits; with `block`, waits for room.
+    pub async fn log(&self, record: InferenceRecord) {
+        let rows = record.rows.max(1) as u64;
+        let Some(tx) = self.sender() else {
+            self.inner.metrics.dropped_closed.increment(rows);
+            return;
+        };
+        self.remember(&record);
+        let sent = match self.inner.options.on_full {
+            OnFull::Drop => match tx.try_send(record) {
+                Ok(()) => Ok(()),
+                Err(flume::TrySendError::Full(_)) => {
+                    self.inner.metrics.dropped_full.increment(rows);
+                    return;
+                }
+                Err(flume::TrySendError::Disconnected(_)) => Err(()),
+            },
+            OnFull::Block => tx.send_async(record).await.map_err(|_| ()),
+        };
+        if sent.is_err() {
+            self.inner.metrics.dropped_closed.increment(rows);
+        }
+    }
+
+    /// Whether `id` (request id or client request id) was logged recently.
+    pub fn knows(&self, id: &str) -> bool {
+        self.inner.ids.lock().map(|i| i.set.contains(id)).unwrap_or(false)
+    }
+
+    /// Stops taking records, writes what is queued, and waits for the writer (blocking).
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.inner.tx.lock() {
+            tx.take();
+        }
+        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!(table = %self.inner.options.table, "inference table writer panicked");
+        }
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+pub fn civil_date(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `date=YYYY-MM-DD` partition of a timestamp in microseconds.
+pub fn partition_of(timestamp_us: i64) -> String {
+    let (y, m, d) = civil_date(timestamp_us.div_euclid(86_400_000_000));
+    format!("date={y:04}-{m:02}-{d:02}")
+}
+
+/// Now, in microseconds since the epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_partition_by_utc_day() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(19_723), (2024, 1, 1));
+        assert_eq!(civil_date(20_513), (2026, 3, 1));
+        assert_eq!(partition_of(1_795_665_647_794_000), "date=2026-11-26");
+        assert_eq!(partition_of(-1), "date=1969-12-31");
+    }
+
+    #[test]
+    fn id_index_forgets_the_oldest() {
+        let mut i = IdIndex::default();
+        for n in 0..(ID_INDEX_CAPACITY + 5) {
+            i.insert(Arc::from(n.to_string().as_str()));
+        }
+        assert!(!i.set.contains("0"));
+        assert!(i.set.contains("5"));
+        assert_eq!(i.set.len(), ID_INDEX_CAPACITY);
+    }
+}

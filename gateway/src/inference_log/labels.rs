@@ -1,0 +1,142 @@
+//! Late ground truth: `POST /endpoints/{name}/labels` writes a labels table beside the inference
+//! table (`<data_dir>/<table>_labels/date=.../part-*.parquet`), joinable on `request_id` or
+//! `client_request_id`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::Value;
+
+use super::{now_us, partition_of};
+
+/// One label as posted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelItem {
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    /// The label as text (class label, or the number as written).
+    pub label: String,
+    /// The label as a number, when it is one (regression targets, 0/1 classes).
+    pub label_value: Option<f64>,
+}
+
+impl LabelItem {
+    /// The id this label refers to.
+    pub fn id(&self) -> &str {
+        self.request_id.as_deref().or(self.client_request_id.as_deref()).unwrap_or("")
+    }
+}
+
+/// Parses `[{"request_id" | "client_request_id": ..., "label": ...}]` (or `{"labels": [...]}`);
+/// errors name the item and what is wrong.
+pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    let items = match v {
+        Value::Array(a) => a,
+        Value::Object(mut o) => match o.remove("labels") {
+            Some(Value::Array(a)) => a,
+            _ => return Err(
+                "send a JSON array of {\"request_id\" or \"client_request_id\", \"label\"} (or {\"labels\": [...]})"
+                    .into(),
+            ),
+        },
+        _ => return Err("send a JSON array of {\"request_id\" or \"client_request_id\", \"label\"}".into()),
+    };
+    if items.is_empty() {
+        return Err("no labels in the body".into());
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let Value::Object(o) = item else { return Err(format!("labels[{i}] must be an object")) };
+            for k in o.keys() {
+                if !matches!(k.as_str(), "request_id" | "client_request_id" | "label") {
+                    return Err(format!(
+                        "labels[{i}] has unknown field '{k}'; use request_id or client_request_id, and label"
+                    ));
+                }
+            }
+            let text = |k: &str| -> Result<Option<String>, String> {
+                match o.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+                    Some(_) => Err(format!("labels[{i}].{k} must be a non-empty string")),
+                }
+            };
+            let (request_id, client_request_id) = (text("request_id")?, text("client_request_id")?);
+            if request_id.is_some() == client_request_id.is_some() {
+                return Err(format!("labels[{i}] needs exactly one of request_id or client_request_id"));
+            }
+            let (label, label_value) = match o.get("label") {
+                Some(Value::String(s)) => (s.clone(), s.parse::<f64>().ok()),
+                Some(Value::Number(n)) => (n.to_string(), n.as_f64()),
+                Some(Value::Bool(b)) => (b.to_string(), Some(f64::from(u8::from(*b)))),
+                _ => return Err(format!("labels[{i}].label must be a string, number or boolean")),
+            };
+            Ok(LabelItem { request_id, client_request_id, label, label_value })
+        })
+        .collect()
+}
+
+/// Writes the labels as one new part file under `dir` (the labels table). Returns its size.
+pub fn write(dir: &Path, items: &[LabelItem]) -> Result<u64, String> {
+    let now = now_us();
+    let mut request_id = StringBuilder::new();
+    let mut client_request_id = StringBuilder::new();
+    let mut label = StringBuilder::new();
+    let mut label_value = Float64Builder::new();
+    let mut timestamp = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    for it in items {
+        request_id.append_option(it.request_id.as_deref());
+        client_request_id.append_option(it.client_request_id.as_deref());
+        label.append_value(&it.label);
+        label_value.append_option(it.label_value);
+        timestamp.append_value(now);
+    }
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        ("request_id", Arc::new(request_id.finish())),
+        ("client_request_id", Arc::new(client_request_id.finish())),
+        ("label", Arc::new(label.finish())),
+        ("label_value", Arc::new(label_value.finish())),
+        ("timestamp", Arc::new(timestamp.finish())),
+    ];
+    let schema = Arc::new(Schema::new(
+        cols.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema, cols.into_iter().map(|(_, a)| a).collect()).map_err(|e| e.to_string())?;
+    super::writer::write_batch(&dir.join(partition_of(now)), &batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_ids_and_label_types() {
+        let items = parse(br#"[{"request_id": "a", "label": "fraud"}, {"client_request_id": "c", "label": 12.5}, {"request_id": "b", "label": true}]"#).unwrap();
+        assert_eq!(items[0].label, "fraud");
+        assert_eq!(items[1].label_value, Some(12.5));
+        assert_eq!(items[1].id(), "c");
+        assert_eq!(items[2].label_value, Some(1.0));
+        assert_eq!(parse(br#"{"labels": [{"request_id": "a", "label": 1}]}"#).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn parse_errors_name_the_item() {
+        for (body, needle) in [
+            (&br#"[{"label": 1}]"#[..], "labels[0] needs exactly one"),
+            (br#"[{"request_id": "a", "client_request_id": "b", "label": 1}]"#, "exactly one"),
+            (br#"[{"request_id": "a"}]"#, "labels[0].label"),
+            (br#"[{"request_id": "a", "label": 1, "x": 2}]"#, "unknown field 'x'"),
+            (br#"[]"#, "no labels"),
+            (br#"{"#, "not valid JSON"),
+        ] {
+            let e = parse(body).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}
