@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs the Sluice gateway on the bundled demo models and config (sluice.toml):
-# HTTP :8000, gRPC :8001, admin/metrics 127.0.0.1:8002. Installs what it needs first
-# (the ONNX Runtime library from PyPI; a release build of the gateway). Extra arguments go to
-# `sluice serve`, e.g. scripts/run-demo.sh --http 127.0.0.1:9000
+# HTTP :8000, gRPC :8001, admin/metrics 127.0.0.1:8002; inference tables under data/.
+# Installs what it needs first (the ONNX Runtime library from PyPI; a build of the gateway).
+# SLUICE_PROFILE=release builds an optimised binary (much longer first build).
+# Extra arguments go to `sluice serve`, e.g. scripts/run-demo.sh --http 127.0.0.1:9000
 set -euo pipefail
 cd "$(dirname "$0")/.."
+profile="${SLUICE_PROFILE:-dev}"
 scripts/fetch-onnxruntime.sh
-cargo build --release --locked -p sluice
-exec target/release/sluice serve --config sluice.toml "$@"
+cargo build --locked -p sluice --profile "$profile"
+dir=debug
+[ "$profile" = dev ] || dir="$profile"
+exec "target/$dir/sluice" serve --config sluice.toml "$@"

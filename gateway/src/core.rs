@@ -253,9 +253,16 @@ impl Gateway {
 
     /// Runs a KServe V2 inference request against a model (or an endpoint of that name).
     pub async fn infer(&self, req: InferRequest, meta: &RequestMeta) -> Result<InferResponse, CoreError> {
-        self.check_ready()?;
         let start = Instant::now();
         let snap = self.snapshot();
+        if let Err(e) = self.check_ready() {
+            let is_model = snap.registry.get(&req.model, None).is_ok();
+            let capture = snap.endpoints.get(&req.model).filter(|_| !is_model).and_then(|ep| ep.capture(meta, None));
+            if let Some(c) = capture {
+                c.table.log(c.record(capture::Outcome::failed_before_routing(&e, start))).await;
+            }
+            return Err(e);
+        }
         let (model, served, endpoint) = match snap.registry.get(&req.model, req.version.as_deref()) {
             Ok(m) => (m.clone(), None, None),
             Err(LookupError::UnknownModel(_)) if snap.endpoints.contains_key(&req.model) => {
@@ -320,10 +327,16 @@ impl Gateway {
         meta: &RequestMeta,
         body: &[u8],
     ) -> Result<PredictResponse, CoreError> {
-        self.check_ready()?;
         let start = Instant::now();
         let snap = self.snapshot();
         let ep = snap.endpoint(target.endpoint)?;
+        if let Err(e) = self.check_ready() {
+            // An answer like any other: it goes to the table too.
+            if let Some(c) = ep.capture(meta, None) {
+                c.table.log(c.record(capture::Outcome::failed_before_routing(&e, start))).await;
+            }
+            return Err(e);
+        }
         let parsed = mlflow::parse(body, ep.sticky_field());
         let capture = ep.capture(meta, parsed.as_ref().ok().and_then(|p| p.client_request_id.clone()));
         // Builds the table row of this request's answer (when it is captured).

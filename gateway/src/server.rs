@@ -40,6 +40,9 @@ pub struct RunningServer {
     pub gateway: Arc<Gateway>,
     pub control: Arc<Control>,
     token: CancellationToken,
+    /// The listeners (HTTP, gRPC, admin).
+    servers: TaskTracker,
+    /// Everything else: batchers, shadow work, config watchers.
     tasks: TaskTracker,
 }
 
@@ -71,10 +74,11 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let (http_addr, grpc_addr, admin_addr) = (local(&http_listener)?, local(&grpc_listener)?, local(&admin_listener)?);
 
     let token = CancellationToken::new();
+    let servers = TaskTracker::new();
     let state = HttpState { gateway: gateway.clone(), max_body_bytes: config.server.max_body_bytes, metrics };
     let http_router = http::router(state.clone());
     let t = token.clone();
-    tasks.spawn(async move {
+    servers.spawn(async move {
         if let Err(e) = axum::serve(http_listener, http_router).with_graceful_shutdown(t.cancelled_owned()).await {
             tracing::error!("http server: {e}");
         }
@@ -86,14 +90,14 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     };
     let admin_router = http::admin_router(state, admin);
     let t = token.clone();
-    tasks.spawn(async move {
+    servers.spawn(async move {
         if let Err(e) = axum::serve(admin_listener, admin_router).with_graceful_shutdown(t.cancelled_owned()).await {
             tracing::error!("admin server: {e}");
         }
     });
     let grpc = GrpcService::server(gateway.clone(), config.server.max_body_bytes);
     let t = token.clone();
-    tasks.spawn(async move {
+    servers.spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(grpc)
@@ -110,7 +114,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         tasks.spawn(reload_on_sighup(control.clone(), token.clone()));
     }
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "sluice serving");
-    Ok(RunningServer { http_addr, grpc_addr, admin_addr, gateway, control, token, tasks })
+    Ok(RunningServer { http_addr, grpc_addr, admin_addr, gateway, control, token, servers, tasks })
 }
 
 impl RunningServer {
@@ -129,14 +133,20 @@ impl RunningServer {
     /// Stops accepting, lets in-flight requests and shadow work finish (up to `deadline`), and
     /// returns.
     pub async fn shutdown(self, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
         self.gateway.set_ready(false);
         self.token.cancel();
+        // Listeners stop accepting; requests in flight finish (late ones get a logged 503).
+        self.servers.close();
+        if tokio::time::timeout_at(until, self.servers.wait()).await.is_err() {
+            tracing::warn!("shutdown deadline of {deadline:?} passed with requests still in flight");
+        }
         // Dropping the models' and shadow queues' senders lets their tasks drain and end.
         self.gateway.swap(Snapshot::empty());
         drop(self.control);
         self.tasks.close();
-        if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
-            tracing::warn!("shutdown deadline of {deadline:?} passed with requests still in flight");
+        if tokio::time::timeout_at(until, self.tasks.wait()).await.is_err() {
+            tracing::warn!("shutdown deadline of {deadline:?} passed with shadow work still running");
         }
         // Every answer given is now queued for its table: write it all out.
         let tables = self.gateway.tables().clone();
