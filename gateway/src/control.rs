@@ -232,7 +232,8 @@ impl Control {
             .source
             .clone()
             .ok_or_else(|| ControlError::Invalid("the gateway was not started from a config file".into()))?;
-        let text = std::fs::read_to_string(&src.path)
+        let text = tokio::fs::read_to_string(&src.path)
+            .await
             .map_err(|e| ControlError::Invalid(format!("cannot read {}: {e}", src.path.display())))?;
         let base = src.path.parent().map(PathBuf::from).unwrap_or_default();
         let new = Config::from_toml_env(&text, &src.path.display().to_string(), &base, src.env.as_deref());
@@ -251,7 +252,7 @@ impl Control {
     /// Reloads when the file's content changed since the last load; errors are logged.
     async fn reload_if_changed(&self) {
         let Some(src) = &self.source else { return };
-        let Ok(text) = std::fs::read_to_string(&src.path) else { return };
+        let Ok(text) = tokio::fs::read_to_string(&src.path).await else { return };
         if self.state.lock().await.file_text.as_deref() == Some(text.as_str()) {
             return;
         }
@@ -298,8 +299,14 @@ impl Control {
 
     /// Prepares the new snapshot off the request path and swaps it in; records history.
     async fn apply_locked(&self, st: &mut State, mut new: Config, source: Source) -> Result<Vec<String>, ControlError> {
-        // Listener addresses and limits are fixed at start; keep them.
-        new.server = ServerKeep::keep(&st.config, &new);
+        // Listener addresses and limits are fixed at start; keep them, and say so when they changed.
+        let kept = ServerKeep::keep(&st.config, &new);
+        if source == Source::File && !ServerKeep::same_fixed(&st.config, &new) {
+            tracing::warn!(
+                "server settings other than default_endpoint changed in the config file; they apply after a restart"
+            );
+        }
+        new.server = kept;
         let previous = self.gateway.snapshot();
         let tasks = self.tasks.clone();
         let tables = self.gateway.tables().clone();
@@ -345,6 +352,16 @@ impl ServerKeep {
         let mut s = old.server.clone();
         s.default_endpoint = new.server.default_endpoint.clone();
         s
+    }
+
+    /// Whether the settings that need a restart are unchanged (comparing what was written).
+    fn same_fixed(old: &Config, new: &Config) -> bool {
+        let strip = |c: &Config| {
+            let mut s = c.raw.server.clone();
+            s.default_endpoint = None;
+            serde_json::to_string(&s).unwrap_or_default()
+        };
+        strip(old) == strip(new)
     }
 }
 
