@@ -164,7 +164,6 @@ pub struct PredictResponse {
     pub body: Vec<u8>,
     pub served_model: Arc<str>,
     pub model: Arc<LoadedModel>,
-    pub client_request_id: Option<String>,
 }
 
 /// Everything one config produced: loaded models and endpoints.
@@ -413,12 +412,7 @@ impl Gateway {
                 if let Some((t, r)) = record(Some(&served), Ok(answered)) {
                     t.log(r).await;
                 }
-                Ok(PredictResponse {
-                    body: response,
-                    served_model: served.name.clone(),
-                    model: served.model.clone(),
-                    client_request_id: parsed.client_request_id,
-                })
+                Ok(PredictResponse { body: response, served_model: served.name.clone(), model: served.model.clone() })
             }
             Err(e) => {
                 served.metrics.failure(e.kind());

@@ -154,11 +154,6 @@ impl RunningServer {
             tracing::error!("inference table writers did not close cleanly");
         }
     }
-
-    /// Resolves when shutdown has been requested.
-    pub async fn cancelled(&self) {
-        self.token.cancelled().await;
-    }
 }
 
 async fn reload_on_sighup(control: Arc<Control>, token: CancellationToken) {
