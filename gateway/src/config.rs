@@ -120,6 +120,8 @@ pub struct EndpointConfig {
     pub routing_seed: Option<u64>,
     /// The endpoint's inference table, when logging is on.
     pub table: Option<crate::inference_log::TableOptions>,
+    /// The endpoint's monitor (needs the inference table).
+    pub monitor: Option<crate::monitor::MonitorSpec>,
     /// As written, for the admin API and history.
     pub raw: RawEndpoint,
 }

@@ -90,6 +90,7 @@ pub struct Control {
     state: Mutex<State>,
     source: Option<ConfigSource>,
     tasks: TaskTracker,
+    monitors: std::sync::OnceLock<Arc<crate::monitor::service::Monitors>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -119,11 +120,27 @@ impl Control {
             })
             .collect();
         let file_text = source.as_ref().and_then(|s| std::fs::read_to_string(&s.path).ok());
-        Control { gateway, state: Mutex::new(State { config, history, file_text }), source, tasks }
+        Control {
+            gateway,
+            state: Mutex::new(State { config, history, file_text }),
+            source,
+            tasks,
+            monitors: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// Hands the running monitors to the control plane (once, at start), so config changes
+    /// restart the monitors they touch.
+    pub fn set_monitors(&self, monitors: Arc<crate::monitor::service::Monitors>) {
+        let _ = self.monitors.set(monitors);
+    }
+
+    pub fn monitors(&self) -> Option<&Arc<crate::monitor::service::Monitors>> {
+        self.monitors.get()
     }
 
     /// The config in force.
@@ -321,8 +338,15 @@ impl Control {
                 return Err(e.into());
             }
         };
+        if let Err(e) = crate::monitor::service::check(&new, &snapshot.table_schemas()).await {
+            crate::metrics::config_change(source.label(), "rejected");
+            return Err(ControlError::Invalid(e));
+        }
         self.gateway.swap(snapshot);
         crate::metrics::config_change(source.label(), "applied");
+        if let Some(m) = self.monitors.get() {
+            m.reconcile(&new);
+        }
         let time = now_rfc3339();
         let mut changed = Vec::new();
         let old: BTreeMap<&str, &RawEndpoint> = st.config.raw.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();

@@ -192,6 +192,14 @@ impl Snapshot {
         Ok(Snapshot { registry, endpoints, default_endpoint: config.server.default_endpoint.clone() })
     }
 
+    /// The Arrow schema of each logging endpoint's inference table.
+    pub fn table_schemas(&self) -> HashMap<String, datafusion::arrow::datatypes::SchemaRef> {
+        self.endpoints
+            .iter()
+            .filter_map(|(n, e)| e.table().and_then(|t| t.schema().ok()).map(|s| (n.clone(), s)))
+            .collect()
+    }
+
     /// A snapshot with nothing in it (what shutdown swaps in so queues drain and close).
     pub fn empty() -> Snapshot {
         Snapshot { registry: Registry::default(), endpoints: HashMap::new(), default_endpoint: None }

@@ -241,6 +241,11 @@ impl Table {
         &self.inner.layout
     }
 
+    /// The Arrow schema of this table's files.
+    pub fn schema(&self) -> Result<datafusion::arrow::datatypes::SchemaRef, String> {
+        columns::batch(&self.inner.layout, &[]).map(|b| b.schema()).map_err(|e| e.to_string())
+    }
+
     /// Whether a request drawn as `u` in [0, 1) is in the sample.
     pub fn sampled(&self, u: f64) -> bool {
         u < self.inner.options.sampling_fraction

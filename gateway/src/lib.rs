@@ -12,6 +12,7 @@ pub mod control;
 pub mod core;
 pub mod inference_log;
 pub mod metrics;
+pub mod monitor;
 pub mod registry;
 pub mod runtime;
 pub mod server;

@@ -53,6 +53,12 @@ enum Command {
         #[arg(long, global = true, default_value = "data", env = "SLUICE_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Drift and quality monitoring: run a monitor offline over any inference table, or look at
+    /// a running gateway's monitors.
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
     /// Config history, rollback and reload of a running gateway.
     Config {
         #[command(subcommand)]
@@ -101,6 +107,41 @@ enum TableCommand {
     },
     /// Any SQL query, e.g. `SELECT served_model, count(*) FROM t GROUP BY 1`.
     Sql { table: String, query: String },
+}
+
+#[derive(Subcommand)]
+enum MonitorCommand {
+    /// Write (or bring up to date) `<table>_profile_metrics` and `<table>_drift_metrics` for an
+    /// inference table directory. Incremental: a second run reads only files added since.
+    Run {
+        /// The inference table directory (e.g. data/fraud).
+        #[arg(long)]
+        table: PathBuf,
+        /// Baseline Parquet file (a training sample); overrides the config's `baseline`.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Monitor config (TOML: the keys of an endpoint's `monitor` table).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Labels table directory (default: <table>_labels beside the table, if present).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Where the metric tables go (default: the table's parent directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A running gateway's monitor: status, latest metrics and alerts (JSON).
+    Status {
+        endpoint: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Refresh a running gateway's monitor now.
+    Refresh {
+        endpoint: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +222,7 @@ fn main() -> ExitCode {
         Command::Traffic { command, admin } => admin_command(admin, AdminCall::Traffic(command)),
         Command::Config { command, admin } => admin_command(admin, AdminCall::Config(command)),
         Command::Table { command, data_dir } => table_command(command, &data_dir),
+        Command::Monitor { command } => monitor_command(command),
     }
 }
 
@@ -294,7 +336,30 @@ fn table_command(command: TableCommand, data_dir: &std::path::Path) -> ExitCode 
     }
 }
 
+fn monitor_command(command: MonitorCommand) -> ExitCode {
+    match command {
+        MonitorCommand::Run { table, baseline, config, labels, out } => {
+            let Some(rt) = runtime() else { return ExitCode::FAILURE };
+            let run = sluice::monitor::OfflineRun { table, labels, baseline, config, out };
+            match rt.block_on(sluice::monitor::run_offline(&run)) {
+                Ok((report, transitions)) => {
+                    let body = serde_json::json!({ "report": report, "alert_transitions": transitions });
+                    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        MonitorCommand::Status { endpoint, admin } => admin_command(admin, AdminCall::Monitor(endpoint, false)),
+        MonitorCommand::Refresh { endpoint, admin } => admin_command(admin, AdminCall::Monitor(endpoint, true)),
+    }
+}
+
 enum AdminCall {
+    Monitor(String, bool),
     Endpoints(EndpointsCommand),
     Traffic(TrafficCommand),
     Config(ConfigCommand),
@@ -335,6 +400,12 @@ fn admin_command(admin: AdminArgs, call: AdminCall) -> ExitCode {
             }
             AdminCall::Config(ConfigCommand::Reload) => {
                 client.call(Method::POST, "/admin/reload", None).await.map(pretty)
+            }
+            AdminCall::Monitor(endpoint, false) => {
+                client.call(Method::GET, &format!("/monitors/{endpoint}"), None).await.map(pretty)
+            }
+            AdminCall::Monitor(endpoint, true) => {
+                client.call(Method::POST, &format!("/monitors/{endpoint}/refresh"), None).await.map(pretty)
             }
         }
     });

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Counter, Histogram, Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics::{Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
@@ -26,6 +26,12 @@ pub const LOG_ROWS_DROPPED_TOTAL: &str = "sluice_log_rows_dropped_total";
 pub const LOG_FILES_TOTAL: &str = "sluice_log_files_total";
 pub const LOG_BYTES_TOTAL: &str = "sluice_log_bytes_total";
 pub const LOG_WRITE_ERRORS_TOTAL: &str = "sluice_log_write_errors_total";
+pub const MONITOR_REFRESHES_TOTAL: &str = "sluice_monitor_refreshes_total";
+pub const MONITOR_REFRESH_DURATION: &str = "sluice_monitor_refresh_duration_seconds";
+pub const MONITOR_ROWS_READ_TOTAL: &str = "sluice_monitor_rows_read_total";
+pub const MONITOR_DRIFT: &str = "sluice_monitor_drift";
+pub const MONITOR_ALERT_FIRING: &str = "sluice_monitor_alert_firing";
+pub const MONITOR_NOTIFICATIONS_TOTAL: &str = "sluice_monitor_alert_notifications_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -50,6 +56,19 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
+    describe_counter!(MONITOR_REFRESHES_TOTAL, Unit::Count, "Monitor refreshes, by endpoint and result (ok, error).");
+    describe_histogram!(MONITOR_REFRESH_DURATION, Unit::Seconds, "Time a monitor refresh took.");
+    describe_counter!(MONITOR_ROWS_READ_TOTAL, Unit::Count, "Inference table rows read by monitor refreshes.");
+    describe_gauge!(
+        MONITOR_DRIFT,
+        "Latest drift value per endpoint, granularity, drift type, model id (:all = every primary model), column and metric."
+    );
+    describe_gauge!(MONITOR_ALERT_FIRING, "1 while a monitor alert is firing, else 0.");
+    describe_counter!(
+        MONITOR_NOTIFICATIONS_TOTAL,
+        Unit::Count,
+        "Alert webhook notifications, by endpoint, alert and result (delivered, failed)."
+    );
     describe_counter!(
         REQUESTS_TOTAL,
         Unit::Count,

@@ -61,8 +61,10 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, None, &t, &ts))
         .await
         .map_err(|e| StartError::Other(format!("model loading panicked: {e}")))??;
+    crate::monitor::service::check(&config, &snapshot.table_schemas()).await.map_err(StartError::Other)?;
     let gateway = Arc::new(Gateway::new(snapshot, tables));
     let control = Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone()));
+    control.set_monitors(crate::monitor::service::Monitors::start(&config).map_err(StartError::Other)?);
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
@@ -136,6 +138,12 @@ impl RunningServer {
         let until = tokio::time::Instant::now() + deadline;
         self.gateway.set_ready(false);
         self.token.cancel();
+        // Monitors stop first: an interrupted refresh is redone from its persisted state.
+        if let Some(m) = self.control.monitors().cloned()
+            && tokio::task::spawn_blocking(move || m.stop()).await.is_err()
+        {
+            tracing::error!("monitors did not stop cleanly");
+        }
         // Listeners stop accepting; requests in flight finish (late ones get a logged 503).
         self.servers.close();
         if tokio::time::timeout_at(until, self.servers.wait()).await.is_err() {

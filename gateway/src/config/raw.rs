@@ -154,6 +154,9 @@ pub struct RawEndpoint {
     /// Log every answer to an inference table (Databricks' `auto_capture_config`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inference_table: Option<RawInferenceTable>,
+    /// Drift and quality monitoring over the inference table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::monitor::RawMonitor>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

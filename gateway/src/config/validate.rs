@@ -82,7 +82,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         if !endpoint_names.insert(e.name.clone()) {
             issues.add(format!("{field}.name"), format!("endpoint '{}' is defined twice; rename one", e.name));
         }
-        if let Some(ep) = validate_endpoint(&mut issues, &field, e, &server.data_dir) {
+        if let Some(ep) = validate_endpoint(&mut issues, &field, e, &server.data_dir, base) {
             for (j, (s, rs)) in ep.served_entities.iter().zip(&e.served_entities).enumerate() {
                 let f = format!("{field}.served_entities[{j}]");
                 let key = (s.model.clone(), s.version);
@@ -307,7 +307,13 @@ fn sorted(set: &HashSet<String>) -> Vec<&String> {
     v
 }
 
-fn validate_endpoint(issues: &mut Issues, field: &str, e: &RawEndpoint, data_dir: &Path) -> Option<EndpointConfig> {
+fn validate_endpoint(
+    issues: &mut Issues,
+    field: &str,
+    e: &RawEndpoint,
+    data_dir: &Path,
+    base: &Path,
+) -> Option<EndpointConfig> {
     let before = issues.0.len();
     if e.served_entities.is_empty() {
         issues.add(format!("{field}.served_entities"), "list at least one served entity (entity_name, entity_version)");
@@ -465,11 +471,32 @@ fn validate_endpoint(issues: &mut Issues, field: &str, e: &RawEndpoint, data_dir
         }
     };
     let table = e.inference_table.as_ref().and_then(|t| validate_table(issues, field, &e.name, t, data_dir));
+    let monitor = match &e.monitor {
+        Some(m) if m.enabled.unwrap_or(true) => {
+            if table.is_none() {
+                issues.add(
+                    format!("{field}.monitor"),
+                    "a monitor reads the endpoint's inference table; enable inference_table too",
+                );
+            }
+            match crate::monitor::spec::validate(m, &format!("{field}.monitor"), base, None) {
+                Ok(spec) => Some(spec),
+                Err(errs) => {
+                    for (f, msg) in errs {
+                        issues.add(f, msg);
+                    }
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if issues.0.len() > before {
         return None;
     }
     Some(EndpointConfig {
         table,
+        monitor,
         name: e.name.clone(),
         served_entities: served,
         routes,

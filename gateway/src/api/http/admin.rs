@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{json_ok, read_body};
@@ -37,6 +37,9 @@ pub fn routes(state: AdminState) -> Router {
         .route("/admin/endpoints/{name}/history", get(history))
         .route("/admin/endpoints/{name}/rollback", post(rollback))
         .route("/admin/reload", post(reload))
+        .route("/monitors", get(monitors_list))
+        .route("/monitors/{endpoint}", get(monitor_status))
+        .route("/monitors/{endpoint}/refresh", post(monitor_refresh))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -238,4 +241,43 @@ async fn rollback(
 async fn reload(State(s): State<AdminState>) -> Result<Response, ApiError> {
     let changed = s.control.reload_from_file().await?;
     Ok(json_ok(&serde_json::json!({ "reloaded": true, "changed_endpoints": changed })))
+}
+
+fn monitors_of(state: &AdminState) -> Result<&Arc<crate::monitor::service::Monitors>, ApiError> {
+    state.control.monitors().ok_or_else(|| ApiError::Core(CoreError::NotFound("no monitors are running".into())))
+}
+
+impl From<crate::monitor::service::MonitorCallError> for ApiError {
+    fn from(e: crate::monitor::service::MonitorCallError) -> ApiError {
+        use crate::monitor::service::MonitorCallError as E;
+        match e {
+            E::NotFound(m) => ApiError::Core(CoreError::NotFound(m)),
+            E::Failed(m) => ApiError::Core(CoreError::Internal(format!("monitor refresh failed: {m}"))),
+        }
+    }
+}
+
+/// `GET /monitors`: the monitored endpoints.
+async fn monitors_list(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = monitors_of(&state)?;
+    Ok(Json(serde_json::json!({ "monitors": m.names() })))
+}
+
+/// `GET /monitors/{endpoint}`: status, last refresh, latest metrics and alerts.
+async fn monitor_status(
+    State(state): State<AdminState>,
+    Path(endpoint): Path<String>,
+) -> Result<Json<crate::monitor::service::Status>, ApiError> {
+    Ok(Json(monitors_of(&state)?.status(&endpoint)?))
+}
+
+/// `POST /monitors/{endpoint}/refresh`: refresh now and answer with what it did.
+async fn monitor_refresh(
+    State(state): State<AdminState>,
+    Path(endpoint): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = monitors_of(&state)?;
+    let result = m.refresh(&endpoint, std::time::Duration::from_secs(600)).await?;
+    let status = m.status(&endpoint)?;
+    Ok(Json(serde_json::json!({ "refresh": result, "status": status })))
 }

@@ -1,0 +1,397 @@
+//! Monitors inside the gateway: one task per monitored endpoint, all on one dedicated thread
+//! (its own single-threaded runtime), so refreshes never take CPU time from the serving runtime's
+//! worker threads. Each task refreshes every `refresh_interval` and on demand (admin API),
+//! evaluates alerts, sends notifications and publishes gauges and a status for the admin API.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Monitor, RefreshReport};
+use super::rows::{DriftRow, ProfileRow};
+use super::spec::MonitorSpec;
+use crate::config::Config;
+
+/// Status of one monitor, as the admin API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub endpoint: String,
+    pub table: String,
+    pub table_dir: String,
+    pub profile_metrics: String,
+    pub drift_metrics: String,
+    pub granularities: Vec<String>,
+    pub refresh_interval_s: f64,
+    pub baseline: Option<String>,
+    pub refreshes: u64,
+    pub refreshing: bool,
+    pub last_refresh: Option<String>,
+    pub last_report: Option<RefreshReport>,
+    pub last_error: Option<String>,
+    /// Drift rows of the newest window (whole table slice) per granularity, model and column.
+    pub latest_drift: Vec<Value>,
+    /// Profile rows of the newest window (whole table slice).
+    pub latest_profile: Vec<Value>,
+    pub alerts: Vec<Value>,
+}
+
+enum Cmd {
+    Refresh(oneshot::Sender<Result<Value, String>>),
+}
+
+struct Handle {
+    key: String,
+    tx: mpsc::Sender<Cmd>,
+    status: Arc<Mutex<Status>>,
+    cancel: CancellationToken,
+}
+
+/// Every monitor of the running gateway.
+pub struct Monitors {
+    runtime: tokio::runtime::Handle,
+    handles: Mutex<HashMap<String, Handle>>,
+    stop: CancellationToken,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Monitors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitors").finish_non_exhaustive()
+    }
+}
+
+/// Why a monitor call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorCallError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn opt_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn window_json(start: i64, end: i64) -> Value {
+    json!({"start": super::output::stamp(start), "end": super::output::stamp(end)})
+}
+
+fn drift_json(d: &DriftRow) -> Value {
+    json!({
+        "window": window_json(d.key.window_start, d.key.window_end),
+        "granularity": &*d.key.granularity,
+        "drift_type": d.drift_type,
+        "model_id": d.key.model_id.as_deref(),
+        "column_name": d.column_name,
+        "count_delta": d.count_delta,
+        "avg_delta": d.avg_delta,
+        "ks_test": d.ks_test.map(|(s, p)| json!({"statistic": s, "pvalue": p})),
+        "wasserstein_distance": d.wasserstein_distance,
+        "population_stability_index": d.population_stability_index,
+        "js_distance": d.js_distance,
+        "chi_squared_test": d.chi_squared_test.map(|(s, p)| json!({"statistic": s, "pvalue": p})),
+        "tv_distance": d.tv_distance,
+        "l_infinity_distance": d.l_infinity_distance,
+    })
+}
+
+fn profile_json(p: &ProfileRow) -> Value {
+    let q = &p.quality;
+    json!({
+        "window": window_json(p.key.window_start, p.key.window_end),
+        "granularity": &*p.key.granularity,
+        "model_id": p.key.model_id.as_deref(),
+        "column_name": p.column_name,
+        "count": p.count,
+        "percent_null": p.percent_null,
+        "avg": p.avg,
+        "stddev": p.stddev,
+        "min": p.min,
+        "max": p.max,
+        "median": p.median,
+        "distinct_count": p.distinct_count,
+        "accuracy_score": q.accuracy,
+        "f1_score": q.f1.map(|(m, w)| json!({"macro": m, "weighted": w})),
+        "roc_auc_score": q.roc_auc,
+        "mean_absolute_error": q.mae,
+        "r2_score": q.r2,
+    })
+}
+
+/// Gauges for the latest drift values (whole-table slice) of a refresh.
+fn publish_gauges(endpoint: &str, drift: &[DriftRow]) {
+    for d in drift.iter().filter(|d| d.key.slice_key.is_none() && d.column_name != ":table") {
+        let model = d.key.model_id.as_deref().unwrap_or(":all").to_string();
+        for (metric, v) in [
+            ("ks_statistic", d.ks_test.map(|t| t.0)),
+            ("ks_pvalue", d.ks_test.map(|t| t.1)),
+            ("wasserstein_distance", d.wasserstein_distance),
+            ("population_stability_index", d.population_stability_index),
+            ("js_distance", d.js_distance),
+            ("chi_squared_statistic", d.chi_squared_test.map(|t| t.0)),
+            ("chi_squared_pvalue", d.chi_squared_test.map(|t| t.1)),
+            ("tv_distance", d.tv_distance),
+            ("l_infinity_distance", d.l_infinity_distance),
+        ] {
+            if let Some(v) = v {
+                metrics::gauge!(
+                    crate::metrics::MONITOR_DRIFT,
+                    "endpoint" => endpoint.to_string(),
+                    "granularity" => d.key.granularity.to_string(),
+                    "drift_type" => d.drift_type,
+                    "model_id" => model.clone(),
+                    "column" => d.column_name.clone(),
+                    "metric" => metric,
+                )
+                .set(v);
+            }
+        }
+    }
+}
+
+async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Status>) -> Result<Value, String> {
+    if let Ok(mut s) = status.lock() {
+        s.refreshing = true;
+    }
+    let result = async {
+        let report = monitor.refresh().await.map_err(|e| e.to_string())?;
+        let transitions = super::alerts::evaluate(monitor).await.map_err(|e| e.to_string())?;
+        super::alerts::deliver(monitor, endpoint, &transitions).await;
+        monitor.save_state().map_err(|e| e.to_string())?;
+        Ok::<_, String>((report, transitions))
+    }
+    .await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!(crate::metrics::MONITOR_REFRESHES_TOTAL, "endpoint" => endpoint.to_string(), "result" => outcome)
+        .increment(1);
+    let alerts = alert_values(monitor);
+    for a in &alerts {
+        if let (Some(name), Some(firing)) =
+            (a.get("name").and_then(Value::as_str), a.get("firing").and_then(Value::as_bool))
+        {
+            metrics::gauge!(crate::metrics::MONITOR_ALERT_FIRING, "endpoint" => endpoint.to_string(), "alert" => name.to_string())
+                .set(f64::from(u8::from(firing)));
+        }
+    }
+    let Ok(mut s) = status.lock() else { return Err("monitor status lock poisoned".into()) };
+    s.refreshing = false;
+    s.refreshes = monitor.state().refreshes;
+    s.last_refresh = monitor.state().last_refresh_us.map(super::output::stamp);
+    s.alerts = alerts;
+    match result {
+        Ok((report, transitions)) => {
+            metrics::histogram!(crate::metrics::MONITOR_REFRESH_DURATION, "endpoint" => endpoint.to_string())
+                .record(report.duration_ms / 1000.0);
+            metrics::counter!(crate::metrics::MONITOR_ROWS_READ_TOTAL, "endpoint" => endpoint.to_string())
+                .increment(report.rows_read);
+            publish_gauges(endpoint, &report.latest_drift);
+            if !report.latest_drift.is_empty() || !report.latest_profile.is_empty() {
+                s.latest_drift =
+                    report.latest_drift.iter().filter(|d| d.key.slice_key.is_none()).map(drift_json).collect();
+                s.latest_profile =
+                    report.latest_profile.iter().filter(|p| p.key.slice_key.is_none()).map(profile_json).collect();
+            }
+            s.last_error = None;
+            let body = json!({"report": opt_json(&report), "transitions": opt_json(&transitions)});
+            s.last_report = Some(report);
+            Ok(body)
+        }
+        Err(e) => {
+            tracing::warn!(endpoint, "monitor refresh failed: {e}");
+            s.last_error = Some(e.clone());
+            Err(e)
+        }
+    }
+}
+
+fn alert_values(monitor: &Monitor) -> Vec<Value> {
+    monitor
+        .spec
+        .alerts
+        .iter()
+        .map(|rule| {
+            let st = monitor.state().alerts.get(&rule.name).cloned().unwrap_or_default();
+            json!({
+                "name": rule.name,
+                "rule": opt_json(rule),
+                "firing": st.firing,
+                "value": st.value,
+                "window_start": st.window_start.map(super::output::stamp),
+                "since": st.since_us.map(super::output::stamp),
+                "notifications_sent": st.notifications_sent,
+                "notifications_failed": st.notifications_failed,
+            })
+        })
+        .collect()
+}
+
+async fn run_monitor(
+    endpoint: String,
+    mut monitor: Monitor,
+    mut rx: mpsc::Receiver<Cmd>,
+    status: Arc<Mutex<Status>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(monitor.spec.refresh_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let reply = tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => None,
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Refresh(tx)) => Some(tx),
+                None => return,
+            },
+        };
+        let result = refresh_once(&endpoint, &mut monitor, &status).await;
+        if let Some(tx) = reply {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// (endpoint, spec, table dir, labels dir, output dir) of every monitored endpoint of `config`.
+fn wanted(config: &Config) -> Vec<(String, MonitorSpec, PathBuf, PathBuf, PathBuf)> {
+    config
+        .endpoints
+        .iter()
+        .filter_map(|e| {
+            let spec = e.monitor.clone()?;
+            let table = e.table.as_ref()?;
+            let labels = table.dir.with_file_name(format!("{}_labels", table.table));
+            let out = spec.output_dir.clone().unwrap_or_else(|| config.server.data_dir.clone());
+            Some((e.name.clone(), spec, table.dir.clone(), labels, out))
+        })
+        .collect()
+}
+
+impl Monitors {
+    /// Starts the monitor thread and the monitors of `config`.
+    pub fn start(config: &Config) -> Result<Arc<Monitors>, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("sluice-monitor")
+            .build()
+            .map_err(|e| format!("cannot start the monitor runtime: {e}"))?;
+        let runtime = rt.handle().clone();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-monitor".into())
+            .spawn(move || rt.block_on(s.cancelled()))
+            .map_err(|e| format!("cannot start the monitor thread: {e}"))?;
+        let m =
+            Arc::new(Monitors { runtime, handles: Mutex::new(HashMap::new()), stop, thread: Mutex::new(Some(thread)) });
+        m.reconcile(config);
+        Ok(m)
+    }
+
+    /// Starts, restarts or stops monitors so that they match `config`.
+    pub fn reconcile(&self, config: &Config) {
+        let Ok(mut handles) = self.handles.lock() else { return };
+        let wanted = wanted(config);
+        handles.retain(|name, h| {
+            let keep = wanted.iter().any(|(n, spec, dir, _, out)| n == name && h.key == key(spec, dir, out));
+            if !keep {
+                h.cancel.cancel();
+            }
+            keep
+        });
+        for (name, spec, dir, labels, out) in wanted {
+            if handles.contains_key(&name) {
+                continue;
+            }
+            let k = key(&spec, &dir, &out);
+            let monitor = Monitor::new(spec.clone(), dir.clone(), Some(labels), out);
+            let status = Arc::new(Mutex::new(Status {
+                endpoint: name.clone(),
+                table: monitor.table.clone(),
+                table_dir: dir.display().to_string(),
+                profile_metrics: monitor.profile_dir().display().to_string(),
+                drift_metrics: monitor.drift_dir().display().to_string(),
+                granularities: spec.granularities.iter().map(|g| g.name.clone()).collect(),
+                refresh_interval_s: spec.refresh_interval.as_secs_f64(),
+                baseline: spec.baseline.as_ref().map(|b| b.display().to_string()),
+                refreshes: monitor.state().refreshes,
+                alerts: alert_values(&monitor),
+                ..Status::default()
+            }));
+            let (tx, rx) = mpsc::channel(16);
+            let cancel = self.stop.child_token();
+            self.runtime.spawn(run_monitor(name.clone(), monitor, rx, status.clone(), cancel.clone()));
+            handles.insert(name, Handle { key: k, tx, status, cancel });
+        }
+    }
+
+    /// Names of the monitored endpoints.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.handles.lock().map(|h| h.keys().cloned().collect()).unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn status(&self, endpoint: &str) -> Result<Status, MonitorCallError> {
+        let handles = self.handles.lock().map_err(|_| MonitorCallError::Failed("monitor lock poisoned".into()))?;
+        let h = handles.get(endpoint).ok_or_else(|| not_found(endpoint))?;
+        h.status.lock().map(|s| s.clone()).map_err(|_| MonitorCallError::Failed("monitor status lock poisoned".into()))
+    }
+
+    /// Runs a refresh now and waits for it (at most `timeout`).
+    pub async fn refresh(&self, endpoint: &str, timeout: Duration) -> Result<Value, MonitorCallError> {
+        let tx = {
+            let handles = self.handles.lock().map_err(|_| MonitorCallError::Failed("monitor lock poisoned".into()))?;
+            handles.get(endpoint).ok_or_else(|| not_found(endpoint))?.tx.clone()
+        };
+        let (reply, rx) = oneshot::channel();
+        tx.send(Cmd::Refresh(reply)).await.map_err(|_| MonitorCallError::Failed("the monitor has stopped".into()))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r.map_err(MonitorCallError::Failed),
+            Ok(Err(_)) => Err(MonitorCallError::Failed("the monitor stopped during the refresh".into())),
+            Err(_) => Err(MonitorCallError::Failed(format!("the refresh took longer than {timeout:?}; it goes on"))),
+        }
+    }
+
+    /// Stops every monitor and the thread (a refresh in progress is abandoned; it is redone
+    /// from the persisted state on the next start).
+    pub fn stop(&self) {
+        self.stop.cancel();
+        if let Ok(mut t) = self.thread.lock()
+            && let Some(t) = t.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the monitor thread panicked");
+        }
+    }
+}
+
+fn not_found(endpoint: &str) -> MonitorCallError {
+    MonitorCallError::NotFound(format!(
+        "endpoint '{endpoint}' has no monitor; add `monitor = {{...}}` (and an inference table) to it"
+    ))
+}
+
+fn key(spec: &MonitorSpec, dir: &std::path::Path, out: &std::path::Path) -> String {
+    format!("{spec:?}|{}|{}", dir.display(), out.display())
+}
+
+/// Checks the monitors of `config` against the tables its endpoints will write (schemas from
+/// `schemas`), so a bad expression is refused with the config, naming the metric.
+pub async fn check(
+    config: &Config,
+    schemas: &HashMap<String, datafusion::arrow::datatypes::SchemaRef>,
+) -> Result<(), String> {
+    for (name, spec, dir, labels, out) in wanted(config) {
+        let Some(schema) = schemas.get(&name) else { continue };
+        let mut m = Monitor::new(spec, dir, Some(labels), out);
+        m.resolve_problem_type(schema);
+        m.check(schema.clone()).await.map_err(|e| format!("endpoints.{name}.monitor: {e}"))?;
+    }
+    Ok(())
+}
