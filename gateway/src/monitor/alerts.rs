@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
 use super::engine::{AlertState, Monitor, MonitorError, now_us};
-use super::output::stamp;
+use super::output::rfc3339;
 use super::spec::AlertRule;
 
 /// A rule's state changed.
@@ -153,8 +153,8 @@ pub async fn evaluate(monitor: &mut Monitor) -> Result<Vec<Transition>, MonitorE
             threshold: rule.threshold,
             consecutive_windows: rule.consecutive_windows,
             value: latest.and_then(|p| p.1),
-            window_start: latest.map(|p| stamp(p.0)),
-            at: stamp(now_us()),
+            window_start: latest.map(|p| rfc3339(p.0)),
+            at: rfc3339(now_us()),
             webhook_url: rule.webhook_url.clone(),
         });
     }

@@ -273,6 +273,12 @@ pub fn stamp(us: i64) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", sod / 3600, sod % 3600 / 60, sod % 60)
 }
 
+/// RFC 3339 UTC time of an instant in microseconds (JSON answers and webhooks).
+pub fn rfc3339(us: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
 /// Path of a window's file in table directory `dir`.
 pub fn window_file(dir: &Path, granularity_tag: &str, window_start: i64) -> PathBuf {
     dir.join(granularity_tag).join(format!("{}.parquet", stamp(window_start)))

@@ -80,7 +80,7 @@ fn opt_json<T: Serialize>(v: &T) -> Value {
 }
 
 fn window_json(start: i64, end: i64) -> Value {
-    json!({"start": super::output::stamp(start), "end": super::output::stamp(end)})
+    json!({"start": super::output::rfc3339(start), "end": super::output::rfc3339(end)})
 }
 
 fn drift_json(d: &DriftRow) -> Value {
@@ -183,7 +183,7 @@ async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Stat
     let Ok(mut s) = status.lock() else { return Err("monitor status lock poisoned".into()) };
     s.refreshing = false;
     s.refreshes = monitor.state().refreshes;
-    s.last_refresh = monitor.state().last_refresh_us.map(super::output::stamp);
+    s.last_refresh = monitor.state().last_refresh_us.map(super::output::rfc3339);
     s.alerts = alerts;
     match result {
         Ok((report, transitions)) => {
@@ -223,8 +223,8 @@ fn alert_values(monitor: &Monitor) -> Vec<Value> {
                 "rule": opt_json(rule),
                 "firing": st.firing,
                 "value": st.value,
-                "window_start": st.window_start.map(super::output::stamp),
-                "since": st.since_us.map(super::output::stamp),
+                "window_start": st.window_start.map(super::output::rfc3339),
+                "since": st.since_us.map(super::output::rfc3339),
                 "notifications_sent": st.notifications_sent,
                 "notifications_failed": st.notifications_failed,
             })

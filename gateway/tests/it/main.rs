@@ -8,6 +8,7 @@ mod blackbox;
 mod common;
 mod errors;
 mod grpc;
+mod monitor;
 mod predict;
 mod tables;
 pub mod traffic;

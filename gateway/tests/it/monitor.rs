@@ -1,0 +1,244 @@
+//! The monitor inside the gateway, end to end: traffic in which one feature shifts for one window,
+//! the drift table showing it on that feature only, an alert delivered to a webhook exactly once
+//! and cleared once, and a gateway restart between refreshes that changes no metric row.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Float64Type;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use serde_json::{Value, json};
+
+use crate::common::{self, metric};
+
+const FEATURES: [&str; 8] = [
+    "amount",
+    "account_age_days",
+    "txn_count_24h",
+    "merchant_risk",
+    "distance_km",
+    "hour_of_day",
+    "is_foreign",
+    "card_present",
+];
+const WINDOW_MS: i64 = 3000;
+
+/// A webhook receiver on 127.0.0.1:0 that records every JSON body it gets.
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+/// The fraud model's baseline rows (its training sample), feature by feature.
+async fn baseline() -> Vec<Vec<f64>> {
+    let ctx = SessionContext::new();
+    let path = common::repo_root().join("models/fraud_classifier/1/baseline.parquet");
+    let df = ctx.read_parquet(path.display().to_string(), ParquetReadOptions::default()).await.unwrap();
+    let batches = df.select_columns(&FEATURES).unwrap().collect().await.unwrap();
+    let mut rows = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            rows.push((0..FEATURES.len()).map(|c| b.column(c).as_primitive::<Float64Type>().value(r)).collect());
+        }
+    }
+    rows
+}
+
+fn config(data: &Path, hook: &str) -> String {
+    format!(
+        r#"
+        [server]
+        data_dir = "{}"
+        [[models]]
+        name = "fraud_classifier"
+        versions = [1]
+        [[endpoints]]
+        name = "fraud"
+        served_entities = [{{ name = "champion", entity_name = "fraud_classifier", entity_version = 1 }}]
+        inference_table = {{ enabled = true, flush_interval_ms = 100 }}
+        [endpoints.monitor]
+        granularities = ["3 seconds"]
+        baseline = "models/fraud_classifier/1/baseline.parquet"
+        refresh_interval = "1h"
+        [[endpoints.monitor.alerts]]
+        name = "amount_shift"
+        metric = "ks_test.pvalue"
+        column = "amount"
+        op = "<"
+        threshold = 1e-6
+        webhook_url = "{hook}"
+        "#,
+        data.display()
+    )
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Sends 200 baseline rows (from `offset`) inside one fresh window, with `amount` shifted when
+/// asked; returns the window start (ms).
+async fn phase(t: &common::TestServer, rows: &[Vec<f64>], offset: usize, shift: bool) -> i64 {
+    let now = now_ms();
+    let start = (now / WINDOW_MS + 1) * WINDOW_MS;
+    tokio::time::sleep(Duration::from_millis((start - now + 150) as u64)).await;
+    for req in 0..40 {
+        let data: Vec<Vec<f64>> = (0..5)
+            .map(|k| {
+                let mut r = rows[(offset + req * 5 + k) % rows.len()].clone();
+                if shift {
+                    r[0] = r[0] * 4.0 + 300.0;
+                }
+                r
+            })
+            .collect();
+        let body = json!({"dataframe_split": {"columns": FEATURES, "data": data}});
+        let (status, _) = t.served("/endpoints/fraud/predict", &body, &[]).await;
+        assert_eq!(status, 200);
+    }
+    assert!(now_ms() < start + WINDOW_MS - 200, "the phase did not fit in its window");
+    // let the window close and the table writer publish it
+    tokio::time::sleep(Duration::from_millis((start + WINDOW_MS - now_ms() + 300).max(0) as u64)).await;
+    start
+}
+
+async fn refresh(t: &common::TestServer) -> Value {
+    let r = t.client.post(format!("{}/monitors/fraud/refresh", t.admin)).send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// BASELINE KS p-values of window `start_ms` (all models, whole table) by column.
+async fn pvalues(data: &Path, start_ms: i64) -> BTreeMap<String, f64> {
+    let ctx = SessionContext::new();
+    let files = files(&data.join("fraud_drift_metrics"));
+    let df = ctx
+        .read_parquet(files.keys().map(|p| p.to_string()).collect::<Vec<_>>(), ParquetReadOptions::default())
+        .await
+        .unwrap();
+    ctx.register_table("d", df.into_view()).unwrap();
+    let sql = format!(
+        "SELECT column_name, ks_test['pvalue'] FROM d WHERE drift_type = 'BASELINE' AND model_id IS NULL \
+         AND slice_key IS NULL AND CAST(\"window\"['start'] AS BIGINT) = {} AND ks_test IS NOT NULL",
+        start_ms * 1000
+    );
+    let mut out = BTreeMap::new();
+    for b in ctx.sql(&sql).await.unwrap().collect().await.unwrap() {
+        let names =
+            datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
+        for r in 0..b.num_rows() {
+            out.insert(
+                names.as_string::<i32>().value(r).to_string(),
+                b.column(1).as_primitive::<Float64Type>().value(r),
+            );
+        }
+    }
+    out
+}
+
+/// Every file under `dir` with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
+                out.insert(e.path().display().to_string(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_alert_and_restart() {
+    if !common::ort_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (hook, got) = receiver().await;
+    let cfg = config(data.path(), &hook);
+    let rows = baseline().await;
+    let t = common::start_with(common::config(&cfg)).await;
+
+    // unknown monitors are a clear 404
+    let r = t.client.get(format!("{}/monitors/nope", t.admin)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.text().await.unwrap().contains("has no monitor"));
+
+    let a = phase(&t, &rows, 0, false).await;
+    refresh(&t).await;
+    let b = phase(&t, &rows, 200, true).await;
+    let report = refresh(&t).await;
+    assert!(report["refresh"]["report"]["windows_recomputed"].as_u64().unwrap() >= 1, "{report}");
+
+    let pa = pvalues(data.path(), a).await;
+    let pb = pvalues(data.path(), b).await;
+    assert_eq!(pb.len(), FEATURES.len(), "{pb:?}");
+    assert!(pb["amount"] < 1e-6, "amount shifted: {pb:?}");
+    for f in &FEATURES[1..] {
+        assert!(pb[*f] > 1e-3, "{f} did not shift: {pb:?}");
+        assert!(pa[*f] > 1e-3, "{f} in the normal window: {pa:?}");
+    }
+    assert!(pa["amount"] > 1e-3, "{pa:?}");
+
+    {
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1, "one notification when the alert triggers: {got:?}");
+        assert_eq!(got[0]["alert"], "amount_shift");
+        assert_eq!(got[0]["state"], "triggered");
+        assert!(got[0]["value"].as_f64().unwrap() < 1e-6);
+    }
+    let status: Value = t.client.get(format!("{}/monitors/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["alerts"][0]["firing"], true, "{status}");
+    assert!(status["latest_drift"].as_array().unwrap().iter().any(|d| d["column_name"] == "amount"), "{status}");
+    assert_eq!(metric(&t, "sluice_monitor_alert_firing", r#"endpoint="fraud",alert="amount_shift""#).await, 1.0);
+
+    // restart between two refreshes: nothing already computed changes, nothing is re-sent
+    let before = files(&data.path().join("fraud_profile_metrics"));
+    let before_drift = files(&data.path().join("fraud_drift_metrics"));
+    t.stop().await;
+    let t = common::start_with(common::config(&cfg)).await;
+    let c = phase(&t, &rows, 400, false).await;
+    refresh(&t).await;
+    let after = files(&data.path().join("fraud_profile_metrics"));
+    let after_drift = files(&data.path().join("fraud_drift_metrics"));
+    for (old, new) in [(&before, &after), (&before_drift, &after_drift)] {
+        for (path, bytes) in old {
+            assert_eq!(new.get(path), Some(bytes), "{path} changed across the restart");
+        }
+        assert!(new.len() > old.len(), "the new window was written");
+    }
+    let pc = pvalues(data.path(), c).await;
+    assert!(pc["amount"] > 1e-3, "{pc:?}");
+    {
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 2, "one more notification when it clears: {got:?}");
+        assert_eq!(got[1]["state"], "cleared");
+    }
+    let status: Value = t.client.get(format!("{}/monitors/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["alerts"][0]["firing"], false, "{status}");
+    assert_eq!(status["alerts"][0]["notifications_sent"], 2, "{status}");
+    t.stop().await;
+}
