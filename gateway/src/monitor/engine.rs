@@ -443,14 +443,10 @@ impl Monitor {
             let what = format!("custom metric '{}'", m.name);
             match m.kind {
                 CustomKind::Aggregate => {
+                    // as the refresh runs it: grouped, so a non-aggregate expression is refused
+                    let w = format!("(CAST({} AS BIGINT) / 1000000)", q(&s.timestamp_col));
                     for (expr, _) in self.aggregate_exprs(m) {
-                        plan(
-                            format!("SELECT CAST(({expr}) AS DOUBLE) FROM v GROUP BY \"model_id_placeholder\""),
-                            what.clone(),
-                        )
-                        .await
-                        .or_else(|e| if e.to_string().contains("model_id_placeholder") { Ok(()) } else { Err(e) })?;
-                        plan(format!("SELECT CAST(({expr}) AS DOUBLE) FROM v"), what.clone()).await?;
+                        plan(format!("SELECT {w}, CAST(({expr}) AS DOUBLE) FROM v GROUP BY {w}"), what.clone()).await?;
                     }
                 }
                 CustomKind::Derived | CustomKind::Drift => {}

@@ -242,3 +242,48 @@ async fn drift_alert_and_restart() {
     assert_eq!(status["alerts"][0]["notifications_sent"], 2, "{status}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_monitor_expressions_are_refused_by_name() {
+    if !common::ort_available() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let t = common::start_with(common::config(&config(data.path(), "http://127.0.0.1:9/hook"))).await;
+    let endpoint = |definition: &str| {
+        json!({
+            "served_entities": [{"name": "champion", "entity_name": "fraud_classifier", "entity_version": "1"}],
+            "inference_table": {"enabled": true},
+            "monitor": {
+                "granularities": ["1 hour"],
+                "custom_metrics": [{"type": "aggregate", "name": "bad_metric", "input_columns": [":table"],
+                                    "definition": definition}],
+            },
+        })
+    };
+    let put = |body: Value| {
+        let c = t.client.clone();
+        let url = format!("{}/admin/endpoints/fraud", t.admin);
+        async move {
+            let r = c.put(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = put(endpoint("avg(no_such_column)")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad_metric") && body.contains("no_such_column"), "{body}");
+    // the endpoint keeps serving on its previous config
+    let (status, _) = t.served("/endpoints/fraud/predict", &common::fraud_body(1), &[]).await;
+    assert_eq!(status, 200);
+    let (status, body) = put(endpoint("avg(CASE WHEN amount > 1000 THEN 1.0 ELSE 0.0 END)")).await;
+    assert_eq!(status, 200, "{body}");
+    let bad_granularity = json!({
+        "served_entities": [{"name": "champion", "entity_name": "fraud_classifier", "entity_version": "1"}],
+        "inference_table": {"enabled": true},
+        "monitor": {"granularities": ["1 fortnight"]},
+    });
+    let (status, body) = put(bad_granularity).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("monitor.granularities") && body.contains("fortnight"), "{body}");
+    t.stop().await;
+}
