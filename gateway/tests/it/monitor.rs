@@ -24,7 +24,7 @@ const FEATURES: [&str; 8] = [
     "is_foreign",
     "card_present",
 ];
-const WINDOW_MS: i64 = 3000;
+const WINDOW_MS: i64 = 4000;
 
 /// A webhook receiver on 127.0.0.1:0 that records every JSON body it gets.
 async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
@@ -74,7 +74,7 @@ fn config(data: &Path, hook: &str) -> String {
         served_entities = [{{ name = "champion", entity_name = "fraud_classifier", entity_version = 1 }}]
         inference_table = {{ enabled = true, flush_interval_ms = 100 }}
         [endpoints.monitor]
-        granularities = ["3 seconds"]
+        granularities = ["4 seconds"]
         baseline = "models/fraud_classifier/1/baseline.parquet"
         refresh_interval = "1h"
         [[endpoints.monitor.alerts]]
