@@ -1,0 +1,29 @@
+//! `sluice-loadtest`: a load generator for Sluice and any KServe V2 / MLflow `/predict` server.
+//!
+//! Layers, top down: [`app`] runs one test (settings -> payload -> load -> report); [`runner`]
+//! is the closed/open-loop engine; [`client`] sends over HTTP or gRPC; [`encode`] and
+//! [`payload`] build request bodies; [`recorder`], [`split`], [`slo`] and [`report`] turn the
+//! answers into results. See `loadtest/README.md`.
+
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod encode;
+pub mod error;
+pub mod payload;
+pub mod progress;
+pub mod recorder;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod schema;
+pub mod settings;
+pub mod slo;
+pub mod split;
+pub mod stats;
+
+/// Code generated from `proto/inference.proto` (client for the load, server for tests).
+#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
