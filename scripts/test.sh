@@ -25,6 +25,40 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 step "cargo test (unit, in-process integration, black-box)"
 SLUICE_REQUIRE_ORT=1 cargo test --locked --workspace
 
+step "load gate: sluice-loadtest (loadtest/scenarios/ci.toml) against the demo, logging and shadow on"
+# The demo config with its tables in a temporary directory and every listener on a free port.
+# Generous SLOs (zero errors, the 90/10 split within 5 points), debug builds: a smoke test of
+# the whole path under load, not a benchmark.
+gate="$(mktemp -d)"
+sed -e "s#data_dir = \"data\"#data_dir = \"$gate/data\"#" \
+    -e "s#model_repository = \"models\"#model_repository = \"$PWD/models\"#" \
+    -e "s#baseline = \"models/#baseline = \"$PWD/models/#" sluice.toml > "$gate/sluice.toml"
+target/debug/sluice serve --config "$gate/sluice.toml" --ort-lib .ort/lib/libonnxruntime.so \
+  --http 127.0.0.1:0 --grpc 127.0.0.1:0 --admin 127.0.0.1:0 --ports-file "$gate/ports.json" \
+  > "$gate/sluice.log" 2>&1 &
+gate_pid=$!
+for _ in $(seq 1 120); do [ -s "$gate/ports.json" ] && break; sleep 0.5; done
+port() { .venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$gate/ports.json" "$1"; }
+http_port="$(port http)"; admin_port="$(port admin)"
+set +e
+target/debug/sluice-loadtest --scenario loadtest/scenarios/ci.toml --url "http://127.0.0.1:$http_port" \
+  --expect-split-from-admin "http://127.0.0.1:$admin_port" --json "$gate/load.json"
+load_rc=$?
+set -e
+metrics="$(.venv/bin/python -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1]).read().decode())" \
+  "http://127.0.0.1:$admin_port/metrics" || true)"
+kill -TERM "$gate_pid"; wait "$gate_pid" || true
+if [ "$load_rc" -ne 0 ]; then
+  echo "load gate failed (sluice-loadtest exit $load_rc); gateway log: $gate/sluice.log" >&2
+  exit 1
+fi
+# the run went through inference logging and 100% shadow mirroring
+echo "$metrics" | grep -E '^sluice_log_rows_written_total\{table="fraud"\} [1-9]' \
+  || { echo "load gate: nothing was logged to the fraud table" >&2; exit 1; }
+echo "$metrics" | grep -E '^sluice_shadow_completed_total\{.*served_model="shadow".*\} [1-9]' \
+  || { echo "load gate: the shadow model answered nothing" >&2; exit 1; }
+rm -rf "$gate"
+
 step "conformance: tritonclient + onnxruntime references against the sluice binary"
 # `cargo test` above built target/debug/sluice (the black-box tests run it), with the same
 # features; a separate `cargo build` would resolve features without dev-dependencies and rebuild.
