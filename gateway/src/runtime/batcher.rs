@@ -1,9 +1,11 @@
 //! Dynamic batching: one task per batched model version assembles requests into executions.
 //!
-//! The task first waits for a free worker, then for a request, then takes every request already
+//! The task first waits for a request, then for a free worker, then takes every request already
 //! queued (up to `max_batch_size` rows) and, if the batch is not full, waits up to
 //! `max_queue_delay` for more. With a delay of zero this batches exactly the requests that piled
-//! up while the workers were busy: no added latency at low load, larger batches under load.
+//! up while the workers were busy: larger batches under load. At low load (queue empty, a worker
+//! free) the request path skips this task and hands the request to a worker itself, so batching
+//! adds no task hop when there is nothing to batch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,20 +28,19 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<Job>,
     work_tx: flume::Sender<WorkItem>,
     opts: BatchingOptions,
-    workers: usize,
+    free_workers: Arc<Semaphore>,
 ) {
-    let free_workers = Arc::new(Semaphore::new(workers.max(1)));
     let mut carry: Option<Job> = None;
     loop {
-        let Ok(slot) = free_workers.clone().acquire_owned().await else {
-            return;
-        };
         let first = match carry.take() {
             Some(j) => j,
             None => match rx.recv().await {
                 Some(j) => j,
                 None => return,
             },
+        };
+        let Ok(slot) = free_workers.clone().acquire_owned().await else {
+            return;
         };
         let mut rows = first.rows;
         let deadline = tokio::time::Instant::from_std(first.enqueued) + opts.max_queue_delay;

@@ -99,7 +99,12 @@ pub(super) struct WorkItem {
 
 enum Dispatch {
     Direct(flume::Sender<WorkItem>),
-    Batched(mpsc::Sender<Job>),
+    /// Through the batcher; `work` and `free_workers` are its own, for the idle fast path.
+    Batched {
+        queue: mpsc::Sender<Job>,
+        work: flume::Sender<WorkItem>,
+        free_workers: Arc<Semaphore>,
+    },
 }
 
 /// Handle to one loaded model version: schema, statistics, and the queue into its workers.
@@ -171,8 +176,9 @@ impl ModelRunner {
         let dispatch = match batching {
             Some(b) => {
                 let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
-                tasks.spawn(batcher::run(rx, work_tx, b, instances));
-                Dispatch::Batched(tx)
+                let free_workers = Arc::new(Semaphore::new(instances.max(1)));
+                tasks.spawn(batcher::run(rx, work_tx.clone(), b, free_workers.clone()));
+                Dispatch::Batched { queue: tx, work: work_tx, free_workers }
             }
             None => Dispatch::Direct(work_tx),
         };
@@ -231,7 +237,17 @@ impl ModelRunner {
                     flume::TrySendError::Disconnected(_) => RuntimeError::Stopped(self.name.clone()),
                 })
             }
-            Dispatch::Batched(tx) => tx.try_send(job).map_err(|e| match e {
+            // Idle fast path: nothing queued and a worker free (the batcher is not waiting for
+            // one, or the semaphore would hand it the permit first) means a batch of one
+            // anyway; give it to the worker directly instead of through the batcher task.
+            Dispatch::Batched { queue, work, free_workers }
+                if queue.capacity() == queue.max_capacity()
+                    && let Ok(slot) = free_workers.clone().try_acquire_owned() =>
+            {
+                submit(work, WorkItem { jobs: vec![job], _worker_slot: Some(slot) });
+                Ok(())
+            }
+            Dispatch::Batched { queue, .. } => queue.try_send(job).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => overloaded(),
                 mpsc::error::TrySendError::Closed(_) => RuntimeError::Stopped(self.name.clone()),
             }),

@@ -243,3 +243,52 @@ async fn binary_tensor_extension_round_trips() {
     assert_eq!(v["outputs"], reference["outputs"]);
     t.stop().await;
 }
+
+/// Dynamic batching: a lone request goes straight to the idle worker (a batch of one), and
+/// requests that arrive while the worker is busy are stacked into larger executions; every row
+/// is answered once either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batching_stacks_concurrent_requests() {
+    if !crate::common::ort_available() {
+        return;
+    }
+    let t = crate::common::start(
+        r#"
+        [[models]]
+        name = "mlp"
+        versions = [1]
+        instances = 1
+        batching = { enabled = true, max_batch_size = 64, max_queue_delay_us = 0 }
+        "#,
+    )
+    .await;
+    let row: Vec<f32> = (0..64).map(|i| i as f32 / 64.0).collect();
+    let body = json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]});
+    let (s, _) = post_json(&t, "/v2/models/mlp/infer", &body).await;
+    assert_eq!(s, 200);
+    let stats = |t: &crate::common::TestServer| {
+        let url = t.url("/v2/models/mlp/versions/1/stats");
+        let c = t.client.clone();
+        async move { c.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let m = stats(&t).await;
+    assert_eq!(m["model_stats"][0]["batch_stats"][0]["batch_size"], 1, "{m}");
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (c, url, body) = (t.client.clone(), t.url("/v2/models/mlp/infer"), body.clone());
+        tasks.push(tokio::spawn(async move { c.post(url).json(&body).send().await.unwrap().status().as_u16() }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    let m = stats(&t).await;
+    let m = &m["model_stats"][0];
+    assert_eq!(m["inference_count"], 201);
+    let batches = m["batch_stats"].as_array().unwrap();
+    let rows: u64 =
+        batches.iter().map(|b| b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 201, "{batches:?}");
+    assert!(batches.iter().any(|b| b["batch_size"].as_u64().unwrap() > 1), "no stacked batch: {batches:?}");
+    assert!(m["execution_count"].as_u64().unwrap() < 201, "{m}");
+    t.stop().await;
+}
