@@ -243,7 +243,7 @@ impl Table {
 
     /// The Arrow schema of this table's files.
     pub fn schema(&self) -> Result<datafusion::arrow::datatypes::SchemaRef, String> {
-        columns::batch(&self.inner.layout, &[]).map(|b| b.schema()).map_err(|e| e.to_string())
+        schema_of(&self.inner.layout)
     }
 
     /// Whether a request drawn as `u` in [0, 1) is in the sample.
@@ -308,6 +308,11 @@ impl Table {
             tracing::error!(table = %self.inner.options.table, "inference table writer panicked");
         }
     }
+}
+
+/// The Arrow schema of the files of a table with `layout`.
+pub fn schema_of(layout: &TableLayout) -> Result<datafusion::arrow::datatypes::SchemaRef, String> {
+    columns::batch(layout, &[]).map(|b| b.schema()).map_err(|e| e.to_string())
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.

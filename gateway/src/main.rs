@@ -239,7 +239,11 @@ fn validate(file: &std::path::Path, env: Option<&str>) -> ExitCode {
     let mut ok = true;
     for env in envs {
         let label = env.as_deref().map(|e| format!(" (environment {e})")).unwrap_or_default();
-        match Config::load(file, env.as_deref()) {
+        let checked = Config::load(file, env.as_deref()).map_err(|e| e.to_string()).and_then(|c| {
+            let rt = runtime().ok_or("cannot start the async runtime")?;
+            rt.block_on(sluice::monitor::service::check_offline(&c)).map(|()| c)
+        });
+        match checked {
             Ok(c) => println!(
                 "{}{label}: valid ({} model versions, {} endpoints)",
                 file.display(),

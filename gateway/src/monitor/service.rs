@@ -381,6 +381,36 @@ fn key(spec: &MonitorSpec, dir: &std::path::Path, out: &std::path::Path) -> Stri
     format!("{spec:?}|{}|{}", dir.display(), out.display())
 }
 
+/// `sluice validate`: checks every monitor's expressions without loading any model, against the
+/// table schema its endpoint's first served model's manifest implies (features, prediction).
+pub async fn check_offline(config: &Config) -> Result<(), String> {
+    use crate::inference_log::{FeatureColumn, InputColumns, PredictionKind, TableLayout};
+    use crate::registry::manifest::{Manifest, ProblemType as P};
+    let mut schemas = HashMap::new();
+    for e in &config.endpoints {
+        let (Some(_), Some(entity)) = (&e.monitor, e.served_entities.first()) else { continue };
+        let manifest = Manifest::load(&config.runtime.model_repository.join(&entity.model))?;
+        let features = manifest.features.clone().unwrap_or_default();
+        let width = features.len();
+        let layout = TableLayout {
+            inputs: InputColumns::Features(
+                features
+                    .into_iter()
+                    .enumerate()
+                    .map(|(offset, name)| FeatureColumn { name, input: 0, offset, width })
+                    .collect(),
+            ),
+            prediction: match manifest.problem_type {
+                P::Classification => PredictionKind::Classification,
+                P::Regression => PredictionKind::Regression,
+                P::Tensor => PredictionKind::Tensor,
+            },
+        };
+        schemas.insert(e.name.clone(), crate::inference_log::schema_of(&layout)?);
+    }
+    check(config, &schemas).await
+}
+
 /// Checks the monitors of `config` against the tables its endpoints will write (schemas from
 /// `schemas`), so a bad expression is refused with the config, naming the metric.
 pub async fn check(

@@ -310,3 +310,40 @@ async fn sighup_reloads_the_config_file() {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// `sluice validate` plans every monitor expression against the table schema the models'
+/// manifests imply, and names the metric whose SQL is wrong.
+#[test]
+fn validate_checks_monitor_expressions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |definition: &str| {
+        format!(
+            r#"
+            [runtime]
+            model_repository = "{}"
+            [[models]]
+            name = "fraud_classifier"
+            versions = [1]
+            [[endpoints]]
+            name = "fraud"
+            served_entities = [{{ name = "m", entity_name = "fraud_classifier", entity_version = 1 }}]
+            inference_table = {{ enabled = true }}
+            [endpoints.monitor]
+            [[endpoints.monitor.custom_metrics]]
+            type = "aggregate"
+            name = "share_big"
+            definition = "{definition}"
+            "#,
+            models_dir()
+        )
+    };
+    let file = dir.path().join("m.toml");
+    std::fs::write(&file, config("avg(CASE WHEN amount > 1000 THEN 1.0 ELSE 0.0 END)")).unwrap();
+    let out = Command::new(BIN).arg("validate").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&file, config("avg(amount_typo)")).unwrap();
+    let out = Command::new(BIN).arg("validate").arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("custom metric 'share_big'") && err.contains("amount_typo"), "{err}");
+}
