@@ -9,7 +9,10 @@ use tokio::time::Instant;
 
 use crate::runner::Collector;
 
-/// Prints a progress line every second until aborted: elapsed time, phase, requests done so far
+/// Width of the progress bar in characters.
+const BAR_WIDTH: usize = 24;
+
+/// Prints a progress bar line every second until aborted: elapsed time, phase, requests done so far
 /// (warm-up included), the last second's rate, requests in flight, and the measured p99 so far.
 pub async fn report_every_second(
     collector: Arc<Collector>,
@@ -36,8 +39,12 @@ pub async fn report_every_second(
         } else {
             collector.p99_ms().map_or_else(|| "-".to_string(), |p| format!("{p:.2} ms"))
         };
+        let frac = (start.elapsed().as_secs_f64() / total.as_secs_f64().max(1e-9)).clamp(0.0, 1.0);
+        let filled = (frac * BAR_WIDTH as f64).round() as usize;
+        let bar = format!("{}{}", "#".repeat(filled), ".".repeat(BAR_WIDTH - filled.min(BAR_WIDTH)));
         let line = format!(
-            "[{:>4}s/{}s]{phase_text} | done {done} (ok {ok}, failed {failed}) | {} req/s | in flight {} | p99 {p99}",
+            "[{bar}] {:>3.0}% {:>4}s/{}s{phase_text} | done {done} (ok {ok}, failed {failed}) | {} req/s | in flight {} | p99 {p99}",
+            frac * 100.0,
             start.elapsed().as_secs(),
             total.as_secs(),
             done.saturating_sub(last_done),
