@@ -10,6 +10,7 @@ pub mod cli_table;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod experiment;
 pub mod inference_log;
 pub mod metrics;
 pub mod monitor;
