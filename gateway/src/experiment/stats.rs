@@ -29,7 +29,7 @@
 
 use std::f64::consts::PI;
 
-use crate::monitor::stats::{chi2_sf, ln_gamma, normal_sf, students_t_sf};
+use crate::monitor::stats::{chi2_sf, ln_gamma, normal_sf, stirling_correction, students_t_sf};
 
 // ------------------------------------------------------------------------------------------------
 // Result types
@@ -260,24 +260,6 @@ pub fn normal_ppf(p: f64) -> Option<f64> {
         horner(&AS241_E, r) / horner(&AS241_F, r)
     };
     Some(if q < 0.0 { -x } else { x })
-}
-
-/// Stirling series correction: lnΓ(x) - [(x - 0.5) ln x - x + 0.5 ln(2π)], for x >= 10 (B_2j / (2j (2j - 1)),
-/// j = 8 .. 1; the same series as `monitor::stats::ln_gamma`).
-fn stirling_correction(x: f64) -> f64 {
-    const C: [f64; 8] = [
-        -3617.0 / 122_400.0,
-        1.0 / 156.0,
-        -691.0 / 360_360.0,
-        1.0 / 1188.0,
-        -1.0 / 1680.0,
-        1.0 / 1260.0,
-        -1.0 / 360.0,
-        1.0 / 12.0,
-    ];
-    let r = 1.0 / x;
-    let r2 = r * r;
-    r * horner(&C, r2)
 }
 
 /// lnΓ(a + 1/2) - lnΓ(a) for a > 0, without the cancellation of the plain difference when a is large.

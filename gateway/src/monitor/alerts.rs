@@ -14,9 +14,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
-use super::engine::{AlertState, Monitor, MonitorError, now_us};
+use super::engine::{AlertState, Monitor, MonitorError};
 use super::output::rfc3339;
 use super::spec::AlertRule;
+use crate::inference_log::now_us;
 
 /// A rule's state changed.
 #[derive(Debug, Clone, Serialize)]

@@ -26,6 +26,7 @@ use super::accum::{ColAcc, GroupAcc};
 use super::output;
 use super::rows::{self, DriftRow, ProfileRow, RowKey};
 use super::spec::{CustomKind, Granularity, MonitorSpec, ProblemType};
+use crate::inference_log::now_us;
 
 /// Rows read per chunk of windows (an estimate from file footers).
 const CHUNK_ROWS: u64 = 2_000_000;
@@ -415,7 +416,8 @@ impl Monitor {
         let df = ctx.sql(&sql).await.map_err(qerr)?;
         let vschema = Arc::new(df.schema().as_arrow().clone());
         ctx.register_table("v", df.into_view()).map_err(qerr)?;
-        let layout = self.layout(vschema, true)?;
+        // the monitored columns exist and have usable types
+        self.layout(vschema, true)?;
         let plan = |sql: String, what: String| {
             let ctx = ctx.clone();
             async move {
@@ -475,7 +477,6 @@ impl Monitor {
             };
             r.map_err(|e| MonitorError::Config(format!("{what}: {e}")))?;
         }
-        let _ = layout;
         Ok(())
     }
 
@@ -1009,9 +1010,10 @@ impl Monitor {
         keys.sort();
         let mut profile = Vec::new();
         let mut drift = Vec::new();
-        let mut prev_profiles: Vec<ProfileRow> = Vec::new();
+        // for each drift row, its comparison profile row (only custom drift metrics read them)
+        let want_refs = self.spec.custom_metrics.iter().any(|m| m.kind == CustomKind::Drift);
+        let mut refs: Vec<ProfileRow> = Vec::new();
         let mut cur_for_drift: Vec<usize> = Vec::new();
-        let mut base_for_drift: Vec<ProfileRow> = Vec::new();
         for k in keys {
             let Some(acc) = groups.get(k) else { continue };
             let row_key = |start: i64| RowKey {
@@ -1033,13 +1035,16 @@ impl Monitor {
             let prev_key = GroupKey { window: w - g.width_us, model: k.model.clone(), slice: k.slice.clone() };
             if let Some(prev) = groups.get(&prev_key) {
                 let d = rows::drift(&key, &layout.names, acc, prev, "CONSECUTIVE", Some((w - g.width_us, w)));
-                let mut pp = rows::profile(&row_key(w - g.width_us), &layout.names, prev, self.spec.problem_type);
-                self.fill_custom(&mut pp, &prev_key, custom);
+                let mut pp = Vec::new();
+                if want_refs {
+                    pp = rows::profile(&row_key(w - g.width_us), &layout.names, prev, self.spec.problem_type);
+                    self.fill_custom(&mut pp, &prev_key, custom);
+                }
                 for (i, r) in d.into_iter().enumerate() {
                     drift.push(r);
                     cur_for_drift.push(first + i);
                     if let Some(p) = pp.get(i).or(pp.first()) {
-                        prev_profiles.push(p.clone());
+                        refs.push(p.clone());
                     }
                 }
             }
@@ -1059,7 +1064,7 @@ impl Monitor {
                         drift.push(r);
                         cur_for_drift.push(first + i);
                         if let Some(p) = bprof.get(i).or(bprof.first()) {
-                            base_for_drift.push(p.clone());
+                            refs.push(p.clone());
                         }
                     }
                 }
@@ -1067,12 +1072,7 @@ impl Monitor {
         }
         // derived metrics over profile rows, then drift metrics over (current, reference) pairs
         super::custom::derived(&self.spec.custom_metrics, &mut profile).await?;
-        let mut refs = prev_profiles;
-        refs.extend(base_for_drift);
-        // `refs` is in drift order: consecutive rows first per group, then baseline; rebuild in drift order
-        let refs_in_order = reorder_refs(&drift, refs);
-        super::custom::drift_metrics(&self.spec.custom_metrics, &profile, &cur_for_drift, &refs_in_order, &mut drift)
-            .await?;
+        super::custom::drift_metrics(&self.spec.custom_metrics, &profile, &cur_for_drift, &refs, &mut drift).await?;
         Ok((profile, drift))
     }
 
@@ -1183,24 +1183,8 @@ async fn layout_has_shadow(ctx: &SessionContext) -> bool {
     }
 }
 
-/// `refs` was gathered as [consecutive refs..., baseline refs...] while `drift` interleaves them
-/// per group; put each reference next to its drift row.
-fn reorder_refs(drift: &[DriftRow], refs: Vec<ProfileRow>) -> Vec<ProfileRow> {
-    let n_consecutive = drift.iter().filter(|d| d.drift_type == "CONSECUTIVE").count();
-    let (cons, base) = refs.split_at(n_consecutive.min(refs.len()));
-    let (mut ci, mut bi) = (cons.iter(), base.iter());
-    drift
-        .iter()
-        .filter_map(|d| if d.drift_type == "CONSECUTIVE" { ci.next().cloned() } else { bi.next().cloned() })
-        .collect()
-}
-
 fn column_list(schema: &Schema) -> String {
     schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-}
-
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -154,14 +154,43 @@ fn pct(x: u64, of: u64) -> Option<f64> {
 
 const QUANTILES: usize = 101;
 
+impl ProfileRow {
+    /// A row with every metric unset.
+    fn empty(key: &RowKey, column_name: &str, data_type: &'static str, count: u64) -> ProfileRow {
+        ProfileRow {
+            key: key.clone(),
+            column_name: column_name.to_string(),
+            data_type,
+            count: count as i64,
+            num_nulls: None,
+            num_nan: None,
+            num_zeros: None,
+            distinct_count: None,
+            percent_null: None,
+            percent_nan: None,
+            percent_zeros: None,
+            percent_distinct: None,
+            min: None,
+            max: None,
+            avg: None,
+            stddev: None,
+            median: None,
+            quantiles: None,
+            min_length: None,
+            max_length: None,
+            avg_length: None,
+            frequent_items: None,
+            non_null_columns: None,
+            quality: Quality::default(),
+            custom: Vec::new(),
+        }
+    }
+}
+
 fn num_profile(key: &RowKey, name: &str, a: &NumAcc) -> ProfileRow {
     let has = a.n > 0;
     let distinct = a.distinct();
     ProfileRow {
-        key: key.clone(),
-        column_name: name.to_string(),
-        data_type: "double",
-        count: a.rows as i64,
         num_nulls: Some(a.nulls as i64),
         num_nan: Some(a.nan as i64),
         num_zeros: Some(a.zeros as i64),
@@ -180,13 +209,7 @@ fn num_profile(key: &RowKey, name: &str, a: &NumAcc) -> ProfileRow {
                 .filter_map(|i| stats::quantile_sorted(&a.values, i as f64 / (QUANTILES - 1) as f64))
                 .collect()
         }),
-        min_length: None,
-        max_length: None,
-        avg_length: None,
-        frequent_items: None,
-        non_null_columns: None,
-        quality: Quality::default(),
-        custom: Vec::new(),
+        ..ProfileRow::empty(key, name, "double", a.rows)
     }
 }
 
@@ -194,31 +217,15 @@ fn str_profile(key: &RowKey, name: &str, a: &StrAcc) -> ProfileRow {
     let has = a.n > 0;
     let distinct = a.distinct();
     ProfileRow {
-        key: key.clone(),
-        column_name: name.to_string(),
-        data_type: "string",
-        count: a.rows as i64,
         num_nulls: Some(a.nulls as i64),
-        num_nan: None,
-        num_zeros: None,
         distinct_count: Some(distinct as i64),
         percent_null: pct(a.nulls, a.rows),
-        percent_nan: None,
-        percent_zeros: None,
         percent_distinct: pct(distinct, a.rows),
-        min: None,
-        max: None,
-        avg: None,
-        stddev: None,
-        median: None,
-        quantiles: None,
         min_length: has.then_some(a.len_min as f64),
         max_length: has.then_some(a.len_max as f64),
         avg_length: has.then(|| a.len_sum as f64 / a.n as f64),
         frequent_items: Some(a.top(10).into_iter().map(|(s, c)| (s, c as i64)).collect()),
-        non_null_columns: None,
-        quality: Quality::default(),
-        custom: Vec::new(),
+        ..ProfileRow::empty(key, name, "string", a.rows)
     }
 }
 
@@ -326,31 +333,9 @@ pub fn profile(key: &RowKey, names: &[String], g: &GroupAcc, problem: ProblemTyp
     let non_null: Vec<String> =
         names.iter().zip(&g.cols).filter(|(_, c)| c.rows() > c.nulls()).map(|(n, _)| n.clone()).collect();
     let mut rows = vec![ProfileRow {
-        key: key.clone(),
-        column_name: ":table".into(),
-        data_type: "table",
-        count: g.rows as i64,
-        num_nulls: None,
-        num_nan: None,
-        num_zeros: None,
-        distinct_count: None,
-        percent_null: None,
-        percent_nan: None,
-        percent_zeros: None,
-        percent_distinct: None,
-        min: None,
-        max: None,
-        avg: None,
-        stddev: None,
-        median: None,
-        quantiles: None,
-        min_length: None,
-        max_length: None,
-        avg_length: None,
-        frequent_items: None,
         non_null_columns: Some(non_null),
         quality,
-        custom: Vec::new(),
+        ..ProfileRow::empty(key, ":table", "table", g.rows)
     }];
     for (name, c) in names.iter().zip(&g.cols) {
         rows.push(match c {

@@ -914,7 +914,7 @@ pub fn linf_distance(p_counts: &[f64], q_counts: &[f64]) -> Option<f64> {
 // ------------------------------------------------------------------------------------------------
 
 /// Stirling series correction: lnΓ(x) - [(x - 0.5) ln x - x + 0.5 ln(2π)], for x >= 10.
-fn stirling_correction(x: f64) -> f64 {
+pub(crate) fn stirling_correction(x: f64) -> f64 {
     // B_{2j} / (2j (2j - 1)), j = 8 .. 1
     const C: [f64; 8] = [
         -3617.0 / 122_400.0,
