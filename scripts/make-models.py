@@ -14,7 +14,11 @@ Writes, under models/ (Triton-style repository: models/<name>/<version>/model.on
 plus manifest.toml per model, baseline.parquet (training sample) per tabular model version,
 tests/fixtures/inputs/<model>.json (rows the conformance tests send), and the test-only
 tests/fixtures/models/fraud_broken/1 (same inputs as the fraud classifier, but fails at run time on
-any batch of more than one row: a shadow that errors).
+any batch of more than one row: a shadow that errors), tests/fixtures/models/fraud_flaky/1 (fraud_classifier
+v1 that fails at run time when a row has amount > 50000) and tests/fixtures/models/fraud_alarmist/1 (same
+inputs and outputs as the fraud classifier, predicts fraud for every row).
+
+    .venv/bin/python scripts/make-models.py --fixtures-only   # only the test-only fixture models
 
 Everything is seeded, so a rerun with the pinned requirements gives the same files.
 """
@@ -243,9 +247,119 @@ def fraud_broken():
         f.write(f'# Test-only: fails on batches of more than one row.\nfeatures = {json.dumps(FRAUD_FEATURES)}\n')
 
 
-if __name__ == "__main__":
+def fixture_model(name, model, manifest):
+    """Writes a test-only model under tests/fixtures/models/<name>/1 with its manifest."""
+    onnx.checker.check_model(model, full_check=True)
+    d = os.path.join(ROOT, "tests", "fixtures", "models", name)
+    os.makedirs(os.path.join(d, "1"), exist_ok=True)
+    onnx.save(model, os.path.join(d, "1", "model.onnx"))
+    with open(os.path.join(d, "manifest.toml"), "w") as f:
+        f.write(manifest)
+    return os.path.join(d, "1", "model.onnx")
+
+
+def fraud_manifest(comment, description):
+    return f'''{comment}
+description = "{description}"
+problem_type = "classification"
+features = {json.dumps(FRAUD_FEATURES)}
+class_labels = ["legit", "fraud"]
+
+[outputs]
+label = "label"
+probabilities = "probabilities"
+'''
+
+
+def fraud_flaky():
+    """Test-only: fraud_classifier v1 (same label and probabilities, bit for bit), except that a run fails
+    inside ONNX Runtime whenever a row of the batch has amount > 50000 (a candidate that errors on a
+    share of requests). Per row, the index (amount > 50000) * 1000 is gathered from a one-element zero
+    vector: out of range, so Gather fails, when the condition holds; the gathered zeros are added to
+    both outputs, so the guard is on the path to whichever output is requested. Reads
+    models/fraud_classifier/1/model.onnx, so run fraud() first when regenerating everything."""
+    m = onnx.load(os.path.join(MODELS, "fraud_classifier", "1", "model.onnx"))
+    g = m.graph
+    outputs = {o.name: o for o in g.output}
+    t = outputs["label"].type.tensor_type
+    p = outputs["probabilities"].type.tensor_type
+    if (t.elem_type, len(t.shape.dim), p.elem_type, len(p.shape.dim)) != (TensorProto.INT64, 1, TensorProto.FLOAT, 2):
+        sys.exit("fraud_flaky: fraud_classifier v1 no longer has int64 label [N] and float probabilities [N, 2]")
+    # Rename the original outputs internally; the new Add nodes produce "label" and "probabilities".
+    for n in g.node:
+        n.output[:] = [{"label": "v1_label", "probabilities": "v1_probabilities"}.get(o, o) for o in n.output]
+    g.initializer.extend([
+        numpy_helper.from_array(np.array(0, dtype=np.int64), "flaky_amount_col"),
+        numpy_helper.from_array(np.array(50000.0, dtype=np.float32), "flaky_threshold"),
+        numpy_helper.from_array(np.array(1000, dtype=np.int64), "flaky_big_index"),
+        numpy_helper.from_array(np.array([0.0], dtype=np.float32), "flaky_zero"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "flaky_axis1"),
+    ])
+    g.node.extend([
+        helper.make_node("Gather", ["input", "flaky_amount_col"], ["flaky_amount"], axis=1),       # [N]
+        helper.make_node("Greater", ["flaky_amount", "flaky_threshold"], ["flaky_too_big"]),
+        helper.make_node("Cast", ["flaky_too_big"], ["flaky_too_big_i"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["flaky_too_big_i", "flaky_big_index"], ["flaky_index"]),          # 0 or 1000
+        helper.make_node("Gather", ["flaky_zero", "flaky_index"], ["flaky_guard"], axis=0),         # fails on 1000
+        helper.make_node("Unsqueeze", ["flaky_guard", "flaky_axis1"], ["flaky_guard_col"]),         # [N, 1]
+        helper.make_node("Add", ["v1_probabilities", "flaky_guard_col"], ["probabilities"]),
+        helper.make_node("Cast", ["flaky_guard"], ["flaky_guard_i"], to=TensorProto.INT64),
+        helper.make_node("Add", ["v1_label", "flaky_guard_i"], ["label"]),
+    ])
+    g.name = "fraud_flaky"
+    m.doc_string = "test-only: fraud champion v1 that fails at run time when amount > 50000"
+    return fixture_model("fraud_flaky", m, fraud_manifest(
+        "# Test-only: fraud_classifier v1 that fails at run time when amount > 50000 "
+        "(a candidate that errors on a share of requests).",
+        "Test-only fraud classifier v1 that fails when amount > 50000"))
+
+
+def fraud_alarmist():
+    """Test-only: the fraud classifier's input and outputs (int64 label [N], float probabilities [N, 2]),
+    but predicts class 1 ("fraud") with probabilities [0.1, 0.9] for every row (a candidate whose
+    predictions drift). The batch dimension is taken from the input's shape."""
+    inits = [
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "two"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "fraud_index"),
+        numpy_helper.from_array(np.array([[0.1, 0.9]], dtype=np.float32), "fraud_probs"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["input"], ["input_shape"]),
+        helper.make_node("Slice", ["input_shape", "zero", "one"], ["batch"]),                    # [N]
+        helper.make_node("Concat", ["batch", "two"], ["probs_shape"], axis=0),                    # [N, 2]
+        helper.make_node("Expand", ["fraud_index", "batch"], ["label"]),
+        helper.make_node("Expand", ["fraud_probs", "probs_shape"], ["probabilities"]),
+    ]
+    g = helper.make_graph(nodes, "fraud_alarmist",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 8])],
+                          [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+                           helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+                          initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="sluice make-models")
+    m.ir_version = 8
+    m.doc_string = "test-only: predicts fraud for every row"
+    return fixture_model("fraud_alarmist", m, fraud_manifest(
+        "# Test-only: predicts fraud for every row (a candidate whose predictions drift).",
+        "Test-only fraud classifier that predicts fraud for every row"))
+
+
+def fixtures():
     fraud_broken()
+    fraud_flaky()
+    fraud_alarmist()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--fixtures-only"]:
+        fixtures()
+        print("test-only fixture models written under", os.path.join(ROOT, "tests", "fixtures", "models"))
+        sys.exit(0)
+    if sys.argv[1:]:
+        sys.exit(f"usage: {sys.argv[0]} [--fixtures-only]")
     fraud()
     delivery()
     mlp()
+    fixtures()
     print("models written under", MODELS)

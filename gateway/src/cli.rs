@@ -1,4 +1,5 @@
-//! The operator CLI: `sluice endpoints|traffic|config ...` talk to a running gateway's admin API.
+//! The operator CLI: `sluice endpoints|traffic|config|rollout|experiment ...` talk to a running
+//! gateway's admin API.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -91,6 +92,119 @@ pub fn endpoints_table(views: &[EndpointView]) -> String {
             })
             .collect();
         out.push_str(&format!("{:<20} {:>7}  {}\n", v.name, v.config_version, served.join(", ")));
+    }
+    out
+}
+
+/// `v` with every null member of every object removed (optional CLI flags left unset).
+pub fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(o) => {
+            Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64().map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
+}
+
+fn interval(v: &Value, digits: usize) -> String {
+    match v.as_array() {
+        Some(a) if a.len() == 2 => format!("[{}, {}]", num(&a[0], digits), num(&a[1], digits)),
+        _ => "-".into(),
+    }
+}
+
+/// A readable A/B report (`sluice experiment report`), from `GET /experiments/{endpoint}`.
+pub fn experiment_table(r: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let mut out = format!(
+        "endpoint {}  {} .. {}  ({} requests)\nmetric {} ({}, {}), alpha {}, champion '{}'\n\n",
+        s(&r["endpoint"]),
+        s(&r["from"]),
+        s(&r["to"]),
+        r["requests"],
+        s(&r["metric"]["name"]),
+        s(&r["metric"]["test"]),
+        if r["metric"]["higher_is_better"].as_bool() == Some(false) { "lower is better" } else { "higher is better" },
+        r["alpha"],
+        s(&r["champion"]),
+    );
+    out.push_str(&format!(
+        "{:<16} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>7} {:>9} {:<22} {:>9} {:>10}  {}\n",
+        "SERVED MODEL",
+        "REQUESTS",
+        "SHARE",
+        "EXPECTED",
+        "ERRORS",
+        "P50 MS",
+        "P99 MS",
+        "LABELS",
+        "METRIC",
+        "METRIC CI",
+        "DIFF",
+        "P-VALUE",
+        "VERDICT"
+    ));
+    for a in r["arms"].as_array().into_iter().flatten() {
+        let vs = &a["vs_champion"];
+        out.push_str(&format!(
+            "{:<16} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>7} {:>9} {:<22} {:>9} {:>10}  {}\n",
+            s(&a["served_model"]),
+            a["requests"],
+            num(&a["share"], 3),
+            num(&a["expected_share"], 3),
+            a["errors"],
+            num(&a["latency_ms"]["p50"], 2),
+            num(&a["latency_ms"]["p99"], 2),
+            a["metric"]["n"],
+            num(&a["metric"]["value"], 4),
+            interval(&a["metric"]["ci"], 4),
+            if vs.is_null() { "(champion)".to_string() } else { num(&vs["diff"], 4) },
+            if vs.is_null() {
+                String::new()
+            } else {
+                vs["p_value"].as_f64().map(|p| format!("{p:.3e}")).unwrap_or("-".into())
+            },
+            if vs.is_null() { String::new() } else { s(&vs["verdict"]) },
+        ));
+    }
+    let srm = &r["srm"];
+    out.push_str(&format!(
+        "\nsample ratio: chi2 {} (dof {}), p = {}  {}\n",
+        num(&srm["statistic"], 3),
+        srm["dof"],
+        srm["p_value"].as_f64().map(|p| format!("{p:.3e}")).unwrap_or("-".into()),
+        if srm["flagged"].as_bool() == Some(true) { "MISMATCH: the split is not the configured one" } else { "ok" }
+    ));
+    for sh in r["shadows"].as_array().into_iter().flatten() {
+        let o = &sh["overall"];
+        let what = match o["agreement_rate"].as_f64() {
+            Some(a) => format!("agreement {a:.4}"),
+            None => format!("mean |diff| {}", num(&o["mean_abs_diff"], 4)),
+        };
+        out.push_str(&format!(
+            "shadow '{}' vs '{}': {} over {} rows\n",
+            s(&sh["shadow"]),
+            s(&sh["primary"]),
+            what,
+            o["rows"]
+        ));
+    }
+    for w in r["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!("warning: {}\n", s(w)));
     }
     out
 }

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     pub watch_interval: Duration,
     /// Where inference tables live.
     pub data_dir: PathBuf,
+    /// Rollouts run on a clock that `POST /debug/clock` moves forward (`serve --test-clock`;
+    /// for tests only).
+    pub test_clock: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +125,10 @@ pub struct EndpointConfig {
     pub table: Option<crate::inference_log::TableOptions>,
     /// The endpoint's monitor (needs the inference table).
     pub monitor: Option<crate::monitor::MonitorSpec>,
+    /// A rollout declared in the config.
+    pub rollout: Option<crate::rollout::spec::RolloutSpec>,
+    /// A/B analysis settings (defaults when not written).
+    pub experiment: crate::experiment::spec::ExperimentSpec,
     /// As written, for the admin API and history.
     pub raw: RawEndpoint,
 }

@@ -27,6 +27,8 @@ pub enum Source {
     Api,
     File,
     Rollback,
+    /// A rollout moved traffic (a step, a promotion, a rollback, an abort).
+    Rollout,
 }
 
 impl Source {
@@ -36,6 +38,7 @@ impl Source {
             Source::Api => "api",
             Source::File => "file",
             Source::Rollback => "rollback",
+            Source::Rollout => "rollout",
         }
     }
 }
@@ -47,6 +50,9 @@ pub struct HistoryEntry {
     /// RFC 3339, UTC.
     pub time: String,
     pub source: Source,
+    /// Why, when the change was made by the gateway itself (rollouts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The endpoint config from this version on; `None` when the change removed the endpoint.
     pub config: Option<RawEndpoint>,
 }
@@ -58,6 +64,9 @@ pub enum ControlError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// The change conflicts with the endpoint's state (a running rollout owns its traffic).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the change was not applied: {0}")]
     Load(#[from] BuildError),
     #[error("{0}")]
@@ -91,6 +100,9 @@ pub struct Control {
     source: Option<ConfigSource>,
     tasks: TaskTracker,
     monitors: std::sync::OnceLock<Arc<crate::monitor::service::Monitors>>,
+    /// Traffic held by running rollouts, per endpoint: API edits of it are refused and file
+    /// reloads keep it.
+    pins: std::sync::Mutex<BTreeMap<String, RawTrafficConfig>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -114,6 +126,7 @@ impl Control {
                         version: 1,
                         time: time.clone(),
                         source: Source::Startup,
+                        reason: None,
                         config: Some(e.clone()),
                     }],
                 )
@@ -126,6 +139,7 @@ impl Control {
             source,
             tasks,
             monitors: std::sync::OnceLock::new(),
+            pins: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -167,6 +181,7 @@ impl Control {
 
     /// Creates or replaces one endpoint.
     pub async fn put_endpoint(&self, mut endpoint: RawEndpoint) -> Result<u64, ControlError> {
+        self.check_pin(&endpoint.name, endpoint.traffic_config.as_ref())?;
         let name = endpoint.name.clone();
         endpoint.name = name.clone();
         self.edit(Source::Api, &name, move |raw| {
@@ -181,6 +196,7 @@ impl Control {
 
     /// Replaces an endpoint's traffic routes only.
     pub async fn set_traffic(&self, endpoint: &str, traffic: RawTrafficConfig) -> Result<u64, ControlError> {
+        self.check_pin(endpoint, Some(&traffic))?;
         let name = endpoint.to_string();
         self.edit(Source::Api, endpoint, move |raw| {
             let e = raw
@@ -192,6 +208,63 @@ impl Control {
             Ok(())
         })
         .await
+    }
+
+    /// Refuses a traffic change of an endpoint whose traffic a running rollout holds.
+    fn check_pin(&self, endpoint: &str, traffic: Option<&RawTrafficConfig>) -> Result<(), ControlError> {
+        let pins = self.pins.lock().map_err(|_| ControlError::Internal("rollout pins poisoned".into()))?;
+        match pins.get(endpoint) {
+            Some(pinned) if Some(pinned) != traffic => Err(ControlError::Conflict(format!(
+                "a rollout is moving the traffic of endpoint '{endpoint}'; pause or abort it first \
+                 (POST /rollouts/{endpoint}/abort)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets an endpoint's traffic on behalf of a rollout (taking `drop_shadow` off the shadow
+    /// list, for a candidate that leaves its shadow step), recording `reason` in the history.
+    /// With `pin`, the rollout holds the traffic from now on (API edits are refused, file
+    /// reloads keep it); without, any hold is released.
+    pub async fn rollout_traffic(
+        &self,
+        endpoint: &str,
+        traffic: RawTrafficConfig,
+        drop_shadow: Option<String>,
+        reason: String,
+        pin: bool,
+    ) -> Result<u64, ControlError> {
+        let name = endpoint.to_string();
+        let t = traffic.clone();
+        let version = self
+            .edit_with(Source::Rollout, Some(reason), endpoint, move |raw| {
+                let e = raw
+                    .endpoints
+                    .iter_mut()
+                    .find(|e| e.name == name)
+                    .ok_or_else(|| ControlError::NotFound(format!("unknown endpoint '{name}'")))?;
+                e.traffic_config = Some(t);
+                if let Some(d) = &drop_shadow {
+                    e.shadow.retain(|s| &s.served_model_name != d);
+                }
+                Ok(())
+            })
+            .await?;
+        if let Ok(mut pins) = self.pins.lock() {
+            if pin {
+                pins.insert(endpoint.to_string(), traffic);
+            } else {
+                pins.remove(endpoint);
+            }
+        }
+        Ok(version)
+    }
+
+    /// Releases a rollout's hold on an endpoint's traffic.
+    pub fn unpin(&self, endpoint: &str) {
+        if let Ok(mut pins) = self.pins.lock() {
+            pins.remove(endpoint);
+        }
     }
 
     /// Removes an endpoint.
@@ -232,6 +305,7 @@ impl Control {
         };
         let target =
             target.ok_or_else(|| ControlError::Invalid(format!("version {version} of '{endpoint}' is its removal")))?;
+        self.check_pin(endpoint, target.traffic_config.as_ref())?;
         self.edit(Source::Rollback, endpoint, move |raw| {
             match raw.endpoints.iter_mut().find(|e| e.name == target.name) {
                 Some(e) => *e = target,
@@ -263,7 +337,7 @@ impl Control {
                 return Err(e.into());
             }
         };
-        self.apply_locked(&mut st, new, Source::File).await
+        self.apply_locked(&mut st, new, Source::File, None).await
     }
 
     /// Reloads when the file's content changed since the last load; errors are logged.
@@ -297,6 +371,19 @@ impl Control {
     where
         F: FnOnce(&mut RawConfig) -> Result<(), ControlError>,
     {
+        self.edit_with(source, None, endpoint, f).await
+    }
+
+    async fn edit_with<F>(
+        &self,
+        source: Source,
+        reason: Option<String>,
+        endpoint: &str,
+        f: F,
+    ) -> Result<u64, ControlError>
+    where
+        F: FnOnce(&mut RawConfig) -> Result<(), ControlError>,
+    {
         let mut st = self.state.lock().await;
         let mut raw = st.config.raw.clone();
         if let Err(e) = f(&mut raw) {
@@ -310,12 +397,21 @@ impl Control {
                 return Err(e.into());
             }
         };
-        self.apply_locked(&mut st, new, source).await?;
+        self.apply_locked(&mut st, new, source, reason).await?;
         Ok(st.history.get(endpoint).and_then(|h| h.last()).map(|e| e.version).unwrap_or(0))
     }
 
     /// Prepares the new snapshot off the request path and swaps it in; records history.
-    async fn apply_locked(&self, st: &mut State, mut new: Config, source: Source) -> Result<Vec<String>, ControlError> {
+    async fn apply_locked(
+        &self,
+        st: &mut State,
+        mut new: Config,
+        source: Source,
+        reason: Option<String>,
+    ) -> Result<Vec<String>, ControlError> {
+        if source == Source::File {
+            new = self.keep_pinned(new)?;
+        }
         // Listener addresses and limits are fixed at start; keep them, and say so when they changed.
         let kept = ServerKeep::keep(&st.config, &new);
         if source == Source::File && !ServerKeep::same_fixed(&st.config, &new) {
@@ -359,12 +455,44 @@ impl Control {
             }
             let h = st.history.entry(name.to_string()).or_default();
             let version = h.last().map(|e| e.version + 1).unwrap_or(1);
-            h.push(HistoryEntry { version, time: time.clone(), source, config: after.map(|e| (*e).clone()) });
+            h.push(HistoryEntry {
+                version,
+                time: time.clone(),
+                source,
+                reason: reason.clone(),
+                config: after.map(|e| (*e).clone()),
+            });
             changed.push(name.to_string());
         }
         tracing::info!(source = source.label(), ?changed, "config applied");
         st.config = new;
         Ok(changed)
+    }
+}
+
+impl Control {
+    /// A reloaded file keeps the traffic that running rollouts hold.
+    fn keep_pinned(&self, mut new: Config) -> Result<Config, ControlError> {
+        let pins = self.pins.lock().map(|p| p.clone()).unwrap_or_default();
+        if pins.is_empty() {
+            return Ok(new);
+        }
+        let mut raw = new.raw.clone();
+        let mut changed = false;
+        for e in raw.endpoints.iter_mut() {
+            if let Some(t) = pins.get(&e.name)
+                && e.traffic_config.as_ref() != Some(t)
+            {
+                tracing::warn!(endpoint = %e.name, "config file changes the traffic of an endpoint in a rollout; the rollout keeps it");
+                e.traffic_config = Some(t.clone());
+                changed = true;
+            }
+        }
+        if changed {
+            let base = new.base.clone();
+            new = Config::from_raw(raw, "reloaded config with rollout traffic", &base)?;
+        }
+        Ok(new)
     }
 }
 

@@ -1,5 +1,161 @@
-//! Experiment analysis (A/B tests between served models): the statistics for sample-ratio
-//! mismatch, rates and means with confidence intervals, and the tests of a candidate against the
-//! champion. Checked against scipy and statsmodels (`scripts/experiment-stats-reference.py`).
+//! Experiment analysis (A/B tests between served models): [`scan`] reads a window of an
+//! endpoint's inference table (and labels), [`report`] turns it into per-model traffic, errors,
+//! latency and label-based metrics with intervals, the tests of each candidate against the
+//! champion, the sample-ratio-mismatch check and shadow agreement. [`stats`] holds the
+//! statistics, checked against scipy and statsmodels (`scripts/experiment-stats-reference.py`).
 
+pub mod report;
+pub mod scan;
+pub mod spec;
 pub mod stats;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::control::{Control, ControlError};
+use report::{Period, Report, Scope};
+
+/// What `GET /experiments/{endpoint}` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct ReportRequest {
+    /// RFC 3339, or a duration back from now ("24h"); default: the endpoint's first config
+    /// version in this gateway's history (its start).
+    pub since: Option<String>,
+    /// RFC 3339, or a duration back from now; default: now.
+    pub until: Option<String>,
+    /// Width of the shadow-agreement windows (default "1h").
+    pub window: Option<String>,
+}
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ControlError> for ExperimentError {
+    fn from(e: ControlError) -> ExperimentError {
+        match e {
+            ControlError::NotFound(m) => ExperimentError::NotFound(m),
+            other => ExperimentError::Failed(other.to_string()),
+        }
+    }
+}
+
+fn micros(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// RFC 3339 or a duration before `now_us`.
+fn parse_time(s: &str, now_us: i64, what: &str) -> Result<i64, ExperimentError> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s.trim()) {
+        return Ok(micros(t));
+    }
+    if let Ok(d) = humantime::parse_duration(s.trim()) {
+        return Ok(now_us - d.as_micros() as i64);
+    }
+    Err(ExperimentError::Invalid(format!(
+        "{what} '{s}' is neither an RFC 3339 time (2026-11-26T10:00:00Z) nor a duration back from now (24h)"
+    )))
+}
+
+/// The A/B report of `endpoint` over the requested window. `champion_hint` is the incumbent of
+/// a running rollout, used when the config names no champion.
+pub async fn endpoint_report(
+    control: &Control,
+    endpoint: &str,
+    req: &ReportRequest,
+    champion_hint: Option<String>,
+) -> Result<Report, ExperimentError> {
+    let config = control.config().await;
+    let e =
+        config.endpoint(endpoint).ok_or_else(|| ExperimentError::NotFound(format!("unknown endpoint '{endpoint}'")))?;
+    let table = e.table.as_ref().ok_or_else(|| {
+        ExperimentError::Invalid(format!(
+            "endpoint '{endpoint}' has no inference table; the analysis reads it, so enable inference_table"
+        ))
+    })?;
+    let history = control.history(endpoint).await?;
+    let now = crate::inference_log::now_us();
+    let mut periods: Vec<Period> = history
+        .iter()
+        .filter_map(|h| {
+            let start = micros(humantime::parse_rfc3339_weak(&h.time).ok()?);
+            let routes = h.config.as_ref()?.traffic_config.as_ref().map(|t| t.routes.clone());
+            let weights: BTreeMap<String, u32> = match routes {
+                Some(r) => {
+                    r.iter().map(|r| (r.served_model_name.clone(), r.traffic_percentage.clamp(0, 100) as u32)).collect()
+                }
+                // A single served entity without traffic_config takes all traffic.
+                None => e.routes.iter().map(|r| (r.served_model_name.clone(), r.traffic_percentage)).collect(),
+            };
+            Some(Period { start_us: start, weights })
+        })
+        .collect();
+    let from = match &req.since {
+        Some(s) => parse_time(s, now, "since")?,
+        None => periods.first().map(|p| p.start_us).unwrap_or(now),
+    };
+    let to = match &req.until {
+        Some(s) => parse_time(s, now, "until")?,
+        None => now + 1,
+    };
+    if to <= from {
+        return Err(ExperimentError::Invalid("until must be after since".into()));
+    }
+    let bucket = match &req.window {
+        Some(w) => humantime::parse_duration(w.trim())
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ExperimentError::Invalid(format!("window '{w}' is not a duration such as 1h or 15m")))?,
+        None => Duration::from_secs(3600),
+    };
+    // Splits in force over [from, to): the last one that began at or before `from`, then later ones.
+    if let Some(first) = periods.first_mut()
+        && first.start_us > from
+    {
+        first.start_us = from;
+    }
+    let before = periods.iter().rposition(|p| p.start_us <= from).unwrap_or(0);
+    let mut periods: Vec<Period> = periods.split_off(before).into_iter().filter(|p| p.start_us < to).collect();
+    if let Some(first) = periods.first_mut() {
+        first.start_us = from;
+    }
+    let configured: BTreeMap<String, u32> =
+        e.routes.iter().map(|r| (r.served_model_name.clone(), r.traffic_percentage)).collect();
+    let champion = e
+        .experiment
+        .champion
+        .clone()
+        .or(champion_hint)
+        .or_else(|| e.routes.iter().max_by_key(|r| r.traffic_percentage).map(|r| r.served_model_name.clone()))
+        .unwrap_or_default();
+    let q = scan::Query {
+        table_dir: table.dir.clone(),
+        labels_dir: Some(scan::labels_dir_of(&table.dir)),
+        from_us: from,
+        to_us: to,
+        metric: e.experiment.metric,
+        periods: periods.iter().map(|p| p.start_us).collect(),
+        bucket_us: bucket.as_micros() as i64,
+    };
+    let data = scan::scan(&q).await.map_err(ExperimentError::Failed)?;
+    let (metric, higher_is_better) = Scope::metric_for(&e.experiment, data.prediction);
+    let scope = Scope {
+        endpoint: endpoint.to_string(),
+        from_us: from,
+        to_us: to,
+        periods,
+        champion,
+        metric: data.metric.unwrap_or(metric),
+        higher_is_better,
+        alpha: e.experiment.alpha,
+        min_samples: e.experiment.min_samples,
+    };
+    Ok(report::build(&scope, &data, &configured, q.bucket_us))
+}

@@ -13,6 +13,7 @@
 
 mod columns;
 pub mod labels;
+pub mod read;
 mod writer;
 
 use std::collections::{HashSet, VecDeque};

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod cli_table;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod core;
@@ -15,6 +16,8 @@ pub mod inference_log;
 pub mod metrics;
 pub mod monitor;
 pub mod registry;
+pub mod rollout;
 pub mod runtime;
 pub mod server;
 pub mod tensor;
+pub mod webhook;

@@ -59,6 +59,21 @@ enum Command {
         #[command(subcommand)]
         command: MonitorCommand,
     },
+    /// Progressive rollouts of a running gateway: move an endpoint's traffic to a candidate step
+    /// by step behind guardrails; pause, resume, abort, status.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// A/B analysis of a running gateway's endpoint.
+    Experiment {
+        #[command(subcommand)]
+        command: ExperimentCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Config history, rollback and reload of a running gateway.
     Config {
         #[command(subcommand)]
@@ -155,6 +170,76 @@ enum TrafficCommand {
 }
 
 #[derive(Subcommand)]
+enum RolloutCommand {
+    /// Start one, e.g. `sluice rollout start fraud --to challenger --steps 5,25,50,100 --interval 5m`.
+    Start(Box<StartArgs>),
+    /// One endpoint's rollout, or every rollout (JSON).
+    Status { endpoint: Option<String> },
+    /// Hold at the current step.
+    Pause { endpoint: String },
+    /// Go on from the current step.
+    Resume { endpoint: String },
+    /// Stop and send all traffic back to the incumbent.
+    Abort { endpoint: String },
+}
+
+#[derive(clap::Args)]
+struct StartArgs {
+    endpoint: String,
+    /// The candidate served model.
+    #[arg(long)]
+    to: String,
+    /// The incumbent (default: the route with the most traffic).
+    #[arg(long)]
+    from: Option<String>,
+    /// Candidate traffic percentages.
+    #[arg(long, value_delimiter = ',', required = true)]
+    steps: Vec<u32>,
+    /// Least time per step, e.g. 5m.
+    #[arg(long)]
+    interval: String,
+    /// Candidate requests a step needs before it is judged (default 100).
+    #[arg(long)]
+    min_requests: Option<u64>,
+    #[arg(long)]
+    max_error_rate: Option<f64>,
+    #[arg(long)]
+    max_error_rate_increase: Option<f64>,
+    #[arg(long)]
+    max_p99_latency_ratio: Option<f64>,
+    #[arg(long)]
+    max_prediction_drift: Option<f64>,
+    /// psi or js.
+    #[arg(long)]
+    drift_metric: Option<String>,
+    #[arg(long)]
+    max_quality_drop: Option<f64>,
+    #[arg(long)]
+    min_shadow_agreement: Option<f64>,
+    #[arg(long)]
+    webhook_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// Per served model: traffic vs the split with a sample-ratio-mismatch check, errors,
+    /// latency, the label-based metric with intervals and tests against the champion, a verdict.
+    Report {
+        endpoint: String,
+        /// RFC 3339 or a duration back from now (default: since the gateway started).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Width of the shadow-agreement windows (default 1h).
+        #[arg(long)]
+        window: Option<String>,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Numbered config versions of an endpoint.
     History { endpoint: String },
@@ -191,6 +276,9 @@ struct ServeArgs {
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, default_value_t = 30)]
     shutdown_grace_secs: u64,
+    /// Run rollouts on a clock that `POST /debug/clock` moves forward (tests only).
+    #[arg(long, hide = true)]
+    test_clock: bool,
 }
 
 impl Default for ServeArgs {
@@ -204,6 +292,7 @@ impl Default for ServeArgs {
             admin: None,
             ports_file: None,
             shutdown_grace_secs: 30,
+            test_clock: false,
         }
     }
 }
@@ -221,6 +310,8 @@ fn main() -> ExitCode {
         Command::Endpoints { command, admin } => admin_command(admin, AdminCall::Endpoints(command)),
         Command::Traffic { command, admin } => admin_command(admin, AdminCall::Traffic(command)),
         Command::Config { command, admin } => admin_command(admin, AdminCall::Config(command)),
+        Command::Rollout { command, admin } => admin_command(admin, AdminCall::Rollout(command)),
+        Command::Experiment { command, admin } => admin_command(admin, AdminCall::Experiment(command)),
         Command::Table { command, data_dir } => table_command(command, &data_dir),
         Command::Monitor { command } => monitor_command(command),
     }
@@ -296,6 +387,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.ort_lib.is_some() {
         config.runtime.onnxruntime_lib = args.ort_lib;
     }
+    config.server.test_clock = args.test_clock;
     let Some(rt) = runtime() else { return ExitCode::FAILURE };
     let source = ConfigSource { path: args.config.clone(), env: args.env.clone() };
     rt.block_on(async move {
@@ -367,6 +459,8 @@ enum AdminCall {
     Endpoints(EndpointsCommand),
     Traffic(TrafficCommand),
     Config(ConfigCommand),
+    Rollout(RolloutCommand),
+    Experiment(ExperimentCommand),
 }
 
 fn admin_command(admin: AdminArgs, call: AdminCall) -> ExitCode {
@@ -404,6 +498,71 @@ fn admin_command(admin: AdminArgs, call: AdminCall) -> ExitCode {
             }
             AdminCall::Config(ConfigCommand::Reload) => {
                 client.call(Method::POST, "/admin/reload", None).await.map(pretty)
+            }
+            AdminCall::Rollout(RolloutCommand::Start(args)) => {
+                let StartArgs {
+                    endpoint,
+                    to,
+                    from,
+                    steps,
+                    interval,
+                    min_requests,
+                    max_error_rate,
+                    max_error_rate_increase,
+                    max_p99_latency_ratio,
+                    max_prediction_drift,
+                    drift_metric,
+                    max_quality_drop,
+                    min_shadow_agreement,
+                    webhook_url,
+                } = *args;
+                let guardrails = serde_json::json!({
+                    "max_error_rate": max_error_rate,
+                    "max_error_rate_increase": max_error_rate_increase,
+                    "max_p99_latency_ratio": max_p99_latency_ratio,
+                    "max_prediction_drift": max_prediction_drift,
+                    "drift_metric": drift_metric,
+                    "max_quality_drop": max_quality_drop,
+                    "min_shadow_agreement": min_shadow_agreement,
+                });
+                let body = serde_json::json!({
+                    "candidate": to,
+                    "incumbent": from,
+                    "steps": steps,
+                    "interval": interval,
+                    "min_requests": min_requests,
+                    "guardrails": sluice::cli::without_nulls(guardrails),
+                    "webhook_url": webhook_url,
+                });
+                let body = sluice::cli::without_nulls(body);
+                client.call(Method::POST, &format!("/rollouts/{endpoint}"), Some(&body)).await.map(pretty)
+            }
+            AdminCall::Rollout(RolloutCommand::Status { endpoint }) => {
+                let path = endpoint.map(|e| format!("/rollouts/{e}")).unwrap_or_else(|| "/rollouts".into());
+                client.call(Method::GET, &path, None).await.map(pretty)
+            }
+            AdminCall::Rollout(RolloutCommand::Pause { endpoint }) => {
+                client.call(Method::POST, &format!("/rollouts/{endpoint}/pause"), None).await.map(pretty)
+            }
+            AdminCall::Rollout(RolloutCommand::Resume { endpoint }) => {
+                client.call(Method::POST, &format!("/rollouts/{endpoint}/resume"), None).await.map(pretty)
+            }
+            AdminCall::Rollout(RolloutCommand::Abort { endpoint }) => {
+                client.call(Method::POST, &format!("/rollouts/{endpoint}/abort"), None).await.map(pretty)
+            }
+            AdminCall::Experiment(ExperimentCommand::Report { endpoint, since, until, window, output }) => {
+                let mut query = Vec::new();
+                for (k, v) in [("since", since), ("until", until), ("window", window)] {
+                    if let Some(v) = v {
+                        query.push(format!("{k}={}", sluice::cli::url_encode(&v)));
+                    }
+                }
+                let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+                let report = client.call(Method::GET, &format!("/experiments/{endpoint}{q}"), None).await?;
+                Ok(match output {
+                    Output::Table => sluice::cli::experiment_table(&report),
+                    Output::Json => pretty(report),
+                })
             }
             AdminCall::Monitor(endpoint, false) => {
                 client.call(Method::GET, &format!("/monitors/{endpoint}"), None).await.map(pretty)

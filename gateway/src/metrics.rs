@@ -32,6 +32,9 @@ pub const MONITOR_ROWS_READ_TOTAL: &str = "sluice_monitor_rows_read_total";
 pub const MONITOR_DRIFT: &str = "sluice_monitor_drift";
 pub const MONITOR_ALERT_FIRING: &str = "sluice_monitor_alert_firing";
 pub const MONITOR_NOTIFICATIONS_TOTAL: &str = "sluice_monitor_alert_notifications_total";
+pub const ROLLOUT_CANDIDATE_PERCENT: &str = "sluice_rollout_candidate_traffic_percent";
+pub const ROLLOUT_EVENTS_TOTAL: &str = "sluice_rollout_events_total";
+pub const ROLLOUT_NOTIFICATIONS_TOTAL: &str = "sluice_rollout_notifications_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -56,6 +59,21 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
+    describe_gauge!(
+        ROLLOUT_CANDIDATE_PERCENT,
+        Unit::Percent,
+        "Traffic percentage a rollout gives its candidate, by endpoint (0 after a rollback)."
+    );
+    describe_counter!(
+        ROLLOUT_EVENTS_TOTAL,
+        Unit::Count,
+        "Rollout events, by endpoint and event (started, step, paused, resumed, promoted, rolled_back, aborted)."
+    );
+    describe_counter!(
+        ROLLOUT_NOTIFICATIONS_TOTAL,
+        Unit::Count,
+        "Rollout webhook deliveries, by endpoint and result (delivered, failed)."
+    );
     describe_counter!(MONITOR_REFRESHES_TOTAL, Unit::Count, "Monitor refreshes, by endpoint and result (ok, error).");
     describe_histogram!(MONITOR_REFRESH_DURATION, Unit::Seconds, "Time a monitor refresh took.");
     describe_counter!(MONITOR_ROWS_READ_TOTAL, Unit::Count, "Inference table rows read by monitor refreshes.");

@@ -39,6 +39,7 @@ pub struct RunningServer {
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     pub control: Arc<Control>,
+    pub rollouts: Arc<crate::rollout::Rollouts>,
     token: CancellationToken,
     /// The listeners (HTTP, gRPC, admin).
     servers: TaskTracker,
@@ -65,6 +66,10 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let gateway = Arc::new(Gateway::new(snapshot, tables));
     let control = Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone()));
     control.set_monitors(crate::monitor::service::Monitors::start(&config).map_err(StartError::Other)?);
+    // Running rollouts put their traffic back before anything is served.
+    let clock = if config.server.test_clock { crate::clock::Clock::test() } else { crate::clock::Clock::system() };
+    let rollouts =
+        crate::rollout::Rollouts::start(control.clone(), clock, config.server.data_dir.clone(), tasks.clone()).await;
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
@@ -77,6 +82,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
 
     let token = CancellationToken::new();
     let servers = TaskTracker::new();
+    tasks.spawn(rollouts.clone().run(token.clone()));
     let state = HttpState { gateway: gateway.clone(), max_body_bytes: config.server.max_body_bytes, metrics };
     let http_router = http::router(state.clone());
     let t = token.clone();
@@ -87,6 +93,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     });
     let admin = AdminState {
         control: control.clone(),
+        rollouts: rollouts.clone(),
         token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
     };
@@ -116,7 +123,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         tasks.spawn(reload_on_sighup(control.clone(), token.clone()));
     }
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "sluice serving");
-    Ok(RunningServer { http_addr, grpc_addr, admin_addr, gateway, control, token, servers, tasks })
+    Ok(RunningServer { http_addr, grpc_addr, admin_addr, gateway, control, rollouts, token, servers, tasks })
 }
 
 impl RunningServer {
@@ -151,6 +158,7 @@ impl RunningServer {
         }
         // Dropping the models' and shadow queues' senders lets their tasks drain and end.
         self.gateway.swap(Snapshot::empty());
+        drop(self.rollouts);
         drop(self.control);
         self.tasks.close();
         if tokio::time::timeout_at(until, self.tasks.wait()).await.is_err() {

@@ -19,6 +19,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// The request conflicts with the target's state (e.g. a rollout owns the traffic).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, tonic::Code::Unimplemented),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, tonic::Code::FailedPrecondition),
         }
     }
 
@@ -55,6 +59,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Conflict(_) => "conflict",
         }
     }
 
@@ -108,6 +113,7 @@ mod tests {
             (ApiError::UnsupportedMediaType("x".into()), 415, tonic::Code::InvalidArgument),
             (ApiError::MethodNotAllowed("x".into()), 405, tonic::Code::Unimplemented),
             (ApiError::Unauthorized("x".into()), 401, tonic::Code::Unauthenticated),
+            (ApiError::Conflict("x".into()), 409, tonic::Code::FailedPrecondition),
         ];
         for (err, status, code) in table {
             assert_eq!(err.codes(), (StatusCode::from_u16(status).unwrap(), code), "{err:?}");

@@ -1,6 +1,7 @@
 //! HTTP transport (axum): routes, shared state, body limits and content types.
 
 pub mod admin;
+mod experiments;
 mod infer;
 pub mod predict;
 mod v2_meta;

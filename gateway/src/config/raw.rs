@@ -157,6 +157,12 @@ pub struct RawEndpoint {
     /// Drift and quality monitoring over the inference table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<crate::monitor::RawMonitor>,
+    /// A progressive rollout of a candidate, started when the gateway loads this config.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::spec::RawRollout>,
+    /// How the endpoint's A/B test is analysed (`GET /experiments/{endpoint}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<crate::experiment::spec::RawExperiment>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]

@@ -222,6 +222,7 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
         default_endpoint: None,
         watch_config: s.watch_config.unwrap_or(true),
         watch_interval: positive_ms(issues, "watch_interval_ms", s.watch_interval_ms, 1000),
+        test_clock: false,
         data_dir: PathBuf::new(),
     }
 }
@@ -491,12 +492,51 @@ fn validate_endpoint(
         }
         _ => None,
     };
+    let served_names: Vec<String> = served.iter().map(|s| s.name.clone()).collect();
+    let experiment = match &e.experiment {
+        None => crate::experiment::spec::ExperimentSpec::default(),
+        Some(x) => match crate::experiment::spec::validate(x, &format!("{field}.experiment"), &served_names) {
+            Ok(spec) => spec,
+            Err(errs) => {
+                for (f, msg) in errs {
+                    issues.add(f, msg);
+                }
+                crate::experiment::spec::ExperimentSpec::default()
+            }
+        },
+    };
+    let rollout = match &e.rollout {
+        None => None,
+        Some(r) => {
+            let route_pairs: Vec<(String, u32)> =
+                routes.iter().map(|r| (r.served_model_name.clone(), r.traffic_percentage)).collect();
+            let shadow_names: Vec<String> = shadows.iter().map(|s| s.served_model_name.clone()).collect();
+            let view = crate::rollout::spec::EndpointView {
+                served: &served_names,
+                routes: &route_pairs,
+                shadows: &shadow_names,
+                has_table: table.is_some(),
+                at_start: false,
+            };
+            match crate::rollout::spec::validate(r, &format!("{field}.rollout"), view) {
+                Ok(spec) => Some(spec),
+                Err(errs) => {
+                    for (f, msg) in errs {
+                        issues.add(f, msg);
+                    }
+                    None
+                }
+            }
+        }
+    };
     if issues.0.len() > before {
         return None;
     }
     Some(EndpointConfig {
         table,
         monitor,
+        rollout,
+        experiment,
         name: e.name.clone(),
         served_entities: served,
         routes,

@@ -4,14 +4,10 @@
 //! (retried with backoff) and is persisted, so a restart neither repeats nor loses one.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
 use super::engine::{AlertState, Monitor, MonitorError};
@@ -162,38 +158,12 @@ pub async fn evaluate(monitor: &mut Monitor) -> Result<Vec<Transition>, MonitorE
     Ok(out)
 }
 
-/// Posts `t` to its webhook: up to 4 attempts (0.5 s, 1 s, 2 s apart), each with a 5 s timeout.
-/// Returns whether it was delivered (a 2xx answer).
+/// Posts `t` to its webhook (see [`crate::webhook::post_json`]). Returns whether it was
+/// delivered (a 2xx answer).
 pub async fn notify(t: &Transition) -> bool {
     let Some(url) = &t.webhook_url else { return true };
-    let Ok(uri) = url.parse::<hyper::Uri>() else { return false };
-    let body = match serde_json::to_vec(t) {
-        Ok(b) => b,
-        Err(_) => return false,
-    };
-    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut delay = Duration::from_millis(500);
-    for attempt in 0..4 {
-        if attempt > 0 {
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
-        let req = match hyper::Request::post(uri.clone())
-            .header("content-type", "application/json")
-            .header("user-agent", "sluice-monitor")
-            .body(Full::new(bytes::Bytes::from(body.clone())))
-        {
-            Ok(r) => r,
-            Err(_) => return false,
-        };
-        match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => return true,
-            Ok(Ok(resp)) => tracing::warn!(alert = %t.alert, status = %resp.status(), "alert webhook refused"),
-            Ok(Err(e)) => tracing::warn!(alert = %t.alert, "alert webhook failed: {e}"),
-            Err(_) => tracing::warn!(alert = %t.alert, "alert webhook timed out"),
-        }
-    }
-    false
+    let Ok(body) = serde_json::to_vec(t) else { return false };
+    crate::webhook::post_json(url, body, "monitor").await
 }
 
 /// Sends every transition and records the outcome in the alert's state and counters.

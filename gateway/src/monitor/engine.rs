@@ -18,7 +18,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -134,27 +134,7 @@ fn q(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-fn list_parquet(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let hidden = e.file_name().to_string_lossy().starts_with('.');
-            if hidden {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
+use crate::inference_log::read::list_parquet;
 
 /// Timestamp range and row count from a Parquet footer (statistics of `ts_col`).
 fn file_info(path: &Path, ts_col: &str) -> Result<FileInfo, MonitorError> {
@@ -192,17 +172,10 @@ fn file_info(path: &Path, ts_col: &str) -> Result<FileInfo, MonitorError> {
     Ok(FileInfo { size, rows, min_ts: lo, max_ts: hi })
 }
 
-fn new_ctx() -> SessionContext {
-    let mut cfg = SessionConfig::new().with_target_partitions(1).with_batch_size(8192);
-    cfg.options_mut().execution.parquet.schema_force_view_types = false;
-    SessionContext::new_with_config(cfg)
-}
+use crate::inference_log::read::new_ctx;
 
 async fn register_files(ctx: &SessionContext, name: &str, files: &[PathBuf]) -> Result<(), MonitorError> {
-    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    let df = ctx.read_parquet(paths, ParquetReadOptions::default()).await.map_err(qerr)?;
-    ctx.register_table(name, df.into_view()).map_err(qerr)?;
-    Ok(())
+    crate::inference_log::read::register_files(ctx, name, files).await.map_err(qerr)
 }
 
 fn is_numeric(t: &DataType) -> bool {
@@ -281,35 +254,7 @@ impl Monitor {
 
     /// Registers `t` (the given files), `labels` and the view `v` (table + latest label per row).
     async fn view(&self, ctx: &SessionContext, files: &[PathBuf], labels: &[PathBuf]) -> Result<(), MonitorError> {
-        register_files(ctx, "t", files).await?;
-        let t_schema = ctx.table("t").await.map_err(qerr)?.schema().as_arrow().clone();
-        let has = |c: &str| t_schema.field_with_name(c).is_ok();
-        let sql = if !labels.is_empty() && !has("label") {
-            register_files(ctx, "labels", labels).await?;
-            let latest = |key: &str| {
-                format!(
-                    "SELECT {key} AS __id, last_value(label ORDER BY \"timestamp\") AS __l, \
-                     last_value(label_value ORDER BY \"timestamp\") AS __lv FROM labels WHERE {key} IS NOT NULL GROUP BY {key}"
-                )
-            };
-            let client = if has("client_request_id") {
-                format!("LEFT JOIN ({}) lc ON t.client_request_id = lc.__id", latest("client_request_id"))
-            } else {
-                "LEFT JOIN (SELECT CAST(NULL AS VARCHAR) AS __id, CAST(NULL AS VARCHAR) AS __l, CAST(NULL AS DOUBLE) AS __lv) lc ON FALSE".to_string()
-            };
-            format!(
-                "SELECT t.*, coalesce(lr.__l, lc.__l) AS label, coalesce(lr.__lv, lc.__lv) AS label_value FROM t \
-                 LEFT JOIN ({}) lr ON t.request_id = lr.__id {client}",
-                latest("request_id")
-            )
-        } else if !has("label") {
-            "SELECT t.*, CAST(NULL AS VARCHAR) AS label, CAST(NULL AS DOUBLE) AS label_value FROM t".to_string()
-        } else {
-            "SELECT * FROM t".to_string()
-        };
-        let df = ctx.sql(&sql).await.map_err(qerr)?;
-        ctx.register_table("v", df.into_view()).map_err(qerr)?;
-        Ok(())
+        crate::inference_log::read::register_labelled(ctx, files, labels).await.map_err(qerr)
     }
 
     /// The monitored columns, checked against the view's schema.

@@ -10,6 +10,7 @@ mod errors;
 mod grpc;
 mod monitor;
 mod predict;
+mod rollout;
 mod tables;
 pub mod traffic;
 mod v2_http;

@@ -24,6 +24,7 @@ use crate::core::CoreError;
 #[derive(Clone)]
 pub struct AdminState {
     pub control: Arc<Control>,
+    pub rollouts: Arc<crate::rollout::Rollouts>,
     pub token: Option<Secret>,
     pub max_body_bytes: usize,
 }
@@ -40,6 +41,7 @@ pub fn routes(state: AdminState) -> Router {
         .route("/monitors", get(monitors_list))
         .route("/monitors/{endpoint}", get(monitor_status))
         .route("/monitors/{endpoint}/refresh", post(monitor_refresh))
+        .merge(super::experiments::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -76,6 +78,7 @@ impl From<ControlError> for ApiError {
             ControlError::Invalid(m) => ApiError::Core(CoreError::BadRequest(m)),
             ControlError::Load(b) => ApiError::Core(CoreError::BadRequest(format!("the change was not applied: {b}"))),
             ControlError::NotFound(m) => ApiError::Core(CoreError::NotFound(m)),
+            ControlError::Conflict(m) => ApiError::Conflict(m),
             ControlError::Internal(m) => ApiError::Core(CoreError::Internal(m)),
         }
     }
@@ -150,7 +153,7 @@ async fn get_one(State(s): State<AdminState>, Path(name): Path<String>) -> Resul
     Ok(json_ok(&view(&s.control, &name).await?))
 }
 
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
     s: &AdminState,
     headers: &HeaderMap,
     body: Body,

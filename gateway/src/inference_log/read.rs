@@ -1,0 +1,91 @@
+//! Reading inference tables back (the monitor, experiment analysis and rollout guardrails): the
+//! published files of a table, a DataFusion session that reads them reproducibly, and the join
+//! of each row with its latest label.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+
+/// The published Parquet files under `dir` (recursively; hidden temporary files skipped), sorted.
+pub fn list_parquet(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let hidden = e.file_name().to_string_lossy().starts_with('.');
+            if hidden {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A session on one partition (results do not depend on scheduling), plain (non-view) strings.
+pub fn new_ctx() -> SessionContext {
+    let mut cfg = SessionConfig::new().with_target_partitions(1).with_batch_size(8192);
+    cfg.options_mut().execution.parquet.schema_force_view_types = false;
+    SessionContext::new_with_config(cfg)
+}
+
+/// Registers `files` as table `name`.
+pub async fn register_files(ctx: &SessionContext, name: &str, files: &[PathBuf]) -> Result<(), DataFusionError> {
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let df = ctx.read_parquet(paths, ParquetReadOptions::default()).await?;
+    ctx.register_table(name, df.into_view())?;
+    Ok(())
+}
+
+/// SQL selecting every row of table `t` with `label` and `label_value` from table `labels`: the
+/// latest label posted for its `request_id`, else for its `client_request_id` (when `t` has
+/// that column).
+pub fn labelled_sql(has_client_request_id: bool) -> String {
+    let latest = |key: &str| {
+        format!(
+            "SELECT {key} AS __id, last_value(label ORDER BY \"timestamp\") AS __l, \
+             last_value(label_value ORDER BY \"timestamp\") AS __lv FROM labels WHERE {key} IS NOT NULL GROUP BY {key}"
+        )
+    };
+    let client = if has_client_request_id {
+        format!("LEFT JOIN ({}) lc ON t.client_request_id = lc.__id", latest("client_request_id"))
+    } else {
+        "LEFT JOIN (SELECT CAST(NULL AS VARCHAR) AS __id, CAST(NULL AS VARCHAR) AS __l, CAST(NULL AS DOUBLE) AS __lv) lc ON FALSE".to_string()
+    };
+    format!(
+        "SELECT t.*, coalesce(lr.__l, lc.__l) AS label, coalesce(lr.__lv, lc.__lv) AS label_value FROM t \
+         LEFT JOIN ({}) lr ON t.request_id = lr.__id {client}",
+        latest("request_id")
+    )
+}
+
+/// Registers `t` (the table's files), `labels` (when there are label files) and the view `v`:
+/// every row of `t` with `label` and `label_value` (NULL where none was posted).
+pub async fn register_labelled(
+    ctx: &SessionContext,
+    files: &[PathBuf],
+    labels: &[PathBuf],
+) -> Result<(), DataFusionError> {
+    register_files(ctx, "t", files).await?;
+    let t_schema = ctx.table("t").await?.schema().as_arrow().clone();
+    let has = |c: &str| t_schema.field_with_name(c).is_ok();
+    let sql = if !labels.is_empty() && !has("label") {
+        register_files(ctx, "labels", labels).await?;
+        labelled_sql(has("client_request_id"))
+    } else if !has("label") {
+        "SELECT t.*, CAST(NULL AS VARCHAR) AS label, CAST(NULL AS DOUBLE) AS label_value FROM t".to_string()
+    } else {
+        "SELECT * FROM t".to_string()
+    };
+    let df = ctx.sql(&sql).await?;
+    ctx.register_table("v", df.into_view())?;
+    Ok(())
+}

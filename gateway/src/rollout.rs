@@ -1,0 +1,573 @@
+//! Progressive delivery: a rollout moves an endpoint's traffic from an incumbent served model
+//! to a candidate step by step. A step is held until its interval has passed on the rollout
+//! [`Clock`] and the candidate has answered enough requests; then guardrails compare the
+//! candidate with the incumbent over the step's window of the inference table
+//! ([`guardrails`]). A failed guardrail rolls back to 100% incumbent at once; passing the last
+//! step promotes the candidate to 100%. Operators pause, resume and abort. Every traffic change
+//! is an entry of the endpoint's config history (source `rollout`), every event goes to the
+//! webhook, and the state is persisted ([`state`]) so a restart resumes at the same step.
+//!
+//! The service polls the config (rollouts declared in `[endpoints.rollout]`) and its rollouts
+//! once a second, and at once when a test clock is advanced.
+
+pub mod guardrails;
+pub mod spec;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::raw::{RawRoute, RawTrafficConfig};
+use crate::config::{Config, EndpointConfig};
+use crate::control::{Control, ControlError};
+use crate::experiment::scan::{self, Query};
+use guardrails::Judgement;
+use spec::{RawRollout, RolloutSpec};
+use state::{Event, Origin, Phase, RolloutState};
+
+/// Why a rollout call was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+/// The running rollouts of a gateway.
+pub struct Rollouts {
+    control: Arc<Control>,
+    /// Webhook deliveries run here (drained on shutdown).
+    tasks: TaskTracker,
+    clock: Clock,
+    dir: PathBuf,
+    states: Mutex<BTreeMap<String, RolloutState>>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Rollouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollouts").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn rfc3339(us: i64) -> String {
+    crate::experiment::report::rfc3339(us)
+}
+
+/// Routes with `candidate` at `pct`, `incumbent` at the rest and every other route at 0.
+fn traffic_at(base: Option<&RawTrafficConfig>, incumbent: &str, candidate: &str, pct: u32) -> RawTrafficConfig {
+    let mut routes: Vec<RawRoute> = base.map(|b| b.routes.clone()).unwrap_or_default();
+    for name in [incumbent, candidate] {
+        if !routes.iter().any(|r| r.served_model_name == name) {
+            routes.push(RawRoute { served_model_name: name.to_string(), traffic_percentage: 0 });
+        }
+    }
+    for r in routes.iter_mut() {
+        r.traffic_percentage = if r.served_model_name == candidate {
+            i64::from(pct)
+        } else if r.served_model_name == incumbent {
+            i64::from(100 - pct)
+        } else {
+            0
+        };
+    }
+    RawTrafficConfig { routes }
+}
+
+/// The steps as run: the configured ones, ending at 100, after a shadow step (0) when the
+/// candidate starts as a shadow.
+fn steps_of(spec: &RolloutSpec, candidate_is_shadow: bool) -> Vec<u32> {
+    let mut steps = Vec::new();
+    if candidate_is_shadow {
+        steps.push(0);
+    }
+    steps.extend(spec.steps.iter().copied());
+    if steps.last() != Some(&100) {
+        steps.push(100);
+    }
+    steps
+}
+
+fn view_of(e: &EndpointConfig) -> (Vec<String>, Vec<(String, u32)>, Vec<String>) {
+    (
+        e.served_entities.iter().map(|s| s.name.clone()).collect(),
+        e.routes.iter().map(|r| (r.served_model_name.clone(), r.traffic_percentage)).collect(),
+        e.shadows.iter().map(|s| s.served_model_name.clone()).collect(),
+    )
+}
+
+fn validate_for(raw: &RawRollout, e: &EndpointConfig) -> Result<RolloutSpec, RolloutError> {
+    let (served, routes, shadows) = view_of(e);
+    let view = spec::EndpointView {
+        served: &served,
+        routes: &routes,
+        shadows: &shadows,
+        has_table: e.table.is_some(),
+        at_start: true,
+    };
+    spec::validate(raw, "rollout", view).map_err(|errs| {
+        RolloutError::Invalid(errs.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))
+    })
+}
+
+impl Rollouts {
+    /// Loads the persisted rollouts under `<data_dir>/_rollouts` and puts the traffic of every
+    /// running one back to its step. Call before the listeners are bound.
+    pub async fn start(control: Arc<Control>, clock: Clock, data_dir: PathBuf, tasks: TaskTracker) -> Arc<Rollouts> {
+        let dir = data_dir.join("_rollouts");
+        let r =
+            Arc::new(Rollouts { control, tasks, clock, dir, states: Mutex::new(BTreeMap::new()), wake: Notify::new() });
+        let mut states = r.states.lock().await;
+        for mut st in state::load_all(&r.dir) {
+            if st.phase.is_active() {
+                let traffic = traffic_at(st.base_traffic.as_ref(), &st.incumbent, &st.candidate, st.candidate_percent);
+                let reason = format!(
+                    "rollout of '{}' resumed after a restart at step {} of {} ({}%)",
+                    st.candidate,
+                    st.step + 1,
+                    st.steps.len(),
+                    st.candidate_percent
+                );
+                let drop_shadow = (!st.in_shadow_step()).then(|| st.candidate.clone());
+                if let Err(e) =
+                    r.control.rollout_traffic(&st.endpoint, traffic, drop_shadow, reason.clone(), true).await
+                {
+                    tracing::error!(endpoint = %st.endpoint, "cannot resume the rollout: {e}; it is aborted");
+                    st.phase = Phase::Aborted;
+                    r.event(&mut st, "aborted", format!("could not be resumed after a restart: {e}"), vec![]);
+                } else {
+                    tracing::info!(endpoint = %st.endpoint, "{reason}");
+                }
+                r.persist(&st);
+            }
+            states.insert(st.endpoint.clone(), st);
+        }
+        drop(states);
+        r
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Runs until `token` is cancelled: config-declared rollouts are started and running ones
+    /// judged once a second and whenever the clock is advanced.
+    pub async fn run(self: Arc<Self>, token: CancellationToken) {
+        loop {
+            self.tick().await;
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.clock.advanced() => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Every rollout.
+    pub async fn list(&self) -> Vec<RolloutState> {
+        self.states.lock().await.values().cloned().collect()
+    }
+
+    /// One endpoint's rollout.
+    pub async fn get(&self, endpoint: &str) -> Result<RolloutState, RolloutError> {
+        self.states
+            .lock()
+            .await
+            .get(endpoint)
+            .cloned()
+            .ok_or_else(|| RolloutError::NotFound(format!("endpoint '{endpoint}' has no rollout")))
+    }
+
+    /// The incumbent of the endpoint's running rollout (the A/B report's default champion).
+    pub async fn incumbent_of(&self, endpoint: &str) -> Option<String> {
+        self.states.lock().await.get(endpoint).filter(|s| s.phase.is_active()).map(|s| s.incumbent.clone())
+    }
+
+    /// Starts a rollout (refused while another one runs on the endpoint).
+    pub async fn start_rollout(&self, endpoint: &str, raw: RawRollout) -> Result<RolloutState, RolloutError> {
+        let mut states = self.states.lock().await;
+        self.begin(&mut states, endpoint, raw, Origin::Api).await
+    }
+
+    async fn begin(
+        &self,
+        states: &mut BTreeMap<String, RolloutState>,
+        endpoint: &str,
+        raw: RawRollout,
+        origin: Origin,
+    ) -> Result<RolloutState, RolloutError> {
+        if let Some(st) = states.get(endpoint)
+            && st.phase.is_active()
+        {
+            return Err(RolloutError::Conflict(format!(
+                "endpoint '{endpoint}' already has a rollout of '{}' ({:?}); abort it first",
+                st.candidate, st.phase
+            )));
+        }
+        let config = self.control.config().await;
+        let e = config
+            .endpoint(endpoint)
+            .ok_or_else(|| RolloutError::NotFound(format!("unknown endpoint '{endpoint}'")))?;
+        let spec = validate_for(&raw, e)?;
+        let incumbent = spec
+            .incumbent
+            .clone()
+            .or_else(|| spec::default_incumbent(&view_of(e).1, &spec.candidate))
+            .ok_or_else(|| RolloutError::Invalid("no incumbent: name one".into()))?;
+        let is_shadow = e.shadows.iter().any(|s| s.served_model_name == spec.candidate);
+        let steps = steps_of(&spec, is_shadow);
+        let now = self.clock.now_us();
+        let mut st = RolloutState {
+            endpoint: endpoint.to_string(),
+            spec: raw,
+            origin,
+            candidate: spec.candidate.clone(),
+            incumbent,
+            phase: Phase::Progressing,
+            step: 0,
+            candidate_percent: steps[0],
+            steps,
+            step_started_us: now,
+            step_started_wall_us: crate::inference_log::now_us(),
+            started: rfc3339(now),
+            updated: rfc3339(now),
+            waiting: None,
+            last_checks: vec![],
+            events: vec![],
+            base_traffic: e.raw.traffic_config.clone(),
+        };
+        let traffic = traffic_at(st.base_traffic.as_ref(), &st.incumbent, &st.candidate, st.candidate_percent);
+        let drop_shadow = (!st.in_shadow_step() && is_shadow).then(|| st.candidate.clone());
+        let msg = format!(
+            "rollout of '{}' from '{}' started: steps {:?}, interval {}, step 1 at {}%",
+            st.candidate, st.incumbent, st.steps, st.spec.interval, st.candidate_percent
+        );
+        self.control.rollout_traffic(endpoint, traffic, drop_shadow, msg.clone(), true).await?;
+        self.event(&mut st, "started", msg, vec![]);
+        self.persist(&st);
+        states.insert(endpoint.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Holds the rollout at its step.
+    pub async fn pause(&self, endpoint: &str) -> Result<RolloutState, RolloutError> {
+        self.operate(endpoint, |st| match st.phase {
+            Phase::Progressing => Ok(Phase::Paused),
+            p => Err(format!("the rollout is {p:?}, not progressing")),
+        })
+        .await
+    }
+
+    /// Goes on from the step it was paused at (the step's interval starts again).
+    pub async fn resume(&self, endpoint: &str) -> Result<RolloutState, RolloutError> {
+        self.operate(endpoint, |st| match st.phase {
+            Phase::Paused => Ok(Phase::Progressing),
+            p => Err(format!("the rollout is {p:?}, not paused")),
+        })
+        .await
+    }
+
+    /// Stops the rollout and sends all traffic back to the incumbent.
+    pub async fn abort(&self, endpoint: &str) -> Result<RolloutState, RolloutError> {
+        self.operate(endpoint, |st| {
+            if st.phase.is_active() {
+                Ok(Phase::Aborted)
+            } else {
+                Err(format!("the rollout is already {:?}", st.phase))
+            }
+        })
+        .await
+    }
+
+    async fn operate<F>(&self, endpoint: &str, f: F) -> Result<RolloutState, RolloutError>
+    where
+        F: FnOnce(&RolloutState) -> Result<Phase, String>,
+    {
+        let mut states = self.states.lock().await;
+        let st = states
+            .get_mut(endpoint)
+            .ok_or_else(|| RolloutError::NotFound(format!("endpoint '{endpoint}' has no rollout")))?;
+        let next = f(st).map_err(RolloutError::Conflict)?;
+        match next {
+            Phase::Paused => {
+                st.phase = Phase::Paused;
+                self.event(st, "paused", format!("paused at {}%", st.candidate_percent), vec![]);
+            }
+            Phase::Progressing => {
+                st.phase = Phase::Progressing;
+                st.step_started_us = self.clock.now_us();
+                st.step_started_wall_us = crate::inference_log::now_us();
+                self.event(
+                    st,
+                    "resumed",
+                    format!("resumed at {}%; the step's interval starts again", st.candidate_percent),
+                    vec![],
+                );
+            }
+            _ => {
+                self.finish(
+                    st,
+                    Phase::Aborted,
+                    "aborted by an operator; all traffic back to the incumbent".into(),
+                    vec![],
+                )
+                .await?;
+            }
+        }
+        self.persist(st);
+        self.wake.notify_one();
+        Ok(st.clone())
+    }
+
+    /// Ends a rollout: promoted (100% candidate) or back to 100% incumbent.
+    async fn finish(
+        &self,
+        st: &mut RolloutState,
+        phase: Phase,
+        message: String,
+        checks: Vec<guardrails::Check>,
+    ) -> Result<(), RolloutError> {
+        let pct = if phase == Phase::Promoted { 100 } else { 0 };
+        let traffic = traffic_at(st.base_traffic.as_ref(), &st.incumbent, &st.candidate, pct);
+        let drop_shadow = (pct == 100).then(|| st.candidate.clone());
+        let reason = format!("rollout of '{}': {message}", st.candidate);
+        self.control.rollout_traffic(&st.endpoint, traffic, drop_shadow, reason, false).await?;
+        st.phase = phase;
+        st.candidate_percent = pct;
+        st.waiting = None;
+        let event = match phase {
+            Phase::Promoted => "promoted",
+            Phase::RolledBack => "rolled_back",
+            _ => "aborted",
+        };
+        self.event(st, event, message, checks);
+        Ok(())
+    }
+
+    fn event(&self, st: &mut RolloutState, event: &str, message: String, checks: Vec<guardrails::Check>) {
+        let now = self.clock.now_us();
+        st.updated = rfc3339(now);
+        let ev = Event {
+            time: rfc3339(now),
+            event: event.to_string(),
+            candidate_percent: st.candidate_percent,
+            message,
+            checks,
+        };
+        tracing::info!(endpoint = %st.endpoint, event, percent = st.candidate_percent, "rollout: {}", ev.message);
+        let endpoint = st.endpoint.clone();
+        metrics::counter!(crate::metrics::ROLLOUT_EVENTS_TOTAL, "endpoint" => endpoint.clone(), "event" => event.to_string())
+            .increment(1);
+        metrics::gauge!(crate::metrics::ROLLOUT_CANDIDATE_PERCENT, "endpoint" => endpoint.clone())
+            .set(f64::from(st.candidate_percent));
+        if let Some(url) = st.spec.webhook_url.clone() {
+            let body = serde_json::json!({
+                "endpoint": st.endpoint,
+                "candidate": st.candidate,
+                "incumbent": st.incumbent,
+                "phase": st.phase,
+                "step": st.step + 1,
+                "steps": st.steps,
+                "event": ev,
+            });
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            self.tasks.spawn(async move {
+                let ok = crate::webhook::post_json(&url, body, "rollout").await;
+                let result = if ok { "delivered" } else { "failed" };
+                metrics::counter!(crate::metrics::ROLLOUT_NOTIFICATIONS_TOTAL, "endpoint" => endpoint, "result" => result)
+                    .increment(1);
+            });
+        }
+        st.events.push(ev);
+    }
+
+    fn persist(&self, st: &RolloutState) {
+        if let Err(e) = state::save(&self.dir, st) {
+            tracing::error!(endpoint = %st.endpoint, "rollout state not saved: {e}");
+        }
+    }
+
+    /// Starts config-declared rollouts, then judges every progressing one whose interval has
+    /// passed.
+    pub async fn tick(&self) {
+        let config = self.control.config().await;
+        let mut states = self.states.lock().await;
+        self.start_declared(&config, &mut states).await;
+        let names: Vec<String> =
+            states.iter().filter(|(_, s)| s.phase == Phase::Progressing).map(|(k, _)| k.clone()).collect();
+        for name in names {
+            let Some(st) = states.get_mut(&name) else { continue };
+            if let Err(e) = self.step(&config, st).await {
+                tracing::error!(endpoint = %name, "rollout step failed: {e}");
+                st.waiting = Some(format!("could not be judged: {e}"));
+            }
+            self.persist(st);
+        }
+    }
+
+    async fn start_declared(&self, config: &Config, states: &mut BTreeMap<String, RolloutState>) {
+        for e in &config.endpoints {
+            let Some(spec) = &e.rollout else { continue };
+            match states.get(&e.name) {
+                Some(st) if st.phase.is_active() || st.spec == spec.raw => continue,
+                _ => {}
+            }
+            match self.begin(states, &e.name, spec.raw.clone(), Origin::Config).await {
+                Ok(_) => {}
+                Err(err) => {
+                    // Remember the refusal so it is not retried every second.
+                    tracing::error!(endpoint = %e.name, "the configured rollout cannot start: {err}");
+                    let now = self.clock.now_us();
+                    let mut st = RolloutState {
+                        endpoint: e.name.clone(),
+                        spec: spec.raw.clone(),
+                        origin: Origin::Config,
+                        candidate: spec.candidate.clone(),
+                        incumbent: spec.incumbent.clone().unwrap_or_default(),
+                        phase: Phase::Aborted,
+                        step: 0,
+                        steps: vec![],
+                        candidate_percent: 0,
+                        step_started_us: now,
+                        step_started_wall_us: crate::inference_log::now_us(),
+                        started: rfc3339(now),
+                        updated: rfc3339(now),
+                        waiting: None,
+                        last_checks: vec![],
+                        events: vec![],
+                        base_traffic: e.raw.traffic_config.clone(),
+                    };
+                    self.event(&mut st, "aborted", format!("could not start: {err}"), vec![]);
+                    self.persist(&st);
+                    states.insert(e.name.clone(), st);
+                }
+            }
+        }
+    }
+
+    /// Judges one progressing rollout if its step is due.
+    async fn step(&self, config: &Config, st: &mut RolloutState) -> Result<(), RolloutError> {
+        let Some(e) = config.endpoint(&st.endpoint) else {
+            st.phase = Phase::Aborted;
+            self.control.unpin(&st.endpoint);
+            self.event(st, "aborted", "the endpoint was removed".into(), vec![]);
+            return Ok(());
+        };
+        let Some(table) = &e.table else {
+            return Err(RolloutError::Invalid("the endpoint has no inference table".into()));
+        };
+        let spec = spec::parse(&st.spec, "rollout").map_err(|errs| RolloutError::Invalid(format!("{errs:?}")))?;
+        let now = self.clock.now_us();
+        let interval_us = i64::try_from(spec.interval.as_micros()).unwrap_or(i64::MAX);
+        if now - st.step_started_us < interval_us {
+            st.waiting = Some(format!(
+                "step {} of {} ({}%) is held until {}",
+                st.step + 1,
+                st.steps.len(),
+                st.candidate_percent,
+                rfc3339(st.step_started_us.saturating_add(interval_us))
+            ));
+            return Ok(());
+        }
+        let wall = crate::inference_log::now_us();
+        let q = Query {
+            table_dir: table.dir.clone(),
+            labels_dir: Some(scan::labels_dir_of(&table.dir)),
+            from_us: st.step_started_wall_us,
+            to_us: wall + 1,
+            metric: None,
+            periods: vec![st.step_started_wall_us],
+            bucket_us: 0,
+        };
+        let data = scan::scan(&q).await.map_err(RolloutError::Invalid)?;
+        match guardrails::judge(&spec, &st.incumbent, &data, st.in_shadow_step()) {
+            Judgement::Waiting(why) => {
+                st.waiting = Some(why);
+            }
+            Judgement::Judged(checks) => {
+                st.waiting = None;
+                st.last_checks = checks.clone();
+                let failed: Vec<String> = checks
+                    .iter()
+                    .filter(|c| !c.passed)
+                    .map(|c| {
+                        format!(
+                            "{} = {} (limit {})",
+                            c.name,
+                            c.value.map(|v| format!("{v:.4}")).unwrap_or("?".into()),
+                            c.threshold
+                        )
+                    })
+                    .collect();
+                if !failed.is_empty() {
+                    let msg = format!(
+                        "guardrail failed at {}%: {}; all traffic back to '{}'",
+                        st.candidate_percent,
+                        failed.join(", "),
+                        st.incumbent
+                    );
+                    return self.finish(st, Phase::RolledBack, msg, checks).await;
+                }
+                if st.step + 1 >= st.steps.len() || st.steps[st.step + 1] == 100 {
+                    let msg = format!("every step passed; '{}' now takes all traffic", st.candidate);
+                    if st.step + 1 < st.steps.len() {
+                        st.step += 1;
+                    }
+                    return self.finish(st, Phase::Promoted, msg, checks).await;
+                }
+                let was_shadow = st.in_shadow_step();
+                st.step += 1;
+                st.candidate_percent = st.steps[st.step];
+                let traffic = traffic_at(st.base_traffic.as_ref(), &st.incumbent, &st.candidate, st.candidate_percent);
+                let msg = format!(
+                    "guardrails passed; step {} of {}: {}% to '{}'",
+                    st.step + 1,
+                    st.steps.len(),
+                    st.candidate_percent,
+                    st.candidate
+                );
+                let drop_shadow = was_shadow.then(|| st.candidate.clone());
+                self.control.rollout_traffic(&st.endpoint, traffic, drop_shadow, msg.clone(), true).await?;
+                st.step_started_us = self.clock.now_us();
+                st.step_started_wall_us = crate::inference_log::now_us();
+                self.event(st, "step", msg, checks);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_moves_between_incumbent_and_candidate_only() {
+        let base = RawTrafficConfig {
+            routes: vec![
+                RawRoute { served_model_name: "a".into(), traffic_percentage: 90 },
+                RawRoute { served_model_name: "b".into(), traffic_percentage: 10 },
+                RawRoute { served_model_name: "c".into(), traffic_percentage: 0 },
+            ],
+        };
+        let t = traffic_at(Some(&base), "a", "b", 25);
+        let pct: Vec<i64> = t.routes.iter().map(|r| r.traffic_percentage).collect();
+        assert_eq!(pct, vec![75, 25, 0]);
+        let t = traffic_at(None, "a", "b", 5);
+        assert_eq!(t.routes.len(), 2);
+        assert_eq!(t.routes.iter().map(|r| r.traffic_percentage).sum::<i64>(), 100);
+    }
+}

@@ -1,0 +1,419 @@
+//! Rollouts driven end to end on a test clock: a healthy candidate is promoted through every
+//! step; a candidate that fails 5% of its requests, and one whose predictions drift, are rolled
+//! back at once without failing a request; a restart mid-rollout resumes at the same step; the
+//! A/B report's sample-ratio check flags a skewed split and passes a fair one.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{self, TestServer, eventually};
+use crate::traffic::copy_dir;
+
+/// A model repository with the fraud classifier and the two test-only candidates: fraud_flaky
+/// (v1, but fails when amount > 50000) and fraud_alarmist (predicts fraud for every row).
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = common::repo_root();
+    for m in ["fraud_flaky", "fraud_alarmist"] {
+        copy_dir(&root.join("tests/fixtures/models").join(m), &dir.path().join(m));
+    }
+    copy_dir(&root.join("models/fraud_classifier"), &dir.path().join("fraud_classifier"));
+    dir
+}
+
+fn config(repo: &std::path::Path, data: &std::path::Path, candidate: &str, extra: &str) -> sluice::config::Config {
+    let text = format!(
+        r#"
+[server]
+data_dir = "{data}"
+[runtime]
+model_repository = "{repo}"
+
+[[endpoints]]
+name = "fraud"
+served_entities = [
+  {{ name = "champion", entity_name = "fraud_classifier", entity_version = "1", batching = {{ enabled = false }} }},
+  {{ name = "candidate", entity_name = "{candidate}", entity_version = "1", batching = {{ enabled = false }} }},
+]
+traffic_config = {{ routes = [
+  {{ served_model_name = "champion", traffic_percentage = 100 }},
+  {{ served_model_name = "candidate", traffic_percentage = 0 }},
+] }}
+inference_table = {{ enabled = true, flush_interval_ms = 100 }}
+{extra}
+"#,
+        data = data.display(),
+        repo = repo.display(),
+    );
+    let mut c = common::config(&text);
+    c.server.test_clock = true;
+    c
+}
+
+async fn start(c: sluice::config::Config) -> TestServer {
+    common::start_with(c).await
+}
+
+/// `/predict` body of one fixture row; with `poison`, an amount the flaky candidate fails on.
+fn body(i: usize, poison: bool) -> Value {
+    let (cols, rows) = common::fixture("fraud_classifier");
+    let mut row = rows[i % rows.len()].clone();
+    if poison {
+        row[0] = 99_999.0;
+    }
+    json!({"dataframe_split": {"columns": cols, "data": [row]}})
+}
+
+async fn rollout(t: &TestServer) -> Value {
+    t.client.get(format!("{}/rollouts/fraud", t.admin)).send().await.unwrap().json().await.unwrap()
+}
+
+async fn admin_post(t: &TestServer, path: &str, body: Value) -> (u16, Value) {
+    let r = t.client.post(format!("{}{path}", t.admin)).json(&body).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Candidate share of the endpoint's traffic as configured now.
+async fn candidate_percent(t: &TestServer) -> i64 {
+    let v: Value =
+        t.client.get(format!("{}/admin/endpoints/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
+    v["served_models"].as_array().unwrap().iter().find(|m| m["name"] == "candidate").unwrap()["traffic_percentage"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Sends `n` requests; every `poison_every`-th carries the amount the flaky model fails on.
+/// Returns the statuses.
+async fn send(t: &TestServer, n: usize, poison_every: Option<usize>) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let poison = poison_every.is_some_and(|k| i % k == k - 1);
+        let (s, _) = t.served("/endpoints/fraud/predict", &body(i, poison), &[]).await;
+        out.push(s);
+    }
+    out
+}
+
+/// One round of the driver: traffic, then the step's interval passes on the test clock, then
+/// wait until the rollout has been looked at on the new time.
+async fn round(t: &TestServer, n: usize, poison_every: Option<usize>) -> Value {
+    send(t, n, poison_every).await;
+    let before = rollout(t).await;
+    let (s, _) = admin_post(t, "/debug/clock", json!({"advance": "5m"})).await;
+    assert_eq!(s, 200);
+    let start = std::time::Instant::now();
+    loop {
+        let now = rollout(t).await;
+        let held = now["waiting"].as_str().is_some_and(|w| w.contains("is held until"));
+        let moved = now["events"] != before["events"] || now["waiting"] != before["waiting"];
+        if !held && (moved || now["phase"] != "progressing") {
+            return now;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the rollout was not judged on the advanced clock: {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Drives rounds until the rollout ends (bounded).
+async fn drive(t: &TestServer, poison_every: Option<usize>) -> Value {
+    for _ in 0..40 {
+        let st = round(t, 100, poison_every).await;
+        if st["phase"] != "progressing" {
+            return st;
+        }
+    }
+    panic!("the rollout did not finish: {}", rollout(t).await);
+}
+
+fn events(st: &Value) -> Vec<(String, i64)> {
+    st["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap().to_string(), e["candidate_percent"].as_i64().unwrap()))
+        .collect()
+}
+
+/// A webhook receiver on 127.0.0.1:0 that records every JSON body it gets.
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+fn start_body(hook: &str) -> Value {
+    json!({
+        "candidate": "candidate",
+        "steps": [5, 25, 50, 100],
+        "interval": "5m",
+        "min_requests": 50,
+        "guardrails": {"max_p99_latency_ratio": 20.0},
+        "webhook_url": hook,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_candidate_is_promoted_through_every_step() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
+    let (hook, got) = receiver().await;
+    let (s, st) = admin_post(&t, "/rollouts/fraud", start_body(&hook)).await;
+    assert_eq!(s, 201, "{st}");
+    assert_eq!(st["incumbent"], "champion");
+    assert_eq!(candidate_percent(&t).await, 5);
+    // the rollout owns the traffic now
+    let r = t
+        .client
+        .patch(format!("{}/admin/endpoints/fraud/traffic", t.admin))
+        .json(&json!({"routes": [{"served_model_name": "champion", "traffic_percentage": 100},
+                                  {"served_model_name": "candidate", "traffic_percentage": 0}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    // the interval holds a step even with enough requests
+    send(&t, 200, None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rollout(&t).await["step"], 0, "a step is held until its interval has passed");
+
+    let st = drive(&t, None).await;
+    assert_eq!(st["phase"], "promoted", "{st}");
+    assert_eq!(
+        events(&st),
+        vec![("started".into(), 5), ("step".into(), 25), ("step".into(), 50), ("promoted".into(), 100)]
+    );
+    assert!(st["last_checks"].as_array().unwrap().iter().all(|c| c["passed"] == true), "{st}");
+    assert_eq!(candidate_percent(&t).await, 100);
+    // every traffic change is a history entry made by the rollout
+    let h: Value =
+        t.client.get(format!("{}/admin/endpoints/fraud/history", t.admin)).send().await.unwrap().json().await.unwrap();
+    let by_rollout: Vec<&Value> =
+        h["history"].as_array().unwrap().iter().filter(|e| e["source"] == "rollout").collect();
+    assert_eq!(by_rollout.len(), 4, "{h}");
+    assert!(by_rollout[3]["reason"].as_str().unwrap().contains("every step passed"));
+    // the webhook heard every event, and the traffic is free again
+    eventually("4 webhook deliveries", || async { got.lock().unwrap().len() == 4 }).await;
+    assert_eq!(got.lock().unwrap()[3]["event"]["event"], "promoted");
+    let (s, _) = admin_post(&t, "/rollouts/fraud/abort", json!({})).await;
+    assert_eq!(s, 409, "a finished rollout cannot be aborted");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_candidate_is_rolled_back() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
+    let (hook, got) = receiver().await;
+    let mut b = start_body(&hook);
+    b["min_requests"] = json!(60);
+    let (s, st) = admin_post(&t, "/rollouts/fraud", b).await;
+    assert_eq!(s, 201, "{st}");
+    // one request in 20 (5%) carries an amount the candidate fails on; the champion answers it
+    let st = drive(&t, Some(20)).await;
+    assert_eq!(st["phase"], "rolled_back", "{st}");
+    let failed: Vec<&Value> = st["last_checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).collect();
+    assert!(failed.iter().any(|c| c["name"] == "error_rate"), "{st}");
+    let rate = failed.iter().find(|c| c["name"] == "error_rate").unwrap()["value"].as_f64().unwrap();
+    assert!((0.01..0.2).contains(&rate), "candidate error rate {rate}");
+    assert_eq!(candidate_percent(&t).await, 0);
+    // with the candidate out, the same traffic (poisoned rows included) all succeeds
+    assert!(send(&t, 100, Some(20)).await.iter().all(|s| *s == 200));
+    eventually("the rollback webhook", || async {
+        got.lock().unwrap().iter().any(|v| v["event"]["event"] == "rolled_back")
+    })
+    .await;
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drifting_candidate_is_rolled_back_without_failing_a_request() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let t = start(config(repo.path(), data.path(), "fraud_alarmist", "")).await;
+    let (s, st) = admin_post(&t, "/rollouts/fraud", start_body("http://127.0.0.1:9/none")).await;
+    assert_eq!(s, 201, "{st}");
+    // clients keep sending through the whole rollout and the rollback
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for k in 0..2 {
+        let (client, url, stop) = (t.client.clone(), t.url("/endpoints/fraud/predict"), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let mut i = k;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client.post(&url).json(&body(i, false)).send().await.unwrap();
+                statuses.push(r.status().as_u16());
+                i += 2;
+            }
+            statuses
+        }));
+    }
+    let st = drive(&t, None).await;
+    // a little more traffic after the rollback
+    send(&t, 20, None).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for l in load {
+        statuses.extend(l.await.unwrap());
+    }
+    assert_eq!(st["phase"], "rolled_back", "{st}");
+    let drift = st["last_checks"].as_array().unwrap().iter().find(|c| c["name"] == "prediction_drift").unwrap().clone();
+    assert_eq!(drift["passed"], false, "{st}");
+    assert!(drift["value"].as_f64().unwrap() > 0.2);
+    assert!(!statuses.is_empty() && statuses.iter().all(|s| *s == 200), "a request failed: {statuses:?}");
+    assert_eq!(candidate_percent(&t).await, 0);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_at_the_same_step() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
+    let (s, _) = admin_post(&t, "/rollouts/fraud", start_body("http://127.0.0.1:9/none")).await;
+    assert_eq!(s, 201);
+    let mut st = rollout(&t).await;
+    while st["step"] == 0 {
+        st = round(&t, 60, None).await;
+    }
+    assert_eq!((st["step"].as_i64(), st["candidate_percent"].as_i64()), (Some(1), Some(25)), "{st}");
+    let started = st["step_started_us"].clone();
+    t.stop().await;
+
+    let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
+    let st = rollout(&t).await;
+    assert_eq!(st["phase"], "progressing", "{st}");
+    assert_eq!((st["step"].as_i64(), st["candidate_percent"].as_i64()), (Some(1), Some(25)));
+    assert_eq!(st["step_started_us"], started, "the step's timer goes on");
+    assert_eq!(candidate_percent(&t).await, 25, "the step's traffic is back");
+    let h: Value =
+        t.client.get(format!("{}/admin/endpoints/fraud/history", t.admin)).send().await.unwrap().json().await.unwrap();
+    assert!(
+        h["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"].as_str().is_some_and(|r| r.contains("resumed after a restart")))
+    );
+    // pause holds the step through an interval; resume goes on to promotion
+    let (s, _) = admin_post(&t, "/rollouts/fraud/pause", json!({})).await;
+    assert_eq!(s, 200);
+    send(&t, 60, None).await;
+    admin_post(&t, "/debug/clock", json!({"advance": "10m"})).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(rollout(&t).await["step"], 1);
+    assert_eq!(admin_post(&t, "/rollouts/fraud/resume", json!({})).await.0, 200);
+    assert_eq!(drive(&t, None).await["phase"], "promoted");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rollouts_and_clock_moves_are_refused() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let mut c = config(repo.path(), data.path(), "fraud_flaky", "");
+    c.server.test_clock = false;
+    let t = start(c).await;
+    for (body, want) in [
+        (json!({"candidate": "nobody", "steps": [5], "interval": "5m"}), "not a served model"),
+        (json!({"candidate": "candidate", "steps": [50, 5], "interval": "5m"}), "strictly ascending"),
+        (json!({"candidate": "candidate", "steps": [5], "interval": "soon"}), "not a duration"),
+        (json!({"candidate": "candidate", "steps": [5], "interval": "5m", "surprise": 1}), "unknown field"),
+    ] {
+        let (s, v) = admin_post(&t, "/rollouts/fraud", body).await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{v}");
+    }
+    assert_eq!(admin_post(&t, "/rollouts/nowhere", start_body("http://x/")).await.0, 404);
+    assert_eq!(admin_post(&t, "/rollouts/fraud/pause", json!({})).await.0, 404);
+    let (s, v) = admin_post(&t, "/debug/clock", json!({"advance": "5m"})).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(admin_post(&t, "/rollouts/fraud", start_body("http://127.0.0.1:9/")).await.0, 201);
+    assert_eq!(admin_post(&t, "/rollouts/fraud", start_body("http://127.0.0.1:9/")).await.0, 409);
+    t.stop().await;
+}
+
+/// The A/B report since `since`, once it counts `requests` requests (the table flushes behind).
+async fn report_with(t: &TestServer, since: &str, requests: u64) -> Value {
+    let url = format!("{}/experiments/fraud?since={}", t.admin, sluice::cli::url_encode(since));
+    let start = std::time::Instant::now();
+    loop {
+        let r: Value = t.client.get(&url).send().await.unwrap().json().await.unwrap();
+        if r["requests"] == requests {
+            return r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the report never counted {requests}: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One arm of the report.
+fn arm(r: &Value, name: &str) -> Value {
+    r["arms"].as_array().unwrap().iter().find(|a| a["served_model"] == name).unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_ratio_mismatch_is_flagged_only_for_a_skewed_split() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let mut c = config(repo.path(), data.path(), "fraud_flaky", "allow_served_model_override = true\nrouting_seed = 7");
+    c.server.test_clock = false;
+    let t = start(c).await;
+    let split = json!({"routes": [{"served_model_name": "champion", "traffic_percentage": 50},
+                                  {"served_model_name": "candidate", "traffic_percentage": 50}]});
+    let r = t.client.patch(format!("{}/admin/endpoints/fraud/traffic", t.admin)).json(&split).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let since = sluice::experiment::report::rfc3339(sluice::inference_log::now_us());
+    send(&t, 400, None).await;
+    let fair = report_with(&t, &since, 400).await;
+    assert_eq!(fair["srm"]["flagged"], false, "{fair}");
+    assert!(fair["srm"]["p_value"].as_f64().unwrap() > 0.001);
+    assert_eq!(arm(&fair, "champion")["expected_share"], 0.5);
+    // pin 150 extra requests to the champion: the split no longer follows the weights
+    for i in 0..150 {
+        let (s, served) =
+            t.served("/endpoints/fraud/predict", &body(i, false), &[("x-sluice-served-model", "champion")]).await;
+        assert_eq!((s, served.as_str()), (200, "champion"));
+    }
+    let skewed = report_with(&t, &since, 550).await;
+    assert_eq!(skewed["srm"]["flagged"], true, "{skewed}");
+    assert!(skewed["srm"]["p_value"].as_f64().unwrap() < 0.001);
+    assert!(
+        skewed["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("sample ratio mismatch"))
+    );
+    // bad parameters are refused
+    let r = t.client.get(format!("{}/experiments/fraud?since=yesterday-ish", t.admin)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = t.client.get(format!("{}/experiments/nowhere", t.admin)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    t.stop().await;
+}
