@@ -133,7 +133,11 @@ pub async fn endpoint_report(
         .champion
         .clone()
         .or(champion_hint)
-        .or_else(|| e.routes.iter().max_by_key(|r| r.traffic_percentage).map(|r| r.served_model_name.clone()))
+        .or_else(|| {
+            // The route with the most traffic; the first listed of equals.
+            let top = e.routes.iter().map(|r| r.traffic_percentage).max()?;
+            e.routes.iter().find(|r| r.traffic_percentage == top).map(|r| r.served_model_name.clone())
+        })
         .unwrap_or_default();
     let q = scan::Query {
         table_dir: table.dir.clone(),

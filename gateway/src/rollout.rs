@@ -66,10 +66,16 @@ fn rfc3339(us: i64) -> String {
     crate::experiment::report::rfc3339(us)
 }
 
-/// Routes with `candidate` at `pct`, `incumbent` at the rest and every other route at 0.
-fn traffic_at(base: Option<&RawTrafficConfig>, incumbent: &str, candidate: &str, pct: u32) -> RawTrafficConfig {
-    let mut routes: Vec<RawRoute> = base.map(|b| b.routes.clone()).unwrap_or_default();
+/// Routes with `candidate` at `pct`, `incumbent` at the rest and every other route at 0. A
+/// candidate that is still a shadow (its shadow step) gets no route at 0%.
+fn traffic_at(st: &RolloutState, pct: u32) -> RawTrafficConfig {
+    let (incumbent, candidate) = (st.incumbent.as_str(), st.candidate.as_str());
+    let mut routes: Vec<RawRoute> = st.base_traffic.as_ref().map(|b| b.routes.clone()).unwrap_or_default();
+    let routed = pct > 0 || !st.in_shadow_step();
     for name in [incumbent, candidate] {
+        if name == candidate && !routed {
+            continue;
+        }
         if !routes.iter().any(|r| r.served_model_name == name) {
             routes.push(RawRoute { served_model_name: name.to_string(), traffic_percentage: 0 });
         }
@@ -132,7 +138,7 @@ impl Rollouts {
         let mut states = r.states.lock().await;
         for mut st in state::load_all(&r.dir) {
             if st.phase.is_active() {
-                let traffic = traffic_at(st.base_traffic.as_ref(), &st.incumbent, &st.candidate, st.candidate_percent);
+                let traffic = traffic_at(&st, st.candidate_percent);
                 let reason = format!(
                     "rollout of '{}' resumed after a restart at step {} of {} ({}%)",
                     st.candidate,
@@ -249,7 +255,7 @@ impl Rollouts {
             events: vec![],
             base_traffic: e.raw.traffic_config.clone(),
         };
-        let traffic = traffic_at(st.base_traffic.as_ref(), &st.incumbent, &st.candidate, st.candidate_percent);
+        let traffic = traffic_at(&st, st.candidate_percent);
         let drop_shadow = (!st.in_shadow_step() && is_shadow).then(|| st.candidate.clone());
         let msg = format!(
             "rollout of '{}' from '{}' started: steps {:?}, interval {}, step 1 at {}%",
@@ -341,7 +347,7 @@ impl Rollouts {
         checks: Vec<guardrails::Check>,
     ) -> Result<(), RolloutError> {
         let pct = if phase == Phase::Promoted { 100 } else { 0 };
-        let traffic = traffic_at(st.base_traffic.as_ref(), &st.incumbent, &st.candidate, pct);
+        let traffic = traffic_at(st, pct);
         let drop_shadow = (pct == 100).then(|| st.candidate.clone());
         let reason = format!("rollout of '{}': {message}", st.candidate);
         self.control.rollout_traffic(&st.endpoint, traffic, drop_shadow, reason, false).await?;
@@ -531,7 +537,7 @@ impl Rollouts {
                 let was_shadow = st.in_shadow_step();
                 st.step += 1;
                 st.candidate_percent = st.steps[st.step];
-                let traffic = traffic_at(st.base_traffic.as_ref(), &st.incumbent, &st.candidate, st.candidate_percent);
+                let traffic = traffic_at(st, st.candidate_percent);
                 let msg = format!(
                     "guardrails passed; step {} of {}: {}% to '{}'",
                     st.step + 1,
@@ -554,6 +560,36 @@ impl Rollouts {
 mod tests {
     use super::*;
 
+    fn state(base: Option<RawTrafficConfig>, steps: Vec<u32>) -> RolloutState {
+        RolloutState {
+            endpoint: "e".into(),
+            spec: RawRollout {
+                candidate: "b".into(),
+                incumbent: None,
+                steps: vec![5],
+                interval: "1m".into(),
+                min_requests: None,
+                guardrails: None,
+                webhook_url: None,
+            },
+            origin: Origin::Api,
+            candidate: "b".into(),
+            incumbent: "a".into(),
+            phase: Phase::Progressing,
+            step: 0,
+            steps,
+            candidate_percent: 0,
+            step_started_us: 0,
+            step_started_wall_us: 0,
+            started: String::new(),
+            updated: String::new(),
+            waiting: None,
+            last_checks: vec![],
+            events: vec![],
+            base_traffic: base,
+        }
+    }
+
     #[test]
     fn traffic_moves_between_incumbent_and_candidate_only() {
         let base = RawTrafficConfig {
@@ -563,11 +599,16 @@ mod tests {
                 RawRoute { served_model_name: "c".into(), traffic_percentage: 0 },
             ],
         };
-        let t = traffic_at(Some(&base), "a", "b", 25);
+        let t = traffic_at(&state(Some(base), vec![5, 100]), 25);
         let pct: Vec<i64> = t.routes.iter().map(|r| r.traffic_percentage).collect();
         assert_eq!(pct, vec![75, 25, 0]);
-        let t = traffic_at(None, "a", "b", 5);
+        let t = traffic_at(&state(None, vec![5, 100]), 5);
         assert_eq!(t.routes.len(), 2);
         assert_eq!(t.routes.iter().map(|r| r.traffic_percentage).sum::<i64>(), 100);
+        // a candidate in its shadow step gets no route; after it, it keeps one even at 0%
+        let mut st = state(None, vec![0, 5, 100]);
+        assert_eq!(traffic_at(&st, 0).routes.len(), 1);
+        st.step = 1;
+        assert_eq!(traffic_at(&st, 0).routes.len(), 2);
     }
 }

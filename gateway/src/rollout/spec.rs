@@ -55,7 +55,7 @@ pub struct RawGuardrails {
     pub drift_metric: Option<String>,
     /// Drift beyond `max_prediction_drift` fails only when it is also significant: the
     /// chi-squared test of the predicted labels (KS test of numeric predictions) has a p-value
-    /// below this (default 0.01). Small samples drift by chance.
+    /// below this (default 0.001). Small samples drift by chance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_significance: Option<f64>,
     /// Largest relative drop of realized quality (accuracy, or mean absolute error for
@@ -107,7 +107,7 @@ impl Default for Guardrails {
             p99_latency_slack_ms: 5.0,
             max_prediction_drift: 0.2,
             drift_metric: DriftMetric::Psi,
-            drift_significance: 0.01,
+            drift_significance: 0.001,
             max_quality_drop: 0.05,
             min_labels: 30,
             min_shadow_agreement: None,

@@ -24,6 +24,21 @@ fn repo() -> tempfile::TempDir {
 }
 
 fn config(repo: &std::path::Path, data: &std::path::Path, candidate: &str, extra: &str) -> sluice::config::Config {
+    let routes = r#"traffic_config = { routes = [
+  { served_model_name = "champion", traffic_percentage = 100 },
+  { served_model_name = "candidate", traffic_percentage = 0 },
+] }"#;
+    config_with(repo, data, candidate, routes, extra)
+}
+
+/// The test endpoint with `routing` (traffic and shadows) and `extra` lines.
+fn config_with(
+    repo: &std::path::Path,
+    data: &std::path::Path,
+    candidate: &str,
+    routing: &str,
+    extra: &str,
+) -> sluice::config::Config {
     let text = format!(
         r#"
 [server]
@@ -37,10 +52,7 @@ served_entities = [
   {{ name = "champion", entity_name = "fraud_classifier", entity_version = "1", batching = {{ enabled = false }} }},
   {{ name = "candidate", entity_name = "{candidate}", entity_version = "1", batching = {{ enabled = false }} }},
 ]
-traffic_config = {{ routes = [
-  {{ served_model_name = "champion", traffic_percentage = 100 }},
-  {{ served_model_name = "candidate", traffic_percentage = 0 }},
-] }}
+{routing}
 inference_table = {{ enabled = true, flush_interval_ms = 100 }}
 {extra}
 "#,
@@ -84,13 +96,55 @@ async fn candidate_percent(t: &TestServer) -> i64 {
         .unwrap()
 }
 
-/// Sends `n` requests; every `poison_every`-th carries the amount the flaky model fails on.
-/// Returns the statuses.
-async fn send(t: &TestServer, n: usize, poison_every: Option<usize>) -> Vec<u16> {
+/// The requests a test sends: fixture rows in turn, every `poison_every`-th poisoned.
+#[derive(Debug, Clone)]
+struct Mix {
+    rows: Vec<usize>,
+    poison_every: Option<usize>,
+}
+
+impl Mix {
+    /// Every fixture row.
+    fn all() -> Mix {
+        Mix { rows: (0..common::fixture("fraud_classifier").1.len()).collect(), poison_every: None }
+    }
+
+    /// Every fixture row, one request in `k` poisoned.
+    fn poisoned(k: usize) -> Mix {
+        Mix { poison_every: Some(k), ..Mix::all() }
+    }
+
+    /// The fixture rows the champion calls legit (asked while it takes all traffic). A
+    /// candidate that answers like the champion then predicts exactly as it does, so the
+    /// drift guardrail's decision does not depend on which rows chance routed where.
+    async fn calm(t: &TestServer) -> Mix {
+        let (cols, rows) = common::fixture("fraud_classifier");
+        let (s, v) = common::post_json(
+            t,
+            "/endpoints/fraud/predict",
+            &json!({"dataframe_split": {"columns": cols, "data": rows}}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let rows: Vec<usize> = v["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p["label"] == "legit")
+            .map(|(i, _)| i)
+            .collect();
+        assert!(rows.len() >= 4, "{v}");
+        Mix { rows, poison_every: None }
+    }
+}
+
+/// Sends `n` requests of `mix`. Returns the statuses.
+async fn send(t: &TestServer, n: usize, mix: &Mix) -> Vec<u16> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let poison = poison_every.is_some_and(|k| i % k == k - 1);
-        let (s, _) = t.served("/endpoints/fraud/predict", &body(i, poison), &[]).await;
+        let poison = mix.poison_every.is_some_and(|k| i % k == k - 1);
+        let (s, _) = t.served("/endpoints/fraud/predict", &body(mix.rows[i % mix.rows.len()], poison), &[]).await;
         out.push(s);
     }
     out
@@ -98,8 +152,8 @@ async fn send(t: &TestServer, n: usize, poison_every: Option<usize>) -> Vec<u16>
 
 /// One round of the driver: traffic, then the step's interval passes on the test clock, then
 /// wait until the rollout has been looked at on the new time.
-async fn round(t: &TestServer, n: usize, poison_every: Option<usize>) -> Value {
-    send(t, n, poison_every).await;
+async fn round(t: &TestServer, n: usize, mix: &Mix) -> Value {
+    send(t, n, mix).await;
     let before = rollout(t).await;
     let (s, _) = admin_post(t, "/debug/clock", json!({"advance": "5m"})).await;
     assert_eq!(s, 200);
@@ -117,9 +171,9 @@ async fn round(t: &TestServer, n: usize, poison_every: Option<usize>) -> Value {
 }
 
 /// Drives rounds until the rollout ends (bounded).
-async fn drive(t: &TestServer, poison_every: Option<usize>) -> Value {
+async fn drive(t: &TestServer, mix: &Mix) -> Value {
     for _ in 0..40 {
-        let st = round(t, 100, poison_every).await;
+        let st = round(t, 100, mix).await;
         if st["phase"] != "progressing" {
             return st;
         }
@@ -174,6 +228,7 @@ async fn healthy_candidate_is_promoted_through_every_step() {
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
     let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
+    let mix = Mix::calm(&t).await;
     let (hook, got) = receiver().await;
     let (s, st) = admin_post(&t, "/rollouts/fraud", start_body(&hook)).await;
     assert_eq!(s, 201, "{st}");
@@ -190,11 +245,11 @@ async fn healthy_candidate_is_promoted_through_every_step() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 409);
     // the interval holds a step even with enough requests
-    send(&t, 200, None).await;
+    send(&t, 200, &mix).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rollout(&t).await["step"], 0, "a step is held until its interval has passed");
 
-    let st = drive(&t, None).await;
+    let st = drive(&t, &mix).await;
     assert_eq!(st["phase"], "promoted", "{st}");
     assert_eq!(
         events(&st),
@@ -230,7 +285,7 @@ async fn failing_candidate_is_rolled_back() {
     let (s, st) = admin_post(&t, "/rollouts/fraud", b).await;
     assert_eq!(s, 201, "{st}");
     // one request in 20 (5%) carries an amount the candidate fails on; the champion answers it
-    let st = drive(&t, Some(20)).await;
+    let st = drive(&t, &Mix::poisoned(20)).await;
     assert_eq!(st["phase"], "rolled_back", "{st}");
     let failed: Vec<&Value> = st["last_checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).collect();
     assert!(failed.iter().any(|c| c["name"] == "error_rate"), "{st}");
@@ -238,7 +293,7 @@ async fn failing_candidate_is_rolled_back() {
     assert!((0.01..0.2).contains(&rate), "candidate error rate {rate}");
     assert_eq!(candidate_percent(&t).await, 0);
     // with the candidate out, the same traffic (poisoned rows included) all succeeds
-    assert!(send(&t, 100, Some(20)).await.iter().all(|s| *s == 200));
+    assert!(send(&t, 100, &Mix::poisoned(20)).await.iter().all(|s| *s == 200));
     eventually("the rollback webhook", || async {
         got.lock().unwrap().iter().any(|v| v["event"]["event"] == "rolled_back")
     })
@@ -271,9 +326,9 @@ async fn drifting_candidate_is_rolled_back_without_failing_a_request() {
             statuses
         }));
     }
-    let st = drive(&t, None).await;
+    let st = drive(&t, &Mix::all()).await;
     // a little more traffic after the rollback
-    send(&t, 20, None).await;
+    send(&t, 20, &Mix::all()).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut statuses = Vec::new();
     for l in load {
@@ -295,11 +350,12 @@ async fn a_restart_resumes_at_the_same_step() {
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
     let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
+    let mix = Mix::calm(&t).await;
     let (s, _) = admin_post(&t, "/rollouts/fraud", start_body("http://127.0.0.1:9/none")).await;
     assert_eq!(s, 201);
     let mut st = rollout(&t).await;
     while st["step"] == 0 {
-        st = round(&t, 60, None).await;
+        st = round(&t, 60, &mix).await;
     }
     assert_eq!((st["step"].as_i64(), st["candidate_percent"].as_i64()), (Some(1), Some(25)), "{st}");
     let started = st["step_started_us"].clone();
@@ -323,12 +379,12 @@ async fn a_restart_resumes_at_the_same_step() {
     // pause holds the step through an interval; resume goes on to promotion
     let (s, _) = admin_post(&t, "/rollouts/fraud/pause", json!({})).await;
     assert_eq!(s, 200);
-    send(&t, 60, None).await;
+    send(&t, 60, &mix).await;
     admin_post(&t, "/debug/clock", json!({"advance": "10m"})).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(rollout(&t).await["step"], 1);
     assert_eq!(admin_post(&t, "/rollouts/fraud/resume", json!({})).await.0, 200);
-    assert_eq!(drive(&t, None).await["phase"], "promoted");
+    assert_eq!(drive(&t, &mix).await["phase"], "promoted");
     t.stop().await;
 }
 
@@ -393,7 +449,7 @@ async fn sample_ratio_mismatch_is_flagged_only_for_a_skewed_split() {
     let r = t.client.patch(format!("{}/admin/endpoints/fraud/traffic", t.admin)).json(&split).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let since = sluice::experiment::report::rfc3339(sluice::inference_log::now_us());
-    send(&t, 400, None).await;
+    send(&t, 400, &Mix::all()).await;
     let fair = report_with(&t, &since, 400).await;
     assert_eq!(fair["srm"]["flagged"], false, "{fair}");
     assert!(fair["srm"]["p_value"].as_f64().unwrap() > 0.001);
@@ -416,4 +472,89 @@ async fn sample_ratio_mismatch_is_flagged_only_for_a_skewed_split() {
     let r = t.client.get(format!("{}/experiments/nowhere", t.admin)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
     t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_candidate_is_gated_on_agreement() {
+    if !common::ort_available() {
+        return;
+    }
+    let routing = r#"traffic_config = { routes = [{ served_model_name = "champion", traffic_percentage = 100 }] }
+shadow = [{ served_model_name = "candidate", mirror_percent = 100 }]"#;
+    let gated = json!({
+        "candidate": "candidate", "steps": [5, 50], "interval": "5m", "min_requests": 40,
+        "guardrails": {"min_shadow_agreement": 0.98, "max_p99_latency_ratio": 20.0},
+    });
+    // fraud_flaky answers like the champion: the shadow step passes and traffic starts moving
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let t = start(config_with(repo.path(), data.path(), "fraud_flaky", routing, "")).await;
+    let (s, st) = admin_post(&t, "/rollouts/fraud", gated.clone()).await;
+    assert_eq!(s, 201, "{st}");
+    assert_eq!(st["steps"], json!([0, 5, 50, 100]), "a shadow step first");
+    let mut st = st;
+    while st["step"] == 0 && st["phase"] == "progressing" {
+        st = round(&t, 60, &Mix::all()).await;
+    }
+    assert_eq!((st["phase"].as_str(), st["candidate_percent"].as_i64()), (Some("progressing"), Some(5)), "{st}");
+    let agreement = st["events"][1]["checks"][0].clone();
+    assert_eq!((agreement["name"].as_str(), agreement["value"].as_f64()), (Some("shadow_agreement"), Some(1.0)));
+    let ep: Value =
+        t.client.get(format!("{}/admin/endpoints/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
+    assert!(ep["config"]["shadow"].is_null(), "the candidate left the shadow list: {ep}");
+    t.stop().await;
+
+    // fraud_alarmist disagrees on most rows: rolled back before it gets any traffic
+    let (repo, data) = (self::repo(), tempfile::tempdir().unwrap());
+    let t = start(config_with(repo.path(), data.path(), "fraud_alarmist", routing, "")).await;
+    assert_eq!(admin_post(&t, "/rollouts/fraud", gated).await.0, 201);
+    let st = drive(&t, &Mix::all()).await;
+    assert_eq!(st["phase"], "rolled_back", "{st}");
+    assert_eq!(st["last_checks"][0]["name"], "shadow_agreement");
+    assert!(st["last_checks"][0]["value"].as_f64().unwrap() < 0.98);
+    assert_eq!(candidate_percent(&t).await, 0);
+    // the A/B report shows the same agreement, with the confusion matrix
+    let r: Value = t.client.get(format!("{}/experiments/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
+    let sh = &r["shadows"][0];
+    assert_eq!((sh["shadow"].as_str(), sh["primary"].as_str()), (Some("candidate"), Some("champion")), "{r}");
+    let rows = sh["overall"]["rows"].as_u64().unwrap();
+    let to_fraud: u64 =
+        sh["overall"]["confusion"].as_object().unwrap().values().map(|m| m["fraud"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(to_fraud, rows, "the alarmist says fraud for every row: {sh}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_written_in_the_config_starts_with_the_gateway() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let rollout = r#"[endpoints.rollout]
+candidate = "candidate"
+steps = [10, 100]
+interval = "5m"
+min_requests = 30
+guardrails = { max_p99_latency_ratio = 20.0 }"#;
+    let t = start(config(repo.path(), data.path(), "fraud_flaky", rollout)).await;
+    // fraud_flaky answers like the champion, so either may answer this
+    let mix = Mix::calm(&t).await;
+    let mut st = Value::Null;
+    let began = std::time::Instant::now();
+    while st["phase"] != "progressing" {
+        st = t.client.get(format!("{}/rollouts/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
+        assert!(began.elapsed() < Duration::from_secs(20), "the configured rollout did not start: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((st["origin"].as_str(), st["candidate_percent"].as_i64()), (Some("config"), Some(10)));
+    assert_eq!(drive(&t, &mix).await["phase"], "promoted");
+    t.stop().await;
+    // a restart does not start the finished rollout again
+    let t = start(config(repo.path(), data.path(), "fraud_flaky", rollout)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rollout_events(&t).await, 2, "started and promoted, once");
+    t.stop().await;
+}
+
+async fn rollout_events(t: &TestServer) -> usize {
+    rollout(t).await["events"].as_array().unwrap().len()
 }
