@@ -390,3 +390,71 @@ pub fn build(scope: &Scope, scan: &Scan, configured: &BTreeMap<String, u32>, buc
         warnings,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arm(requests_by_period: Vec<u64>, correct: u64, labelled: u64) -> Arm {
+        let mut a = Arm { requests: requests_by_period.iter().sum(), requests_by_period, ..Arm::default() };
+        for i in 0..labelled {
+            let x = if i < correct { 1.0 } else { 0.0 };
+            a.metric.push(x);
+            a.correct += u64::from(x == 1.0);
+        }
+        a
+    }
+
+    fn scope(periods: Vec<Period>) -> Scope {
+        Scope {
+            endpoint: "e".into(),
+            from_us: 0,
+            to_us: 10,
+            periods,
+            champion: "a".into(),
+            metric: Metric::Accuracy,
+            higher_is_better: true,
+            alpha: 0.05,
+            min_samples: 100,
+        }
+    }
+
+    fn weights(a: u32, b: u32) -> BTreeMap<String, u32> {
+        [("a".to_string(), a), ("b".to_string(), b)].into_iter().collect()
+    }
+
+    #[test]
+    fn expected_shares_follow_each_period_split() {
+        // 100 requests under 50/50, then 100 under 90/10: expected a = 50 + 90 = 140 of 200
+        let periods =
+            vec![Period { start_us: 0, weights: weights(50, 50) }, Period { start_us: 5, weights: weights(90, 10) }];
+        let mut scan = Scan::default();
+        scan.arms.insert("a".into(), arm(vec![50, 90], 0, 0));
+        scan.arms.insert("b".into(), arm(vec![50, 10], 0, 0));
+        let r = build(&scope(periods), &scan, &weights(90, 10), 0);
+        assert!((r.arms[0].expected_share - 0.7).abs() < 1e-12);
+        assert_eq!(r.srm.statistic, Some(0.0));
+        assert!(!r.srm.flagged);
+        // the same counts judged against the final split alone would be a mismatch
+        let r = build(&scope(vec![Period { start_us: 0, weights: weights(90, 10) }]), &scan, &weights(90, 10), 0);
+        assert!(r.srm.flagged, "{:?}", r.srm);
+        assert!(!r.warnings.is_empty());
+    }
+
+    #[test]
+    fn verdicts() {
+        let p = vec![Period { start_us: 0, weights: weights(50, 50) }];
+        let verdict = |a: Arm, b: Arm| {
+            let mut scan = Scan::default();
+            scan.arms.insert("a".into(), a);
+            scan.arms.insert("b".into(), b);
+            let r = build(&scope(p.clone()), &scan, &weights(50, 50), 0);
+            r.arms[1].vs_champion.as_ref().map(|c| c.verdict).unwrap_or("")
+        };
+        assert_eq!(verdict(arm(vec![500], 400, 500), arm(vec![500], 450, 500)), "candidate better");
+        assert_eq!(verdict(arm(vec![500], 450, 500), arm(vec![500], 400, 500)), "candidate worse");
+        assert_eq!(verdict(arm(vec![500], 400, 500), arm(vec![500], 404, 500)), "no detectable difference");
+        assert_eq!(verdict(arm(vec![500], 40, 50), arm(vec![500], 50, 50)), "not enough data");
+        assert_eq!(verdict(arm(vec![500], 200, 200), arm(vec![500], 200, 200)), "no detectable difference");
+    }
+}

@@ -239,3 +239,67 @@ fn shadow_checks(spec: &RolloutSpec, pairing: &crate::experiment::scan::Pairing)
     }
     checks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::spec::{RawRollout, parse};
+
+    fn spec() -> RolloutSpec {
+        let raw = RawRollout {
+            candidate: "b".into(),
+            incumbent: Some("a".into()),
+            steps: vec![50],
+            interval: "1m".into(),
+            min_requests: Some(100),
+            guardrails: None,
+            webhook_url: None,
+        };
+        parse(&raw, "r").unwrap()
+    }
+
+    fn arm(requests: u64, errors: u64, fraud: u64) -> Arm {
+        let mut a = Arm { requests, errors, latencies_ms: vec![1.0; requests as usize], ..Arm::default() };
+        a.label_counts.insert("fraud".into(), fraud);
+        a.label_counts.insert("legit".into(), requests - errors - fraud);
+        a
+    }
+
+    fn scan(a: Arm, b: Arm) -> Scan {
+        let mut s = Scan { prediction: Some(Prediction::Label), ..Scan::default() };
+        s.arms.insert("a".into(), a);
+        s.arms.insert("b".into(), b);
+        s
+    }
+
+    fn failed(j: Judgement) -> Vec<String> {
+        match j {
+            Judgement::Judged(c) => c.into_iter().filter(|c| !c.passed).map(|c| c.name).collect(),
+            Judgement::Waiting(w) => vec![format!("waiting: {w}")],
+        }
+    }
+
+    #[test]
+    fn judged_only_with_enough_requests_on_both_sides() {
+        assert!(matches!(judge(&spec(), "a", &scan(arm(1000, 0, 100), arm(99, 0, 10)), false), Judgement::Waiting(_)));
+        assert!(matches!(judge(&spec(), "a", &scan(arm(99, 0, 10), arm(1000, 0, 100)), false), Judgement::Waiting(_)));
+        assert!(failed(judge(&spec(), "a", &scan(arm(1000, 0, 100), arm(200, 0, 20)), false)).is_empty());
+    }
+
+    #[test]
+    fn errors_and_significant_drift_fail() {
+        assert_eq!(
+            failed(judge(&spec(), "a", &scan(arm(1000, 0, 100), arm(200, 10, 19)), false)),
+            vec!["error_rate", "error_rate_increase"]
+        );
+        // a large PSI on few rows is not significant; the same shift on many rows is
+        assert!(
+            prediction_drift(&arm(100, 0, 1), &arm(100, 0, 10), Prediction::Label, DriftMetric::Psi).unwrap().0 > 0.2
+        );
+        assert!(failed(judge(&spec(), "a", &scan(arm(100, 0, 1), arm(100, 0, 10)), false)).is_empty());
+        assert_eq!(
+            failed(judge(&spec(), "a", &scan(arm(1000, 0, 50), arm(1000, 0, 200)), false)),
+            vec!["prediction_drift"]
+        );
+    }
+}

@@ -347,3 +347,122 @@ fn validate_checks_monitor_expressions() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("custom metric 'share_big'") && err.contains("amount_typo"), "{err}");
 }
+
+/// `sluice rollout ...` and `sluice experiment report` against a running binary, and
+/// `sluice validate` naming a bad rollout field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_and_experiment_cli() {
+    if !common::ort_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    let text = format!(
+        r#"
+        [server]
+        watch_config = false
+        data_dir = "{}"
+        [runtime]
+        model_repository = "{}"
+        [[endpoints]]
+        name = "e"
+        served_entities = [{{ name = "a", entity_name = "fraud_classifier", entity_version = 1 }},
+                           {{ name = "b", entity_name = "fraud_classifier", entity_version = 2 }}]
+        traffic_config = {{ routes = [{{ served_model_name = "a", traffic_percentage = 100 }},
+                                     {{ served_model_name = "b", traffic_percentage = 0 }}] }}
+        inference_table = {{ enabled = true, flush_interval_ms = 100 }}
+        "#,
+        dir.path().join("data").display(),
+        models_dir()
+    );
+    std::fs::write(&file, &text).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{text}\n[endpoints.rollout]\ncandidate = \"b\"\nsteps = [50, 10]\ninterval = \"5m\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("validate").arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("endpoints[0].rollout.steps"), "{err}");
+
+    let ports = dir.path().join("ports.json");
+    let mut child = Command::new(BIN)
+        .current_dir(repo_root())
+        .args(["serve", "--test-clock", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&file)
+        .arg("--ports-file")
+        .arg(&ports)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = wait_for_file(&ports, &mut child);
+    let admin = format!("http://127.0.0.1:{}", p["admin"]);
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).args(["--admin-url", &admin]).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&[
+        "rollout",
+        "start",
+        "e",
+        "--to",
+        "b",
+        "--steps",
+        "25,50,100",
+        "--interval",
+        "5m",
+        "--min-requests",
+        "5",
+        "--max-error-rate",
+        "0.02",
+    ]);
+    assert!(ok, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((st["phase"].as_str(), st["candidate_percent"].as_i64()), (Some("progressing"), Some(25)));
+    assert_eq!(st["spec"]["guardrails"]["max_error_rate"], 0.02);
+    let (ok, _, err) = cli(&["rollout", "start", "e", "--to", "b", "--steps", "50", "--interval", "5m"]);
+    assert!(!ok && err.contains("409"), "{err}");
+    assert!(cli(&["rollout", "pause", "e"]).1.contains("\"paused\""));
+    assert!(cli(&["rollout", "resume", "e"]).1.contains("\"progressing\""));
+    let (ok, out, _) = cli(&["rollout", "status"]);
+    assert!(ok && out.contains("\"rollouts\""), "{out}");
+    let (ok, out, _) = cli(&["rollout", "abort", "e"]);
+    assert!(ok && out.contains("\"aborted\""), "{out}");
+    let (ok, _, err) = cli(&["rollout", "start", "e", "--to", "nobody", "--steps", "50", "--interval", "5m"]);
+    assert!(!ok && err.contains("400") && err.contains("nobody"), "{err}");
+
+    let client = reqwest::Client::new();
+    let (cols, rows) = common::fixture("fraud_classifier");
+    for r in rows.iter().take(10) {
+        let body = serde_json::json!({"dataframe_split": {"columns": cols, "data": [r]}});
+        let resp = client
+            .post(format!("http://127.0.0.1:{}/endpoints/e/predict", p["http"]))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let start = Instant::now();
+    loop {
+        let (ok, out, err) = cli(&["experiment", "report", "e", "--since", "1h"]);
+        assert!(ok, "{err}");
+        if out.contains("(10 requests)") {
+            assert!(out.contains("SERVED MODEL") && out.contains("sample ratio"), "{out}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the report never counted 10 requests: {out}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (ok, out, _) = cli(&["experiment", "report", "e", "-o", "json"]);
+    assert!(ok && serde_json::from_str::<serde_json::Value>(&out).unwrap()["arms"].is_array(), "{out}");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
