@@ -155,6 +155,8 @@ impl Rollouts {
                     r.event(&mut st, "aborted", format!("could not be resumed after a restart: {e}"), vec![]);
                 } else {
                     tracing::info!(endpoint = %st.endpoint, "{reason}");
+                    metrics::gauge!(crate::metrics::ROLLOUT_CANDIDATE_PERCENT, "endpoint" => st.endpoint.clone())
+                        .set(f64::from(st.candidate_percent));
                 }
                 r.persist(&st);
             }

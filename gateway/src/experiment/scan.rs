@@ -12,6 +12,7 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use super::spec::Metric;
+use crate::inference_log::partition_of;
 use crate::inference_log::read::{list_parquet, new_ctx, register_labelled};
 
 /// Running mean and variance (Welford).
@@ -140,7 +141,7 @@ async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Strin
 
 /// Reads the window. A table with no files yet gives an empty scan.
 pub async fn scan(q: &Query) -> Result<Scan, String> {
-    let files = list_parquet(&q.table_dir);
+    let files = in_window(list_parquet(&q.table_dir), q.from_us, q.to_us);
     let mut out = Scan::default();
     if files.is_empty() {
         return Ok(out);
@@ -300,8 +301,40 @@ async fn pairs(
     Ok(())
 }
 
+/// The files whose `date=YYYY-MM-DD` partition can hold rows of [from, to) (files outside a
+/// date partition are kept), so a short window does not plan over a long history.
+fn in_window(files: Vec<PathBuf>, from_us: i64, to_us: i64) -> Vec<PathBuf> {
+    let (first, last) = (partition_of(from_us), partition_of(to_us.saturating_sub(1)));
+    files
+        .into_iter()
+        .filter(|f| {
+            let part = f.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+            match part {
+                Some(p) if p.starts_with("date=") && p.len() == first.len() => {
+                    p.as_str() >= first.as_str() && p.as_str() <= last.as_str()
+                }
+                _ => true,
+            }
+        })
+        .collect()
+}
+
 /// `<data_dir>/<table>_labels` beside a table directory.
 pub fn labels_dir_of(table_dir: &Path) -> PathBuf {
     let name = table_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     table_dir.with_file_name(format!("{name}_labels"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_window_s_date_partitions_are_read() {
+        let f = |d: &str| PathBuf::from(format!("t/date={d}/part-0.parquet"));
+        let files = vec![f("2026-11-24"), f("2026-11-25"), f("2026-11-26"), PathBuf::from("t/loose.parquet")];
+        // 2026-11-25T12:00Z .. 2026-11-26T00:00Z (exclusive)
+        let (from, to) = (1_795_608_000_000_000, 1_795_651_200_000_000);
+        assert_eq!(in_window(files, from, to), vec![f("2026-11-25"), PathBuf::from("t/loose.parquet")]);
+    }
 }

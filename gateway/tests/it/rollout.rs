@@ -558,3 +558,55 @@ guardrails = { max_p99_latency_ratio = 20.0 }"#;
 async fn rollout_events(t: &TestServer) -> usize {
     rollout(t).await["events"].as_array().unwrap().len()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_whose_realized_quality_drops_is_rolled_back() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
+    let mix = Mix::calm(&t).await;
+    let body = json!({
+        "candidate": "candidate", "steps": [50], "interval": "5m", "min_requests": 30,
+        "guardrails": {"max_p99_latency_ratio": 20.0, "min_labels": 20, "max_quality_drop": 0.05},
+    });
+    assert_eq!(admin_post(&t, "/rollouts/fraud", body).await.0, 201);
+    // Ground truth arrives for every answer: it agrees with the champion's answers and
+    // contradicts the candidate's (same predictions, so no drift; no errors).
+    let mut st = rollout(&t).await;
+    for _ in 0..20 {
+        let mut labels = Vec::new();
+        for i in 0..80 {
+            let r = t.client.post(t.url("/endpoints/fraud/predict")).json(&body_of(&mix, i)).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+            let served = r.headers()["x-sluice-served-model"].to_str().unwrap().to_string();
+            let v: Value = r.json().await.unwrap();
+            let said = v["predictions"][0]["label"].as_str().unwrap().to_string();
+            let truth = if served == "champion" {
+                said
+            } else if said == "fraud" {
+                "legit".into()
+            } else {
+                "fraud".into()
+            };
+            labels.push(json!({"request_id": id, "label": truth}));
+        }
+        let r = t.client.post(t.url("/endpoints/fraud/labels")).json(&labels).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        st = round(&t, 0, &mix).await;
+        if st["phase"] != "progressing" {
+            break;
+        }
+    }
+    assert_eq!(st["phase"], "rolled_back", "{st}");
+    let q = st["last_checks"].as_array().unwrap().iter().find(|c| c["name"] == "quality_accuracy").unwrap().clone();
+    assert_eq!((q["passed"].as_bool(), q["value"].as_f64()), (Some(false), Some(1.0)), "accuracy 0 against 1: {q}");
+    assert!(st["last_checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).count() == 1, "{st}");
+    t.stop().await;
+}
+
+fn body_of(mix: &Mix, i: usize) -> Value {
+    body(mix.rows[i % mix.rows.len()], false)
+}
