@@ -152,16 +152,9 @@ def fraud():
     write_baseline("fraud_classifier", 3, FRAUD_FEATURES, x12[::6], y12[::6], m3.predict(x12[::6]), labels)
     write_baseline("fraud_classifier", 1, FRAUD_FEATURES, x1[:2000], y1[:2000], m1.predict(x1[:2000]), labels)
     write_baseline("fraud_classifier", 2, FRAUD_FEATURES, x2[:2000], y2[:2000], m2.predict(x2[:2000]), labels)
-    write_manifest("fraud_classifier", f'''# Card-payment fraud classifier (binary). Versions are trained on different years of data.
-description = "Card-payment fraud classifier"
-problem_type = "classification"
-features = {json.dumps(FRAUD_FEATURES)}
-class_labels = ["legit", "fraud"]
-
-[outputs]
-label = "label"
-probabilities = "probabilities"
-''')
+    write_manifest("fraud_classifier", fraud_manifest(
+        "# Card-payment fraud classifier (binary). Versions are trained on different years of data.",
+        "Card-payment fraud classifier"))
     # Test rows: a held-out mix from both years, including rows where v1 and v2 disagree.
     xt = np.vstack([fraud_data(rng, 200, 1)[0], fraud_data(rng, 200, 2)[0]])
     l1 = run_ort(p1, xt)[0]

@@ -237,26 +237,7 @@ impl Rollouts {
             .ok_or_else(|| RolloutError::Invalid("no incumbent: name one".into()))?;
         let is_shadow = e.shadows.iter().any(|s| s.served_model_name == spec.candidate);
         let steps = steps_of(&spec, is_shadow);
-        let now = self.clock.now_us();
-        let mut st = RolloutState {
-            endpoint: endpoint.to_string(),
-            spec: raw,
-            origin,
-            candidate: spec.candidate.clone(),
-            incumbent,
-            phase: Phase::Progressing,
-            step: 0,
-            candidate_percent: steps[0],
-            steps,
-            step_started_us: now,
-            step_started_wall_us: crate::inference_log::now_us(),
-            started: rfc3339(now),
-            updated: rfc3339(now),
-            waiting: None,
-            last_checks: vec![],
-            events: vec![],
-            base_traffic: e.raw.traffic_config.clone(),
-        };
+        let mut st = self.new_state(endpoint, raw, origin, incumbent, steps, e.raw.traffic_config.clone());
         let traffic = traffic_at(&st, st.candidate_percent);
         let drop_shadow = (!st.in_shadow_step() && is_shadow).then(|| st.candidate.clone());
         let msg = format!(
@@ -268,6 +249,38 @@ impl Rollouts {
         self.persist(&st);
         states.insert(endpoint.to_string(), st.clone());
         Ok(st)
+    }
+
+    /// A rollout at its first step, now.
+    fn new_state(
+        &self,
+        endpoint: &str,
+        raw: RawRollout,
+        origin: Origin,
+        incumbent: String,
+        steps: Vec<u32>,
+        base_traffic: Option<RawTrafficConfig>,
+    ) -> RolloutState {
+        let now = self.clock.now_us();
+        RolloutState {
+            endpoint: endpoint.to_string(),
+            candidate: raw.candidate.clone(),
+            spec: raw,
+            origin,
+            incumbent,
+            phase: Phase::Progressing,
+            step: 0,
+            candidate_percent: steps.first().copied().unwrap_or(0),
+            steps,
+            step_started_us: now,
+            step_started_wall_us: crate::inference_log::now_us(),
+            started: rfc3339(now),
+            updated: rfc3339(now),
+            waiting: None,
+            last_checks: vec![],
+            events: vec![],
+            base_traffic,
+        }
     }
 
     /// Holds the rollout at its step.
@@ -438,26 +451,10 @@ impl Rollouts {
                 Err(err) => {
                     // Remember the refusal so it is not retried every second.
                     tracing::error!(endpoint = %e.name, "the configured rollout cannot start: {err}");
-                    let now = self.clock.now_us();
-                    let mut st = RolloutState {
-                        endpoint: e.name.clone(),
-                        spec: spec.raw.clone(),
-                        origin: Origin::Config,
-                        candidate: spec.candidate.clone(),
-                        incumbent: spec.incumbent.clone().unwrap_or_default(),
-                        phase: Phase::Aborted,
-                        step: 0,
-                        steps: vec![],
-                        candidate_percent: 0,
-                        step_started_us: now,
-                        step_started_wall_us: crate::inference_log::now_us(),
-                        started: rfc3339(now),
-                        updated: rfc3339(now),
-                        waiting: None,
-                        last_checks: vec![],
-                        events: vec![],
-                        base_traffic: e.raw.traffic_config.clone(),
-                    };
+                    let incumbent = spec.incumbent.clone().unwrap_or_default();
+                    let base = e.raw.traffic_config.clone();
+                    let mut st = self.new_state(&e.name, spec.raw.clone(), Origin::Config, incumbent, vec![0], base);
+                    st.phase = Phase::Aborted;
                     self.event(&mut st, "aborted", format!("could not start: {err}"), vec![]);
                     self.persist(&st);
                     states.insert(e.name.clone(), st);

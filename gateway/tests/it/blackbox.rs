@@ -234,6 +234,24 @@ fn validate_checks_every_environment() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown environment 'qa'"));
 }
 
+/// Spawns `sluice serve --config file` (plus `extra`) on free ports; returns it and its ports.
+fn serve_file(file: &Path, extra: &[&str]) -> (std::process::Child, serde_json::Value) {
+    let ports = file.with_file_name("ports.json");
+    let mut child = Command::new(BIN)
+        .current_dir(repo_root())
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--config")
+        .arg(file)
+        .arg("--ports-file")
+        .arg(&ports)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = wait_for_file(&ports, &mut child);
+    (child, p)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config_file() {
     if !common::ort_available() {
@@ -262,28 +280,7 @@ async fn sighup_reloads_the_config_file() {
         models_dir()
     );
     std::fs::write(&file, &text).unwrap();
-    let ports = dir.path().join("ports.json");
-    let mut child = Command::new(BIN)
-        .current_dir(repo_root())
-        .args([
-            "serve",
-            "--env",
-            "test",
-            "--http",
-            "127.0.0.1:0",
-            "--grpc",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&file)
-        .arg("--ports-file")
-        .arg(&ports)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = wait_for_file(&ports, &mut child);
+    let (mut child, p) = serve_file(&file, &["--env", "test"]);
     let http = format!("http://127.0.0.1:{}", p["http"]);
     let client = reqwest::Client::new();
     let (cols, rows) = common::fixture("fraud_classifier");
@@ -387,18 +384,7 @@ async fn rollout_and_experiment_cli() {
     assert!(!out.status.success());
     assert!(err.contains("endpoints[0].rollout.steps"), "{err}");
 
-    let ports = dir.path().join("ports.json");
-    let mut child = Command::new(BIN)
-        .current_dir(repo_root())
-        .args(["serve", "--test-clock", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&file)
-        .arg("--ports-file")
-        .arg(&ports)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = wait_for_file(&ports, &mut child);
+    let (mut child, p) = serve_file(&file, &["--test-clock"]);
     let admin = format!("http://127.0.0.1:{}", p["admin"]);
     let cli = |args: &[&str]| {
         let out = Command::new(BIN).args(args).args(["--admin-url", &admin]).output().unwrap();

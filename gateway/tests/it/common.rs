@@ -153,3 +153,23 @@ pub fn fraud_body(n: usize) -> serde_json::Value {
     let (cols, rows) = fixture("fraud_classifier");
     serde_json::json!({"dataframe_split": {"columns": cols, "data": rows.iter().cycle().take(n).collect::<Vec<_>>()}})
 }
+
+/// A webhook receiver on 127.0.0.1:0 that records every JSON body it gets.
+pub async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}

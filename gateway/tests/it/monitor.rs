@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datafusion::arrow::array::AsArray;
@@ -25,26 +24,6 @@ const FEATURES: [&str; 8] = [
     "card_present",
 ];
 const WINDOW_MS: i64 = 4000;
-
-/// A webhook receiver on 127.0.0.1:0 that records every JSON body it gets.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let g = g.clone();
-            async move {
-                g.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, got)
-}
 
 /// The fraud model's baseline rows (its training sample), feature by feature.
 async fn baseline() -> Vec<Vec<f64>> {
@@ -177,7 +156,7 @@ async fn drift_alert_and_restart() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let (hook, got) = receiver().await;
+    let (hook, got) = common::receiver().await;
     let cfg = config(data.path(), &hook);
     let rows = baseline().await;
     let t = common::start_with(common::config(&cfg)).await;

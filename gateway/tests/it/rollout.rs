@@ -3,7 +3,7 @@
 //! back at once without failing a request; a restart mid-rollout resumes at the same step; the
 //! A/B report's sample-ratio check flags a skewed split and passes a fair one.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -190,26 +190,6 @@ fn events(st: &Value) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// A webhook receiver on 127.0.0.1:0 that records every JSON body it gets.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let g = g.clone();
-            async move {
-                g.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, got)
-}
-
 fn start_body(hook: &str) -> Value {
     json!({
         "candidate": "candidate",
@@ -229,7 +209,7 @@ async fn healthy_candidate_is_promoted_through_every_step() {
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
     let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
     let mix = Mix::calm(&t).await;
-    let (hook, got) = receiver().await;
+    let (hook, got) = common::receiver().await;
     let (s, st) = admin_post(&t, "/rollouts/fraud", start_body(&hook)).await;
     assert_eq!(s, 201, "{st}");
     assert_eq!(st["incumbent"], "champion");
@@ -279,7 +259,7 @@ async fn failing_candidate_is_rolled_back() {
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
     let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
-    let (hook, got) = receiver().await;
+    let (hook, got) = common::receiver().await;
     let mut b = start_body(&hook);
     b["min_requests"] = json!(60);
     let (s, st) = admin_post(&t, "/rollouts/fraud", b).await;
