@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole Sluice test suite on a fresh machine (Rust toolchain and python3/pip present):
-# installs what it needs (ONNX Runtime library, a Python venv with the test clients), then
+# installs what it needs (ONNX Runtime library, Chromium, a Python venv with the test clients), then
 # formatting and lint checks, Rust unit/integration/black-box tests, and the Python
-# conformance suite (Triton's tritonclient and onnxruntime-in-Python references).
+# conformance suite (Triton's tritonclient and onnxruntime-in-Python references, and the
+# dashboard in headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -15,6 +16,16 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+step "Chromium for the dashboard test (Debian package)"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  fi
+fi
+chromium --version
 
 step "cargo fmt --check"
 cargo fmt --all --check

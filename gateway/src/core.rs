@@ -222,11 +222,23 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     ready: AtomicBool,
     tables: Arc<TableSet>,
+    /// Recent traffic per endpoint and served model (the dashboard's charts).
+    traffic: crate::traffic_stats::TrafficStats,
 }
 
 impl Gateway {
     pub fn new(snapshot: Snapshot, tables: Arc<TableSet>) -> Gateway {
-        Gateway { snapshot: ArcSwap::from_pointee(snapshot), ready: AtomicBool::new(true), tables }
+        Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            ready: AtomicBool::new(true),
+            tables,
+            traffic: crate::traffic_stats::TrafficStats::default(),
+        }
+    }
+
+    /// Recent traffic per endpoint and served model.
+    pub fn traffic(&self) -> &crate::traffic_stats::TrafficStats {
+        &self.traffic
     }
 
     /// The inference tables in use (kept across config changes).
@@ -289,6 +301,12 @@ impl Gateway {
         let served_name: Arc<str> =
             served.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| Arc::from(model.name.as_str()));
         let capture = endpoint.and_then(|ep| ep.capture(meta, None));
+        // Requests to an endpoint count in its recent traffic.
+        let note = |ok: bool| {
+            if let (Some(ep), Some(s)) = (endpoint, &served) {
+                self.traffic.record(ep.name(), &s.name, ok, start.elapsed(), crate::inference_log::now_us());
+            }
+        };
         let result = async {
             let selected = inputs::select_outputs(&model, req.outputs.as_deref())?;
             let tensors = Arc::new(order_inputs(&model, req.inputs)?);
@@ -298,6 +316,7 @@ impl Gateway {
         let (selected, tensors) = match result {
             Ok(v) => v,
             Err(e) => {
+                note(false);
                 if let (Some(c), Some(s)) = (&capture, &served) {
                     c.table.log(c.record(s.outcome(start, Err(&e), None, None))).await;
                 }
@@ -311,12 +330,14 @@ impl Gateway {
         let ran = match ran {
             Ok(r) => r,
             Err(e) => {
+                note(false);
                 if let (Some(c), Some(s)) = (&capture, &served) {
                     c.table.log(c.record(s.outcome(start, Err(&e), Some(tensors), None))).await;
                 }
                 return Err(e);
             }
         };
+        note(true);
         let outputs = Arc::new(ran.outputs);
         if let (Some(c), Some(s)) = (&capture, &served) {
             let mut o = s.outcome(start, Ok(()), Some(tensors), Some(outputs.clone()));
@@ -395,6 +416,7 @@ impl Gateway {
             Ok(t) => Arc::new(t),
             Err(e) => {
                 served.metrics.failure(e.kind());
+                self.traffic.record(ep.name(), &served.name, false, start.elapsed(), crate::inference_log::now_us());
                 if let Some((t, r)) = record(Some(&served), Err((&e, None))) {
                     t.log(r).await;
                 }
@@ -410,6 +432,7 @@ impl Gateway {
             Ok((ran, response)) => {
                 served.metrics.success.increment(1);
                 served.metrics.duration.record(start.elapsed().as_secs_f64());
+                self.traffic.record(ep.name(), &served.name, true, start.elapsed(), crate::inference_log::now_us());
                 let answered = Answered {
                     inputs: tensors,
                     outputs: Arc::new(ran.outputs),
@@ -424,6 +447,7 @@ impl Gateway {
             }
             Err(e) => {
                 served.metrics.failure(e.kind());
+                self.traffic.record(ep.name(), &served.name, false, start.elapsed(), crate::inference_log::now_us());
                 if let Some((t, r)) = record(Some(&served), Err((&e, Some(tensors)))) {
                     t.log(r).await;
                 }

@@ -20,4 +20,5 @@ pub mod rollout;
 pub mod runtime;
 pub mod server;
 pub mod tensor;
+pub mod traffic_stats;
 pub mod webhook;

@@ -18,6 +18,7 @@ pub mod rows;
 pub mod service;
 pub mod spec;
 pub mod stats;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 

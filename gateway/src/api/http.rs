@@ -1,6 +1,7 @@
 //! HTTP transport (axum): routes, shared state, body limits and content types.
 
 pub mod admin;
+mod dashboard;
 mod experiments;
 mod infer;
 pub mod predict;
@@ -63,6 +64,7 @@ pub fn admin_router(state: HttpState, admin: admin::AdminState) -> Router {
                 .route("/health", get(v2_meta::live))
                 .route("/v2/health/live", get(v2_meta::live))
                 .route("/v2/health/ready", get(v2_meta::ready))
+                .merge(dashboard::page_routes())
                 .with_state(state),
         )
         .fallback(fallback)

@@ -42,6 +42,7 @@ pub fn routes(state: AdminState) -> Router {
         .route("/monitors/{endpoint}", get(monitor_status))
         .route("/monitors/{endpoint}/refresh", post(monitor_refresh))
         .merge(super::experiments::routes())
+        .merge(super::dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }

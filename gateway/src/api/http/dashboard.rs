@@ -1,0 +1,180 @@
+//! The operator dashboard on the admin port: one page built into the binary (`GET /dashboard`,
+//! no data in it, so open like `/metrics`) that draws from the admin API with the same bearer
+//! token, plus the reads only it needs: recent traffic, and a monitor's metric series and
+//! histograms.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::admin::AdminState;
+use super::json_ok;
+use crate::api::ApiError;
+use crate::core::CoreError;
+use crate::monitor::{MonitorError, MonitorSpec};
+
+/// The page: HTML, CSS and JavaScript in one file, no external assets.
+const PAGE: &str = include_str!("dashboard.html");
+
+/// Open routes: the page itself.
+pub fn page_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/", get(|| async { Redirect::temporary("/dashboard") })).route("/dashboard", get(page))
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::HeaderName::from_static("content-security-policy"),
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// Data routes (behind the admin token).
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/dashboard/api/traffic", get(traffic))
+        .route("/monitors/{endpoint}/series", get(series))
+        .route("/monitors/{endpoint}/histogram", get(histogram))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficParams {
+    minutes: Option<u32>,
+}
+
+/// `GET /dashboard/api/traffic?minutes=30`: requests, errors and latency percentiles per
+/// endpoint and served model, per 10-second bucket.
+async fn traffic(
+    State(s): State<AdminState>,
+    params: Result<Query<TrafficParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request(format!("{e}; use minutes (1..=60)")))?;
+    let now = crate::inference_log::now_us();
+    let minutes = p.minutes.unwrap_or(30).clamp(1, 60);
+    let series = s.control.gateway().traffic().view(minutes, now);
+    let from_ms =
+        (now / 1_000_000 / crate::traffic_stats::BUCKET_SECONDS + 1) * crate::traffic_stats::BUCKET_SECONDS * 1000
+            - i64::from(minutes) * 60_000;
+    Ok(json_ok(&serde_json::json!({
+        "bucket_seconds": crate::traffic_stats::BUCKET_SECONDS,
+        "from_ms": from_ms,
+        "to_ms": now / 1000,
+        "series": series,
+    })))
+}
+
+impl From<MonitorError> for ApiError {
+    fn from(e: MonitorError) -> ApiError {
+        match e {
+            MonitorError::Config(m) => ApiError::not_found(m),
+            other => ApiError::Core(CoreError::Internal(other.to_string())),
+        }
+    }
+}
+
+/// The endpoint's monitor spec and its status (paths).
+async fn monitor_of(
+    s: &AdminState,
+    endpoint: &str,
+) -> Result<(MonitorSpec, crate::monitor::service::Status), ApiError> {
+    let monitors = s.control.monitors().ok_or_else(|| ApiError::not_found("no monitors are running"))?;
+    let status = monitors.status(endpoint)?;
+    let spec = s
+        .control
+        .config()
+        .await
+        .endpoint(endpoint)
+        .and_then(|e| e.monitor.clone())
+        .ok_or_else(|| ApiError::not_found(format!("endpoint '{endpoint}' has no monitor")))?;
+    Ok((spec, status))
+}
+
+fn granularity<'a>(
+    spec: &'a MonitorSpec,
+    name: Option<&str>,
+) -> Result<&'a crate::monitor::spec::Granularity, ApiError> {
+    match name {
+        None => spec.granularities.first().ok_or_else(|| ApiError::not_found("the monitor has no granularity")),
+        Some(n) => {
+            let want = crate::monitor::spec::Granularity::parse(n).map_err(ApiError::bad_request)?;
+            spec.granularities.iter().find(|g| g.name == want.name).ok_or_else(|| {
+                let names: Vec<&str> = spec.granularities.iter().map(|g| g.name.as_str()).collect();
+                ApiError::bad_request(format!("the monitor has no granularity '{n}'; it has {names:?}"))
+            })
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesParams {
+    granularity: Option<String>,
+    windows: Option<usize>,
+}
+
+/// `GET /monitors/{endpoint}/series?granularity=5 minutes&windows=48`.
+async fn series(
+    State(s): State<AdminState>,
+    Path(endpoint): Path<String>,
+    params: Result<Query<SeriesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request(format!("{e}; use granularity and windows")))?;
+    let (spec, status) = monitor_of(&s, &endpoint).await?;
+    let g = granularity(&spec, p.granularity.as_deref())?;
+    let windows = p.windows.unwrap_or(48).clamp(1, 1000);
+    let mut v = crate::monitor::view::series(
+        std::path::Path::new(&status.profile_metrics),
+        std::path::Path::new(&status.drift_metrics),
+        g,
+        windows,
+    )
+    .await?;
+    v["endpoint"] = serde_json::json!(endpoint);
+    Ok(json_ok(&v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistogramParams {
+    column: String,
+    granularity: Option<String>,
+    model_id: Option<String>,
+}
+
+/// `GET /monitors/{endpoint}/histogram?column=amount[&granularity=][&model_id=]`: baseline and
+/// current distribution in the newest window.
+async fn histogram(
+    State(s): State<AdminState>,
+    Path(endpoint): Path<String>,
+    params: Result<Query<HistogramParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request(format!("{e}; use column, granularity and model_id")))?;
+    let (spec, status) = monitor_of(&s, &endpoint).await?;
+    let g = granularity(&spec, p.granularity.as_deref())?;
+    let table_dir = std::path::PathBuf::from(&status.table_dir);
+    let labels = crate::experiment::scan::labels_dir_of(&table_dir);
+    let baseline = spec.baseline.clone();
+    let mut v = crate::monitor::view::histogram(
+        &spec,
+        &table_dir,
+        &labels,
+        baseline.as_deref(),
+        &p.column,
+        g,
+        p.model_id.as_deref(),
+    )
+    .await?;
+    v["endpoint"] = serde_json::json!(endpoint);
+    Ok(json_ok(&v))
+}

@@ -1,0 +1,224 @@
+//! Recent traffic per endpoint and served model, for the dashboard: requests, errors and a
+//! latency histogram per 10-second bucket over the last hour, in fixed memory (about 80 KiB per
+//! served model) and without locks on the request path (atomics; a bucket is reset when the
+//! ring comes round to it, and a count racing with that reset may be lost, which a dashboard
+//! can bear). Percentiles come from log-spaced latency buckets 35% apart, so they are within
+//! about 16% of the true value. Counters in `/metrics` stay the exact record.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Width of one bucket.
+pub const BUCKET_SECONDS: i64 = 10;
+/// Buckets kept (one hour).
+const SLOTS: usize = 360;
+/// Latency buckets: [0, 0.05 ms), then 0.05 ms * 1.35^k up to about 90 s, then the rest.
+const LAT_BUCKETS: usize = 50;
+const LAT_FIRST_MS: f64 = 0.05;
+const LAT_GROWTH: f64 = 1.35;
+
+struct Slot {
+    /// Bucket number (seconds since the epoch / BUCKET_SECONDS) this slot holds.
+    epoch: AtomicI64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    latency: [AtomicU32; LAT_BUCKETS],
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            epoch: AtomicI64::new(i64::MIN),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU32::new(0)),
+        }
+    }
+}
+
+struct Series {
+    slots: Box<[Slot]>,
+}
+
+fn latency_bucket(ms: f64) -> usize {
+    if ms.is_nan() || ms < LAT_FIRST_MS {
+        return 0;
+    }
+    let k = ((ms / LAT_FIRST_MS).ln() / LAT_GROWTH.ln()).floor() as usize + 1;
+    k.min(LAT_BUCKETS - 1)
+}
+
+/// A representative latency of bucket `k` (its geometric middle), ms.
+fn bucket_value(k: usize) -> f64 {
+    if k == 0 {
+        return LAT_FIRST_MS / 2.0;
+    }
+    LAT_FIRST_MS * LAT_GROWTH.powf(k as f64 - 0.5)
+}
+
+impl Series {
+    fn new() -> Series {
+        Series { slots: (0..SLOTS).map(|_| Slot::new()).collect() }
+    }
+
+    fn record(&self, epoch: i64, ok: bool, latency: Duration) {
+        let slot = &self.slots[epoch.rem_euclid(SLOTS as i64) as usize];
+        let seen = slot.epoch.load(Ordering::Acquire);
+        if seen != epoch
+            && seen < epoch
+            && slot.epoch.compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            slot.requests.store(0, Ordering::Relaxed);
+            slot.errors.store(0, Ordering::Relaxed);
+            for l in &slot.latency {
+                l.store(0, Ordering::Relaxed);
+            }
+        }
+        if slot.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        slot.requests.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            slot.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.latency[latency_bucket(latency.as_secs_f64() * 1000.0)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn point(&self, epoch: i64) -> Point {
+        let slot = &self.slots[epoch.rem_euclid(SLOTS as i64) as usize];
+        let mut p = Point { t_ms: epoch * BUCKET_SECONDS * 1000, ..Point::default() };
+        if slot.epoch.load(Ordering::Acquire) != epoch {
+            return p;
+        }
+        p.requests = slot.requests.load(Ordering::Relaxed);
+        p.errors = slot.errors.load(Ordering::Relaxed);
+        let counts: Vec<u64> = slot.latency.iter().map(|c| u64::from(c.load(Ordering::Relaxed))).collect();
+        let total: u64 = counts.iter().sum();
+        if total > 0 {
+            let q = |f: f64| {
+                let rank = (f * total as f64).ceil().max(1.0) as u64;
+                let mut seen = 0;
+                for (k, c) in counts.iter().enumerate() {
+                    seen += c;
+                    if seen >= rank {
+                        return Some(bucket_value(k));
+                    }
+                }
+                None
+            };
+            (p.p50_ms, p.p90_ms, p.p99_ms) = (q(0.5), q(0.9), q(0.99));
+        }
+        p
+    }
+}
+
+/// One bucket of one served model.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Point {
+    /// Bucket start, ms since the epoch.
+    pub t_ms: i64,
+    pub requests: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// The points of one served model.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesView {
+    pub endpoint: String,
+    pub served_model: String,
+    pub points: Vec<Point>,
+}
+
+/// Recent traffic of every endpoint and served model that answered.
+#[derive(Default)]
+pub struct TrafficStats {
+    series: RwLock<HashMap<(String, String), Arc<Series>>>,
+}
+
+impl std::fmt::Debug for TrafficStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrafficStats").finish_non_exhaustive()
+    }
+}
+
+impl TrafficStats {
+    /// Records one answer of `served_model` on `endpoint` at `now_us`.
+    pub fn record(&self, endpoint: &str, served_model: &str, ok: bool, latency: Duration, now_us: i64) {
+        let epoch = now_us.div_euclid(BUCKET_SECONDS * 1_000_000);
+        let found =
+            self.series.read().ok().and_then(|m| m.get(&(endpoint.to_string(), served_model.to_string())).cloned());
+        let s = match found {
+            Some(s) => s,
+            None => {
+                let Ok(mut m) = self.series.write() else { return };
+                m.entry((endpoint.to_string(), served_model.to_string()))
+                    .or_insert_with(|| Arc::new(Series::new()))
+                    .clone()
+            }
+        };
+        s.record(epoch, ok, latency);
+    }
+
+    /// Every series over the last `minutes` (at most 60) up to `now_us`, one point per bucket.
+    pub fn view(&self, minutes: u32, now_us: i64) -> Vec<SeriesView> {
+        let last = now_us.div_euclid(BUCKET_SECONDS * 1_000_000);
+        let n = (i64::from(minutes.clamp(1, 60)) * 60 / BUCKET_SECONDS).min(SLOTS as i64 - 1);
+        let Ok(m) = self.series.read() else { return Vec::new() };
+        let mut out: Vec<SeriesView> = m
+            .iter()
+            .map(|((e, s), series)| SeriesView {
+                endpoint: e.clone(),
+                served_model: s.clone(),
+                points: (last - n + 1..=last).map(|epoch| series.point(epoch)).collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.endpoint, &a.served_model).cmp(&(&b.endpoint, &b.served_model)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_count_and_estimate_percentiles() {
+        let t = TrafficStats::default();
+        let now = 1_795_000_000_000_000;
+        for i in 0..1000 {
+            t.record("e", "a", i % 10 != 0, Duration::from_micros(1000 + i), now);
+        }
+        t.record("e", "a", true, Duration::from_millis(5), now - 10_000_000);
+        let v = t.view(1, now);
+        assert_eq!(v.len(), 1);
+        let p = v[0].points.last().unwrap();
+        assert_eq!((p.requests, p.errors), (1000, 100));
+        let p50 = p.p50_ms.unwrap();
+        assert!((p50 / 1.5 - 1.0).abs() < 0.2, "{p50}");
+        assert_eq!(v[0].points[v[0].points.len() - 2].requests, 1);
+        assert_eq!(v[0].points.len(), 6);
+        // an hour later the slot is reused, not added to
+        t.record("e", "a", true, Duration::from_millis(1), now + 3_600_000_000);
+        let p = t.view(1, now + 3_600_000_000).pop().unwrap().points.pop().unwrap();
+        assert_eq!(p.requests, 1);
+    }
+
+    #[test]
+    fn latency_buckets_are_monotone() {
+        let mut last = 0;
+        for ms in [0.0, 0.04, 0.05, 0.1, 1.0, 10.0, 100.0, 1e4, 1e9] {
+            let k = latency_bucket(ms);
+            assert!(k >= last);
+            last = k;
+        }
+        assert_eq!(latency_bucket(f64::NAN), 0);
+        assert_eq!(latency_bucket(1e9), LAT_BUCKETS - 1);
+    }
+}
