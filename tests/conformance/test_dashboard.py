@@ -12,7 +12,8 @@ refreshed. Then Debian's chromium, headless and driven by Playwright, opens
   * the monitor's drift chart flags `amount`, its baseline-vs-current histogram is drawn, and
     the demo's `amount_drift` alert shows as firing;
   * a traffic edit goes through the confirmation step and round-trips: the admin API then
-    reports the new split, and a bad edit shows the server's error.
+    reports the new split, and a bad edit shows the server's error;
+  * experiment results, and a rollout started through the API, appear.
 
 A screenshot is saved to target/test-artifacts/dashboard.png.
 
@@ -251,6 +252,15 @@ def test_dashboard_in_headless_chromium(gateway, tmp_path):
             page.wait_for_selector(
                 f"[data-testid=history-row][data-endpoint=fraud][data-version='{after['config_version']}']",
                 timeout=20_000)
+
+            # experiment results and a rollout in progress
+            page.wait_for_selector("[data-testid=experiment-arm][data-model=challenger]", timeout=20_000)
+            r = post_json(f"{admin}/rollouts/fraud", {"candidate": "challenger", "steps": [25, 100], "interval": "5m"},
+                          headers=AUTH)
+            assert r.status == 201, r.describe()
+            page.wait_for_selector("[data-testid=rollout][data-endpoint=fraud][data-phase=progressing]", timeout=20_000)
+            page.wait_for_selector(f"{split} rect[data-kind=configured][data-model=challenger][data-percent='25.0']",
+                                   timeout=20_000)
 
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             shot = ARTIFACTS / "dashboard.png"
