@@ -431,11 +431,18 @@ impl Rollouts {
             states.iter().filter(|(_, s)| s.phase == Phase::Progressing).map(|(k, _)| k.clone()).collect();
         for name in names {
             let Some(st) = states.get_mut(&name) else { continue };
+            let before = st.clone();
             if let Err(e) = self.step(&config, st).await {
-                tracing::error!(endpoint = %name, "rollout step failed: {e}");
-                st.waiting = Some(format!("could not be judged: {e}"));
+                let why = format!("could not be judged: {e}");
+                if st.waiting.as_deref() != Some(why.as_str()) {
+                    tracing::error!(endpoint = %name, "rollout step failed: {e}");
+                }
+                st.waiting = Some(why);
             }
-            self.persist(st);
+            // Written when something changed, not on every tick.
+            if *st != before {
+                self.persist(st);
+            }
         }
     }
 
