@@ -68,10 +68,8 @@ impl Series {
     fn record(&self, epoch: i64, ok: bool, latency: Duration) {
         let slot = &self.slots[epoch.rem_euclid(SLOTS as i64) as usize];
         let seen = slot.epoch.load(Ordering::Acquire);
-        if seen != epoch
-            && seen < epoch
-            && slot.epoch.compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Acquire).is_ok()
-        {
+        // The first to see a newer bucket resets the slot; an older one is dropped below.
+        if seen < epoch && slot.epoch.compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             slot.requests.store(0, Ordering::Relaxed);
             slot.errors.store(0, Ordering::Relaxed);
             for l in &slot.latency {
@@ -139,7 +137,8 @@ pub struct SeriesView {
 /// Recent traffic of every endpoint and served model that answered.
 #[derive(Default)]
 pub struct TrafficStats {
-    series: RwLock<HashMap<(String, String), Arc<Series>>>,
+    /// Endpoint -> served model -> series (nested so a lookup borrows `&str`s, no allocation).
+    series: RwLock<HashMap<String, HashMap<String, Arc<Series>>>>,
 }
 
 impl std::fmt::Debug for TrafficStats {
@@ -152,13 +151,14 @@ impl TrafficStats {
     /// Records one answer of `served_model` on `endpoint` at `now_us`.
     pub fn record(&self, endpoint: &str, served_model: &str, ok: bool, latency: Duration, now_us: i64) {
         let epoch = now_us.div_euclid(BUCKET_SECONDS * 1_000_000);
-        let found =
-            self.series.read().ok().and_then(|m| m.get(&(endpoint.to_string(), served_model.to_string())).cloned());
+        let found = self.series.read().ok().and_then(|m| m.get(endpoint)?.get(served_model).cloned());
         let s = match found {
             Some(s) => s,
             None => {
                 let Ok(mut m) = self.series.write() else { return };
-                m.entry((endpoint.to_string(), served_model.to_string()))
+                m.entry(endpoint.to_string())
+                    .or_default()
+                    .entry(served_model.to_string())
                     .or_insert_with(|| Arc::new(Series::new()))
                     .clone()
             }
@@ -173,7 +173,8 @@ impl TrafficStats {
         let Ok(m) = self.series.read() else { return Vec::new() };
         let mut out: Vec<SeriesView> = m
             .iter()
-            .map(|((e, s), series)| SeriesView {
+            .flat_map(|(e, models)| models.iter().map(move |(s, series)| (e, s, series)))
+            .map(|(e, s, series)| SeriesView {
                 endpoint: e.clone(),
                 served_model: s.clone(),
                 points: (last - n + 1..=last).map(|epoch| series.point(epoch)).collect(),
