@@ -40,8 +40,7 @@ async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<(), St
 pub async fn query(dir: &Path, q: &TableQuery) -> Result<String, String> {
     let ctx = SessionContext::new();
     register(&ctx, "t", dir).await?;
-    let labels =
-        dir.with_file_name(format!("{}_labels", dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let labels = crate::inference_log::labels::dir_of(dir);
     if labels.is_dir() {
         register(&ctx, "labels", &labels).await?;
     }

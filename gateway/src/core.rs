@@ -477,8 +477,7 @@ impl Gateway {
 
 /// The labels table beside an inference table: `<data_dir>/<table>_labels`.
 pub fn labels_dir(table: &crate::inference_log::Table) -> std::path::PathBuf {
-    let o = table.options();
-    o.dir.with_file_name(format!("{}_labels", o.table))
+    crate::inference_log::labels::dir_of(&table.options().dir)
 }
 
 /// The answer to a labels post.

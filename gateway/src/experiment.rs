@@ -141,7 +141,7 @@ pub async fn endpoint_report(
         .unwrap_or_default();
     let q = scan::Query {
         table_dir: table.dir.clone(),
-        labels_dir: Some(scan::labels_dir_of(&table.dir)),
+        labels_dir: Some(crate::inference_log::labels::dir_of(&table.dir)),
         from_us: from,
         to_us: to,
         metric: e.experiment.metric,

@@ -65,7 +65,7 @@ pub async fn run_offline(run: &OfflineRun) -> Result<(RefreshReport, Vec<alerts:
     }
     let name = run.table.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let labels = run.labels.clone().or_else(|| {
-        let l = run.table.with_file_name(format!("{name}_labels"));
+        let l = crate::inference_log::labels::dir_of(&run.table);
         l.is_dir().then_some(l)
     });
     let out = run

@@ -497,7 +497,7 @@ impl Rollouts {
         let wall = crate::inference_log::now_us();
         let q = Query {
             table_dir: table.dir.clone(),
-            labels_dir: Some(scan::labels_dir_of(&table.dir)),
+            labels_dir: Some(crate::inference_log::labels::dir_of(&table.dir)),
             from_us: st.step_started_wall_us,
             to_us: wall + 1,
             metric: None,

@@ -3,7 +3,7 @@
 //! shadow answers with the primary answers to the same requests.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
@@ -317,12 +317,6 @@ fn in_window(files: Vec<PathBuf>, from_us: i64, to_us: i64) -> Vec<PathBuf> {
             }
         })
         .collect()
-}
-
-/// `<data_dir>/<table>_labels` beside a table directory.
-pub fn labels_dir_of(table_dir: &Path) -> PathBuf {
-    let name = table_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    table_dir.with_file_name(format!("{name}_labels"))
 }
 
 #[cfg(test)]

@@ -12,6 +12,12 @@ use serde_json::Value;
 
 use super::{now_us, partition_of};
 
+/// The labels table beside the inference table in `table_dir`: `<data_dir>/<table>_labels`.
+pub fn dir_of(table_dir: &Path) -> std::path::PathBuf {
+    let name = table_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    table_dir.with_file_name(format!("{name}_labels"))
+}
+
 /// One label as posted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelItem {

@@ -3,8 +3,6 @@
 //! series, and clears when that stops being true. Each transition sends one JSON webhook
 //! (retried with backoff) and is persisted, so a restart neither repeats nor loses one.
 
-use std::path::PathBuf;
-
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -56,30 +54,16 @@ async fn series(monitor: &Monitor, rule: &AlertRule) -> Result<Vec<(i64, Option<
         return Ok(Vec::new());
     };
     let dir = if rule.table == "drift" { monitor.drift_dir() } else { monitor.profile_dir() }.join(&g.tag);
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "parquet")
-                    && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect(),
-        Err(_) => return Ok(Vec::new()),
-    };
-    files.sort();
+    // One file per window: the newest `consecutive_windows` of them.
     let n = rule.consecutive_windows as usize;
-    let files: Vec<PathBuf> = files.into_iter().rev().take(n).collect();
+    let files = super::view::newest(&dir, n);
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let ctx = datafusion::prelude::SessionContext::new();
-    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    let df = ctx
-        .read_parquet(paths, datafusion::prelude::ParquetReadOptions::default())
+    let ctx = crate::inference_log::read::new_ctx();
+    crate::inference_log::read::register_files(&ctx, "m", &files)
         .await
         .map_err(|e| MonitorError::Query(e.to_string()))?;
-    ctx.register_table("m", df.into_view()).map_err(|e| MonitorError::Query(e.to_string()))?;
     let mut cond = vec![format!("column_name = {}", sql_str(&rule.column))];
     cond.push(match &rule.model_id {
         Some(m) => format!("model_id = {}", sql_str(m)),

@@ -265,7 +265,7 @@ fn wanted(config: &Config) -> Vec<(String, MonitorSpec, PathBuf, PathBuf, PathBu
         .filter_map(|e| {
             let spec = e.monitor.clone()?;
             let table = e.table.as_ref()?;
-            let labels = table.dir.with_file_name(format!("{}_labels", table.table));
+            let labels = crate::inference_log::labels::dir_of(&table.dir);
             let out = spec.output_dir.clone().unwrap_or_else(|| config.server.data_dir.clone());
             Some((e.name.clone(), spec, table.dir.clone(), labels, out))
         })

@@ -26,7 +26,7 @@ fn sql_str(s: &str) -> String {
 }
 
 /// The newest `n` files (one per window) of a metric table's granularity directory.
-fn newest(dir: &Path, n: usize) -> Vec<PathBuf> {
+pub(crate) fn newest(dir: &Path, n: usize) -> Vec<PathBuf> {
     let mut files = list_parquet(dir);
     let skip = files.len().saturating_sub(n);
     files.drain(..skip);

@@ -163,7 +163,7 @@ async fn histogram(
     let (spec, status) = monitor_of(&s, &endpoint).await?;
     let g = granularity(&spec, p.granularity.as_deref())?;
     let table_dir = std::path::PathBuf::from(&status.table_dir);
-    let labels = crate::experiment::scan::labels_dir_of(&table_dir);
+    let labels = crate::inference_log::labels::dir_of(&table_dir);
     let baseline = spec.baseline.clone();
     let mut v = crate::monitor::view::histogram(
         &spec,
