@@ -287,6 +287,15 @@ mod tests {
     }
 
     #[test]
+    fn p99_latency_fails_only_when_both_slower_by_the_ratio_and_the_slack() {
+        let with_latency = |ms: f64| Arm { latencies_ms: vec![ms; 200], ..arm(200, 0, 20) };
+        let judge_ms = |a: f64, b: f64| failed(judge(&spec(), "a", &scan(with_latency(a), with_latency(b)), false));
+        assert_eq!(judge_ms(10.0, 30.0), vec!["p99_latency_ratio"]);
+        assert!(judge_ms(1.0, 4.0).is_empty(), "3 ms slower is within the 5 ms slack");
+        assert!(judge_ms(10.0, 19.0).is_empty(), "1.9x is within the 2x ratio");
+    }
+
+    #[test]
     fn errors_and_significant_drift_fail() {
         assert_eq!(
             failed(judge(&spec(), "a", &scan(arm(1000, 0, 100), arm(200, 10, 19)), false)),
