@@ -1,6 +1,7 @@
-//! `sluice table count|tail|sql`: look at an inference table (DataFusion over its Parquet files)
-//! without leaving Sluice. The table is registered as `t`, and its labels table (if any) as
-//! `labels`.
+//! `sluice table count|tail|sql|check`: look at an inference table (DataFusion over its Parquet
+//! files) without leaving Sluice. The table is registered as `t`, and its labels table (if any)
+//! as `labels`. `check` lists every file of the table and its labels with `OK` or the reason
+//! readers (monitor, rollouts, experiments) skip it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,4 +53,31 @@ pub async fn query(dir: &Path, q: &TableQuery) -> Result<String, String> {
     let df = ctx.sql(&sql).await.map_err(|e| format!("query failed: {e}"))?;
     let batches = df.collect().await.map_err(|e| format!("query failed: {e}"))?;
     pretty_format_batches(&batches).map(|t| t.to_string()).map_err(|e| e.to_string())
+}
+
+/// `sluice table check`: every file of the table in `dir` and of its labels table, with `OK` or
+/// why it is skipped, and whether all are OK.
+pub fn check(dir: &Path) -> Result<(String, bool), String> {
+    use crate::inference_log::read::check::check_dir;
+    if !dir.is_dir() {
+        return Err(format!("no table at {}", dir.display()));
+    }
+    let labels = crate::inference_log::labels::dir_of(dir);
+    let mut out = String::new();
+    let (mut total, mut bad) = (0usize, 0usize);
+    for d in [dir.to_path_buf(), labels] {
+        for c in check_dir(&d) {
+            total += 1;
+            let shown = c.path.strip_prefix(dir.parent().unwrap_or(dir)).unwrap_or(&c.path).display().to_string();
+            match c.problem {
+                None => out.push_str(&format!("OK    {shown}\n")),
+                Some((reason, detail)) => {
+                    bad += 1;
+                    out.push_str(&format!("SKIP  {shown}  {}: {detail}\n", reason.label()));
+                }
+            }
+        }
+    }
+    out.push_str(&format!("{total} files, {bad} skipped"));
+    Ok((out, bad == 0))
 }

@@ -85,6 +85,8 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Timeouts and limits of the listeners (`server::stack`).
+    pub limits: ListenerLimits,
     /// Endpoint answering `POST /predict`.
     pub default_endpoint: Option<String>,
     pub watch_config: bool,
@@ -94,6 +96,37 @@ pub struct ServerConfig {
     /// Rollouts run on a clock that `POST /debug/clock` moves forward (`serve --test-clock`;
     /// for tests only).
     pub test_clock: bool,
+    /// Memory of each DataFusion session of the table reads ([`crate::analysis`]).
+    pub analysis_memory_bytes: usize,
+}
+
+/// What a client can hold of the listeners, and for how long (`[server]` keys of the same
+/// names, in milliseconds where they are times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub total_timeout: Duration,
+    pub max_connections: usize,
+    pub max_concurrent_requests: usize,
+    pub max_buffered_body_bytes: usize,
+    pub max_concurrent_streams: u32,
+    pub keepalive_interval: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> ListenerLimits {
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(120),
+            max_connections: 4096,
+            max_concurrent_requests: 1024,
+            max_buffered_body_bytes: 256 * 1024 * 1024,
+            max_concurrent_streams: 256,
+            keepalive_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +153,8 @@ pub struct EndpointConfig {
     pub sticky_key: Option<StickyKey>,
     pub allow_override: bool,
     pub shadow_queue_capacity: usize,
+    /// Bytes (estimated) that mirrored requests may hold (`shadow_queue_max_bytes`).
+    pub shadow_queue_max_bytes: usize,
     pub routing_seed: Option<u64>,
     /// The endpoint's inference table, when logging is on.
     pub table: Option<crate::inference_log::TableOptions>,

@@ -63,6 +63,11 @@ impl CoreError {
 }
 
 impl CoreError {
+    /// The message, cut to [`crate::limits::MAX_ERROR_BYTES`]: what answers and table rows carry.
+    pub fn message(&self) -> String {
+        crate::limits::bounded_message(&self.to_string()).into_owned()
+    }
+
     /// The HTTP status of this kind (the gRPC code is chosen next to it in `api::error`).
     pub fn http_status(&self) -> u16 {
         match self {
@@ -83,10 +88,17 @@ impl From<RuntimeError> for CoreError {
             RuntimeError::Overloaded { .. } => CoreError::Overloaded(e.to_string()),
             RuntimeError::Stopped(_) => CoreError::Unavailable(e.to_string()),
             RuntimeError::Timeout(_) => CoreError::Timeout(e.to_string()),
-            RuntimeError::Inference(_) | RuntimeError::Library(_) | RuntimeError::Load { .. } => {
-                CoreError::Internal(e.to_string())
-            }
+            RuntimeError::Inference(_)
+            | RuntimeError::Library(_)
+            | RuntimeError::Load { .. }
+            | RuntimeError::WorkerPanicked(_) => CoreError::Internal(e.to_string()),
         }
+    }
+}
+
+impl From<crate::limits::TooLong> for CoreError {
+    fn from(e: crate::limits::TooLong) -> CoreError {
+        CoreError::BadRequest(e.to_string())
     }
 }
 

@@ -148,7 +148,12 @@ pub async fn endpoint_report(
         periods: periods.iter().map(|p| p.start_us).collect(),
         bucket_us: bucket.as_micros() as i64,
     };
-    let data = scan::scan(&q).await.map_err(ExperimentError::Failed)?;
+    // On the analysis runtime: this handler's thread serves requests.
+    let query = q.clone();
+    let data = crate::analysis::run("experiment_report", async move { scan::scan(&query).await })
+        .await
+        .map_err(|e| ExperimentError::Failed(e.to_string()))?
+        .map_err(ExperimentError::Failed)?;
     let (metric, higher_is_better) = Scope::metric_for(&e.experiment, data.prediction);
     let scope = Scope {
         endpoint: endpoint.to_string(),

@@ -3,8 +3,10 @@
 //! (`<data_dir>/<table>/date=YYYY-MM-DD/part-*.parquet`), readable as one table by pyarrow, DuckDB
 //! and Spark.
 //!
-//! The request path only enqueues a record (bounded queue; `drop` counts, `block` waits). One
-//! writer thread per table turns records into Arrow columns, writes zstd Parquet under a hidden
+//! The request path only enqueues a record. The queue is bounded in records and in bytes (an
+//! estimate of each record's heap size, held until the record is written): `drop` counts
+//! what does not fit, `block` waits for room, at most [`Table::block_wait`]. One writer thread
+//! per table turns records into Arrow columns, writes zstd Parquet under a hidden
 //! temporary name, closes it and renames it into place, so readers never see a partial file.
 //! Files are published at least every `flush_interval` and rotate at `max_file_rows`. On clean
 //! shutdown the queue is drained and written. Every drop and write error is counted.
@@ -18,19 +20,22 @@ mod writer;
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::Counter;
 
+use crate::budget::{ByteBudget, Reserved};
 use crate::tensor::Tensor;
 
-/// What to do when a table's queue is full.
+/// What to do when a table's queue is full (of records or of bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFull {
     /// Drop the record and count it (default): serving never waits for the log.
     Drop,
-    /// Wait for room: nothing is dropped, requests slow down instead.
+    /// Wait for room: requests slow down instead. The wait is bounded ([`Table::block_wait`]):
+    /// a writer stuck that long drops (and counts) rather than stalling requests for ever.
     Block,
 }
 
@@ -44,6 +49,8 @@ pub struct TableOptions {
     pub sampling_fraction: f64,
     pub on_full: OnFull,
     pub queue_capacity: usize,
+    /// Most bytes (estimated heap size) of records queued or buffered and not yet written.
+    pub queue_max_bytes: usize,
     pub flush_interval: Duration,
     pub max_file_rows: usize,
     /// Log raw request and response JSON (`/predict` only), each capped at `max_payload_bytes`.
@@ -127,6 +134,36 @@ pub struct InferenceRecord {
     pub response_json: Option<Payload>,
 }
 
+impl InferenceRecord {
+    /// An estimate of the heap memory this record keeps alive (tensors, strings, payloads), for
+    /// the table's byte budget. Tensors shared with another record (a primary's inputs and its
+    /// shadow's) are counted by each, so the estimate errs high.
+    pub fn heap_bytes(&self) -> usize {
+        let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+        let p = |o: &Option<Payload>| match o {
+            Some(Payload::Json(b)) => b.len(),
+            _ => 0,
+        };
+        let t = |o: &Option<Arc<Vec<Tensor>>>| o.as_deref().map_or(0, |v| crate::budget::tensors_bytes(v));
+        std::mem::size_of::<Self>()
+            + self.request_id.len()
+            + s(&self.client_request_id)
+            + s(&self.error)
+            + s(&self.requester)
+            + t(&self.inputs)
+            + t(&self.outputs)
+            + p(&self.request_json)
+            + p(&self.response_json)
+    }
+}
+
+/// A record on a table's queue, with the bytes it holds of the table's budget.
+#[derive(Debug)]
+struct Queued {
+    record: InferenceRecord,
+    held: Reserved,
+}
+
 /// A raw JSON payload to log, or the fact that it was over `max_payload_bytes`.
 #[derive(Debug, Clone)]
 pub enum Payload {
@@ -146,6 +183,7 @@ impl Payload {
 struct TableMetrics {
     rows_written: Counter,
     dropped_full: Counter,
+    dropped_bytes_full: Counter,
     dropped_closed: Counter,
     dropped_write_error: Counter,
     files: Counter,
@@ -163,6 +201,7 @@ impl TableMetrics {
         TableMetrics {
             rows_written: metrics::counter!(LOG_ROWS_WRITTEN_TOTAL, &[t()]),
             dropped_full: dropped("queue_full"),
+            dropped_bytes_full: dropped("queue_bytes_full"),
             dropped_closed: dropped("closed"),
             dropped_write_error: dropped("write_error"),
             files: metrics::counter!(LOG_FILES_TOTAL, &[t()]),
@@ -206,29 +245,48 @@ pub struct Table {
 struct TableInner {
     options: TableOptions,
     layout: TableLayout,
-    tx: Mutex<Option<flume::Sender<InferenceRecord>>>,
+    tx: Mutex<Option<flume::Sender<Queued>>>,
+    budget: Arc<ByteBudget>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     metrics: TableMetrics,
+    /// Unix second of the last drop warning (at most one a second).
+    last_drop_warning: AtomicU64,
     ids: Mutex<IdIndex>,
 }
 
 impl Table {
     /// Starts the writer thread of a table.
     pub fn open(options: TableOptions, layout: TableLayout) -> Result<Table, String> {
-        let (tx, rx) = flume::bounded(options.queue_capacity.max(1));
         let metrics = TableMetrics::new(&options.table);
         let w = writer::Writer::new(options.clone(), layout.clone(), metrics.clone());
+        Table::open_with(options, layout, metrics, move |rx| w.run(rx))
+    }
+
+    /// A table whose queue is drained by `drain` on the writer thread (tests hold records back).
+    fn open_with(
+        options: TableOptions,
+        layout: TableLayout,
+        metrics: TableMetrics,
+        drain: impl FnOnce(flume::Receiver<Queued>) + Send + 'static,
+    ) -> Result<Table, String> {
+        let (tx, rx) = flume::bounded(options.queue_capacity.max(1));
+        let budget = ByteBudget::new(options.queue_max_bytes.max(1));
+        if let Ok(schema) = schema_of(&layout) {
+            read::expect_schema(&options.dir, schema);
+        }
         let thread = std::thread::Builder::new()
             .name(format!("log-{}", options.table))
-            .spawn(move || w.run(rx))
+            .spawn(move || drain(rx))
             .map_err(|e| format!("cannot start the writer of table {}: {e}", options.table))?;
         Ok(Table {
             inner: Arc::new(TableInner {
                 options,
                 layout,
                 tx: Mutex::new(Some(tx)),
+                budget,
                 thread: Mutex::new(Some(thread)),
                 metrics,
+                last_drop_warning: AtomicU64::new(0),
                 ids: Mutex::new(IdIndex::default()),
             }),
         })
@@ -252,7 +310,7 @@ impl Table {
         u < self.inner.options.sampling_fraction
     }
 
-    fn sender(&self) -> Option<flume::Sender<InferenceRecord>> {
+    fn sender(&self) -> Option<flume::Sender<Queued>> {
         self.inner.tx.lock().ok().and_then(|g| g.clone())
     }
 
@@ -268,7 +326,9 @@ impl Table {
         }
     }
 
-    /// Logs a record. With `drop`, never waits; with `block`, waits for room.
+    /// Logs a record. With `drop`, never waits: a record that does not fit (in records or in
+    /// bytes) is dropped and counted. With `block`, waits for room, at most
+    /// [`Table::block_wait`], then drops and counts.
     pub async fn log(&self, record: InferenceRecord) {
         let rows = record.rows.max(1) as u64;
         let Some(tx) = self.sender() else {
@@ -276,20 +336,55 @@ impl Table {
             return;
         };
         self.remember(&record);
-        let sent = match self.inner.options.on_full {
-            OnFull::Drop => match tx.try_send(record) {
-                Ok(()) => Ok(()),
-                Err(flume::TrySendError::Full(_)) => {
-                    self.inner.metrics.dropped_full.increment(rows);
-                    return;
+        let bytes = record.heap_bytes();
+        let m = &self.inner.metrics;
+        match self.inner.options.on_full {
+            OnFull::Drop => {
+                let Some(held) = self.inner.budget.try_reserve(bytes) else {
+                    return self.dropped(&m.dropped_bytes_full, rows, "queue_bytes_full");
+                };
+                match tx.try_send(Queued { record, held }) {
+                    Ok(()) => {}
+                    Err(flume::TrySendError::Full(_)) => self.dropped(&m.dropped_full, rows, "queue_full"),
+                    Err(flume::TrySendError::Disconnected(_)) => m.dropped_closed.increment(rows),
                 }
-                Err(flume::TrySendError::Disconnected(_)) => Err(()),
-            },
-            OnFull::Block => tx.send_async(record).await.map_err(|_| ()),
-        };
-        if sent.is_err() {
-            self.inner.metrics.dropped_closed.increment(rows);
+            }
+            OnFull::Block => {
+                let deadline = tokio::time::Instant::now() + self.block_wait();
+                let Some(held) = self.inner.budget.reserve_until(bytes, deadline).await else {
+                    return self.dropped(&m.dropped_bytes_full, rows, "queue_bytes_full");
+                };
+                match tokio::time::timeout_at(deadline, tx.send_async(Queued { record, held })).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => m.dropped_closed.increment(rows),
+                    Err(_) => self.dropped(&m.dropped_full, rows, "queue_full"),
+                }
+            }
         }
+    }
+
+    /// The longest a `block` table makes a request wait for room: five flush intervals, and at
+    /// least 1 s. A writer that frees nothing for that long is stuck (a hung disk), and
+    /// requests must not hang with it.
+    pub fn block_wait(&self) -> Duration {
+        (self.inner.options.flush_interval * 5).max(Duration::from_secs(1))
+    }
+
+    /// Counts dropped rows; warns at most once a second per table.
+    fn dropped(&self, counter: &Counter, rows: u64, reason: &'static str) {
+        counter.increment(rows);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let last = self.inner.last_drop_warning.load(Ordering::Relaxed);
+        if now > last
+            && self.inner.last_drop_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(table = %self.inner.options.table, reason, "inference table queue full: records are being dropped (sluice_log_rows_dropped_total)");
+        }
+    }
+
+    /// Bytes of records queued or buffered and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.budget.used()
     }
 
     /// Whether `id` (request id or client request id) was logged recently.
@@ -365,3 +460,6 @@ mod tests {
         assert_eq!(i.set.len(), ID_INDEX_CAPACITY);
     }
 }
+
+#[cfg(test)]
+mod queue_tests;

@@ -4,15 +4,21 @@
 //! [`registry`] (model repository) -> [`runtime`] (ONNX Runtime workers and batching).
 //! [`config`] is validated before any of them starts; [`metrics`] is a leaf used by all.
 
+pub mod analysis;
 pub mod api;
+pub mod budget;
 pub mod cli;
 pub mod cli_table;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod durable;
 pub mod experiment;
+#[cfg(test)]
+mod fuzz;
 pub mod inference_log;
+pub mod limits;
 pub mod metrics;
 pub mod monitor;
 pub mod registry;

@@ -122,6 +122,8 @@ enum TableCommand {
     },
     /// Any SQL query, e.g. `SELECT served_model, count(*) FROM t GROUP BY 1`.
     Sql { table: String, query: String },
+    /// Every file with OK or why readers skip it; exits 1 when any is skipped.
+    Check { table: String },
 }
 
 #[derive(Subcommand)]
@@ -390,7 +392,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.server.test_clock = args.test_clock;
     let Some(rt) = runtime() else { return ExitCode::FAILURE };
     let source = ConfigSource { path: args.config.clone(), env: args.env.clone() };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let server = match sluice::server::start(config, Some(source)).await {
             Ok(s) => s,
             Err(e) => {
@@ -406,10 +408,20 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
         wait_for_signal().await;
-        tracing::info!("shutting down");
-        server.shutdown(Duration::from_secs(args.shutdown_grace_secs)).await;
-        ExitCode::SUCCESS
-    })
+        tracing::info!("shutting down (a second SIGTERM or Ctrl-C exits at once)");
+        let shutdown = server.shutdown(Duration::from_secs(args.shutdown_grace_secs));
+        tokio::select! {
+            _ = shutdown => ExitCode::SUCCESS,
+            _ = wait_for_signal() => {
+                tracing::warn!("second signal: exiting at once; rows still queued for the inference tables are lost");
+                ExitCode::from(130)
+            }
+        }
+    });
+    // Blocking work still running (a monitor refresh, a flush past the deadline) does not hold
+    // the exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    code
 }
 
 fn table_command(command: TableCommand, data_dir: &std::path::Path) -> ExitCode {
@@ -418,6 +430,18 @@ fn table_command(command: TableCommand, data_dir: &std::path::Path) -> ExitCode 
         TableCommand::Count { table } => (table, TableQuery::Count),
         TableCommand::Tail { table, n } => (table, TableQuery::Tail(n)),
         TableCommand::Sql { table, query } => (table, TableQuery::Sql(query)),
+        TableCommand::Check { table } => {
+            return match sluice::cli_table::check(&table_dir(&table, data_dir)) {
+                Ok((out, ok)) => {
+                    println!("{out}");
+                    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     let Some(rt) = runtime() else { return ExitCode::FAILURE };
     match rt.block_on(query(&table_dir(&table, data_dir), &q)) {

@@ -26,6 +26,8 @@ pub const LOG_ROWS_DROPPED_TOTAL: &str = "sluice_log_rows_dropped_total";
 pub const LOG_FILES_TOTAL: &str = "sluice_log_files_total";
 pub const LOG_BYTES_TOTAL: &str = "sluice_log_bytes_total";
 pub const LOG_WRITE_ERRORS_TOTAL: &str = "sluice_log_write_errors_total";
+pub const ANALYSIS_READS_TOTAL: &str = "sluice_analysis_reads_total";
+pub const ANALYSIS_READ_DURATION: &str = "sluice_analysis_read_duration_seconds";
 pub const MONITOR_REFRESHES_TOTAL: &str = "sluice_monitor_refreshes_total";
 pub const MONITOR_REFRESH_DURATION: &str = "sluice_monitor_refresh_duration_seconds";
 pub const MONITOR_ROWS_READ_TOTAL: &str = "sluice_monitor_rows_read_total";
@@ -35,6 +37,12 @@ pub const MONITOR_NOTIFICATIONS_TOTAL: &str = "sluice_monitor_alert_notification
 pub const ROLLOUT_CANDIDATE_PERCENT: &str = "sluice_rollout_candidate_traffic_percent";
 pub const ROLLOUT_EVENTS_TOTAL: &str = "sluice_rollout_events_total";
 pub const ROLLOUT_NOTIFICATIONS_TOTAL: &str = "sluice_rollout_notifications_total";
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "sluice_connections_refused_total";
+pub const ACCEPT_ERRORS_TOTAL: &str = "sluice_accept_errors_total";
+pub const LOAD_SHED_TOTAL: &str = "sluice_load_shed_total";
+pub const WORKER_PANICS_TOTAL: &str = "sluice_worker_panics_total";
+pub const TABLE_FILES_SKIPPED_TOTAL: &str = "sluice_table_files_skipped_total";
+pub const STATE_LOAD_FAILURES_TOTAL: &str = "sluice_state_load_failures_total";
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -59,6 +67,22 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 fn describe() {
+    describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        Unit::Count,
+        "Connections refused at accept or closed before sending anything, by listener and reason (max_connections, fd_exhausted, silent)."
+    );
+    describe_counter!(ACCEPT_ERRORS_TOTAL, Unit::Count, "Errors accepting a connection, by listener and kind.");
+    describe_counter!(
+        LOAD_SHED_TOTAL,
+        Unit::Count,
+        "Requests answered 429 / RESOURCE_EXHAUSTED at once because server.max_concurrent_requests were in progress, by protocol."
+    );
+    describe_counter!(
+        WORKER_PANICS_TOTAL,
+        Unit::Count,
+        "Model worker threads that panicked (their requests got 500s; the worker went on), by model and version."
+    );
     describe_gauge!(
         ROLLOUT_CANDIDATE_PERCENT,
         Unit::Percent,
@@ -73,6 +97,27 @@ fn describe() {
         ROLLOUT_NOTIFICATIONS_TOTAL,
         Unit::Count,
         "Rollout webhook deliveries, by endpoint and result (delivered, failed)."
+    );
+    describe_counter!(
+        TABLE_FILES_SKIPPED_TOTAL,
+        Unit::Count,
+        "Parquet files of a table that readers skip, each counted once, by table and reason (unreadable, incompatible_schema, no_timestamp_statistics)."
+    );
+    describe_counter!(
+        STATE_LOAD_FAILURES_TOTAL,
+        Unit::Count,
+        "State files (monitor, rollout) found torn or corrupt at load, by kind and outcome (previous: its previous version was used; lost: none was usable)."
+    );
+    describe_counter!(
+        ANALYSIS_READS_TOTAL,
+        Unit::Count,
+        "Table reads run on the analysis threads, by read (experiment_report, rollout_judgement, \
+         dashboard_series, dashboard_histogram) and result (done, panicked)."
+    );
+    describe_histogram!(
+        ANALYSIS_READ_DURATION,
+        Unit::Seconds,
+        "Time a table read on the analysis threads took, by read."
     );
     describe_counter!(MONITOR_REFRESHES_TOTAL, Unit::Count, "Monitor refreshes, by endpoint and result (ok, error).");
     describe_histogram!(MONITOR_REFRESH_DURATION, Unit::Seconds, "Time a monitor refresh took.");
@@ -188,6 +233,22 @@ impl EndpointMetrics {
 }
 
 /// Counts a request rejected before it reached a model.
+pub fn connection_refused(listener: &'static str, reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED_TOTAL, "listener" => listener, "reason" => reason).increment(1);
+}
+
+pub fn accept_error(listener: &'static str, kind: &'static str) {
+    counter!(ACCEPT_ERRORS_TOTAL, "listener" => listener, "kind" => kind).increment(1);
+}
+
+pub fn load_shed(protocol: &'static str) {
+    counter!(LOAD_SHED_TOTAL, "protocol" => protocol).increment(1);
+}
+
+pub fn worker_panic(model: &str, version: u64) {
+    counter!(WORKER_PANICS_TOTAL, "model" => model.to_string(), "version" => version.to_string()).increment(1);
+}
+
 pub fn rejected(protocol: &'static str, reason: &'static str) {
     counter!(REJECTED_TOTAL, "protocol" => protocol, "reason" => reason).increment(1);
 }
@@ -197,6 +258,7 @@ pub fn rejected(protocol: &'static str, reason: &'static str) {
 pub struct ShadowMetrics {
     pub mirrored: Counter,
     pub dropped_full: Counter,
+    pub dropped_bytes_full: Counter,
     pub dropped_closed: Counter,
     pub completed: Counter,
     pub failed: Counter,
@@ -214,11 +276,22 @@ impl ShadowMetrics {
         ShadowMetrics {
             mirrored: counter!(SHADOW_MIRRORED_TOTAL, &l(None)),
             dropped_full: counter!(SHADOW_DROPPED_TOTAL, &l(Some("queue_full"))),
+            dropped_bytes_full: counter!(SHADOW_DROPPED_TOTAL, &l(Some("queue_bytes_full"))),
             dropped_closed: counter!(SHADOW_DROPPED_TOTAL, &l(Some("closed"))),
             completed: counter!(SHADOW_COMPLETED_TOTAL, &l(None)),
             failed: counter!(SHADOW_FAILED_TOTAL, &l(None)),
         }
     }
+}
+
+/// Counts a state file that could not be loaded; `outcome` is `previous` or `lost`.
+pub fn state_load_failure(kind: &'static str, outcome: &'static str) {
+    counter!(STATE_LOAD_FAILURES_TOTAL, "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// Counts a table file that readers skip.
+pub fn table_file_skipped(table: &str, reason: &'static str) {
+    counter!(TABLE_FILES_SKIPPED_TOTAL, "table" => table.to_string(), "reason" => reason).increment(1);
 }
 
 /// Counts a config change attempt.

@@ -50,6 +50,17 @@ pub struct LoadedModel {
     pub feature_layout: Option<FeatureLayout>,
     pub prediction: PredictionLayout,
     pub metrics: crate::metrics::ModelMetrics,
+    /// Size and modification time of `model.onnx` when it was loaded.
+    pub file_stamp: Option<FileStamp>,
+}
+
+/// What tells a model file apart from the one loaded: its size and modification time.
+pub type FileStamp = (u64, std::time::SystemTime);
+
+/// The stamp of the file at `path`, when it can be read.
+pub fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }
 
 /// All loaded models, by name then version.
@@ -78,6 +89,19 @@ impl Registry {
             let reused = previous
                 .and_then(|p| p.get_version(name, *version))
                 .filter(|m| m.runner.configured_options() == options);
+            // A served version is immutable: a model.onnx replaced under the same version is
+            // not reloaded behind the clients' backs (the loaded one keeps serving); it is said.
+            if let Some(m) = reused
+                && m.file_stamp.is_some()
+                && file_stamp(&config.model_path(name, *version)) != m.file_stamp
+            {
+                tracing::warn!(
+                    model = %name,
+                    version,
+                    "model.onnx changed on disk since this version was loaded; a served version is immutable, so \
+                     the loaded one keeps serving. Publish the new file as a new version to serve it"
+                );
+            }
             let loaded = match reused {
                 Some(m) => m.clone(),
                 None => {
@@ -95,12 +119,14 @@ impl Registry {
                         }
                     };
                     let path = config.model_path(name, *version);
+                    let stamp = file_stamp(&path);
                     let runner = ModelRunner::load(&path, name, *version, options.clone(), tasks)?;
-                    let loaded = describe(runner, manifest).map_err(|message| RuntimeError::Load {
+                    let mut loaded = describe(runner, manifest).map_err(|message| RuntimeError::Load {
                         model: name.clone(),
                         version: *version,
                         message,
                     })?;
+                    loaded.file_stamp = stamp;
                     tracing::info!(model = %name, version, "model loaded");
                     Arc::new(loaded)
                 }
@@ -206,6 +232,7 @@ fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel,
         manifest,
         metrics: crate::metrics::ModelMetrics::new(runner.name(), &runner.version().to_string()),
         runner,
+        file_stamp: None,
     })
 }
 

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,8 +52,26 @@ pub struct Rollouts {
     tasks: TaskTracker,
     clock: Clock,
     dir: PathBuf,
+    /// Held only to read or change states, never across a table scan: reads of the rollout API
+    /// and operator actions answer while a step is judged.
     states: Mutex<BTreeMap<String, RolloutState>>,
     wake: Notify,
+    /// Judgement reads take it shared; [`Rollouts::hold_judgements`] takes it exclusively.
+    reads: RwLock<()>,
+    /// Notified when a judgement read begins, and when its outcome was applied or dropped
+    /// (tests).
+    read_started: Notify,
+    judged: Notify,
+}
+
+/// What a progressing rollout needs now (decided under the lock, without reading the table).
+enum Due {
+    /// The endpoint is gone: abort.
+    Removed,
+    /// The step is held (why).
+    Held(String),
+    /// Judge the step over this window of the table.
+    Judge(Box<(RolloutSpec, Query)>),
 }
 
 impl std::fmt::Debug for Rollouts {
@@ -133,8 +151,17 @@ impl Rollouts {
     /// running one back to its step. Call before the listeners are bound.
     pub async fn start(control: Arc<Control>, clock: Clock, data_dir: PathBuf, tasks: TaskTracker) -> Arc<Rollouts> {
         let dir = data_dir.join("_rollouts");
-        let r =
-            Arc::new(Rollouts { control, tasks, clock, dir, states: Mutex::new(BTreeMap::new()), wake: Notify::new() });
+        let r = Arc::new(Rollouts {
+            control,
+            tasks,
+            clock,
+            dir,
+            states: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            reads: RwLock::new(()),
+            read_started: Notify::new(),
+            judged: Notify::new(),
+        });
         let mut states = r.states.lock().await;
         for mut st in state::load_all(&r.dir) {
             if st.phase.is_active() {
@@ -422,28 +449,105 @@ impl Rollouts {
     }
 
     /// Starts config-declared rollouts, then judges every progressing one whose interval has
-    /// passed.
+    /// passed. The table is read without the states lock, on the analysis runtime; the
+    /// judgement is applied only if the rollout did not change meanwhile (paused, aborted,
+    /// restarted: the next tick looks again).
     pub async fn tick(&self) {
         let config = self.control.config().await;
-        let mut states = self.states.lock().await;
-        self.start_declared(&config, &mut states).await;
-        let names: Vec<String> =
-            states.iter().filter(|(_, s)| s.phase == Phase::Progressing).map(|(k, _)| k.clone()).collect();
+        let names: Vec<String> = {
+            let mut states = self.states.lock().await;
+            self.start_declared(&config, &mut states).await;
+            states.iter().filter(|(_, s)| s.phase == Phase::Progressing).map(|(k, _)| k.clone()).collect()
+        };
         for name in names {
-            let Some(st) = states.get_mut(&name) else { continue };
-            let before = st.clone();
-            if let Err(e) = self.step(&config, st).await {
-                let why = format!("could not be judged: {e}");
-                if st.waiting.as_deref() != Some(why.as_str()) {
-                    tracing::error!(endpoint = %name, "rollout step failed: {e}");
+            let (snapshot, spec, q) = {
+                let mut states = self.states.lock().await;
+                let Some(st) = states.get_mut(&name).filter(|s| s.phase == Phase::Progressing) else { continue };
+                let before = st.clone();
+                let due = self.due(&config, st);
+                let judge = match due {
+                    Ok(Due::Judge(j)) => Some(*j),
+                    Ok(Due::Removed) => {
+                        st.phase = Phase::Aborted;
+                        self.control.unpin(&st.endpoint);
+                        self.event(st, "aborted", "the endpoint was removed".into(), vec![]);
+                        None
+                    }
+                    Ok(Due::Held(why)) => {
+                        st.waiting = Some(why);
+                        None
+                    }
+                    Err(e) => {
+                        self.judge_failed(&name, st, &e);
+                        None
+                    }
+                };
+                match judge {
+                    Some((spec, q)) => (before, spec, q),
+                    None => {
+                        // Written when something changed, not on every tick.
+                        if *st != before {
+                            self.persist(st);
+                        }
+                        continue;
+                    }
                 }
-                st.waiting = Some(why);
+            };
+            let data = self.read(q).await;
+            let mut states = self.states.lock().await;
+            if let Some(st) = states.get_mut(&name).filter(|st| **st == snapshot) {
+                let result = match data {
+                    Ok(data) => self.step(&spec, st, &data).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    self.judge_failed(&name, st, &e);
+                }
+                if *st != snapshot {
+                    self.persist(st);
+                }
             }
-            // Written when something changed, not on every tick.
-            if *st != before {
-                self.persist(st);
-            }
+            drop(states);
+            self.judged.notify_waiters();
         }
+    }
+
+    fn judge_failed(&self, name: &str, st: &mut RolloutState, e: &RolloutError) {
+        let why = format!("could not be judged: {e}");
+        if st.waiting.as_deref() != Some(why.as_str()) {
+            tracing::error!(endpoint = %name, "rollout step failed: {e}");
+        }
+        st.waiting = Some(why);
+    }
+
+    /// The step's window of the table, read on the analysis runtime.
+    async fn read(&self, q: Query) -> Result<scan::Scan, RolloutError> {
+        self.read_started.notify_waiters();
+        let _shared = self.reads.read().await;
+        crate::analysis::run("rollout_judgement", async move { scan::scan(&q).await })
+            .await
+            .map_err(|e| RolloutError::Invalid(e.to_string()))?
+            .map_err(RolloutError::Invalid)
+    }
+
+    /// Holds every judgement at its table read until the guard is dropped (tests: a judgement
+    /// as slow as one wants). [`Rollouts::read_started`] says when one is waiting.
+    #[doc(hidden)]
+    pub async fn hold_judgements(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.reads.write().await
+    }
+
+    /// Resolves when a judgement's table read begins (create it before the judgement is due).
+    #[doc(hidden)]
+    pub fn read_started(&self) -> tokio::sync::futures::Notified<'_> {
+        self.read_started.notified()
+    }
+
+    /// Resolves when a judgement read's outcome has been applied, or dropped because the
+    /// rollout changed during the read.
+    #[doc(hidden)]
+    pub fn judged(&self) -> tokio::sync::futures::Notified<'_> {
+        self.judged.notified()
     }
 
     async fn start_declared(&self, config: &Config, states: &mut BTreeMap<String, RolloutState>) {
@@ -470,13 +574,10 @@ impl Rollouts {
         }
     }
 
-    /// Judges one progressing rollout if its step is due.
-    async fn step(&self, config: &Config, st: &mut RolloutState) -> Result<(), RolloutError> {
+    /// Whether one progressing rollout's step is due, and the read that judges it.
+    fn due(&self, config: &Config, st: &RolloutState) -> Result<Due, RolloutError> {
         let Some(e) = config.endpoint(&st.endpoint) else {
-            st.phase = Phase::Aborted;
-            self.control.unpin(&st.endpoint);
-            self.event(st, "aborted", "the endpoint was removed".into(), vec![]);
-            return Ok(());
+            return Ok(Due::Removed);
         };
         let Some(table) = &e.table else {
             return Err(RolloutError::Invalid("the endpoint has no inference table".into()));
@@ -485,14 +586,13 @@ impl Rollouts {
         let now = self.clock.now_us();
         let interval_us = i64::try_from(spec.interval.as_micros()).unwrap_or(i64::MAX);
         if now - st.step_started_us < interval_us {
-            st.waiting = Some(format!(
+            return Ok(Due::Held(format!(
                 "step {} of {} ({}%) is held until {}",
                 st.step + 1,
                 st.steps.len(),
                 st.candidate_percent,
                 rfc3339(st.step_started_us.saturating_add(interval_us))
-            ));
-            return Ok(());
+            )));
         }
         let wall = crate::inference_log::now_us();
         let q = Query {
@@ -504,8 +604,12 @@ impl Rollouts {
             periods: vec![st.step_started_wall_us],
             bucket_us: 0,
         };
-        let data = scan::scan(&q).await.map_err(RolloutError::Invalid)?;
-        match guardrails::judge(&spec, &st.incumbent, &data, st.in_shadow_step()) {
+        Ok(Due::Judge(Box::new((spec, q))))
+    }
+
+    /// Applies the guardrails' judgement of the step's window `data`.
+    async fn step(&self, spec: &RolloutSpec, st: &mut RolloutState, data: &scan::Scan) -> Result<(), RolloutError> {
+        match guardrails::judge(spec, &st.incumbent, data, st.in_shadow_step()) {
             Judgement::Waiting(why) => {
                 st.waiting = Some(why);
             }

@@ -35,4 +35,7 @@ pub enum RuntimeError {
     /// The request waited longer than allowed.
     #[error("inference did not finish within {0:?}")]
     Timeout(Duration),
+    /// The worker holding the request panicked; the request was not run to the end.
+    #[error("model {0}: the worker running this request failed; the request was not completed")]
+    WorkerPanicked(String),
 }

@@ -1,5 +1,9 @@
 //! Builds the gateway from a validated config and serves it: HTTP, gRPC and admin listeners under
-//! one cancellation token and one tracked task set, with a bounded graceful shutdown.
+//! one cancellation token and one tracked task set, with a bounded graceful shutdown. Every
+//! listener serves through the stack in [`stack`], accepting through [`listen`].
+
+pub mod listen;
+pub mod stack;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -83,34 +87,30 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let token = CancellationToken::new();
     let servers = TaskTracker::new();
     tasks.spawn(rollouts.clone().run(token.clone()));
+    let limits = config.server.limits;
+    listen::raise_descriptor_limit();
+    // One pool of slots for inference in progress, over HTTP and gRPC alike.
+    let admission = stack::Admission::new(&limits, config.server.max_body_bytes);
     let state = HttpState { gateway: gateway.clone(), max_body_bytes: config.server.max_body_bytes, metrics };
-    let http_router = http::router(state.clone());
-    let t = token.clone();
-    servers.spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http_router).with_graceful_shutdown(t.cancelled_owned()).await {
-            tracing::error!("http server: {e}");
-        }
-    });
+    let http_router = stack::http_stack(http::router(state.clone()), &limits, Some(admission.clone()));
+    let http_acceptor = listen::Acceptor::new(http_listener, "http", limits.max_connections, true);
+    servers.spawn(listen::serve_http(http_acceptor, http_router, limits, token.clone()));
     let admin = AdminState {
         control: control.clone(),
         rollouts: rollouts.clone(),
         token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
     };
-    let admin_router = http::admin_router(state, admin);
+    let admin_router = stack::http_stack(http::admin_router(state, admin), &limits, None);
+    let admin_acceptor = listen::Acceptor::new(admin_listener, "admin", limits.max_connections, true);
+    servers.spawn(listen::serve_http(admin_acceptor, admin_router, limits, token.clone()));
+    let grpc = stack::GrpcAdmit::new(GrpcService::server(gateway.clone(), config.server.max_body_bytes), admission);
+    let grpc_acceptor = listen::Acceptor::new(grpc_listener, "grpc", limits.max_connections, false);
     let t = token.clone();
     servers.spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, admin_router).with_graceful_shutdown(t.cancelled_owned()).await {
-            tracing::error!("admin server: {e}");
-        }
-    });
-    let grpc = GrpcService::server(gateway.clone(), config.server.max_body_bytes);
-    let t = token.clone();
-    servers.spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = stack::grpc_builder(&limits)
             .add_service(grpc)
-            .serve_with_incoming_shutdown(incoming, t.cancelled_owned())
+            .serve_with_incoming_shutdown(listen::incoming(grpc_acceptor), t.cancelled_owned())
             .await
         {
             tracing::error!("grpc server: {e}");
@@ -134,26 +134,31 @@ impl RunningServer {
             "grpc": self.grpc_addr.port(),
             "admin": self.admin_addr.port(),
         });
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, body.to_string())?;
-        std::fs::rename(tmp, path)
+        crate::durable::write_atomic(path, body.to_string().as_bytes())
     }
 
-    /// Stops accepting, lets in-flight requests and shadow work finish (up to `deadline`), and
-    /// returns.
+    /// Stops accepting, lets in-flight requests and shadow work finish, writes out every queued
+    /// inference-table row, and returns: all within `deadline`. The last quarter of it (at least
+    /// a second, when it allows) is kept for the table flush, so a slow drain cannot eat the
+    /// time the rows need.
     pub async fn shutdown(self, deadline: Duration) {
-        let until = tokio::time::Instant::now() + deadline;
+        let start = tokio::time::Instant::now();
+        let until = start + deadline;
+        let drain_until = until - (deadline / 4).max(Duration::from_secs(1)).min(deadline);
         self.gateway.set_ready(false);
         self.token.cancel();
         // Monitors stop first: an interrupted refresh is redone from its persisted state.
-        if let Some(m) = self.control.monitors().cloned()
-            && tokio::task::spawn_blocking(move || m.stop()).await.is_err()
-        {
-            tracing::error!("monitors did not stop cleanly");
+        if let Some(m) = self.control.monitors().cloned() {
+            let stopped = tokio::task::spawn_blocking(move || m.stop());
+            match tokio::time::timeout_at(drain_until, stopped).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => tracing::error!("monitors did not stop cleanly"),
+                Err(_) => tracing::warn!("monitors still stopping at the shutdown deadline; going on without them"),
+            }
         }
         // Listeners stop accepting; requests in flight finish (late ones get a logged 503).
         self.servers.close();
-        if tokio::time::timeout_at(until, self.servers.wait()).await.is_err() {
+        if tokio::time::timeout_at(drain_until, self.servers.wait()).await.is_err() {
             tracing::warn!("shutdown deadline of {deadline:?} passed with requests still in flight");
         }
         // Dropping the models' and shadow queues' senders lets their tasks drain and end.
@@ -161,13 +166,18 @@ impl RunningServer {
         drop(self.rollouts);
         drop(self.control);
         self.tasks.close();
-        if tokio::time::timeout_at(until, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout_at(drain_until, self.tasks.wait()).await.is_err() {
             tracing::warn!("shutdown deadline of {deadline:?} passed with shadow work still running");
         }
         // Every answer given is now queued for its table: write it all out.
         let tables = self.gateway.tables().clone();
-        if tokio::task::spawn_blocking(move || tables.close_all()).await.is_err() {
-            tracing::error!("inference table writers did not close cleanly");
+        match tokio::time::timeout_at(until, tokio::task::spawn_blocking(move || tables.close_all())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("inference table writers did not close cleanly"),
+            Err(_) => tracing::error!(
+                "inference tables were still being written at the shutdown deadline of {deadline:?}; \
+                 rows not yet written are lost (raise --shutdown-grace-secs)"
+            ),
         }
     }
 }

@@ -259,13 +259,13 @@ impl TensorData {
     /// BYTES only). Errors say what is wrong with the bytes.
     pub fn from_le_bytes(dtype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
         if let Some(size) = dtype.element_size()
-            && bytes.len() != count * size
+            && count.checked_mul(size) != Some(bytes.len())
         {
-            return Err(format!(
-                "holds {} bytes but shape needs {count} {dtype} elements ({} bytes)",
-                bytes.len(),
-                count * size
-            ));
+            let needed = match count.checked_mul(size) {
+                Some(n) => format!("{n} bytes"),
+                None => "more bytes than any request can carry".to_string(),
+            };
+            return Err(format!("holds {} bytes but shape needs {count} {dtype} elements ({needed})", bytes.len()));
         }
         macro_rules! num {
             ($var:ident, $t:ty, $n:expr) => {
@@ -294,9 +294,14 @@ impl TensorData {
             DataType::F32 => num!(F32, f32, 4),
             DataType::F64 => num!(F64, f64, 8),
             DataType::Bytes => {
-                let mut items = Vec::with_capacity(count);
+                // Every element takes at least its 4-byte length: the bytes present bound the
+                // count, whatever the shape claims.
+                let mut items = Vec::with_capacity(reserve(count, bytes.len(), 4));
                 let mut rest = bytes;
                 while !rest.is_empty() {
+                    if items.len() == count {
+                        return Err(format!("holds more than the {count} BYTES elements the shape needs"));
+                    }
                     if rest.len() < 4 {
                         return Err("BYTES element is cut short (needs a 4-byte length)".into());
                     }
@@ -338,6 +343,13 @@ impl Tensor {
     }
 }
 
+/// Room to reserve for `claimed` elements that arrive encoded in `available` bytes, at least
+/// `min_encoded` bytes each. Every decoder sizes its allocations through this, so a number a
+/// client wrote (a shape, a count) never reserves more than the request's own bytes can fill.
+pub fn reserve(claimed: usize, available: usize, min_encoded: usize) -> usize {
+    claimed.min(available / min_encoded.max(1))
+}
+
 /// Number of elements a shape holds, or `None` when a dimension is negative or it overflows.
 pub fn element_count(shape: &[i64]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)))
@@ -376,6 +388,21 @@ mod tests {
         let err = TensorData::from_le_bytes(DataType::F32, &[0u8; 7], 2).unwrap_err();
         assert!(err.contains("7 bytes"), "{err}");
         assert!(TensorData::from_le_bytes(DataType::Bytes, &[5, 0, 0, 0, 1], 1).is_err());
+    }
+
+    #[test]
+    fn claimed_counts_never_size_allocations() {
+        // A shape of 2^43 BYTES elements over a 9-byte payload: an error, not a 2^43 reservation.
+        let err = TensorData::from_le_bytes(DataType::Bytes, &[1, 0, 0, 0, 7, 1, 0, 0, 0], 8_796_093_022_208);
+        assert!(err.is_err());
+        // count * size overflowing usize is a size mismatch, not a wrap or a panic.
+        let err = TensorData::from_le_bytes(DataType::F64, &[0u8; 8], usize::MAX / 4).unwrap_err();
+        assert!(err.contains("more bytes than any request can carry"), "{err}");
+        // More BYTES elements than the shape says.
+        assert!(TensorData::from_le_bytes(DataType::Bytes, &[0, 0, 0, 0, 0, 0, 0, 0], 1).is_err());
+        assert_eq!(reserve(usize::MAX, 100, 4), 25);
+        assert_eq!(reserve(3, 100, 4), 3);
+        assert_eq!(reserve(3, 100, 0), 3);
     }
 
     #[test]

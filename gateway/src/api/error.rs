@@ -13,6 +13,9 @@ pub enum ApiError {
     Core(#[from] CoreError),
     #[error("request body is larger than the limit of {0} bytes (server.max_body_bytes)")]
     PayloadTooLarge(usize),
+    /// The client did not send the request in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -22,6 +25,12 @@ pub enum ApiError {
     /// The request conflicts with the target's state (e.g. a rollout owns the traffic).
     #[error("{0}")]
     Conflict(String),
+}
+
+impl From<crate::limits::TooLong> for ApiError {
+    fn from(e: crate::limits::TooLong) -> ApiError {
+        ApiError::Core(e.into())
+    }
 }
 
 impl ApiError {
@@ -44,6 +53,7 @@ impl ApiError {
             ApiError::Core(CoreError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, tonic::Code::DeadlineExceeded),
             ApiError::Core(CoreError::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, tonic::Code::DeadlineExceeded),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, tonic::Code::Unimplemented),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
@@ -56,6 +66,7 @@ impl ApiError {
         match self {
             ApiError::Core(e) => e.kind(),
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -63,12 +74,17 @@ impl ApiError {
         }
     }
 
-    fn log(&self) {
+    /// The message, cut to [`crate::limits::MAX_ERROR_BYTES`] (it may quote the request).
+    pub fn message(&self) -> String {
+        crate::limits::bounded_message(&self.to_string()).into_owned()
+    }
+
+    fn log(&self, message: &str) {
         let (status, _) = self.codes();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), "{self}");
+            tracing::warn!(status = status.as_u16(), "{message}");
         } else {
-            tracing::debug!(status = status.as_u16(), "{self}");
+            tracing::debug!(status = status.as_u16(), "{message}");
         }
     }
 }
@@ -80,18 +96,19 @@ pub fn error_body(message: &str) -> Vec<u8> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        self.log();
+        let message = self.message();
+        self.log(&message);
         let (status, _) = self.codes();
-        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], error_body(&self.to_string()))
-            .into_response()
+        (status, [(axum::http::header::CONTENT_TYPE, "application/json")], error_body(&message)).into_response()
     }
 }
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> tonic::Status {
-        e.log();
+        let message = e.message();
+        e.log(&message);
         let (_, code) = e.codes();
-        tonic::Status::new(code, e.to_string())
+        tonic::Status::new(code, message)
     }
 }
 
@@ -110,6 +127,7 @@ mod tests {
             (ApiError::Core(CoreError::Timeout("x".into())), 504, tonic::Code::DeadlineExceeded),
             (ApiError::Core(CoreError::Internal("x".into())), 500, tonic::Code::Internal),
             (ApiError::PayloadTooLarge(10), 413, tonic::Code::ResourceExhausted),
+            (ApiError::RequestTimeout("x".into()), 408, tonic::Code::DeadlineExceeded),
             (ApiError::UnsupportedMediaType("x".into()), 415, tonic::Code::InvalidArgument),
             (ApiError::MethodNotAllowed("x".into()), 405, tonic::Code::Unimplemented),
             (ApiError::Unauthorized("x".into()), 401, tonic::Code::Unauthenticated),

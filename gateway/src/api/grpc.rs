@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{ApiError, v2};
 use crate::core::{Gateway, InferRequest, InferResponse, NamedTensor, RequestMeta};
+use crate::limits::check_id;
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 /// Code generated from `proto/inference.proto`.
@@ -104,8 +105,11 @@ impl GrpcInferenceService for GrpcService {
         let headers = req.metadata().clone().into_headers();
         let r = req.into_inner();
         let raw = !r.raw_input_contents.is_empty();
-        let request = decode(r)?;
-        let meta = request_meta(headers, request.id.as_deref());
+        let decoded = decode(r).and_then(|request| {
+            let meta = request_meta(headers, request.id.as_deref()).map_err(Status::from)?;
+            Ok((request, meta))
+        });
+        let (request, meta) = decoded.inspect_err(|s| crate::metrics::rejected("grpc", grpc_kind(s.code())))?;
         let response = self.gateway.infer(request, &meta).await.map_err(|e| {
             crate::metrics::rejected("grpc", e.kind());
             Status::from(ApiError::from(e))
@@ -212,16 +216,31 @@ impl GrpcInferenceService for GrpcService {
 }
 
 /// Request metadata of a gRPC call: the request id is the V2 `id` when given (else
-/// `x-request-id` metadata, else generated); `x-sluice-served-model` metadata pins.
-fn request_meta(headers: http::HeaderMap, id: Option<&str>) -> RequestMeta {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let request_id = id
-        .map(str::to_string)
-        .or_else(|| header(crate::api::http::predict::REQUEST_ID_HEADER))
-        .unwrap_or_else(crate::api::http::predict::new_request_id);
-    let pin = header(crate::api::http::predict::SERVED_MODEL_HEADER);
-    let requester = crate::api::http::predict::requester(&headers);
-    RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers, requester }
+/// `x-request-id` metadata, else generated); `x-sluice-served-model` metadata pins. Ids and the
+/// requester over [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES) are `INVALID_ARGUMENT`.
+fn request_meta(headers: http::HeaderMap, id: Option<&str>) -> Result<RequestMeta, ApiError> {
+    use crate::api::http::predict::{REQUEST_ID_HEADER, SERVED_MODEL_HEADER, new_request_id, requester};
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request_id = match id.or_else(|| header(REQUEST_ID_HEADER)).filter(|v| !v.is_empty()) {
+        Some(v) => {
+            check_id(if id.is_some() { "id" } else { REQUEST_ID_HEADER }, v)?;
+            v.to_string()
+        }
+        None => new_request_id(),
+    };
+    let pin = header(SERVED_MODEL_HEADER).map(str::to_string);
+    let requester = requester(&headers)?;
+    Ok(RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers, requester })
+}
+
+/// The bounded reason name of a gRPC status code, for the rejected-requests counter.
+fn grpc_kind(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::InvalidArgument => "bad_request",
+        tonic::Code::ResourceExhausted => "payload_too_large",
+        tonic::Code::NotFound => "not_found",
+        _ => "other",
+    }
 }
 
 fn string_param(s: &str) -> pb::InferParameter {
@@ -229,7 +248,7 @@ fn string_param(s: &str) -> pb::InferParameter {
 }
 
 /// Decodes a ModelInfer request: raw contents (one per input, in order) or typed contents.
-fn decode(r: pb::ModelInferRequest) -> Result<InferRequest, Status> {
+pub(crate) fn decode(r: pb::ModelInferRequest) -> Result<InferRequest, Status> {
     let raw = r.raw_input_contents;
     if !raw.is_empty() && raw.len() != r.inputs.len() {
         return Err(bad(format!(
@@ -239,7 +258,7 @@ fn decode(r: pb::ModelInferRequest) -> Result<InferRequest, Status> {
         )));
     }
     let mut inputs = Vec::with_capacity(r.inputs.len());
-    for (i, input) in r.inputs.into_iter().enumerate() {
+    for (i, mut input) in r.inputs.into_iter().enumerate() {
         let dtype = DataType::from_v2_name(&input.datatype)
             .ok_or_else(|| bad(format!("input '{}' has unsupported datatype '{}'", input.name, input.datatype)))?;
         let count = element_count(&input.shape)
@@ -251,7 +270,7 @@ fn decode(r: pb::ModelInferRequest) -> Result<InferRequest, Status> {
             TensorData::from_le_bytes(dtype, bytes, count)
                 .map_err(|e| bad(format!("input '{}' raw_input_contents {e}", input.name)))?
         } else {
-            typed_contents(&input, dtype)?
+            typed_contents(&mut input, dtype)?
         };
         inputs.push(NamedTensor { name: input.name, tensor: Tensor::new(input.shape, data) });
     }
@@ -265,10 +284,11 @@ fn decode(r: pb::ModelInferRequest) -> Result<InferRequest, Status> {
     })
 }
 
-fn typed_contents(input: &InferInputTensor, dtype: DataType) -> Result<TensorData, Status> {
+/// The typed contents of an input, moved out of the message (no copy of the client's data).
+fn typed_contents(input: &mut InferInputTensor, dtype: DataType) -> Result<TensorData, Status> {
     let c = input
         .contents
-        .as_ref()
+        .take()
         .ok_or_else(|| bad(format!("input '{}' has neither contents nor raw_input_contents", input.name)))?;
     fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(v: &[S], name: &str) -> Result<Vec<T>, Status> {
         v.iter()
@@ -277,18 +297,18 @@ fn typed_contents(input: &InferInputTensor, dtype: DataType) -> Result<TensorDat
     }
     let n = &input.name;
     Ok(match dtype {
-        DataType::Bool => TensorData::Bool(c.bool_contents.clone()),
+        DataType::Bool => TensorData::Bool(c.bool_contents),
         DataType::I8 => TensorData::I8(narrow(&c.int_contents, n)?),
         DataType::I16 => TensorData::I16(narrow(&c.int_contents, n)?),
-        DataType::I32 => TensorData::I32(c.int_contents.clone()),
-        DataType::I64 => TensorData::I64(c.int64_contents.clone()),
+        DataType::I32 => TensorData::I32(c.int_contents),
+        DataType::I64 => TensorData::I64(c.int64_contents),
         DataType::U8 => TensorData::U8(narrow(&c.uint_contents, n)?),
         DataType::U16 => TensorData::U16(narrow(&c.uint_contents, n)?),
-        DataType::U32 => TensorData::U32(c.uint_contents.clone()),
-        DataType::U64 => TensorData::U64(c.uint64_contents.clone()),
-        DataType::F32 => TensorData::F32(c.fp32_contents.clone()),
-        DataType::F64 => TensorData::F64(c.fp64_contents.clone()),
-        DataType::Bytes => TensorData::Bytes(c.bytes_contents.clone()),
+        DataType::U32 => TensorData::U32(c.uint_contents),
+        DataType::U64 => TensorData::U64(c.uint64_contents),
+        DataType::F32 => TensorData::F32(c.fp32_contents),
+        DataType::F64 => TensorData::F64(c.fp64_contents),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents),
     })
 }
 

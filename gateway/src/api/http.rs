@@ -3,7 +3,7 @@
 pub mod admin;
 mod dashboard;
 mod experiments;
-mod infer;
+pub(crate) mod infer;
 pub mod predict;
 mod v2_meta;
 
@@ -85,7 +85,13 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
-/// Reads a request body up to the configured limit; a larger body is 413.
+/// The error a body read past `server.body_read_timeout_ms` ends with (set by the stack's body
+/// deadline layer); [`read_body`] answers it with 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} ms (server.body_read_timeout_ms)", .0.as_millis())]
+pub struct BodyTimeout(pub std::time::Duration);
+
+/// Reads a request body up to the configured limit; a larger body is 413, a late one 408.
 pub(crate) async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, ApiError> {
     if let Some(len) =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
@@ -94,12 +100,18 @@ pub(crate) async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> 
         return Err(ApiError::PayloadTooLarge(limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::bad_request(format!("cannot read request body: {e}"))
+        // Whichever layer failed the read is somewhere down the error's sources.
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return ApiError::PayloadTooLarge(limit);
+            }
+            if let Some(t) = s.downcast_ref::<BodyTimeout>() {
+                return ApiError::RequestTimeout(t.to_string());
+            }
+            source = s.source();
         }
+        ApiError::bad_request(format!("cannot read request body: {e}"))
     })
 }
 

@@ -29,12 +29,34 @@ pub struct RawServer {
     pub admin_token: Option<Secret>,
     pub max_body_bytes: Option<u64>,
     pub request_timeout_ms: Option<u64>,
+    /// HTTP/1: a request's headers must arrive within this, counted from when the connection
+    /// opened or its previous answer went out (slow headers and idle keep-alive alike).
+    pub header_read_timeout_ms: Option<u64>,
+    /// A request's whole body must arrive within this after its headers (408 past it).
+    pub body_read_timeout_ms: Option<u64>,
+    /// A whole request, body read to answer written, must finish within this (504 past it).
+    pub total_timeout_ms: Option<u64>,
+    /// Open connections per listener; more are refused at once (503, then closed).
+    pub max_connections: Option<u64>,
+    /// Inference requests (HTTP POST and gRPC calls) in progress at once; more are answered
+    /// 429 / RESOURCE_EXHAUSTED before their body is read.
+    pub max_concurrent_requests: Option<u64>,
+    /// HTTP request-body bytes being read and parsed at once (by Content-Length; a body without
+    /// one counts as max_body_bytes); a request that does not fit is answered 429 unread.
+    pub max_buffered_body_bytes: Option<u64>,
+    /// HTTP/2 and gRPC: streams per connection.
+    pub max_concurrent_streams: Option<u64>,
+    /// HTTP/2 and gRPC: ping an idle connection this often; no answer within it closes it.
+    pub keepalive_interval_ms: Option<u64>,
     pub default_endpoint: Option<String>,
     /// Directory of the inference tables (relative to the config file).
     pub data_dir: Option<String>,
     /// Reload when the config file changes (checked every `watch_interval_ms`).
     pub watch_config: Option<bool>,
     pub watch_interval_ms: Option<u64>,
+    /// Memory of each DataFusion session of the table reads (monitor, rollouts, experiments,
+    /// dashboard); a query over it fails.
+    pub analysis_memory_bytes: Option<u64>,
 }
 
 /// A secret string: `Debug` never shows it.
@@ -148,6 +170,9 @@ pub struct RawEndpoint {
     /// Mirrored requests waiting for shadow models; more are dropped and counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow_queue_capacity: Option<u64>,
+    /// Bytes (estimated) that mirrored requests waiting or running for shadows may hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_queue_max_bytes: Option<u64>,
     /// Seed for the weighted random split (reproducible routing, e.g. in tests).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routing_seed: Option<u64>,
@@ -180,6 +205,9 @@ pub struct RawInferenceTable {
     pub on_queue_full: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_capacity: Option<u64>,
+    /// Bytes (estimated) of records queued or buffered and not yet written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_max_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flush_interval_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

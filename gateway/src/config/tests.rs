@@ -215,3 +215,18 @@ fn non_loopback_admin_needs_a_token() {
     let short = text.replace("[[models]]", "admin_token = \"short\"\n[[models]]");
     assert!(issues_of(&short).iter().any(|i| i.message.contains("shorter than 16")));
 }
+
+#[test]
+fn queue_byte_budgets_default_and_are_range_checked() {
+    let with = |extra: &str| GOOD.replace("traffic_config", &format!("{extra}\n    traffic_config"));
+    let c = check(&with("inference_table = { enabled = true }")).unwrap();
+    assert_eq!(c.endpoints[0].shadow_queue_max_bytes, 64 << 20);
+    assert_eq!(c.endpoints[0].table.as_ref().unwrap().queue_max_bytes, 256 << 20);
+    let c = check(&with("shadow_queue_max_bytes = 1000\ninference_table = { queue_max_bytes = 2000 }")).unwrap();
+    assert_eq!(c.endpoints[0].shadow_queue_max_bytes, 1000);
+    assert_eq!(c.endpoints[0].table.as_ref().unwrap().queue_max_bytes, 2000);
+    let issues = issues_of(&with("shadow_queue_max_bytes = 0\ninference_table = { queue_max_bytes = 0 }"));
+    for field in ["endpoints[0].shadow_queue_max_bytes", "endpoints[0].inference_table.queue_max_bytes"] {
+        assert!(issues.iter().any(|i| i.field == field && i.message.contains("out of range")), "{field}: {issues:?}");
+    }
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawEndpoint, RawExecution, RawVersion, Secret};
+use super::raw::{RawConfig, RawEndpoint, RawExecution, RawServer, RawVersion, Secret};
 use super::*;
 use crate::runtime::{BatchingOptions, ExecutionOptions, Provider, RunnerOptions};
 
@@ -202,29 +202,120 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => DEFAULT_MAX_BODY_BYTES,
     };
-    let positive_ms = |issues: &mut Issues, field: &str, v: Option<u64>, default: u64| -> Duration {
-        match v {
-            Some(0) => {
-                issues.add(format!("server.{field}"), format!("must be at least 1 (default {default})"));
-                Duration::from_millis(default)
-            }
-            Some(n) => Duration::from_millis(n),
-            None => Duration::from_millis(default),
-        }
-    };
+    let request_timeout = positive_ms(issues, "request_timeout_ms", s.request_timeout_ms, DEFAULT_TIMEOUT_MS);
+    let limits = listener_limits(issues, s, request_timeout);
+    if limits.max_buffered_body_bytes < max_body_bytes {
+        issues.add(
+            "server.max_buffered_body_bytes",
+            format!(
+                "is {} but max_body_bytes is {max_body_bytes}: a body of the largest allowed size could never be \
+                 read; raise max_buffered_body_bytes to at least max_body_bytes",
+                limits.max_buffered_body_bytes
+            ),
+        );
+    }
     ServerConfig {
         http_addr,
         grpc_addr,
         admin_addr,
         admin_token,
         max_body_bytes,
-        request_timeout: positive_ms(issues, "request_timeout_ms", s.request_timeout_ms, DEFAULT_TIMEOUT_MS),
+        request_timeout,
+        limits,
         default_endpoint: None,
         watch_config: s.watch_config.unwrap_or(true),
         watch_interval: positive_ms(issues, "watch_interval_ms", s.watch_interval_ms, 1000),
         test_clock: false,
         data_dir: PathBuf::new(),
+        analysis_memory_bytes: match s.analysis_memory_bytes {
+            Some(n) if n < 1024 * 1024 => {
+                issues.add(
+                    "server.analysis_memory_bytes",
+                    "must be at least 1048576 (1 MiB; default 536870912 = 512 MiB)",
+                );
+                crate::analysis::DEFAULT_MEMORY_BYTES
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => crate::analysis::DEFAULT_MEMORY_BYTES,
+        },
     }
+}
+
+/// A `[server]` duration in milliseconds that must be positive.
+fn positive_ms(issues: &mut Issues, field: &str, v: Option<u64>, default: u64) -> Duration {
+    match v {
+        Some(0) => {
+            issues.add(format!("server.{field}"), format!("must be at least 1 (default {default})"));
+            Duration::from_millis(default)
+        }
+        Some(n) => Duration::from_millis(n),
+        None => Duration::from_millis(default),
+    }
+}
+
+/// The listeners' timeouts and limits; the whole-request timeout must leave room for the
+/// model's answer.
+fn listener_limits(issues: &mut Issues, s: &RawServer, request_timeout: Duration) -> crate::config::ListenerLimits {
+    let d = crate::config::ListenerLimits::default();
+    let ms = |d: Duration| d.as_millis() as u64;
+    let count = |issues: &mut Issues, field: &str, v: Option<u64>, default: usize| -> usize {
+        match v {
+            Some(0) => {
+                issues.add(format!("server.{field}"), format!("must be at least 1 (default {default})"));
+                default
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => default,
+        }
+    };
+    let limits = crate::config::ListenerLimits {
+        header_read_timeout: positive_ms(
+            issues,
+            "header_read_timeout_ms",
+            s.header_read_timeout_ms,
+            ms(d.header_read_timeout),
+        ),
+        body_read_timeout: positive_ms(issues, "body_read_timeout_ms", s.body_read_timeout_ms, ms(d.body_read_timeout)),
+        total_timeout: positive_ms(issues, "total_timeout_ms", s.total_timeout_ms, ms(d.total_timeout)),
+        max_connections: count(issues, "max_connections", s.max_connections, d.max_connections),
+        max_concurrent_requests: count(
+            issues,
+            "max_concurrent_requests",
+            s.max_concurrent_requests,
+            d.max_concurrent_requests,
+        ),
+        max_buffered_body_bytes: count(
+            issues,
+            "max_buffered_body_bytes",
+            s.max_buffered_body_bytes,
+            d.max_buffered_body_bytes,
+        ),
+        max_concurrent_streams: u32::try_from(count(
+            issues,
+            "max_concurrent_streams",
+            s.max_concurrent_streams,
+            d.max_concurrent_streams as usize,
+        ))
+        .unwrap_or(u32::MAX),
+        keepalive_interval: positive_ms(
+            issues,
+            "keepalive_interval_ms",
+            s.keepalive_interval_ms,
+            ms(d.keepalive_interval),
+        ),
+    };
+    if limits.total_timeout < request_timeout {
+        issues.add(
+            "server.total_timeout_ms",
+            format!(
+                "is {} but request_timeout_ms is {}: a whole request cannot take less than the wait for its \
+                 model; raise total_timeout_ms",
+                ms(limits.total_timeout),
+                ms(request_timeout)
+            ),
+        );
+    }
+    limits
 }
 
 fn check_model_file(issues: &mut Issues, field: &str, repo: &Path, name: &str, version: u64) {
@@ -471,6 +562,19 @@ fn validate_endpoint(
             DEFAULT_SHADOW_QUEUE_CAPACITY
         }
     };
+    let shadow_queue_max_bytes = match e.shadow_queue_max_bytes {
+        None => DEFAULT_SHADOW_QUEUE_MAX_BYTES,
+        Some(n) if (1..=MAX_QUEUE_BYTES).contains(&n) => n as usize,
+        Some(n) => {
+            issues.add(
+                format!("{field}.shadow_queue_max_bytes"),
+                format!(
+                    "{n} is out of range; use 1..={MAX_QUEUE_BYTES} (default {DEFAULT_SHADOW_QUEUE_MAX_BYTES}, 64 MiB)"
+                ),
+            );
+            DEFAULT_SHADOW_QUEUE_MAX_BYTES
+        }
+    };
     let table = e.inference_table.as_ref().and_then(|t| validate_table(issues, field, &e.name, t, data_dir));
     let monitor = match &e.monitor {
         Some(m) if m.enabled.unwrap_or(true) => {
@@ -544,10 +648,16 @@ fn validate_endpoint(
         sticky_key,
         allow_override: e.allow_served_model_override.unwrap_or(false),
         shadow_queue_capacity,
+        shadow_queue_max_bytes,
         routing_seed: e.routing_seed,
         raw: e.clone(),
     })
 }
+
+/// Default byte budget of an endpoint's shadow queue (64 MiB).
+const DEFAULT_SHADOW_QUEUE_MAX_BYTES: usize = 64 << 20;
+/// Largest byte budget of a queue (1 TiB): a guard against typos, not a recommendation.
+const MAX_QUEUE_BYTES: u64 = 1 << 40;
 
 fn validate_table(
     issues: &mut Issues,
@@ -591,6 +701,7 @@ fn validate_table(
         }
     };
     let queue_capacity = bounded("queue_capacity", t.queue_capacity, 65_536, 1 << 24) as usize;
+    let queue_max_bytes = bounded("queue_max_bytes", t.queue_max_bytes, 256 << 20, MAX_QUEUE_BYTES) as usize;
     let flush_interval = Duration::from_millis(bounded("flush_interval_ms", t.flush_interval_ms, 1000, 3_600_000));
     let max_file_rows = bounded("max_file_rows", t.max_file_rows, 1_000_000, 1 << 30) as usize;
     let max_payload_bytes = bounded("max_payload_bytes", t.max_payload_bytes, 65_536, 1 << 26) as usize;
@@ -600,6 +711,7 @@ fn validate_table(
         sampling_fraction,
         on_full,
         queue_capacity,
+        queue_max_bytes,
         flush_interval,
         max_file_rows,
         log_payloads: t.log_payloads.unwrap_or(false),

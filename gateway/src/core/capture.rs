@@ -127,7 +127,7 @@ impl Outcome<'_> {
             spec: None,
             is_shadow: false,
             status_code: e.http_status(),
-            error: Some(e.to_string()),
+            error: Some(e.message()),
             start,
             phases: None,
             inputs: None,

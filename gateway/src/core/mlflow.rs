@@ -58,7 +58,10 @@ pub fn parse(body: &[u8], sticky_field: Option<&str>) -> Result<Parsed, CoreErro
     }
     let client_request_id = match map.get("client_request_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => {
+            crate::limits::check_id("client_request_id", s)?;
+            Some(s.clone())
+        }
         Some(_) => return Err(bad("client_request_id must be a string")),
     };
     let sticky = match sticky_field.and_then(|f| map.get(f)) {

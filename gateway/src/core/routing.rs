@@ -47,7 +47,7 @@ impl ServedModel {
             spec: Some(self.spec.clone()),
             is_shadow: false,
             status_code: result.map(|_| 200).unwrap_or_else(|e| e.http_status()),
-            error: result.err().map(|e| e.to_string()),
+            error: result.err().map(CoreError::message),
             start,
             phases: None,
             inputs,
@@ -140,8 +140,9 @@ impl Endpoint {
             .iter()
             .filter_map(|s| index(&s.served_model_name).map(|i| (served[i].clone(), s.mirror_percent)))
             .collect();
-        let shadow =
-            (!shadows.is_empty()).then(|| ShadowQueue::start(&cfg.name, shadows, cfg.shadow_queue_capacity, tasks));
+        let shadow = (!shadows.is_empty()).then(|| {
+            ShadowQueue::start(&cfg.name, shadows, cfg.shadow_queue_capacity, cfg.shadow_queue_max_bytes, tasks)
+        });
         Ok(Endpoint {
             config: cfg.clone(),
             served,
@@ -221,6 +222,11 @@ impl Endpoint {
         if let Some(q) = &self.shadow {
             q.set_gate(gate);
         }
+    }
+
+    /// Bytes (estimated) that mirrored copies hold now, queued or running; 0 without shadows.
+    pub fn shadow_queued_bytes(&self) -> usize {
+        self.shadow.as_ref().map_or(0, |q| q.queued_bytes())
     }
 
     /// The endpoint's inference table, if logging is on.

@@ -1,5 +1,7 @@
 //! Shadow mirroring: copies of an endpoint's requests go to its shadow models through a bounded
-//! queue, off the request path. A full queue drops the copy and counts it; a shadow failure is
+//! queue, off the request path. The queue is bounded in copies and in bytes (each copy's
+//! estimated heap size, held until its shadow run ends). A full queue drops the copy and counts
+//! it (`queue_full` or `queue_bytes_full`); a shadow failure is
 //! counted and logged, never returned. Shadow answers are never sent to the client.
 
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::capture::CaptureContext;
 use super::routing::ServedModel;
+use crate::budget::{ByteBudget, Reserved};
 use crate::metrics::ShadowMetrics;
 use crate::tensor::Tensor;
 
@@ -22,6 +25,8 @@ struct ShadowJob {
     inputs: Arc<Vec<Tensor>>,
     target: usize,
     capture: Option<CaptureContext>,
+    /// This copy's bytes of the queue's budget, given back when the job ends.
+    _held: Reserved,
 }
 
 #[derive(Debug)]
@@ -35,6 +40,7 @@ struct Target {
 #[derive(Debug)]
 pub struct ShadowQueue {
     tx: mpsc::Sender<ShadowJob>,
+    budget: Arc<ByteBudget>,
     targets: Arc<Vec<Target>>,
     gate: Arc<ArcSwapOption<Semaphore>>,
     last_drop_warning: AtomicU64,
@@ -53,6 +59,7 @@ impl ShadowQueue {
         endpoint: &str,
         shadows: Vec<(Arc<ServedModel>, u32)>,
         capacity: usize,
+        max_bytes: usize,
         tasks: &TaskTracker,
     ) -> ShadowQueue {
         let (tx, rx) = mpsc::channel(capacity.max(1));
@@ -68,17 +75,32 @@ impl ShadowQueue {
         );
         let gate = Arc::new(ArcSwapOption::empty());
         tasks.spawn(drain(rx, targets.clone(), gate.clone(), tasks.clone(), endpoint.to_string()));
-        ShadowQueue { tx, targets, gate, last_drop_warning: AtomicU64::new(0), endpoint: endpoint.to_string() }
+        ShadowQueue {
+            tx,
+            budget: ByteBudget::new(max_bytes.max(1)),
+            targets,
+            gate,
+            last_drop_warning: AtomicU64::new(0),
+            endpoint: endpoint.to_string(),
+        }
     }
 
     /// Mirrors a request to each shadow whose mirror percentage the draw `u(i)` falls under.
-    /// Never waits: a full queue drops the copy.
+    /// Never waits: a copy that does not fit (in copies or in bytes) is dropped.
     pub fn mirror(&self, inputs: &Arc<Vec<Tensor>>, mut draw: impl FnMut() -> f64, capture: Option<&CaptureContext>) {
+        let mut bytes = None;
         for (i, t) in self.targets.iter().enumerate() {
             if t.percent == 0 || draw() * 100.0 >= f64::from(t.percent) {
                 continue;
             }
-            match self.tx.try_send(ShadowJob { inputs: inputs.clone(), target: i, capture: capture.cloned() }) {
+            let bytes = *bytes.get_or_insert_with(|| job_bytes(inputs, capture));
+            let Some(held) = self.budget.try_reserve(bytes) else {
+                t.metrics.dropped_bytes_full.increment(1);
+                self.warn_drop(&t.served.name);
+                continue;
+            };
+            let job = ShadowJob { inputs: inputs.clone(), target: i, capture: capture.cloned(), _held: held };
+            match self.tx.try_send(job) {
                 Ok(()) => t.metrics.mirrored.increment(1),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     t.metrics.dropped_full.increment(1);
@@ -87,6 +109,11 @@ impl ShadowQueue {
                 Err(mpsc::error::TrySendError::Closed(_)) => t.metrics.dropped_closed.increment(1),
             }
         }
+    }
+
+    /// Bytes that mirrored copies hold now (queued or running).
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.used()
     }
 
     /// At most one warning per second per endpoint.
@@ -106,6 +133,13 @@ impl ShadowQueue {
     pub fn set_gate(&self, gate: Option<Arc<Semaphore>>) {
         self.gate.store(gate);
     }
+}
+
+/// Estimated heap bytes of one mirrored copy: its inputs and what its capture carries.
+fn job_bytes(inputs: &[Tensor], capture: Option<&CaptureContext>) -> usize {
+    let s = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    let capture = capture.map_or(0, |c| c.request_id.len() + s(&c.client_request_id) + s(&c.requester));
+    std::mem::size_of::<ShadowJob>() + crate::budget::tensors_bytes(inputs) + capture
 }
 
 async fn drain(

@@ -149,6 +149,8 @@ pub struct ShadowReport {
     pub primary: String,
     pub overall: Agreement,
     pub windows: Vec<Agreement>,
+    /// Rows of this shadow left out because their request id is not unique in the window.
+    pub unpaired_rows: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -191,8 +193,8 @@ pub fn latency(values: &[f64]) -> Option<Latency> {
 /// Agreement of one pairing.
 pub fn agreement(start_us: i64, p: &Pairing, prediction: Prediction) -> Agreement {
     let mut confusion: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for ((a, b), n) in &p.confusion {
-        *confusion.entry(a.clone()).or_default().entry(b.clone()).or_default() += n;
+    for ((a, b), n) in p.confusion.to_map() {
+        *confusion.entry(a).or_default().entry(b).or_default() += n;
     }
     let label = prediction == Prediction::Label;
     Agreement {
@@ -211,9 +213,7 @@ pub fn merge_pairings<'a>(items: impl Iterator<Item = &'a Pairing>) -> Pairing {
     for p in items {
         out.rows += p.rows;
         out.agree += p.agree;
-        for (k, n) in &p.confusion {
-            *out.confusion.entry(k.clone()).or_default() += n;
-        }
+        out.confusion.merge(&p.confusion);
         sum += p.abs_diff.mean * p.abs_diff.n as f64;
         out.abs_diff.n += p.abs_diff.n;
     }
@@ -328,6 +328,12 @@ pub fn build(scope: &Scope, scan: &Scan, configured: &BTreeMap<String, u32>, buc
             warnings.push(format!("'{n}' answered {} requests while its configured weight was 0", arm_of(n).requests));
         }
     }
+    for (shadow, n) in scan.pairs_skipped.iter().filter(|(_, n)| **n > 0) {
+        warnings.push(format!(
+            "{n} rows of shadow '{shadow}' were not compared: their request id (x-request-id, which clients choose) \
+             is not unique in the window, so their primary answer is ambiguous"
+        ));
+    }
     let champion = arm_of(&scope.champion);
     let arms = names
         .iter()
@@ -362,7 +368,8 @@ pub fn build(scope: &Scope, scan: &Scan, configured: &BTreeMap<String, u32>, buc
             let overall = agreement(scope.from_us, &merge_pairings(v.iter().map(|(_, p)| *p)), prediction);
             let windows =
                 if bucket_us > 0 { v.iter().map(|(b, p)| agreement(*b, p, prediction)).collect() } else { vec![] };
-            ShadowReport { shadow, primary, overall, windows }
+            let unpaired_rows = scan.pairs_skipped.get(&shadow).copied().unwrap_or(0);
+            ShadowReport { shadow, primary, overall, windows, unpaired_rows }
         })
         .collect();
     Report {

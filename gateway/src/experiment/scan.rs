@@ -1,6 +1,12 @@
 //! One pass over an inference table's time window: per served model, requests (by config
 //! period), errors, latencies, predictions and the label-based metric; and the agreement of
 //! shadow answers with the primary answers to the same requests.
+//!
+//! Predicted classes are bounded ([`crate::analysis::classes`]: the top classes and
+//! `__other__`). A shadow row is paired with its primary row by (request id, row index); the
+//! request id is the client's `x-request-id` when it sent one, so only ids that occur once among
+//! the window's primary rows and once among that shadow's rows are paired (a join of repeated ids
+//! would grow as the product of their rows); the others are counted in [`Scan::pairs_skipped`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,8 +18,9 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use super::spec::Metric;
+use crate::analysis::classes::{ClassCounts, ClassPairs};
 use crate::inference_log::partition_of;
-use crate::inference_log::read::{list_parquet, new_ctx, register_labelled};
+use crate::inference_log::read::{new_ctx, register_labelled, usable_files};
 
 /// Running mean and variance (Welford).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -52,8 +59,11 @@ pub struct Arm {
     pub errors: u64,
     /// Latency of every request, ms.
     pub latencies_ms: Vec<f64>,
-    /// Predicted labels (classification rows answered with 200).
+    /// Predicted labels (classification rows answered with 200): the top classes and
+    /// `__other__`.
     pub label_counts: BTreeMap<String, u64>,
+    /// `label_counts` while the scan counts.
+    pub(crate) predicted: ClassCounts,
     /// Predicted values (regression rows answered with 200).
     pub values: Vec<f64>,
     /// Rows with a label and a prediction: correct ones (for accuracy).
@@ -69,8 +79,8 @@ pub struct Pairing {
     pub rows: u64,
     /// Rows where both gave the same label (classification).
     pub agree: u64,
-    /// (primary label, shadow label) -> rows (classification).
-    pub confusion: BTreeMap<(String, String), u64>,
+    /// (primary label, shadow label) -> rows (classification), bounded.
+    pub confusion: ClassPairs,
     /// Mean |primary - shadow| (regression).
     pub abs_diff: Moments,
 }
@@ -106,6 +116,9 @@ pub struct Scan {
     pub arms: BTreeMap<String, Arm>,
     /// (bucket start µs, primary, shadow) -> agreement.
     pub pairs: BTreeMap<(i64, String, String), Pairing>,
+    /// Shadow served model -> its answered rows left unpaired because their (request id, row)
+    /// is not unique among the window's primary rows or among that shadow's rows.
+    pub pairs_skipped: BTreeMap<String, u64>,
     pub prediction: Option<Prediction>,
     /// The metric computed per labelled row.
     pub metric: Option<Metric>,
@@ -130,23 +143,25 @@ fn i64s(b: &RecordBatch, i: usize) -> Result<Vec<Option<i64>>, String> {
 }
 
 async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, String> {
-    let df = ctx.sql(sql).await.map_err(|e| format!("{e}"))?;
-    let mut stream = df.execute_stream().await.map_err(|e| format!("{e}"))?;
+    let explain = crate::analysis::explain;
+    let df = ctx.sql(sql).await.map_err(explain)?;
+    let mut stream = df.execute_stream().await.map_err(explain)?;
     let mut out = Vec::new();
     while let Some(b) = stream.next().await {
-        out.push(b.map_err(|e| format!("{e}"))?);
+        out.push(b.map_err(explain)?);
     }
     Ok(out)
 }
 
-/// Reads the window. A table with no files yet gives an empty scan.
+/// Reads the window. A table with no files yet gives an empty scan. Files that cannot be read
+/// safely are skipped (and counted).
 pub async fn scan(q: &Query) -> Result<Scan, String> {
-    let files = in_window(list_parquet(&q.table_dir), q.from_us, q.to_us);
+    let files = in_window(usable_files(&q.table_dir), q.from_us, q.to_us);
     let mut out = Scan::default();
     if files.is_empty() {
         return Ok(out);
     }
-    let labels = q.labels_dir.as_deref().map(list_parquet).unwrap_or_default();
+    let labels = q.labels_dir.as_deref().map(usable_files).unwrap_or_default();
     let ctx = new_ctx();
     register_labelled(&ctx, &files, &labels)
         .await
@@ -170,6 +185,9 @@ pub async fn scan(q: &Query) -> Result<Scan, String> {
     );
     for b in rows(&ctx, &sql).await? {
         accumulate(&mut out, q, prediction, metric, &b)?;
+    }
+    for arm in out.arms.values_mut() {
+        arm.label_counts = std::mem::take(&mut arm.predicted).into_map();
     }
     if prediction != Prediction::None {
         pairs(&ctx, q, prediction, &range, &mut out).await?;
@@ -214,7 +232,7 @@ fn accumulate(
         match prediction {
             Prediction::Label => {
                 if let Some(p) = &pred_s[r] {
-                    *arm.label_counts.entry(p.clone()).or_default() += 1;
+                    arm.predicted.add(p, 1);
                 }
             }
             Prediction::Value => {
@@ -245,7 +263,8 @@ fn accumulate(
     Ok(())
 }
 
-/// Shadow rows joined with the primary row of the same request and row.
+/// Shadow rows joined with the primary row of the same request and row, where that pairing is
+/// unambiguous: each side is grouped by its key first, so the join is one to one.
 async fn pairs(
     ctx: &SessionContext,
     q: &Query,
@@ -254,25 +273,43 @@ async fn pairs(
     out: &mut Scan,
 ) -> Result<(), String> {
     let bucket = if q.bucket_us > 0 {
-        format!(
-            "{} + ((CAST(p.\"timestamp\" AS BIGINT) - {}) / {}) * {}",
-            q.from_us, q.from_us, q.bucket_us, q.bucket_us
-        )
+        format!("{} + ((p.ts - {}) / {}) * {}", q.from_us, q.from_us, q.bucket_us, q.bucket_us)
     } else {
         q.from_us.to_string()
     };
-    let range = range.replace("\"timestamp\"", "p.\"timestamp\"");
-    let join = format!(
-        "FROM t p JOIN t s ON p.request_id = s.request_id AND p.row_index = s.row_index \
-         WHERE NOT p.is_shadow AND s.is_shadow AND p.status_code = 200 AND s.status_code = 200 AND {range}"
+    // Every row of the window counts towards uniqueness, answered or not; `min` of a group of
+    // one is its value.
+    let sides = format!(
+        "WITH p AS (SELECT request_id, row_index, count(*) AS n, min(served_model) AS served_model, \
+           min(status_code) AS status_code, min(prediction) AS prediction, min(CAST(\"timestamp\" AS BIGINT)) AS ts \
+           FROM t WHERE NOT is_shadow AND {range} GROUP BY request_id, row_index), \
+         s AS (SELECT request_id, row_index, served_model, count(*) AS n, min(status_code) AS status_code, \
+           min(prediction) AS prediction \
+           FROM t WHERE is_shadow AND {range} GROUP BY request_id, row_index, served_model)"
     );
+    let join = "FROM s JOIN p ON p.request_id = s.request_id AND p.row_index = s.row_index \
+         WHERE p.n = 1 AND s.n = 1 AND p.status_code = 200 AND s.status_code = 200";
     let sql = match prediction {
         Prediction::Label => format!(
-            "SELECT {bucket} AS b, p.served_model, s.served_model, p.prediction, s.prediction, count(*) {join} \
+            "{sides} SELECT {bucket} AS b, p.served_model, s.served_model, p.prediction, s.prediction, count(*) {join} \
              GROUP BY 1, 2, 3, 4, 5"
         ),
-        _ => format!("SELECT {bucket} AS b, p.served_model, s.served_model, abs(p.prediction - s.prediction) {join}"),
+        _ => format!(
+            "{sides} SELECT {bucket} AS b, p.served_model, s.served_model, abs(p.prediction - s.prediction) {join}"
+        ),
     };
+    let skipped = format!(
+        "{sides} SELECT s.served_model, sum(s.n) FROM s LEFT JOIN p ON p.request_id = s.request_id \
+         AND p.row_index = s.row_index WHERE s.n > 1 OR p.n > 1 GROUP BY 1"
+    );
+    for b in rows(ctx, &skipped).await? {
+        let (sm, n) = (strs(&b, 0)?, i64s(&b, 1)?);
+        for r in 0..b.num_rows() {
+            if let (Some(s), Some(n)) = (sm[r].clone(), n[r]) {
+                *out.pairs_skipped.entry(s).or_default() += n.max(0) as u64;
+            }
+        }
+    }
     for b in rows(ctx, &sql).await? {
         let (bk, pm, sm) = (i64s(&b, 0)?, strs(&b, 1)?, strs(&b, 2)?);
         let (pp, sp, n) = if prediction == Prediction::Label {
@@ -291,7 +328,7 @@ async fn pairs(
                 if a == b2 {
                     e.agree += c;
                 }
-                *e.confusion.entry((a, b2)).or_default() += c;
+                e.confusion.add(&a, &b2, c);
             } else if let Some(d) = diffs[r].filter(|d| d.is_finite()) {
                 e.rows += 1;
                 e.abs_diff.push(d);
@@ -322,6 +359,83 @@ fn in_window(files: Vec<PathBuf>, from_us: i64, to_us: i64) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+
+    /// (request id, served model, is shadow, prediction) rows at `ts`, written as one file.
+    fn write_table(dir: &std::path::Path, ts: i64, rows: &[(&str, &str, bool, &str)]) {
+        let n = rows.len();
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            ("request_id", Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>())),
+            ("row_index", Arc::new(Int64Array::from(vec![0; n]))),
+            ("timestamp", Arc::new(Int64Array::from(vec![ts; n]))),
+            ("served_model", Arc::new(rows.iter().map(|r| Some(r.1)).collect::<StringArray>())),
+            ("is_shadow", Arc::new(rows.iter().map(|r| Some(r.2)).collect::<BooleanArray>())),
+            ("status_code", Arc::new(Int64Array::from(vec![200; n]))),
+            ("latency_ms", Arc::new(Float64Array::from(vec![1.0; n]))),
+            ("prediction", Arc::new(rows.iter().map(|r| Some(r.3)).collect::<StringArray>())),
+        ];
+        let batch = RecordBatch::try_from_iter(cols).unwrap();
+        let file = std::fs::File::create(dir.join("part-0.parquet")).unwrap();
+        let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    fn query(dir: &std::path::Path, ts: i64) -> Query {
+        Query {
+            table_dir: dir.to_path_buf(),
+            labels_dir: None,
+            from_us: ts,
+            to_us: ts + 1,
+            metric: None,
+            periods: vec![ts],
+            bucket_us: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_client_request_id_is_not_paired_and_does_not_explode() {
+        let dir = tempfile::tempdir().unwrap();
+        let ts = 1_795_608_000_000_000;
+        // 1,000 requests that all sent `x-request-id: same`, each answered by the primary and
+        // the shadow (a self-join would pair 1,000 x 1,000 rows), and three unique ids
+        let mut rows: Vec<(&str, &str, bool, &str)> = Vec::new();
+        for _ in 0..1000 {
+            rows.push(("same", "a", false, "legit"));
+            rows.push(("same", "b", true, "fraud"));
+        }
+        for (id, shadow) in [("u1", "legit"), ("u2", "legit"), ("u3", "fraud")] {
+            rows.push((id, "a", false, "legit"));
+            rows.push((id, "b", true, shadow));
+        }
+        write_table(dir.path(), ts, &rows);
+        let started = std::time::Instant::now();
+        let s = scan(&query(dir.path(), ts)).await.unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let p = &s.pairs[&(ts, "a".to_string(), "b".to_string())];
+        assert_eq!((p.rows, p.agree), (3, 2));
+        assert_eq!(p.confusion.total(), 3);
+        assert_eq!(s.pairs_skipped, BTreeMap::from([("b".to_string(), 1000)]));
+        assert_eq!(s.arms["a"].requests, 1003);
+    }
+
+    #[tokio::test]
+    async fn predicted_classes_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ts = 1_795_608_000_000_000;
+        let labels: Vec<String> = (0..100_000).map(|i| format!("class-{i}")).collect();
+        let mut rows: Vec<(&str, &str, bool, &str)> = labels.iter().map(|l| ("r", "a", false, l.as_str())).collect();
+        rows.extend((0..1000).map(|_| ("r", "a", false, "legit")));
+        write_table(dir.path(), ts, &rows);
+        let s = scan(&query(dir.path(), ts)).await.unwrap();
+        let counts = &s.arms["a"].label_counts;
+        assert_eq!(counts.len(), crate::analysis::classes::TOP_CLASSES + 1);
+        assert_eq!(counts["legit"], 1000);
+        assert_eq!(counts.values().sum::<u64>(), 101_000);
+        assert!(counts[crate::analysis::classes::OTHER] >= 100_000 - 99);
+    }
 
     #[test]
     fn only_the_window_s_date_partitions_are_read() {

@@ -69,6 +69,11 @@ pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, String> {
             let text = |k: &str| -> Result<Option<String>, String> {
                 match o.get(k) {
                     None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) if s.len() > crate::limits::MAX_ID_BYTES => Err(format!(
+                        "labels[{i}].{k} is {} bytes long; the limit is {} bytes",
+                        s.len(),
+                        crate::limits::MAX_ID_BYTES
+                    )),
                     Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
                     Some(_) => Err(format!("labels[{i}].{k} must be a non-empty string")),
                 }
@@ -78,6 +83,13 @@ pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, String> {
                 return Err(format!("labels[{i}] needs exactly one of request_id or client_request_id"));
             }
             let (label, label_value) = match o.get("label") {
+                Some(Value::String(s)) if s.len() > crate::limits::MAX_ID_BYTES => {
+                    return Err(format!(
+                        "labels[{i}].label is {} bytes long; the limit is {} bytes",
+                        s.len(),
+                        crate::limits::MAX_ID_BYTES
+                    ));
+                }
                 Some(Value::String(s)) => (s.clone(), s.parse::<f64>().ok()),
                 Some(Value::Number(n)) => (n.to_string(), n.as_f64()),
                 Some(Value::Bool(b)) => (b.to_string(), Some(f64::from(u8::from(*b)))),

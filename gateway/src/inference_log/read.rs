@@ -1,13 +1,18 @@
 //! Reading inference tables back (the monitor, experiment analysis and rollout guardrails): the
 //! published files of a table, a DataFusion session that reads them reproducibly, and the join
-//! of each row with its latest label.
+//! of each row with its latest label. Readers list a table with [`usable_files`], which skips
+//! (and counts) files that cannot be read safely ([`check`]).
 
 use std::path::{Path, PathBuf};
 
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
-/// The published Parquet files under `dir` (recursively; hidden temporary files skipped), sorted.
+pub mod check;
+pub use check::{expect_schema, usable_files};
+
+/// The published Parquet files under `dir` (recursively; hidden temporary files skipped), sorted,
+/// whether readable or not: readers want [`usable_files`].
 pub fn list_parquet(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -30,11 +35,12 @@ pub fn list_parquet(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A session on one partition (results do not depend on scheduling), plain (non-view) strings.
+/// A session on one partition (results do not depend on scheduling), plain (non-view) strings,
+/// within the analysis memory limit (`server.analysis_memory_bytes`, [`crate::analysis`]).
 pub fn new_ctx() -> SessionContext {
     let mut cfg = SessionConfig::new().with_target_partitions(1).with_batch_size(8192);
     cfg.options_mut().execution.parquet.schema_force_view_types = false;
-    SessionContext::new_with_config(cfg)
+    crate::analysis::session(cfg)
 }
 
 /// Registers `files` as table `name`.

@@ -1,9 +1,8 @@
 //! The writer thread of one table: buffers records, and at least every `flush_interval` (or at
 //! `max_file_rows`) writes them as zstd Parquet files, one per date partition, each published
-//! atomically (hidden temporary name, close, rename).
+//! atomically (hidden temporary name, fsync, rename; see [`crate::durable`]).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -12,7 +11,8 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
-use super::{InferenceRecord, TableLayout, TableMetrics, TableOptions, columns, partition_of};
+use super::{InferenceRecord, Queued, TableLayout, TableMetrics, TableOptions, columns, partition_of};
+use crate::budget::Reserved;
 
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -31,24 +31,33 @@ impl Writer {
         Writer { options, layout, metrics, last_error_log: None }
     }
 
-    /// Runs until every sender is gone, then writes what is left.
-    pub fn run(mut self, rx: flume::Receiver<InferenceRecord>) {
+    /// Runs until every sender is gone, then writes what is left. The budget bytes of buffered
+    /// records are held until they are written; at half the budget the buffer is written
+    /// early, so the queue always has room to fill while a file is being written.
+    pub fn run(mut self, rx: flume::Receiver<Queued>) {
         let mut buffer: Vec<InferenceRecord> = Vec::new();
+        let mut held: Vec<Reserved> = Vec::new();
+        let mut held_bytes = 0usize;
+        let early = (self.options.queue_max_bytes / 2).max(1);
         let mut rows = 0usize;
         let mut deadline = Instant::now() + self.options.flush_interval;
         loop {
             match rx.recv_deadline(deadline) {
-                Ok(rec) => {
-                    rows += rec.rows.max(1);
-                    buffer.push(rec);
-                    if rows >= self.options.max_file_rows {
+                Ok(Queued { record, held: h }) => {
+                    rows += record.rows.max(1);
+                    held_bytes += h.bytes();
+                    buffer.push(record);
+                    held.push(h);
+                    if rows >= self.options.max_file_rows || held_bytes >= early {
                         self.flush(&mut buffer);
-                        rows = 0;
+                        held.clear();
+                        (rows, held_bytes) = (0, 0);
                     }
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {
                     self.flush(&mut buffer);
-                    rows = 0;
+                    held.clear();
+                    (rows, held_bytes) = (0, 0);
                     deadline = Instant::now() + self.options.flush_interval;
                 }
                 Err(flume::RecvTimeoutError::Disconnected) => {
@@ -98,30 +107,21 @@ pub(super) fn write_file(dir: &Path, layout: &TableLayout, recs: &[InferenceReco
     write_batch(dir, &batch)
 }
 
-/// Writes a record batch as a new part file in `dir`, atomically. Returns the file's size.
+/// Writes a record batch as a new part file in `dir`, atomically and durably
+/// ([`crate::durable`]). Returns the file's size.
 pub(crate) fn write_batch(dir: &Path, batch: &datafusion::arrow::record_batch::RecordBatch) -> Result<u64, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let name = part_name();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let dst = dir.join(&name);
-    let result = (|| -> Result<u64, String> {
-        let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| e.to_string())?))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
-        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| e.to_string())?;
-        w.write(batch).map_err(|e| e.to_string())?;
-        let file = w.into_inner().map_err(|e| e.to_string())?;
-        file.sync_all().map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        std::fs::rename(&tmp, &dst).map_err(|e| format!("cannot publish {}: {e}", dst.display()))?;
-        Ok(size)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let dst = dir.join(part_name());
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| e.to_string())?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    crate::durable::write_atomic_with(&dst, |file| {
+        let mut w = ArrowWriter::try_new(&mut *file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
+        w.write(batch).map_err(std::io::Error::other)?;
+        w.close().map_err(std::io::Error::other)?;
+        Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
+    })
+    .map_err(|e| format!("cannot write {}: {e}", dst.display()))
 }
 
 /// `part-<unix micros>-<pid>-<seq>.parquet`: unique per process, sortable by time.

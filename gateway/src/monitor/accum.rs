@@ -4,6 +4,7 @@
 //! seeded uniform reservoir sample of `cap` values stands in for them (and a HyperLogLog sketch
 //! for the distinct count), so memory stays bounded however large a window grows.
 
+use crate::analysis::classes::ClassPairs;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
@@ -275,11 +276,15 @@ impl ColAcc {
     }
 }
 
-/// Rows with a label: for classification an exact confusion count plus a (bounded) sample of
-/// class probabilities for ROC AUC; for regression exact error sums.
+/// Rows with a label: for classification a confusion count bounded to the top classes plus
+/// `__other__` ([`crate::analysis::classes`]; labels are client data) with an exact count of
+/// correct rows, and a (bounded) sample of class probabilities for ROC AUC; for regression exact
+/// error sums.
 #[derive(Debug, Clone, Default)]
 pub struct QualityAcc {
-    pub confusion: HashMap<(String, String), u64>,
+    pub confusion: ClassPairs,
+    /// Rows whose prediction equals their label (exact, whatever the classes folded).
+    pub correct: u64,
     /// (true label, probabilities by class) for ROC AUC.
     pub scored: Vec<(String, Vec<(String, f64)>)>,
     pub scored_seen: u64,
@@ -294,7 +299,10 @@ pub struct QualityAcc {
 
 impl QualityAcc {
     pub fn push_class(&mut self, truth: &str, pred: &str, probs: Option<Vec<(String, f64)>>, cap: usize) {
-        *self.confusion.entry((truth.to_string(), pred.to_string())).or_insert(0) += 1;
+        self.confusion.add(truth, pred, 1);
+        if truth == pred {
+            self.correct += 1;
+        }
         if let Some(p) = probs {
             self.scored_seen += 1;
             if self.scored.len() < cap {
@@ -320,7 +328,7 @@ impl QualityAcc {
     }
 
     pub fn labeled(&self) -> u64 {
-        self.n + self.confusion.values().sum::<u64>()
+        self.n + self.confusion.total()
     }
 
     /// Sum of squares of y around its mean (R2's denominator).

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Arra
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::engine::MonitorError;
 use super::rows::{DriftRow, ProfileRow};
@@ -80,7 +80,7 @@ pub async fn derived(metrics: &[CustomMetric], rows: &mut [ProfileRow]) -> Resul
     let aggs = aggregate_names(metrics);
     let refs: Vec<&ProfileRow> = rows.iter().collect();
     let batch = metric_batch(&refs, &aggs)?;
-    let ctx = SessionContext::new();
+    let ctx = crate::analysis::session(SessionConfig::new());
     let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(|e| MonitorError::Query(e.to_string()))?;
     ctx.register_table("m", Arc::new(table)).map_err(|e| MonitorError::Query(e.to_string()))?;
     let n = rows.len();
@@ -116,7 +116,7 @@ pub async fn drift_metrics(
     if cur.len() != drift.len() || base.len() != drift.len() {
         return Err(MonitorError::Query("internal: drift rows and their profiles do not line up".into()));
     }
-    let ctx = SessionContext::new();
+    let ctx = crate::analysis::session(SessionConfig::new());
     for (name, rows) in [("current_df", &cur), ("base_df", &base)] {
         let batch = metric_batch(rows, &aggs)?;
         let t = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(|e| MonitorError::Query(e.to_string()))?;

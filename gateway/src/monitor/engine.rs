@@ -44,7 +44,7 @@ pub enum MonitorError {
 }
 
 fn qerr(e: impl std::fmt::Display) -> MonitorError {
-    MonitorError::Query(e.to_string())
+    MonitorError::Query(crate::analysis::explain(e))
 }
 
 fn ioerr(what: &str, path: &Path, e: impl std::fmt::Display) -> MonitorError {
@@ -134,15 +134,18 @@ fn q(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-use crate::inference_log::read::list_parquet;
+use crate::inference_log::read::check::{SkipReason, report_skip};
+use crate::inference_log::read::usable_files;
 
-/// Timestamp range and row count from a Parquet footer (statistics of `ts_col`).
-fn file_info(path: &Path, ts_col: &str) -> Result<FileInfo, MonitorError> {
+/// Timestamp range and row count from a Parquet footer (statistics of `ts_col`), or why the
+/// file cannot be placed in time.
+fn file_info(path: &Path, ts_col: &str) -> Result<FileInfo, (SkipReason, String)> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::file::statistics::Statistics;
-    let file = std::fs::File::open(path).map_err(|e| ioerr("cannot open", path, e))?;
+    let unreadable = |what: &str, e: &dyn std::fmt::Display| (SkipReason::Unreadable, format!("{what}: {e}"));
+    let file = std::fs::File::open(path).map_err(|e| unreadable("cannot open", &e))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let reader = SerializedFileReader::new(file).map_err(|e| ioerr("cannot read", path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| unreadable("cannot read", &e))?;
     let meta = reader.metadata();
     let schema = meta.file_metadata().schema_descr();
     let idx = (0..schema.num_columns()).find(|&i| schema.column(i).name() == ts_col);
@@ -158,10 +161,10 @@ fn file_info(path: &Path, ts_col: &str) -> Result<FileInfo, MonitorError> {
                 }
             }
             _ if rg.num_rows() > 0 => {
-                return Err(MonitorError::Io(format!(
-                    "{} has no INT64 timestamp statistics for column '{ts_col}'",
-                    path.display()
-                )));
+                return Err((
+                    SkipReason::NoTimestampStatistics,
+                    format!("no INT64 timestamp statistics for column '{ts_col}'"),
+                ));
             }
             _ => {}
         }
@@ -203,9 +206,8 @@ impl Monitor {
     pub fn new(spec: MonitorSpec, table_dir: PathBuf, labels_dir: Option<PathBuf>, out_dir: PathBuf) -> Monitor {
         let table = table_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "table".into());
         let mut m = Monitor { spec, table, table_dir, labels_dir, out_dir, state: State::default(), baseline: None };
-        if let Ok(text) = std::fs::read_to_string(m.state_path())
-            && let Ok(s) = serde_json::from_str::<State>(&text)
-        {
+        // a torn state file falls back to its previous version (counted); none: recompute
+        if let Some(s) = crate::durable::load_json::<State>(&m.state_path(), "monitor").into_option() {
             m.state = s;
         }
         m
@@ -231,17 +233,14 @@ impl Monitor {
         self.out_dir.join(format!("{}_drift_metrics", self.table))
     }
 
+    /// Writes the state durably, keeping the version it replaces as `<state>.prev`.
     pub fn save_state(&self) -> Result<(), MonitorError> {
         let path = self.state_path();
-        std::fs::create_dir_all(&self.out_dir).map_err(|e| ioerr("cannot create", &self.out_dir, e))?;
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(&self.state).map_err(|e| MonitorError::Io(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| ioerr("cannot write", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| ioerr("cannot write", &path, e))
+        crate::durable::save_json(&path, &self.state).map_err(|e| ioerr("cannot write", &path, e))
     }
 
     fn label_files(&self) -> Vec<PathBuf> {
-        self.labels_dir.as_deref().map(list_parquet).unwrap_or_default()
+        self.labels_dir.as_deref().map(usable_files).unwrap_or_default()
     }
 
     /// Names of the custom metrics of `kinds`, kind by kind (the order of `ProfileRow::custom`).
@@ -447,7 +446,26 @@ impl Monitor {
         let started = Instant::now();
         let mut report = RefreshReport::default();
         let ts_col = self.spec.timestamp_col.clone();
-        let files = list_parquet(&self.table_dir);
+        let mut files = usable_files(&self.table_dir);
+        // footers of files not seen yet; a file that cannot be placed in time is skipped too
+        let mut fresh: HashMap<PathBuf, FileInfo> = HashMap::new();
+        files.retain(|p| {
+            let k = p.strip_prefix(&self.table_dir).unwrap_or(p).display().to_string();
+            let size = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            if self.state.files.get(&k).is_some_and(|i| i.size == size) {
+                return true;
+            }
+            match file_info(p, &ts_col) {
+                Ok(i) => {
+                    fresh.insert(p.clone(), i);
+                    true
+                }
+                Err((reason, e)) => {
+                    report_skip(&self.table_dir, p, reason, &e);
+                    false
+                }
+            }
+        });
         if files.is_empty() {
             report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             return Ok(report);
@@ -499,7 +517,13 @@ impl Monitor {
             let info = match self.state.files.get(&k) {
                 Some(i) if i.size == size => i.clone(),
                 _ => {
-                    let i = file_info(p, &ts_col)?;
+                    let i = match fresh.remove(p).map_or_else(|| file_info(p, &ts_col), Ok) {
+                        Ok(i) => i,
+                        Err((reason, e)) => {
+                            report_skip(&self.table_dir, p, reason, &e);
+                            continue;
+                        }
+                    };
                     changed.push(i.clone());
                     report.new_files += 1;
                     i
@@ -1279,3 +1303,6 @@ impl Columns {
         Some(out)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -275,7 +275,8 @@ pub fn window_file(dir: &Path, granularity_tag: &str, window_start: i64) -> Path
     dir.join(granularity_tag).join(format!("{}.parquet", stamp(window_start)))
 }
 
-/// Writes `batch` to `path` atomically (hidden temporary, then rename); an empty batch removes it.
+/// Writes `batch` to `path` atomically and durably ([`crate::durable`]); an empty batch removes
+/// it.
 pub fn write_file(path: &Path, batch: &RecordBatch) -> std::io::Result<()> {
     if batch.num_rows() == 0 {
         return match std::fs::remove_file(path) {
@@ -283,16 +284,12 @@ pub fn write_file(path: &Path, batch: &RecordBatch) -> std::io::Result<()> {
             _ => Ok(()),
         };
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
     let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    let file = std::fs::File::create(&tmp)?;
-    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
-    w.write(batch).map_err(std::io::Error::other)?;
-    w.close().map_err(std::io::Error::other)?;
-    std::fs::rename(&tmp, path)
+    crate::durable::write_atomic_with(path, |file| {
+        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
+        w.write(batch).map_err(std::io::Error::other)?;
+        w.close().map(|_| ()).map_err(std::io::Error::other)
+    })
 }
 
 #[cfg(test)]

@@ -230,22 +230,22 @@ fn str_profile(key: &RowKey, name: &str, a: &StrAcc) -> ProfileRow {
 }
 
 fn classification(q: &QualityAcc) -> Quality {
-    let total: u64 = q.confusion.values().sum();
+    let cells = q.confusion.to_map();
+    let total: u64 = cells.values().sum();
     if total == 0 {
         return Quality::default();
     }
-    let mut labels: Vec<String> = q.confusion.keys().flat_map(|(t, p)| [t.clone(), p.clone()]).collect();
+    let mut labels: Vec<String> = cells.keys().flat_map(|(t, p)| [t.clone(), p.clone()]).collect();
     labels.sort();
     labels.dedup();
     let idx = |s: &str| labels.binary_search_by(|l| l.as_str().cmp(s)).unwrap_or(0);
     let k = labels.len();
     let mut m = vec![vec![0i64; k]; k];
-    for ((t, p), c) in &q.confusion {
+    for ((t, p), c) in &cells {
         if let Some(cell) = m.get_mut(idx(t)).and_then(|r| r.get_mut(idx(p))) {
             *cell += *c as i64;
         }
     }
-    let correct: i64 = (0..k).filter_map(|i| m.get(i).and_then(|r| r.get(i))).sum();
     let n = total as f64;
     let col_sum = |j: usize| -> i64 { m.iter().filter_map(|r| r.get(j)).sum() };
     let row_sum = |i: usize| -> i64 { m.get(i).map(|r| r.iter().sum()).unwrap_or(0) };
@@ -269,7 +269,7 @@ fn classification(q: &QualityAcc) -> Quality {
     let kf = k as f64;
     let roc_auc = roc_auc(q);
     Quality {
-        accuracy: Some(correct as f64 / n),
+        accuracy: Some(q.correct as f64 / n),
         precision: Some((p_macro / kf, p_w / n)),
         recall: Some((r_macro / kf, r_w / n)),
         f1: Some((f_macro / kf, f_w / n)),
@@ -413,4 +413,30 @@ pub fn drift(
         rows.push(r);
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::classes::{OTHER, TOP_CLASSES};
+
+    #[test]
+    fn quality_over_100000_distinct_labels_is_bounded() {
+        let mut q = QualityAcc::default();
+        for i in 0..100_000 {
+            let l = format!("label-{i}");
+            // every third row correct, with labels no two rows share
+            let p = if i % 3 == 0 { l.clone() } else { format!("other-{i}") };
+            q.push_class(&l, &p, None, 0);
+            q.push_class("cat", "cat", None, 0);
+        }
+        let quality = classification(&q);
+        let (labels, m) = quality.confusion.unwrap();
+        assert!(labels.len() <= TOP_CLASSES + 1, "{} classes", labels.len());
+        assert!(labels.iter().any(|l| l == OTHER) && labels.iter().any(|l| l == "cat"));
+        assert_eq!(m.iter().flatten().sum::<i64>(), 200_000);
+        // accuracy is exact: folded classes do not turn wrong answers into right ones
+        let right = 100_000 + 33_334;
+        assert!((quality.accuracy.unwrap() - right as f64 / 200_000.0).abs() < 1e-12);
+    }
 }

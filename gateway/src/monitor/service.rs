@@ -1,6 +1,6 @@
-//! Monitors inside the gateway: one task per monitored endpoint, all on one dedicated thread
-//! (its own single-threaded runtime), so refreshes never take CPU time from the serving runtime's
-//! worker threads. Each task refreshes every `refresh_interval` and on demand (admin API),
+//! Monitors inside the gateway: one task per monitored endpoint, all on the analysis runtime
+//! ([`crate::analysis`], shared with the other table reads), so refreshes never take CPU time
+//! from the serving runtime's worker threads. Each task refreshes every `refresh_interval` and on demand (admin API),
 //! evaluates alerts, sends notifications and publishes gauges and a status for the admin API.
 
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::engine::{Monitor, RefreshReport};
 use super::rows::{DriftRow, ProfileRow};
@@ -57,7 +58,8 @@ pub struct Monitors {
     runtime: tokio::runtime::Handle,
     handles: Mutex<HashMap<String, Handle>>,
     stop: CancellationToken,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The monitor tasks, so that [`Monitors::stop`] can wait for them.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Monitors {
@@ -250,7 +252,10 @@ async fn run_monitor(
                 None => return,
             },
         };
-        let result = refresh_once(&endpoint, &mut monitor, &status).await;
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = refresh_once(&endpoint, &mut monitor, &status) => r,
+        };
         if let Some(tx) = reply {
             let _ = tx.send(result);
         }
@@ -273,22 +278,13 @@ fn wanted(config: &Config) -> Vec<(String, MonitorSpec, PathBuf, PathBuf, PathBu
 }
 
 impl Monitors {
-    /// Starts the monitor thread and the monitors of `config`.
+    /// Sets the analysis memory limit (`server.analysis_memory_bytes`) and starts the monitors
+    /// of `config` on the analysis runtime.
     pub fn start(config: &Config) -> Result<Arc<Monitors>, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .thread_name("sluice-monitor")
-            .build()
-            .map_err(|e| format!("cannot start the monitor runtime: {e}"))?;
-        let runtime = rt.handle().clone();
+        crate::analysis::set_memory_limit(config.server.analysis_memory_bytes);
+        let runtime = crate::analysis::handle().map_err(|e| e.to_string())?;
         let stop = CancellationToken::new();
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("sluice-monitor".into())
-            .spawn(move || rt.block_on(s.cancelled()))
-            .map_err(|e| format!("cannot start the monitor thread: {e}"))?;
-        let m =
-            Arc::new(Monitors { runtime, handles: Mutex::new(HashMap::new()), stop, thread: Mutex::new(Some(thread)) });
+        let m = Arc::new(Monitors { runtime, handles: Mutex::new(HashMap::new()), stop, tasks: TaskTracker::new() });
         m.reconcile(config);
         Ok(m)
     }
@@ -325,7 +321,7 @@ impl Monitors {
             }));
             let (tx, rx) = mpsc::channel(16);
             let cancel = self.stop.child_token();
-            self.runtime.spawn(run_monitor(name.clone(), monitor, rx, status.clone(), cancel.clone()));
+            self.tasks.spawn_on(run_monitor(name.clone(), monitor, rx, status.clone(), cancel.clone()), &self.runtime);
             handles.insert(name, Handle { key: k, tx, status, cancel });
         }
     }
@@ -358,16 +354,13 @@ impl Monitors {
         }
     }
 
-    /// Stops every monitor and the thread (a refresh in progress is abandoned; it is redone
-    /// from the persisted state on the next start).
+    /// Stops every monitor and waits until their tasks have ended (a refresh in progress is
+    /// abandoned at its next await; it is redone from the persisted state on the next start).
+    /// Blocks: call it from a blocking thread.
     pub fn stop(&self) {
         self.stop.cancel();
-        if let Ok(mut t) = self.thread.lock()
-            && let Some(t) = t.take()
-            && t.join().is_err()
-        {
-            tracing::error!("the monitor thread panicked");
-        }
+        self.tasks.close();
+        futures::executor::block_on(self.tasks.wait());
     }
 }
 

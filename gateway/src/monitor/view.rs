@@ -11,10 +11,10 @@ use serde_json::{Map, Value, json};
 
 use super::engine::MonitorError;
 use super::spec::{Granularity, MonitorSpec};
-use crate::inference_log::read::{list_parquet, new_ctx, register_files, register_labelled};
+use crate::inference_log::read::{new_ctx, register_files, register_labelled, usable_files};
 
 fn qerr(e: impl std::fmt::Display) -> MonitorError {
-    MonitorError::Query(e.to_string())
+    MonitorError::Query(crate::analysis::explain(e))
 }
 
 fn q(name: &str) -> String {
@@ -25,9 +25,9 @@ fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The newest `n` files (one per window) of a metric table's granularity directory.
+/// The newest `n` usable files (one per window) of a metric table's granularity directory.
 pub(crate) fn newest(dir: &Path, n: usize) -> Vec<PathBuf> {
-    let mut files = list_parquet(dir);
+    let mut files = usable_files(dir);
     let skip = files.len().saturating_sub(n);
     files.drain(..skip);
     files
@@ -159,11 +159,11 @@ pub async fn histogram(
     g: &Granularity,
     model_id: Option<&str>,
 ) -> Result<Value, MonitorError> {
-    let files = list_parquet(table_dir);
+    let files = usable_files(table_dir);
     if files.is_empty() {
         return Err(MonitorError::Config("the inference table has no rows yet".into()));
     }
-    let labels = list_parquet(labels_dir);
+    let labels = usable_files(labels_dir);
     let ctx = new_ctx();
     register_files(&ctx, "t", &files).await.map_err(qerr)?;
     let ts = format!("CAST({} AS BIGINT)", q(&spec.timestamp_col));

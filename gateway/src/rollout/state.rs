@@ -97,32 +97,74 @@ pub fn path_of(dir: &Path, endpoint: &str) -> PathBuf {
     dir.join(format!("{endpoint}.json"))
 }
 
-/// Writes the state atomically (temporary name, then rename).
+/// Writes the state durably (see [`crate::durable`]), keeping the version it replaces as
+/// `<endpoint>.json.prev`.
 pub fn save(dir: &Path, state: &RolloutState) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = path_of(dir, &state.endpoint);
-    let tmp = dir.join(format!(".{}.json.tmp", state.endpoint));
-    let body = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, body).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot publish {}: {e}", path.display()))
+    crate::durable::save_json(&path, state).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Every state under `dir` (unreadable files are reported and skipped).
+/// Every state under `dir`. A torn or corrupt state file falls back to its previous version;
+/// one with no usable version is reported and skipped.
 pub fn load_all(dir: &Path) -> Vec<RolloutState> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.extension().is_none_or(|x| x != "json") || e.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        match std::fs::read(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
-            Ok(s) => out.push(s),
-            Err(e) => tracing::error!(path = %p.display(), "rollout state is unreadable and was skipped: {e}"),
+    let mut paths: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    paths.into_iter().filter_map(|p| crate::durable::load_json::<RolloutState>(&p, "rollout").into_option()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: usize) -> RolloutState {
+        RolloutState {
+            endpoint: "fraud".into(),
+            spec: RawRollout {
+                candidate: "b".into(),
+                incumbent: None,
+                steps: vec![5, 50],
+                interval: "1m".into(),
+                min_requests: None,
+                guardrails: None,
+                webhook_url: None,
+            },
+            origin: Origin::Api,
+            candidate: "b".into(),
+            incumbent: "a".into(),
+            phase: Phase::Progressing,
+            step,
+            steps: vec![5, 50],
+            candidate_percent: [5, 50][step],
+            step_started_us: 0,
+            step_started_wall_us: 0,
+            started: String::new(),
+            updated: String::new(),
+            waiting: None,
+            last_checks: vec![],
+            events: vec![],
+            base_traffic: None,
         }
     }
-    out
+
+    #[test]
+    fn a_torn_state_file_falls_back_to_the_previous_step() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &state(0)).unwrap();
+        save(dir.path(), &state(1)).unwrap();
+        assert_eq!(load_all(dir.path()), vec![state(1)]);
+        let path = path_of(dir.path(), "fraud");
+        let full = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &full[..full.len() - 20]).unwrap();
+        assert_eq!(load_all(dir.path()), vec![state(0)], "the previous version, not a lost rollout");
+        // only `<endpoint>.json` files are rollouts: the kept version is not loaded as another
+        std::fs::write(&path, b"").unwrap();
+        std::fs::remove_file(crate::durable::prev_path(&path)).unwrap();
+        assert!(load_all(dir.path()).is_empty());
+    }
 }

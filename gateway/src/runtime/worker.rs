@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
@@ -75,18 +76,36 @@ pub(super) struct Job {
     pub inputs: Arc<Vec<Tensor>>,
     pub rows: usize,
     pub enqueued: Instant,
-    pub reply: oneshot::Sender<Result<InferOutput, RuntimeError>>,
+    /// Taken when the job is answered; a job dropped unanswered answers itself (see `Drop`).
+    reply: Option<oneshot::Sender<Result<InferOutput, RuntimeError>>>,
     /// Held until the job is answered: bounds requests in flight per model.
-    pub _admission: OwnedSemaphorePermit,
+    admission: Option<OwnedSemaphorePermit>,
+    model: Arc<str>,
 }
 
 impl Job {
     /// Frees the job's queue slot, then replies: a client that sends its next request as soon
     /// as it has the answer finds the slot free.
-    pub fn answer(self, result: Result<InferOutput, RuntimeError>) {
-        let Job { reply, _admission, .. } = self;
-        drop(_admission);
-        let _ = reply.send(result);
+    pub fn answer(mut self, result: Result<InferOutput, RuntimeError>) {
+        self.reply_with(result);
+    }
+
+    fn reply_with(&mut self, result: Result<InferOutput, RuntimeError>) {
+        drop(self.admission.take());
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl Drop for Job {
+    /// A job dropped without an answer was held by a worker that panicked (or a batcher that
+    /// stopped): its caller gets an error at once instead of waiting for its timeout.
+    fn drop(&mut self) {
+        if self.reply.is_some() {
+            let model = self.model.to_string();
+            self.reply_with(Err(RuntimeError::WorkerPanicked(model)));
+        }
     }
 }
 
@@ -111,6 +130,10 @@ enum Dispatch {
 /// Dropping the last handle closes the queue; workers finish what they hold and exit.
 pub struct ModelRunner {
     name: String,
+    /// The name as jobs carry it (for the error a dropped job answers with).
+    name_arc: Arc<str>,
+    /// Test hook: the next execution of this model panics in its worker (`inject_panic`).
+    panic_next: Arc<AtomicBool>,
     version: u64,
     schema: Arc<ModelSchema>,
     stats: Arc<ModelStats>,
@@ -160,17 +183,23 @@ impl ModelRunner {
             );
         }
         let stats = Arc::new(ModelStats::default());
+        let panic_next = Arc::new(AtomicBool::new(false));
         let (work_tx, work_rx) = match batching {
             Some(_) => flume::unbounded(),
             None => flume::bounded(options.queue_capacity.max(1)),
         };
         for (i, session) in sessions.into_iter().enumerate() {
+            let worker = Worker {
+                name: name.to_string(),
+                version,
+                schema: schema.clone(),
+                stats: stats.clone(),
+                panic_next: panic_next.clone(),
+            };
             let rx = work_rx.clone();
-            let schema = schema.clone();
-            let stats = stats.clone();
             std::thread::Builder::new()
                 .name(format!("ort-{name}-v{version}-{i}"))
-                .spawn(move || worker_loop(session, &schema, &stats, &rx))
+                .spawn(move || worker.run(session, &rx))
                 .map_err(|e| load_err(format!("cannot start worker thread: {e}")))?;
         }
         let dispatch = match batching {
@@ -183,6 +212,8 @@ impl ModelRunner {
             None => Dispatch::Direct(work_tx),
         };
         Ok(ModelRunner {
+            panic_next,
+            name_arc: Arc::from(name),
             name: name.to_string(),
             version,
             schema,
@@ -222,6 +253,12 @@ impl ModelRunner {
         &self.configured
     }
 
+    /// Test hook (`POST /debug/worker-panic` on a gateway started with `--test-clock`): the next
+    /// execution of this model panics inside its worker thread.
+    pub fn inject_panic(&self) {
+        self.panic_next.store(true, Ordering::Release);
+    }
+
     /// Runs one request. `inputs` must be in schema order and already validated against it.
     /// Answers `Overloaded` at once when the model's queue is full.
     pub async fn infer(&self, inputs: Arc<Vec<Tensor>>) -> Result<InferOutput, RuntimeError> {
@@ -229,7 +266,14 @@ impl ModelRunner {
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| overloaded())?;
         let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
         let (reply, answer) = oneshot::channel();
-        let job = Job { inputs, rows, enqueued: Instant::now(), reply, _admission: permit };
+        let job = Job {
+            inputs,
+            rows,
+            enqueued: Instant::now(),
+            reply: Some(reply),
+            admission: Some(permit),
+            model: self.name_arc.clone(),
+        };
         let sent = match &self.dispatch {
             Dispatch::Direct(tx) => {
                 tx.try_send(WorkItem { jobs: vec![job], _worker_slot: None }).map_err(|e| match e {
@@ -322,10 +366,43 @@ fn warm_up(session: &mut Session, schema: &ModelSchema) -> Result<(), String> {
     run_session(session, schema, &refs).map(|_| ())
 }
 
-fn worker_loop(mut session: Session, schema: &ModelSchema, stats: &ModelStats, rx: &flume::Receiver<WorkItem>) {
-    while let Ok(item) = rx.recv() {
-        execute(&mut session, schema, stats, item);
+/// What one worker thread needs besides its session.
+struct Worker {
+    name: String,
+    version: u64,
+    schema: Arc<ModelSchema>,
+    stats: Arc<ModelStats>,
+    panic_next: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Takes work items until the queue closes. A panic while running one is caught: the jobs
+    /// it held answer 500 (their `Drop`), the panic is counted, and the worker takes the next
+    /// item with the same session (ONNX Runtime's state is not touched by a panic on the Rust
+    /// side), so the model keeps serving.
+    fn run(self, mut session: Session, rx: &flume::Receiver<WorkItem>) {
+        while let Ok(item) = rx.recv() {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if self.panic_next.swap(false, Ordering::AcqRel) {
+                    injected_panic();
+                }
+                execute(&mut session, &self.schema, &self.stats, item)
+            }));
+            if ran.is_err() {
+                crate::metrics::worker_panic(&self.name, self.version);
+                tracing::error!(
+                    model = %self.name,
+                    version = self.version,
+                    "model worker panicked; its requests were answered 500 and it goes on serving"
+                );
+            }
+        }
     }
+}
+
+#[allow(clippy::panic)] // the test hook's whole purpose
+fn injected_panic() {
+    panic!("injected worker panic (test hook)");
 }
 
 /// Runs the jobs of one work item as a single execution and answers each of them.

@@ -133,13 +133,19 @@ async fn series(
     let (spec, status) = monitor_of(&s, &endpoint).await?;
     let g = granularity(&spec, p.granularity.as_deref())?;
     let windows = p.windows.unwrap_or(48).clamp(1, 1000);
-    let mut v = crate::monitor::view::series(
-        std::path::Path::new(&status.profile_metrics),
-        std::path::Path::new(&status.drift_metrics),
-        g,
-        windows,
-    )
-    .await?;
+    let g = g.clone();
+    // On the analysis runtime: this handler's thread serves requests.
+    let mut v = crate::analysis::run("dashboard_series", async move {
+        crate::monitor::view::series(
+            std::path::Path::new(&status.profile_metrics),
+            std::path::Path::new(&status.drift_metrics),
+            &g,
+            windows,
+        )
+        .await
+    })
+    .await
+    .map_err(|e| ApiError::Core(CoreError::Internal(e.to_string())))??;
     v["endpoint"] = serde_json::json!(endpoint);
     Ok(json_ok(&v))
 }
@@ -165,16 +171,22 @@ async fn histogram(
     let table_dir = std::path::PathBuf::from(&status.table_dir);
     let labels = crate::inference_log::labels::dir_of(&table_dir);
     let baseline = spec.baseline.clone();
-    let mut v = crate::monitor::view::histogram(
-        &spec,
-        &table_dir,
-        &labels,
-        baseline.as_deref(),
-        &p.column,
-        g,
-        p.model_id.as_deref(),
-    )
-    .await?;
+    let g = g.clone();
+    // On the analysis runtime: this handler's thread serves requests.
+    let mut v = crate::analysis::run("dashboard_histogram", async move {
+        crate::monitor::view::histogram(
+            &spec,
+            &table_dir,
+            &labels,
+            baseline.as_deref(),
+            &p.column,
+            &g,
+            p.model_id.as_deref(),
+        )
+        .await
+    })
+    .await
+    .map_err(|e| ApiError::Core(CoreError::Internal(e.to_string())))??;
     v["endpoint"] = serde_json::json!(endpoint);
     Ok(json_ok(&v))
 }

@@ -27,6 +27,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/rollouts/{endpoint}/abort", post(abort))
         .route("/experiments/{endpoint}", get(report))
         .route("/debug/clock", get(clock).post(advance))
+        .route("/debug/worker-panic", post(worker_panic))
 }
 
 impl From<RolloutError> for ApiError {
@@ -137,4 +138,25 @@ async fn advance(State(s): State<AdminState>, headers: HeaderMap, body: Body) ->
         .map_err(|e| ApiError::bad_request(format!("advance '{}' is not a duration: {e}", a.advance)))?;
     let now = c.advance(by).map_err(ApiError::bad_request)?;
     Ok(json_ok(&serde_json::json!({ "now": crate::experiment::report::rfc3339(now), "now_us": now })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PanicTarget {
+    model: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// `POST /debug/worker-panic {"model": "m", "version": "1"}` (test clock only): the next
+/// execution of that model version panics in its worker thread, so tests can show that the
+/// requests it held get 500s and the model goes on serving.
+async fn worker_panic(State(s): State<AdminState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    test_clock(&s)?;
+    let t: PanicTarget = serde_json::from_value(json_body(&s, &headers, body).await?)
+        .map_err(|e| ApiError::bad_request(format!("send {{\"model\": \"name\", \"version\": \"1\"}}: {e}")))?;
+    let snapshot = s.control.gateway().snapshot();
+    let model = snapshot.registry.get(&t.model, t.version.as_deref()).map_err(CoreError::from)?;
+    model.runner.inject_panic();
+    Ok(json_ok(&serde_json::json!({ "model": model.name, "version": model.version_str })))
 }

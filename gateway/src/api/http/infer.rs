@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use super::{HttpState, media_type, read_body};
 use crate::api::ApiError;
 use crate::core::{InferRequest, InferResponse, NamedTensor};
-use crate::tensor::json::flatten_any;
+use crate::limits::check_id;
+use crate::tensor::json::decode_data;
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -66,7 +67,10 @@ pub async fn infer_v(
 }
 
 async fn handle(state: HttpState, model: String, version: Option<String>, headers: HeaderMap, body: Body) -> Response {
-    let mut meta = super::predict::request_meta(headers);
+    let mut meta = match super::predict::request_meta(headers) {
+        Ok(m) => m,
+        Err(e) => return super::predict::rejected(e),
+    };
     let result = async {
         let headers = &meta.headers;
         match media_type(headers)?.as_deref() {
@@ -81,7 +85,8 @@ async fn handle(state: HttpState, model: String, version: Option<String>, header
         let bytes = read_body(body, state.max_body_bytes, headers).await?;
         let (request, binary_outputs) = decode(headers, &bytes, model, version)?;
         // As over gRPC: the V2 request id, when given, is the request id.
-        if let Some(id) = request.id.as_deref().filter(|id| !id.is_empty() && id.len() <= 128) {
+        if let Some(id) = request.id.as_deref().filter(|id| !id.is_empty()) {
+            check_id("id", id)?;
             meta.request_id = std::sync::Arc::from(id);
         }
         let response = state.gateway.infer(request, &meta).await?;
@@ -90,10 +95,7 @@ async fn handle(state: HttpState, model: String, version: Option<String>, header
         Ok(r)
     }
     .await;
-    result.unwrap_or_else(|e: ApiError| {
-        crate::metrics::rejected("http", e.kind());
-        e.into_response()
-    })
+    result.unwrap_or_else(super::predict::rejected)
 }
 
 fn bool_param(params: &Option<Map<String, Value>>, key: &str) -> Option<bool> {
@@ -102,7 +104,7 @@ fn bool_param(params: &Option<Map<String, Value>>, key: &str) -> Option<bool> {
 
 /// Splits header and binary part, decodes every input. Returns the request and, per requested
 /// output (or per model output when none is named), whether it goes back as binary.
-fn decode(
+pub(crate) fn decode(
     headers: &HeaderMap,
     body: &[u8],
     model: String,
@@ -154,14 +156,8 @@ fn decode(
                 TensorData::from_le_bytes(dtype, chunk, count)
                     .map_err(|e| ApiError::bad_request(format!("input '{}' binary data {e}", input.name)))?
             }
-            (None, Some(raw)) => {
-                let v: Value = serde_json::from_str(raw.get())
-                    .map_err(|e| ApiError::bad_request(format!("input '{}' data: {e}", input.name)))?;
-                let mut data = TensorData::with_capacity(dtype, count.min(1 << 24));
-                flatten_any(&v, &mut data)
-                    .map_err(|e| ApiError::bad_request(format!("input '{}' data: {e}", input.name)))?;
-                data
-            }
+            (None, Some(raw)) => decode_data(raw.get(), dtype, count)
+                .map_err(|e| ApiError::bad_request(format!("input '{}' data: {e}", input.name)))?,
             (None, None) => {
                 return Err(ApiError::bad_request(format!(
                     "input '{}' has neither \"data\" nor parameters.binary_data_size",
@@ -200,7 +196,7 @@ fn decode(
 }
 
 /// Which outputs go back as binary.
-enum OutputEncoding {
+pub(crate) enum OutputEncoding {
     AllSame(bool),
     PerOutput(Vec<bool>),
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::{HttpState, json_response, media_type, read_body};
 use crate::api::ApiError;
 use crate::core::{PredictTarget, RequestMeta};
+use crate::limits::check_id;
 
 pub const SERVED_MODEL_HEADER: &str = "x-sluice-served-model";
 pub const MODEL_VERSION_HEADER: &str = "x-sluice-model-version";
@@ -40,25 +41,36 @@ pub async fn endpoint(
 }
 
 /// The request metadata of an HTTP request: its id (sent or generated), pin header, headers.
-pub(crate) fn request_meta(headers: HeaderMap) -> RequestMeta {
-    let request_id = headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(new_request_id);
+/// An id or requester over [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES) is a 400.
+pub(crate) fn request_meta(headers: HeaderMap) -> Result<RequestMeta, ApiError> {
+    let request_id = match headers.get(REQUEST_ID_HEADER) {
+        None => new_request_id(),
+        Some(v) => {
+            let v = v.to_str().map_err(|_| ApiError::bad_request(format!("{REQUEST_ID_HEADER} is not ASCII text")))?;
+            check_id(REQUEST_ID_HEADER, v)?;
+            if v.is_empty() { new_request_id() } else { v.to_string() }
+        }
+    };
     let pin = headers.get(SERVED_MODEL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let requester = requester(&headers);
-    RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers, requester }
+    let requester = requester(&headers)?;
+    Ok(RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers, requester })
 }
 
-/// Who sent a request: `x-sluice-requester`, else the user agent.
-pub(crate) fn requester(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(REQUESTER_HEADER)
-        .or_else(|| headers.get(axum::http::header::USER_AGENT))
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect())
+/// Who sent a request: `x-sluice-requester` (at most [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES),
+/// else a 400), else the user agent cut to that length.
+pub(crate) fn requester(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    if let Some(v) = headers.get(REQUESTER_HEADER).and_then(|v| v.to_str().ok()) {
+        check_id(REQUESTER_HEADER, v)?;
+        return Ok(Some(v.to_string()));
+    }
+    let agent = headers.get(axum::http::header::USER_AGENT).and_then(|v| v.to_str().ok());
+    Ok(agent.map(|s| {
+        let mut end = s.len().min(crate::limits::MAX_ID_BYTES);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    }))
 }
 
 /// Adds who-served-it headers and the request id.
@@ -74,7 +86,10 @@ pub(crate) fn answer_headers(r: &mut Response, served: &str, version: &str, requ
 }
 
 async fn handle(state: HttpState, target: PredictTarget<'_>, headers: HeaderMap, body: Body) -> Response {
-    let meta = request_meta(headers);
+    let meta = match request_meta(headers) {
+        Ok(m) => m,
+        Err(e) => return rejected(e),
+    };
     let result = async {
         match media_type(&meta.headers)?.as_deref() {
             None | Some("application/json") => {}
@@ -95,14 +110,19 @@ async fn handle(state: HttpState, target: PredictTarget<'_>, headers: HeaderMap,
             r
         }
         Err(e) => {
-            crate::metrics::rejected("http", e.kind());
-            let mut r = e.into_response();
+            let mut r = rejected(e);
             if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
                 r.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
             }
             r
         }
     }
+}
+
+/// Counts a request the HTTP transport answers with an error, and renders the error.
+pub(crate) fn rejected(e: ApiError) -> Response {
+    crate::metrics::rejected("http", e.kind());
+    e.into_response()
 }
 
 /// A random 128-bit request id, hex.
@@ -132,9 +152,6 @@ pub async fn labels(
     .await;
     match result {
         Ok(r) => super::json_ok(&r),
-        Err(e) => {
-            crate::metrics::rejected("http", e.kind());
-            e.into_response()
-        }
+        Err(e) => rejected(e),
     }
 }

@@ -1,0 +1,373 @@
+//! Fuzz targets for every request parser, run as tests on the pinned stable toolchain:
+//! MLflow `/predict` JSON, V2 JSON, V2 binary (header + tensor bytes) and gRPC `ModelInferRequest`
+//! (protobuf decode, then into tensors), each followed by validation against real model schemas.
+//!
+//! Each target mutates the committed corpus (`gateway/fuzz/corpus/<target>/`) with a seeded
+//! generator for a bounded time (`SLUICE_FUZZ_SECS`, default 4 s a target; `SLUICE_FUZZ_SEED`
+//! picks the seed, default from the clock and printed) and asserts for every input that
+//! - the parser returns (an error or tensors): no panic, no abort;
+//! - the heap it allocated at its peak is at most [`MULTIPLE`] times the input's size plus
+//!   [`SLACK`]: no allocation is sized from a number in the input.
+//!
+//! A failing input is written to `target/fuzz-failures/<target>-<n>` to be added to the corpus.
+//! [`worst_case_bodies_cost_a_measured_multiple`] measures the multiple on 16 MiB worst cases.
+
+#![allow(unsafe_code)] // the counting allocator below: a GlobalAlloc impl is unsafe by definition
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::api::grpc::pb;
+use crate::core::order_inputs;
+use crate::registry::{LoadedModel, Registry};
+
+/// Peak heap a parser may take, as a multiple of its input's size (see the README's "What is
+/// bounded": the worst case is MLflow JSON of one-digit numbers, a serde_json value each).
+pub const MULTIPLE: usize = 40;
+/// Fixed allowance on top: schemas, error messages, small vectors.
+pub const SLACK: usize = 256 * 1024;
+
+struct Counting;
+
+thread_local! {
+    static CURRENT: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    let _ = CURRENT.try_with(|c| {
+        let v = c.get() + delta;
+        c.set(v);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
+    });
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the bookkeeping only adds
+// to thread-local counters and never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            note(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            note(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's pointer and layout came from `alloc` above.
+        unsafe { System.dealloc(ptr, layout) };
+        note(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's pointer and layout came from `alloc` above.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            note(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns the most heap it held at once, above what was held before.
+fn peak_of(f: impl FnOnce()) -> usize {
+    let start = CURRENT.with(Cell::get);
+    PEAK.with(|p| p.set(start));
+    f();
+    (PEAK.with(Cell::get) - start).max(0) as usize
+}
+
+/// The models the targets validate against: a named-feature classifier and a raw tensor model.
+struct Models {
+    _registry: Registry,
+    /// Batchers of batching models are tasks: they need a runtime (nothing is run on them here).
+    _runtime: tokio::runtime::Runtime,
+    fraud: std::sync::Arc<LoadedModel>,
+    mlp: std::sync::Arc<LoadedModel>,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn models() -> Models {
+    let root = repo();
+    crate::runtime::library::environment(Some(&root.join(crate::runtime::library::DEFAULT_RELATIVE_PATH)))
+        .expect("ONNX Runtime (scripts/fetch-onnxruntime.sh) is needed by the fuzz targets");
+    let toml = "[runtime]\nmodel_repository = \"models\"\n[[models]]\nname = \"fraud_classifier\"\nversions = [1]\n\
+                [[models]]\nname = \"mlp\"\nversions = [1]\n";
+    let config = crate::config::Config::from_toml(toml, "fuzz.toml", &root).expect("fuzz config");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let _entered = runtime.enter();
+    let registry = Registry::build(&config, None, &tokio_util::task::TaskTracker::new()).expect("the fuzz models load");
+    let fraud = registry.get("fraud_classifier", None).expect("fraud").clone();
+    let mlp = registry.get("mlp", None).expect("mlp").clone();
+    drop(_entered);
+    Models { _registry: registry, _runtime: runtime, fraud, mlp }
+}
+
+/// One parser with everything the request path does before running a model.
+type Target = fn(&Models, &[u8]);
+
+fn mlflow(m: &Models, body: &[u8]) {
+    for model in [&m.fraud, &m.mlp] {
+        if let Ok(parsed) = crate::core::mlflow::parse(body, Some("user_id")) {
+            let _ = crate::core::mlflow::to_tensors(model, parsed.payload);
+        }
+    }
+}
+
+/// Validation against both models' schemas, as the request path does (it takes the inputs:
+/// only small ones are copied for the second model, so the copy does not count as the parser's).
+fn validate(m: &Models, inputs: Vec<crate::core::NamedTensor>) {
+    if inputs.iter().map(|i| i.tensor.data.len()).sum::<usize>() < 4096 {
+        let _ = order_inputs(&m.mlp, inputs.clone());
+    }
+    let _ = order_inputs(&m.fraud, inputs);
+}
+
+fn v2_with_header(m: &Models, headers: &http::HeaderMap, body: &[u8]) {
+    if let Ok((req, _)) = crate::api::http::infer::decode(headers, body, "fuzz".into(), None) {
+        validate(m, req.inputs);
+    }
+}
+
+fn v2_json(m: &Models, body: &[u8]) {
+    v2_with_header(m, &http::HeaderMap::new(), body);
+}
+
+/// Input: a 4-byte little-endian `Inference-Header-Content-Length` (all ones: none), then the body.
+fn v2_binary(m: &Models, input: &[u8]) {
+    let Some((len, body)) = input.split_first_chunk::<4>() else { return };
+    let len = u32::from_le_bytes(*len);
+    let mut headers = http::HeaderMap::new();
+    if len != u32::MAX {
+        headers.insert(crate::api::http::infer::HEADER_LENGTH, http::HeaderValue::from(len));
+    }
+    v2_with_header(m, &headers, body);
+}
+
+fn grpc(m: &Models, input: &[u8]) {
+    if let Ok(req) = pb::ModelInferRequest::decode(input)
+        && let Ok(req) = crate::api::grpc::decode(req)
+    {
+        validate(m, req.inputs);
+    }
+}
+
+const INTERESTING: &[&str] = &[
+    "0",
+    "-1",
+    "8796093022208",
+    "9223372036854775807",
+    "18446744073709551616",
+    "1e400",
+    "-0.0",
+    "[]",
+    "[[]]",
+    "{}",
+    "null",
+    "true",
+    "\"\"",
+    "\"BYTES\"",
+    "\"FP32\"",
+    "[[[[[[[[1]]]]]]]]",
+    "4294967295",
+];
+
+/// One mutation of `seed`: byte edits, splices, interesting tokens, huge length prefixes.
+fn mutate(rng: &mut StdRng, seed: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for _ in 0..rng.random_range(1..=4) {
+        let at = if v.is_empty() { 0 } else { rng.random_range(0..v.len()) };
+        match rng.random_range(0..8) {
+            0 if !v.is_empty() => v[at] ^= 1 << rng.random_range(0..8),
+            1 => v.insert(at, rng.random()),
+            2 if !v.is_empty() => {
+                let end = (at + rng.random_range(1..16)).min(v.len());
+                v.drain(at..end);
+            }
+            3 => {
+                let token = INTERESTING[rng.random_range(0..INTERESTING.len())].as_bytes();
+                let end = (at + rng.random_range(0..8)).min(v.len());
+                v.splice(at..end, token.iter().copied());
+            }
+            4 if !v.is_empty() => {
+                // Repeat a piece many times: long arrays, deep nesting, many fields.
+                let end = (at + rng.random_range(1..32)).min(v.len());
+                let piece = v[at..end].to_vec();
+                for _ in 0..rng.random_range(1..200) {
+                    v.splice(at..at, piece.iter().copied());
+                }
+            }
+            5 if v.len() >= 4 => {
+                // A length prefix (binary BYTES, header length, protobuf) made huge.
+                let at = rng.random_range(0..v.len() - 3);
+                v[at..at + 4].copy_from_slice(&rng.random_range(0x0100_0000u32..=u32::MAX).to_le_bytes());
+            }
+            6 if !corpus.is_empty() => {
+                let other = &corpus[rng.random_range(0..corpus.len())];
+                let from = rng.random_range(0..=other.len());
+                v.truncate(at);
+                v.extend_from_slice(&other[from..]);
+            }
+            _ => v.truncate(at),
+        }
+    }
+    v
+}
+
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = repo().join("gateway/fuzz/corpus").join(target);
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).expect("corpus folder").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    let seeds: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).expect("corpus file")).collect();
+    assert!(!seeds.is_empty(), "no corpus in {}", dir.display());
+    seeds
+}
+
+/// Runs `target` on every corpus file, then on mutations for the time budget.
+fn fuzz(name: &str, target: Target) {
+    let models = models();
+    let seeds = corpus(name);
+    let secs = std::env::var("SLUICE_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4u64);
+    let seed = std::env::var("SLUICE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        now.as_nanos() as u64 ^ u64::from(std::process::id())
+    });
+    eprintln!("fuzz {name}: seed {seed} (SLUICE_FUZZ_SEED), {secs} s");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let (mut runs, mut worst) = (0usize, 0.0f64);
+    let mut check = |input: &[u8]| {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| peak_of(|| target(&models, input))));
+        let bound = MULTIPLE * input.len() + SLACK;
+        let failed = match ran {
+            Err(_) => Some("panicked".to_string()),
+            Ok(peak) if peak > bound => Some(format!("allocated {peak} bytes at its peak, over the bound {bound}")),
+            Ok(peak) => {
+                if input.len() >= 4096 {
+                    worst = worst.max(peak as f64 / input.len() as f64);
+                }
+                None
+            }
+        };
+        if let Some(why) = failed {
+            let dir = repo().join("target/fuzz-failures");
+            let _ = std::fs::create_dir_all(&dir);
+            let file = dir.join(format!("{name}-{runs}"));
+            let _ = std::fs::write(&file, input);
+            panic!("fuzz {name}: input of {} bytes {why}; saved as {} (seed {seed})", input.len(), file.display());
+        }
+        runs += 1;
+    };
+    for s in &seeds {
+        check(s);
+    }
+    while Instant::now() < until {
+        let base = &seeds[rng.random_range(0..seeds.len())];
+        let input = mutate(&mut rng, base, &seeds);
+        check(&input);
+    }
+    eprintln!("fuzz {name}: {runs} inputs, worst peak {worst:.1}x the input (inputs of 4 KiB or more)");
+}
+
+#[test]
+fn fuzz_mlflow_json() {
+    fuzz("mlflow", mlflow);
+}
+
+#[test]
+fn fuzz_v2_json() {
+    fuzz("v2_json", v2_json);
+}
+
+#[test]
+fn fuzz_v2_binary() {
+    fuzz("v2_binary", v2_binary);
+}
+
+#[test]
+fn fuzz_grpc_model_infer() {
+    fuzz("grpc", grpc);
+}
+
+/// The largest multiple each parser can be made to pay, on 16 MiB bodies built to be the worst:
+/// the smallest elements the format allows. The numbers go in the README.
+#[test]
+fn worst_case_bodies_cost_a_measured_multiple() {
+    let m = models();
+    let size = 16 << 20;
+    let fill = |prefix: &str, item: &str, suffix: &str| -> Vec<u8> {
+        let n = (size - prefix.len() - suffix.len()) / (item.len() + 1);
+        let mut s = String::with_capacity(size);
+        s.push_str(prefix);
+        for i in 0..n {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(item);
+        }
+        s.push_str(suffix);
+        s.into_bytes()
+    };
+    let bytes_payload = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| 0u32.to_le_bytes()).collect() };
+    let n = size / 4 - 64;
+    let header = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[{n}],"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}]}}"#,
+        n * 4
+    );
+    let mut binary = (header.len() as u32).to_le_bytes().to_vec();
+    binary.extend_from_slice(header.as_bytes());
+    binary.extend_from_slice(&bytes_payload(n));
+    let mut g = pb::ModelInferRequest { model_name: "m".into(), ..Default::default() };
+    g.inputs.push(pb::model_infer_request::InferInputTensor {
+        name: "input".into(),
+        datatype: "BYTES".into(),
+        shape: vec![(size / 2) as i64],
+        contents: Some(pb::InferTensorContents { bytes_contents: vec![Vec::new(); size / 2], ..Default::default() }),
+        ..Default::default()
+    });
+    let cases: Vec<(&str, Target, Vec<u8>)> = vec![
+        ("MLflow instances of one-digit numbers", mlflow, fill("{\"instances\":[", "0", "]}")),
+        ("MLflow dataframe_split rows", mlflow, fill("{\"dataframe_split\":{\"data\":[", "[0,0,0,0,0,0,0,0]", "]}}")),
+        (
+            "V2 JSON FP32 data",
+            v2_json,
+            fill(r#"{"inputs":[{"name":"input","shape":[1],"datatype":"FP32","data":["#, "0", "]}]}"),
+        ),
+        (
+            "V2 JSON BYTES data",
+            v2_json,
+            fill(r#"{"inputs":[{"name":"input","shape":[1],"datatype":"BYTES","data":["#, "\"\"", "]}]}"),
+        ),
+        ("V2 binary BYTES of empty strings", v2_binary, binary),
+        ("gRPC bytes_contents of empty strings", grpc, g.encode_to_vec()),
+    ];
+    for (what, target, body) in cases {
+        let peak = peak_of(|| target(&m, &body));
+        let multiple = peak as f64 / body.len() as f64;
+        eprintln!("{what}: {} bytes -> peak {peak} bytes, {multiple:.1}x", body.len());
+        assert!(peak <= MULTIPLE * body.len() + SLACK, "{what}: {multiple:.1}x is over the bound of {MULTIPLE}x");
+    }
+}
