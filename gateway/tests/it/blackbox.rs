@@ -452,3 +452,193 @@ async fn rollout_and_experiment_cli() {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// Holds a `/predict` request in flight (headers sent, body never) on `http`.
+async fn stalled_request(http: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let host = http.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST /predict HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // Let the request reach its handler before the signal comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> (std::process::ExitStatus, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return (s, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "sluice did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
+}
+
+/// Shutdown is bounded by --shutdown-grace-secs even while a client holds a request open, and a
+/// second SIGTERM during the drain exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_has_one_deadline_and_a_second_sigterm_exits_at_once() {
+    if !common::ort_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    let demo = common::DEMO
+        .replace("data_dir = \"data\"", &format!("data_dir = \"{}\"", dir.path().join("data").display()))
+        .replace("model_repository = \"models\"", &format!("model_repository = \"{}\"", models_dir()))
+        .replace("baseline = \"models/", &format!("baseline = \"{}/", models_dir()));
+    std::fs::write(&file, demo).unwrap();
+    // One SIGTERM: the stalled request is waited for until the drain's share of the deadline
+    // (3 of 4 s; the last quarter is the table flush's), then cut off.
+    let (mut child, p) = serve_file(&file, &["--shutdown-grace-secs", "4"]);
+    let http = format!("http://127.0.0.1:{}", p["http"]);
+    let _held = stalled_request(&http).await;
+    signal(&child, "-TERM");
+    let (status, took) = wait_exit(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    assert!(took >= Duration::from_millis(2500), "the drain did not wait for the request in flight: {took:?}");
+    assert!(took < Duration::from_secs(8), "the shutdown overran its deadline: {took:?}");
+    // Two SIGTERMs: the second ends a 60-second drain at once.
+    std::fs::remove_file(dir.path().join("ports.json")).unwrap();
+    let (mut child, p) = serve_file(&file, &["--shutdown-grace-secs", "60"]);
+    let http = format!("http://127.0.0.1:{}", p["http"]);
+    let _held = stalled_request(&http).await;
+    signal(&child, "-TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the first SIGTERM should drain, not exit");
+    signal(&child, "-TERM");
+    let (status, took) = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// A model.onnx replaced under a served version is not swapped in by a reload: the loaded
+/// version keeps answering exactly as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_model_file_does_not_change_a_served_version() {
+    if !common::ort_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("models");
+    let src = repo_root().join("models/fraud_classifier");
+    let dst = repo.join("fraud_classifier");
+    for v in ["1", "2"] {
+        std::fs::create_dir_all(dst.join(v)).unwrap();
+        std::fs::copy(src.join(v).join("model.onnx"), dst.join(v).join("model.onnx")).unwrap();
+    }
+    std::fs::copy(src.join("manifest.toml"), dst.join("manifest.toml")).unwrap();
+    let file = dir.path().join("sluice.toml");
+    let text = format!(
+        r#"
+        [server]
+        watch_config = false
+        [runtime]
+        model_repository = "{}"
+        [[models]]
+        name = "fraud_classifier"
+        versions = [1]
+        "#,
+        repo.display()
+    );
+    std::fs::write(&file, &text).unwrap();
+    let (mut child, p) = serve_file(&file, &[]);
+    let http = format!("http://127.0.0.1:{}", p["http"]);
+    let (_, rows) = common::fixture("fraud_classifier");
+    let x: Vec<f64> = rows.iter().take(16).flatten().copied().collect();
+    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [16, 8], "datatype": "FP32", "data": x}]});
+    let client = reqwest::Client::new();
+    let answer = |client: reqwest::Client| {
+        let (url, body) = (format!("{http}/v2/models/fraud_classifier/versions/1/infer"), body.clone());
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["outputs"].clone()
+        }
+    };
+    let before = answer(client.clone()).await;
+    // v2 (a different model) copied over v1's file, then a reload.
+    std::fs::copy(dst.join("2/model.onnx"), dst.join("1/model.onnx")).unwrap();
+    signal(&child, "-HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(answer(client.clone()).await, before, "a served version changed under its clients");
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).0.success());
+}
+
+/// Out of file descriptors, the accept loop refuses the waiting connections and goes on: once
+/// the flood closes, the next request is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_does_not_stall_the_listener() {
+    if !common::ort_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    let text = format!(
+        "[server]\nwatch_config = false\n[runtime]\nmodel_repository = \"{}\"\n[[models]]\nname = \"fraud_classifier\"\nversions = [1]\n",
+        models_dir()
+    );
+    std::fs::write(&file, text).unwrap();
+    let ports = dir.path().join("ports.json");
+    // A hard limit of 256 descriptors: the soft one cannot be raised past it.
+    let mut child = Command::new("prlimit")
+        .current_dir(repo_root())
+        .args(["--nofile=256:256", BIN, "serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
+        .args(["--admin", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .arg("--ports-file")
+        .arg(&ports)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = wait_for_file(&ports, &mut child);
+    let host = format!("127.0.0.1:{}", p["http"]);
+    // More connections than the gateway has descriptors for, each sending a request head so
+    // none is closed as silent.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        use tokio::io::AsyncWriteExt;
+        let Ok(mut s) = tokio::net::TcpStream::connect(&host).await else { break };
+        let _ = s.write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n").await;
+        flood.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", p["admin"])).await;
+    drop(flood);
+    let metrics = match metrics {
+        Ok(r) => r.text().await.unwrap(),
+        // The admin listener may be out of descriptors too while the flood lasts: ask again.
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            reqwest::get(format!("http://127.0.0.1:{}/metrics", p["admin"])).await.unwrap().text().await.unwrap()
+        }
+    };
+    assert!(
+        metrics.contains("sluice_accept_errors_total{listener=\"http\",kind=\"fd_exhausted\"}"),
+        "the flood did not exhaust the descriptors: {}",
+        metrics.lines().filter(|l| l.contains("accept") || l.contains("refused")).collect::<Vec<_>>().join("\n")
+    );
+    let client = reqwest::Client::new();
+    let (_, rows) = common::fixture("fraud_classifier");
+    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32", "data": rows[0]}]});
+    let started = Instant::now();
+    loop {
+        let r = client.post(format!("http://{host}/v2/models/fraud_classifier/infer")).json(&body).send().await;
+        if r.as_ref().is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3), "not served after the flood: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).0.success());
+}

@@ -99,9 +99,16 @@ pub async fn start_from(config: Config, source: Option<sluice::control::ConfigSo
 }
 
 pub async fn start(toml: &str) -> TestServer {
+    start_tweaked(toml, |_| {}).await
+}
+
+/// As [`start`], with `tweak` applied to the parsed config (settings a file cannot set).
+pub async fn start_tweaked(toml: &str, tweak: impl FnOnce(&mut Config)) -> TestServer {
     let data = tempfile::tempdir().unwrap();
     let toml = toml.replace("data_dir = \"data\"", &format!("data_dir = \"{}\"", data.path().display()));
-    let mut t = start_with(config(&toml)).await;
+    let mut c = config(&toml);
+    tweak(&mut c);
+    let mut t = start_with(c).await;
     t.data = Some(data);
     t
 }

@@ -193,6 +193,15 @@ async fn drift_alert_and_restart() {
     assert_eq!(status["alerts"][0]["firing"], true, "{status}");
     assert!(status["latest_drift"].as_array().unwrap().iter().any(|d| d["column_name"] == "amount"), "{status}");
     assert_eq!(metric(&t, "sluice_monitor_alert_firing", r#"endpoint="fraud",alert="amount_shift""#).await, 1.0);
+    // the dashboard's reads run on the analysis threads
+    for path in ["series", "histogram?column=amount"] {
+        let r = t.client.get(format!("{}/monitors/fraud/{path}", t.admin)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    for read in ["dashboard_series", "dashboard_histogram"] {
+        let labels = format!(r#"read="{read}",result="done""#);
+        assert!(metric(&t, "sluice_analysis_reads_total", &labels).await >= 1.0, "{read}");
+    }
 
     // restart between two refreshes: nothing already computed changes, nothing is re-sent
     let before = files(&data.path().join("fraud_profile_metrics"));

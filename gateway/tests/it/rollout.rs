@@ -597,3 +597,59 @@ async fn a_candidate_whose_realized_quality_drops_is_rolled_back() {
 fn body_of(mix: &Mix, i: usize) -> Value {
     body(mix.rows[i % mix.rows.len()], false)
 }
+
+/// A judgement reads the table without holding the rollouts' lock: while one is held at its
+/// read (as a slow scan of a large table would be), the rollout API, an abort and `/predict`
+/// answer; the judgement that finishes after the abort does not undo it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_judgement_blocks_neither_the_rollout_api_nor_serving() {
+    if !common::ort_available() {
+        return;
+    }
+    let (repo, data) = (repo(), tempfile::tempdir().unwrap());
+    let t = start(config(repo.path(), data.path(), "fraud_flaky", "")).await;
+    let (hook, _got) = common::receiver().await;
+    let (s, st) = admin_post(&t, "/rollouts/fraud", start_body(&hook)).await;
+    assert_eq!(s, 201, "{st}");
+    let mix = Mix::all();
+    send(&t, 20, &mix).await;
+    let rollouts = t.server.as_ref().unwrap().rollouts.clone();
+    let hold = rollouts.hold_judgements().await;
+    let started = rollouts.read_started();
+    tokio::pin!(started);
+    started.as_mut().enable();
+    let (s, _) = admin_post(&t, "/debug/clock", json!({"advance": "5m"})).await;
+    assert_eq!(s, 200);
+    tokio::time::timeout(Duration::from_secs(20), started).await.expect("the step's judgement began its read");
+
+    let prompt = Duration::from_secs(5);
+    let st = tokio::time::timeout(prompt, rollout(&t)).await.expect("GET /rollouts/fraud answers during a judgement");
+    assert_eq!(st["phase"], "progressing", "{st}");
+    let statuses = tokio::time::timeout(prompt, send(&t, 10, &mix)).await.expect("/predict answers during a judgement");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let (s, st) = tokio::time::timeout(prompt, admin_post(&t, "/rollouts/fraud/abort", json!({})))
+        .await
+        .expect("POST /rollouts/fraud/abort answers during a judgement");
+    assert_eq!(s, 200, "{st}");
+    assert_eq!(st["phase"], "aborted");
+    assert_eq!(candidate_percent(&t).await, 0);
+
+    // the judgement goes on after the abort and sees the rollout changed: it applies nothing
+    let judged = rollouts.judged();
+    tokio::pin!(judged);
+    judged.as_mut().enable();
+    drop(hold);
+    tokio::time::timeout(Duration::from_secs(20), judged).await.expect("the held judgement ended");
+    let st = rollout(&t).await;
+    assert_eq!(st["phase"], "aborted", "{st}");
+    assert_eq!(events(&st), vec![("started".into(), 5), ("aborted".into(), 0)], "{st}");
+    assert_eq!(candidate_percent(&t).await, 0);
+    // judgements and the A/B report read on the analysis threads
+    let r = t.client.get(format!("{}/experiments/fraud", t.admin)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for read in ["rollout_judgement", "experiment_report"] {
+        let labels = format!(r#"read="{read}",result="done""#);
+        assert!(common::metric(&t, "sluice_analysis_reads_total", &labels).await >= 1.0, "{read}");
+    }
+    t.stop().await;
+}

@@ -177,7 +177,7 @@ async fn pinning_needs_permission_and_the_direct_route_bypasses_the_split() {
     t.stop().await;
 }
 
-fn shadow_config(name: &str, shadow_model: &str, capacity: usize) -> String {
+pub fn shadow_config(name: &str, shadow_model: &str, capacity: usize) -> String {
     format!(
         r#"
         [[endpoints]]
