@@ -16,6 +16,9 @@ Steps (every load run: sluice-loadtest closed loop, the first 2 s warm-up exclud
      gateway, rounds alternated (A B A B) so machine noise hits both alike.
   e. dynamic batching on vs off for the MLP (two gateway processes, one after the other): rows/s at
      64 clients, p50 at 1 client.
+  f. with --baseline-bin OLD: before/after. OLD (an earlier release build of `sluice`) and this
+     build serve the same config side by side; /predict, V2 binary and gRPC at concurrency 1 and
+     at --clients, rounds alternated (A B A B). Reports after / before for req/s and p50.
 Prints a Markdown table of every number and, with --json, writes them all.
 """
 
@@ -67,14 +70,14 @@ served_entities = [{{ name = "mlp-v1", entity_name = "mlp", entity_version = "1"
 
 
 class Gateway:
-    def __init__(self, tmp: Path, mlp_batching: bool):
+    def __init__(self, tmp: Path, mlp_batching: bool, binary: Path | None = None):
         self.dir = Path(tempfile.mkdtemp(dir=tmp))
         cfg = self.dir / "sluice.toml"
         cfg.write_text(CONFIG.format(data=self.dir / "data", root=ROOT, mlp_batching=str(mlp_batching).lower()))
         ports = self.dir / "ports.json"
         self.log = open(self.dir / "sluice.log", "w")
         self.proc = subprocess.Popen(
-            [str(REL / "sluice"), "serve", "--config", str(cfg), "--ort-lib", str(ROOT / ".ort/lib/libonnxruntime.so"),
+            [str(binary or REL / "sluice"), "serve", "--config", str(cfg), "--ort-lib", str(ROOT / ".ort/lib/libonnxruntime.so"),
              "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ports-file", str(ports)],
             stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(240):
@@ -126,6 +129,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--baseline-bin", default=None, help="an earlier sluice release binary: before/after (step f)")
     args = ap.parse_args()
     for f in ["sluice", "sluice-loadtest", "examples/ort_bare", "examples/fixed_body"]:
         if not (REL / f).exists():
@@ -182,6 +186,20 @@ def main():
         g.stop()
     out["batching"] = {"on": mlp_on, "off": mlp_off}
 
+    # f. before / after
+    if args.baseline_bin:
+        old, new = Gateway(tmp, mlp_batching=True, binary=Path(args.baseline_bin)), Gateway(tmp, mlp_batching=True)
+        try:
+            out["before_after"] = {}
+            for target in ["predict", "v2-binary", "grpc"]:
+                for clients in [1, args.clients]:
+                    before, after = alternate(args, lambda: fraud(old, args, target, clients),
+                                              lambda: fraud(new, args, target, clients))
+                    out["before_after"][f"{target} c{clients}"] = {"before": before, "after": after}
+        finally:
+            old.stop()
+            new.stop()
+
     bare = out["ort_bare"]["fraud_classifier"]["p50_us"]
     lines = ["| measurement | value |", "|---|---|"]
     for m, r in out["ort_bare"].items():
@@ -202,6 +220,10 @@ def main():
     lines.append(f"| MLP batching on / off, 64 clients, rows/s | {b['on']['c64']['rows_per_s']:,.0f} / {b['off']['c64']['rows_per_s']:,.0f} "
                  f"= {b['on']['c64']['rows_per_s'] / b['off']['c64']['rows_per_s']:.2f} |")
     lines.append(f"| MLP batching on / off, 1 client, p50 | {b['on']['c1']['p50_ms'] * 1000:.0f} us / {b['off']['c1']['p50_ms'] * 1000:.0f} us |")
+    for k, r in out.get("before_after", {}).items():
+        bf, af = r["before"], r["after"]
+        lines.append(f"| before / after, {k}: req/s | {bf['rps']:,.0f} / {af['rps']:,.0f} = {af['rps'] / bf['rps']:.3f} |")
+        lines.append(f"| before / after, {k}: p50 | {bf['p50_ms'] * 1000:.0f} us / {af['p50_ms'] * 1000:.0f} us |")
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
