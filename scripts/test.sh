@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
+step "machine: cores, memory, free disk"
+nproc; free -h | head -2; df -h . | tail -1
+
 step "ONNX Runtime library"
 scripts/fetch-onnxruntime.sh
 
