@@ -218,8 +218,8 @@ def _inference_count(sluice, model, version) -> int:
 def test_shadow_receives_mirrored_requests(sluice, reference):
     """mirror_percent 100: fraud_classifier v3 runs every routed request's rows, although its
     answers are never returned."""
-    if "statistics" not in get(f"{sluice.http}/v2").json().get("extensions", []):
-        pytest.skip("statistics not advertised")
+    ext = get(f"{sluice.http}/v2").json().get("extensions", [])
+    assert "statistics" in ext, f"/v2 does not advertise the statistics extension (this test counts with it): {ext}"
     n, k = 3, 10
     x = batch_of("fraud_classifier", n)
     before = _inference_count(sluice, "fraud_classifier", "3")

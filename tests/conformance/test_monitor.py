@@ -15,8 +15,8 @@ Tolerances: counts and strings exact; every double within 1e-9, absolute for |x|
 relative above (MAPE with a zero target is ~1e15). A mismatch names the table, window, model,
 slice, column and statistic.
 
-The whole module is skipped, with the reason, while the binary has no `monitor` subcommand
-(`sluice monitor --help` fails), so the suite stays green until the engine lands.
+Every test fails, with the reason, when the binary has no working `monitor` subcommand
+(`sluice monitor --help` fails): a regression of the engine is a failure, never a skip.
 
 Environment: SLUICE_BIN (binary, default target/debug/sluice), SLUICE_MONITOR_TIMEOUT (seconds per
 CLI run, default 600).
@@ -54,7 +54,7 @@ MAX_REPORTED = 40     # mismatches listed in one failure message
 
 
 # --------------------------------------------------------------------------------------------
-# Skip the module until the engine exists
+# The binary must have the monitor subcommand: every test fails (not skips) without it
 # --------------------------------------------------------------------------------------------
 
 def _monitor_missing() -> str | None:
@@ -68,13 +68,16 @@ def _monitor_missing() -> str | None:
         return f"`{binary} monitor --help` could not run: {e}"
     if p.returncode != 0:
         first = (p.stderr or p.stdout).strip().splitlines()
-        return (f"`sluice monitor --help` exits {p.returncode} ({first[0] if first else 'no output'}): "
-                f"the monitor engine has not landed in {binary} yet")
+        return f"`sluice monitor --help` exits {p.returncode} ({first[0] if first else 'no output'}) in {binary}"
     return None
 
 
-_MISSING = _monitor_missing()
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=_MISSING or "")
+@pytest.fixture(scope="module", autouse=True)
+def monitor_subcommand():
+    """Fails every test of the module when `sluice monitor` is gone (checked once)."""
+    missing = _monitor_missing()
+    if missing is not None:
+        pytest.fail(missing, pytrace=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ async fn observe(t: &common::TestServer, n: usize) -> std::collections::HashMap<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_edits_and_model_changes_under_load_fail_no_request() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let repo = temp_repo();
@@ -165,7 +165,7 @@ async fn traffic_edits_and_model_changes_under_load_fail_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_edits_are_refused_and_serving_goes_on() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let repo = temp_repo();
@@ -244,7 +244,7 @@ async fn bad_edits_are_refused_and_serving_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_is_required_when_configured() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let repo = temp_repo();
@@ -274,7 +274,7 @@ async fn admin_token_is_required_when_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_rollback_file_reload_and_cli() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let repo = temp_repo();
@@ -285,7 +285,7 @@ async fn history_rollback_file_reload_and_cli() {
     let mut cfg = sluice::config::Config::load(&file, None).unwrap();
     let any = "127.0.0.1:0".parse().unwrap();
     (cfg.server.http_addr, cfg.server.grpc_addr, cfg.server.admin_addr) = (any, any, any);
-    cfg.runtime.onnxruntime_lib = Some(common::repo_root().join(sluice::runtime::library::DEFAULT_RELATIVE_PATH));
+    cfg.runtime.onnxruntime_lib = Some(common::ort_lib());
     let source = sluice::control::ConfigSource { path: file.clone(), env: None };
     let t = common::start_from(cfg, Some(source)).await;
     let cli = |args: &[&str]| {

@@ -25,7 +25,7 @@ fn wait_for_file(path: &Path, child: &mut std::process::Child) -> serde_json::Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_the_demo_and_stops_on_sigterm() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -129,7 +129,7 @@ fn invalid_config_exits_before_binding_and_names_the_field() {
 
 #[test]
 fn model_that_does_not_fit_its_manifest_fails_before_binding() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let repo = tempfile::tempdir().unwrap();
@@ -173,7 +173,7 @@ fn missing_onnxruntime_is_one_clear_line() {
 
 #[test]
 fn cuda_where_unavailable_is_a_startup_error() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let config = format!(
@@ -254,7 +254,7 @@ fn serve_file(file: &Path, extra: &[&str]) -> (std::process::Child, serde_json::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config_file() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -349,7 +349,7 @@ fn validate_checks_monitor_expressions() {
 /// `sluice validate` naming a bad rollout field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_and_experiment_cli() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -486,7 +486,7 @@ fn signal(child: &std::process::Child, sig: &str) {
 /// second SIGTERM during the drain exits at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_has_one_deadline_and_a_second_sigterm_exits_at_once() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -524,7 +524,7 @@ async fn shutdown_has_one_deadline_and_a_second_sigterm_exits_at_once() {
 /// version keeps answering exactly as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_model_file_does_not_change_a_served_version() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -578,7 +578,7 @@ async fn a_replaced_model_file_does_not_change_a_served_version() {
 /// the flood closes, the next request is served at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_file_descriptors_does_not_stall_the_listener() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

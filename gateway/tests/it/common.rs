@@ -10,18 +10,33 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// True when the ONNX Runtime library is present. Without it the model tests cannot run: they
-/// are skipped with a message, unless SLUICE_REQUIRE_ORT=1 (CI), where that is a failure.
-pub fn ort_available() -> bool {
-    let lib = sluice::runtime::library::resolve(None);
-    let lib = if lib.is_relative() { repo_root().join(lib) } else { lib };
-    if lib.exists() || repo_root().join(sluice::runtime::library::DEFAULT_RELATIVE_PATH).exists() {
+/// Opt-out of the tests that need ONNX Runtime, for a machine without the library:
+/// `SLUICE_SKIP_ORT_TESTS=1`. `scripts/test.sh` (what `.ci/run` runs) refuses to start with it set.
+pub const SKIP_ORT_ENV: &str = "SLUICE_SKIP_ORT_TESTS";
+
+/// The ONNX Runtime library the tests use, in-process and in the binaries they spawn:
+/// `ORT_DYLIB_PATH`, else the repository's `.ort/lib/libonnxruntime.so`.
+pub fn ort_lib() -> PathBuf {
+    match std::env::var_os(sluice::runtime::library::ENV_VAR).filter(|p| !p.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => repo_root().join(sluice::runtime::library::DEFAULT_RELATIVE_PATH),
+    }
+}
+
+/// Whether a test that needs ONNX Runtime skips: only when the explicit opt-out
+/// `SLUICE_SKIP_ORT_TESTS=1` is set. Otherwise the library must load, and the test fails here,
+/// saying what to do, when it does not: a missing runtime is a failure, never a silent pass.
+pub fn skip_without_ort() -> bool {
+    if std::env::var(SKIP_ORT_ENV).as_deref() == Ok("1") {
+        eprintln!("skipping: {SKIP_ORT_ENV}=1 skips the tests that need ONNX Runtime");
         return true;
     }
-    if std::env::var("SLUICE_REQUIRE_ORT").as_deref() == Ok("1") {
-        panic!("ONNX Runtime library missing; run scripts/fetch-onnxruntime.sh");
+    if let Err(e) = sluice::runtime::library::environment(Some(&ort_lib())) {
+        panic!(
+            "this test needs ONNX Runtime: {e}\n(run scripts/fetch-onnxruntime.sh or set ORT_DYLIB_PATH; on a machine \
+             without it, {SKIP_ORT_ENV}=1 skips these tests, which scripts/test.sh and CI refuse)"
+        );
     }
-    eprintln!("skipping: ONNX Runtime library missing; run scripts/fetch-onnxruntime.sh");
     false
 }
 
@@ -77,7 +92,7 @@ pub fn config(toml: &str) -> Config {
     c.server.http_addr = any;
     c.server.grpc_addr = any;
     c.server.admin_addr = any;
-    c.runtime.onnxruntime_lib = Some(repo_root().join(sluice::runtime::library::DEFAULT_RELATIVE_PATH));
+    c.runtime.onnxruntime_lib = Some(ort_lib());
     c
 }
 

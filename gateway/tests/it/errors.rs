@@ -19,7 +19,7 @@ async fn send(t: &common::TestServer, path: &str, body: Vec<u8>, content_type: O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_errors() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let toml = DEMO.replace("max_body_bytes = 16777216", "max_body_bytes = 4096");
@@ -97,7 +97,7 @@ async fn bad_requests_get_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_is_503() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -129,7 +129,7 @@ fn big_mlp_request(rows: usize) -> InferRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_is_overloaded_and_slow_is_timeout() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let toml = r#"

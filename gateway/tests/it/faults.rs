@@ -90,7 +90,7 @@ fn skipped(reason: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_foreign_parquet_files_are_skipped_counted_and_reported() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -189,7 +189,7 @@ async fn corrupt_and_foreign_parquet_files_are_skipped_counted_and_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_queue_over_its_byte_budget_drops_and_counts() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let cfg = crate::traffic::shadow_config("bytes", "fraud_classifier", 16)

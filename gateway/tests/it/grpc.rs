@@ -37,7 +37,7 @@ fn fraud_input(raw: bool) -> (pb::ModelInferRequest, Vec<f32>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_answers() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -118,7 +118,7 @@ async fn every_rpc_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_map_to_grpc_codes() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;

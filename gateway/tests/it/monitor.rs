@@ -152,7 +152,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_alert_and_restart() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -233,7 +233,7 @@ async fn drift_alert_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_monitor_expressions_are_refused_by_name() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let data = tempfile::tempdir().unwrap();

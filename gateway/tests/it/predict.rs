@@ -6,7 +6,7 @@ use crate::common::{self, DEMO, fixture, post_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_formats_give_the_same_answer() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -60,7 +60,7 @@ async fn four_formats_give_the_same_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_name_the_served_model_and_echo_the_request_id() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -89,7 +89,7 @@ async fn headers_name_the_served_model_and_echo_the_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tensor_model_takes_inputs_and_instances() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -116,7 +116,7 @@ async fn tensor_model_takes_inputs_and_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_routes_split_traffic() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let toml = r#"

@@ -61,7 +61,7 @@ async fn predict_ok(t: &common::TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_and_bodies_are_cut_off_while_others_are_served() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start_tweaked(DEMO, |c| {
@@ -97,7 +97,7 @@ async fn slow_headers_and_bodies_are_cut_off_while_others_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_concurrency_limit_are_shed_at_once_and_the_server_recovers() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start_tweaked(DEMO, |c| {
@@ -143,7 +143,7 @@ async fn requests_over_the_concurrency_limit_are_shed_at_once_and_the_server_rec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_refused_with_an_error_and_later_ones_accepted() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start_tweaked(DEMO, |c| {
@@ -173,7 +173,7 @@ async fn connections_over_the_limit_are_refused_with_an_error_and_later_ones_acc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_the_total_timeout_gets_504() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start_tweaked(DEMO, |c| {
@@ -194,7 +194,7 @@ async fn a_request_past_the_total_timeout_gets_504() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_panic_fails_its_requests_and_the_model_keeps_serving() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start_tweaked(DEMO, |c| c.server.test_clock = true).await;
@@ -238,7 +238,7 @@ async fn a_worker_panic_fails_its_requests_and_the_model_keeps_serving() {
 /// A BYTES input claiming 2^43 elements with a few bytes of data, over HTTP binary and gRPC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claimed_sizes_never_size_allocations() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -295,7 +295,7 @@ async fn claimed_sizes_never_size_allocations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_buffered_bytes_budget_are_shed_unread() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start_tweaked(DEMO, |c| {

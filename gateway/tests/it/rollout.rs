@@ -208,7 +208,7 @@ fn start_body(hook: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_candidate_is_promoted_through_every_step() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
@@ -259,7 +259,7 @@ async fn healthy_candidate_is_promoted_through_every_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_candidate_is_rolled_back() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
@@ -288,7 +288,7 @@ async fn failing_candidate_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drifting_candidate_is_rolled_back_without_failing_a_request() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
@@ -330,7 +330,7 @@ async fn drifting_candidate_is_rolled_back_without_failing_a_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_resumes_at_the_same_step() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
@@ -376,7 +376,7 @@ async fn a_restart_resumes_at_the_same_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rollouts_and_clock_moves_are_refused() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
@@ -423,7 +423,7 @@ fn arm(r: &Value, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sample_ratio_mismatch_is_flagged_only_for_a_skewed_split() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
@@ -462,7 +462,7 @@ async fn sample_ratio_mismatch_is_flagged_only_for_a_skewed_split() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_candidate_is_gated_on_agreement() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let routing = r#"traffic_config = { routes = [{ served_model_name = "champion", traffic_percentage = 100 }] }
@@ -511,7 +511,7 @@ shadow = [{ served_model_name = "candidate", mirror_percent = 100 }]"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_written_in_the_config_starts_with_the_gateway() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
@@ -548,7 +548,7 @@ async fn rollout_events(t: &TestServer) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_whose_realized_quality_drops_is_rolled_back() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());
@@ -603,7 +603,7 @@ fn body_of(mix: &Mix, i: usize) -> Value {
 /// answer; the judgement that finishes after the abort does not undo it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_judgement_blocks_neither_the_rollout_api_nor_serving() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let (repo, data) = (repo(), tempfile::tempdir().unwrap());

@@ -68,7 +68,7 @@ fn config(data: &Path, table: &str, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_is_a_row_primary_shadow_and_errors() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -210,7 +210,7 @@ async fn every_answer_is_a_row_primary_shadow_and_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampling_labels_and_the_table_cli() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -313,7 +313,7 @@ async fn sampling_labels_and_the_table_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_table_directory_leaves_serving_up() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     // a data_dir below a regular file cannot be created, even by root

@@ -58,7 +58,7 @@ async fn split(t: &common::TestServer, path: &str, n: usize, workers: usize) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_of_20000_requests_matches_90_10() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(&ab_config("split", NINETY_TEN, "routing_seed = 20261126")).await;
@@ -72,7 +72,7 @@ async fn split_of_20000_requests_matches_90_10() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_keys_keep_their_model_and_a_growing_canary_only_gains_keys() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let routes = |canary: u32| {
@@ -130,7 +130,7 @@ async fn sticky_keys_keep_their_model_and_a_growing_canary_only_gains_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pinning_needs_permission_and_the_direct_route_bypasses_the_split() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(&ab_config("pin", NINETY_TEN, "")).await;
@@ -193,7 +193,7 @@ pub fn shadow_config(name: &str, shadow_model: &str, capacity: usize) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_answers_before_a_held_shadow_finishes() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(&shadow_config("mirror", "fraud_classifier", 16)).await;
@@ -241,7 +241,7 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_failures_never_reach_the_client() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let repo = repo_with_broken_model();
@@ -263,7 +263,7 @@ async fn shadow_failures_never_reach_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overflowing_shadow_queue_drops_and_counts() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(&shadow_config("overflow", "fraud_classifier", 2)).await;

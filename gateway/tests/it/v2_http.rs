@@ -11,7 +11,7 @@ fn fraud_rows() -> Vec<f32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metadata_config_and_stats() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -95,7 +95,7 @@ async fn health_metadata_config_and_stats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_infer_with_id_versions_and_output_selection() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -167,7 +167,7 @@ fn split_binary(headers: &reqwest::header::HeaderMap, body: &[u8]) -> (Value, Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_tensor_extension_round_trips() {
-    if !common::ort_available() {
+    if common::skip_without_ort() {
         return;
     }
     let t = common::start(DEMO).await;
@@ -249,7 +249,7 @@ async fn binary_tensor_extension_round_trips() {
 /// is answered once either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batching_stacks_concurrent_requests() {
-    if !crate::common::ort_available() {
+    if crate::common::skip_without_ort() {
         return;
     }
     let t = crate::common::start(
