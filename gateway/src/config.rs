@@ -1,8 +1,9 @@
 //! Configuration: TOML file (with optional `environments` overlays) -> [`raw::RawConfig`] ->
-//! validated [`Config`], all before any port is bound. Every problem is reported with the field
-//! it is in and how to fix it.
+//! command-line [`Overrides`] -> validated [`Config`], all before any port is bound. Every problem
+//! is reported with the field it is in and how to fix it.
 
 mod overlay;
+pub mod overrides;
 pub mod raw;
 mod validate;
 
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use overrides::Overrides;
 use raw::{RawConfig, RawEndpoint, Secret};
 
 use crate::runtime::RunnerOptions;
@@ -199,10 +201,16 @@ pub enum StickyKey {
 impl Config {
     /// Reads and validates a config file, applying environment `env` when given.
     pub fn load(path: &Path, env: Option<&str>) -> Result<Config, ConfigError> {
+        Config::load_with(path, env, &Overrides::default())
+    }
+
+    /// Reads a config file, applies environment `env` and then the command-line `overrides`,
+    /// and validates the result.
+    pub fn load_with(path: &Path, env: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::from_toml_env(&text, &path.display().to_string(), base, env)
+        Config::from_toml_with(&text, &path.display().to_string(), base, env, overrides)
     }
 
     /// Parses and validates TOML text without an environment; `base` resolves relative paths.
@@ -212,9 +220,24 @@ impl Config {
 
     /// Parses TOML text, applies the overlay of environment `env`, validates.
     pub fn from_toml_env(text: &str, name: &str, base: &Path, env: Option<&str>) -> Result<Config, ConfigError> {
-        let raw =
+        Config::from_toml_with(text, name, base, env, &Overrides::default())
+    }
+
+    /// Parses TOML text, applies the overlay of environment `env`, then `overrides` (to the raw
+    /// config: the validator judges the result), validates.
+    pub fn from_toml_with(
+        text: &str,
+        name: &str,
+        base: &Path,
+        env: Option<&str>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut raw =
             overlay::parse(text, env).map_err(|message| ConfigError::Parse { path: name.to_string(), message })?;
-        Config::from_raw(raw, name, base)
+        overrides.apply(&mut raw);
+        let mut config = Config::from_raw(raw, name, base)?;
+        config.server.test_clock = overrides.test_clock;
+        Ok(config)
     }
 
     /// Validates an already parsed configuration (admin API edits come this way).

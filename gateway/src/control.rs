@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::raw::{RawConfig, RawEndpoint, RawTrafficConfig};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Overrides};
 use crate::core::{BuildError, Gateway, Snapshot};
 
 /// Where a change came from.
@@ -79,11 +79,22 @@ impl From<ConfigError> for ControlError {
     }
 }
 
-/// The config file a running gateway was started from.
+/// The config file a running gateway was started from, with the environment and command-line
+/// overrides it was started with: every reload applies both again.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     pub path: PathBuf,
     pub env: Option<String>,
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    /// Parses `text` (the file's current content) as the gateway was started: environment
+    /// overlay, then the command-line overrides, then validation.
+    pub fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+        let base = self.path.parent().map(PathBuf::from).unwrap_or_default();
+        Config::from_toml_with(text, &self.path.display().to_string(), &base, self.env.as_deref(), &self.overrides)
+    }
 }
 
 struct State {
@@ -326,8 +337,7 @@ impl Control {
         let text = tokio::fs::read_to_string(&src.path)
             .await
             .map_err(|e| ControlError::Invalid(format!("cannot read {}: {e}", src.path.display())))?;
-        let base = src.path.parent().map(PathBuf::from).unwrap_or_default();
-        let new = Config::from_toml_env(&text, &src.path.display().to_string(), &base, src.env.as_deref());
+        let new = src.parse(&text);
         let mut st = self.state.lock().await;
         st.file_text = Some(text);
         let new = match new {
@@ -519,4 +529,52 @@ impl ServerKeep {
 
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_applies_the_command_line_overrides_again() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let source = ConfigSource {
+            path: dir.join("reloaded.toml"),
+            env: Some("dev".into()),
+            overrides: Overrides {
+                http_addr: Some("127.0.0.1:0".parse().unwrap()),
+                admin_addr: Some("127.0.0.1:0".parse().unwrap()),
+                onnxruntime_lib: Some("/opt/ort/libonnxruntime.so".into()),
+                test_clock: true,
+                ..Overrides::default()
+            },
+        };
+        // the file (and its environment) say otherwise, before and after an edit
+        let text = |versions: &str| {
+            format!(
+                "[server]\nhttp_addr = \"0.0.0.0:8000\"\n[runtime]\nmodel_repository = \"models\"\n\
+                 [[models]]\nname = \"fraud_classifier\"\nversions = {versions}\n\
+                 [environments.dev.server]\nadmin_addr = \"0.0.0.0:9002\"\n"
+            )
+        };
+        for versions in ["[1]", "[1, 2]"] {
+            let c = source.parse(&text(versions)).unwrap();
+            assert_eq!(c.server.http_addr.to_string(), "127.0.0.1:0");
+            assert_eq!(c.server.admin_addr.to_string(), "127.0.0.1:0", "the override beats the environment");
+            assert_eq!(c.runtime.onnxruntime_lib.as_deref(), Some(std::path::Path::new("/opt/ort/libonnxruntime.so")));
+            assert!(c.server.test_clock);
+            assert_eq!(c.raw.server.admin_addr.as_deref(), Some("127.0.0.1:0"));
+        }
+        // an edit made invalid by an override is refused, naming the field
+        let public = ConfigSource {
+            overrides: Overrides { admin_addr: Some("0.0.0.0:0".parse().unwrap()), ..Overrides::default() },
+            ..source
+        };
+        match public.parse(&text("[1]")) {
+            Err(ConfigError::Invalid { issues, .. }) => {
+                assert!(issues.iter().any(|i| i.field == "server.admin_token"), "{issues:?}")
+            }
+            other => panic!("expected the validator to refuse it, got {other:?}"),
+        }
+    }
 }

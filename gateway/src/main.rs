@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use hyper::Method;
 use sluice::cli::{AdminClient, endpoints_table, traffic_from_pairs};
-use sluice::config::Config;
+use sluice::config::{Config, Overrides};
 use sluice::control::ConfigSource;
 
 #[derive(Parser)]
@@ -363,35 +363,31 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let mut config = match Config::load(&args.config, args.env.as_deref()) {
+    // A relative --ort-lib means the working directory; in the config it would mean the file's.
+    let ort_lib = args.ort_lib.as_deref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    let onnxruntime_lib = match ort_lib.map(|p| p.to_str().map(str::to_string).ok_or(p)).transpose() {
+        Ok(lib) => lib,
+        Err(p) => {
+            eprintln!("error: --ort-lib {} is not a UTF-8 path", p.display());
+            return ExitCode::from(2);
+        }
+    };
+    let overrides = Overrides {
+        http_addr: args.http,
+        grpc_addr: args.grpc,
+        admin_addr: args.admin,
+        onnxruntime_lib,
+        test_clock: args.test_clock,
+    };
+    let config = match Config::load_with(&args.config, args.env.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(a) = args.http {
-        config.server.http_addr = a;
-    }
-    if let Some(a) = args.grpc {
-        config.server.grpc_addr = a;
-    }
-    if let Some(a) = args.admin {
-        if !a.ip().is_loopback() && config.server.admin_token.is_none() {
-            eprintln!(
-                "error: --admin {a} is not a loopback address, so the admin API needs a bearer token; \
-                 set server.admin_token or SLUICE_ADMIN_TOKEN"
-            );
-            return ExitCode::from(2);
-        }
-        config.server.admin_addr = a;
-    }
-    if args.ort_lib.is_some() {
-        config.runtime.onnxruntime_lib = args.ort_lib;
-    }
-    config.server.test_clock = args.test_clock;
     let Some(rt) = runtime() else { return ExitCode::FAILURE };
-    let source = ConfigSource { path: args.config.clone(), env: args.env.clone() };
+    let source = ConfigSource { path: args.config.clone(), env: args.env.clone(), overrides };
     let code = rt.block_on(async move {
         let server = match sluice::server::start(config, Some(source)).await {
             Ok(s) => s,

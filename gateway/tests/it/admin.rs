@@ -282,11 +282,18 @@ async fn history_rollback_file_reload_and_cli() {
     let file = dir.path().join("sluice.toml");
     let text = live_config(repo.path(), "watch_interval_ms = 20");
     std::fs::write(&file, &text).unwrap();
-    let mut cfg = sluice::config::Config::load(&file, None).unwrap();
-    let any = "127.0.0.1:0".parse().unwrap();
-    (cfg.server.http_addr, cfg.server.grpc_addr, cfg.server.admin_addr) = (any, any, any);
-    cfg.runtime.onnxruntime_lib = Some(common::ort_lib());
-    let source = sluice::control::ConfigSource { path: file.clone(), env: None };
+    // listeners and library as `sluice serve --http/--grpc/--admin/--ort-lib` set them: every
+    // reload below applies them again
+    let any = Some("127.0.0.1:0".parse().unwrap());
+    let overrides = sluice::config::Overrides {
+        http_addr: any,
+        grpc_addr: any,
+        admin_addr: any,
+        onnxruntime_lib: Some(std::path::absolute(common::ort_lib()).unwrap().display().to_string()),
+        test_clock: false,
+    };
+    let cfg = sluice::config::Config::load_with(&file, None, &overrides).unwrap();
+    let source = sluice::control::ConfigSource { path: file.clone(), env: None, overrides };
     let t = common::start_from(cfg, Some(source)).await;
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(BIN).args(args).args(["--admin-url", &t.admin]).output().unwrap();
@@ -324,6 +331,9 @@ async fn history_rollback_file_reload_and_cli() {
         t.control().history("live").await.unwrap().last().map(|h| h.source),
         Some(sluice::control::Source::File)
     );
+    let reloaded = t.control().config().await;
+    assert_eq!(reloaded.raw.server.http_addr.as_deref(), Some("127.0.0.1:0"), "the reload applied --http again");
+    assert!(reloaded.runtime.onnxruntime_lib.is_some_and(|p| p.is_absolute()), "and --ort-lib");
     // a broken file is not applied; the previous config keeps serving
     std::fs::write(&file, "this is [not toml").unwrap();
     let (s, v) = admin(&t, reqwest::Method::POST, "/admin/reload", None).await;
