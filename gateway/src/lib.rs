@@ -3,12 +3,12 @@
 //! Layers, top to bottom: [`api`] (HTTP, gRPC) -> [`core`] (request path, endpoints) ->
 //! [`registry`] (model repository) -> [`runtime`] (ONNX Runtime workers and batching).
 //! [`config`] is validated before any of them starts; [`metrics`] is a leaf used by all.
+//! [`cli`] is the `sluice` command line, on top of everything (the binary only calls it).
 
 pub mod analysis;
 pub mod api;
 pub mod budget;
 pub mod cli;
-pub mod cli_table;
 pub mod clock;
 pub mod config;
 pub mod control;

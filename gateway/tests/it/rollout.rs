@@ -404,7 +404,7 @@ async fn bad_rollouts_and_clock_moves_are_refused() {
 
 /// The A/B report since `since`, once it counts `requests` requests (the table flushes behind).
 async fn report_with(t: &TestServer, since: &str, requests: u64) -> Value {
-    let url = format!("{}/experiments/fraud?since={}", t.admin, sluice::cli::url_encode(since));
+    let url = format!("{}/experiments/fraud?since={}", t.admin, sluice::cli::client::url_encode(since));
     let start = std::time::Instant::now();
     loop {
         let r: Value = t.client.get(&url).send().await.unwrap().json().await.unwrap();

@@ -269,9 +269,9 @@ async fn sampling_labels_and_the_table_cli() {
     assert_eq!(r.status(), 400);
     t.stop().await;
     let dir = data.path().join("labelled");
-    let joined = sluice::cli_table::query(
+    let joined = sluice::cli::table::query(
         &dir,
-        &sluice::cli_table::TableQuery::Sql(
+        &sluice::cli::table::TableQuery::Sql(
             "SELECT t.request_id FROM t JOIN labels l ON t.request_id = l.request_id WHERE NOT t.is_shadow ORDER BY t.request_id".into(),
         ),
     )

@@ -4,6 +4,7 @@
 //! readers (monitor, rollouts, experiments) skip it.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -11,6 +12,40 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::SessionContext;
+
+use super::args::TableCommand;
+
+/// Runs a `table` subcommand over the tables under `data_dir`.
+pub fn run(command: TableCommand, data_dir: &Path) -> ExitCode {
+    let (table, q) = match command {
+        TableCommand::Count { table } => (table, TableQuery::Count),
+        TableCommand::Tail { table, n } => (table, TableQuery::Tail(n)),
+        TableCommand::Sql { table, query } => (table, TableQuery::Sql(query)),
+        TableCommand::Check { table } => {
+            return match check(&table_dir(&table, data_dir)) {
+                Ok((out, ok)) => {
+                    println!("{out}");
+                    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let Some(rt) = super::runtime() else { return ExitCode::FAILURE };
+    match rt.block_on(query(&table_dir(&table, data_dir), &q)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// What to print.
 #[derive(Debug, Clone)]

@@ -1,0 +1,288 @@
+//! The commands that talk to a running gateway (`endpoints`, `traffic`, `config`, `rollout`,
+//! `experiment`, `monitor status|refresh`): each is translated into one admin API request by
+//! [`request`], a pure function, then sent, and the answer printed as JSON or a table.
+
+use std::process::ExitCode;
+
+use hyper::Method;
+use serde_json::{Value, json};
+
+use super::args::{
+    AdminArgs, ConfigCommand, EndpointsCommand, ExperimentCommand, Output, RolloutCommand, StartArgs, TrafficCommand,
+};
+use super::client::{AdminClient, url_encode};
+use super::render;
+
+/// A command for the admin API.
+pub enum AdminCall {
+    Endpoints(EndpointsCommand),
+    Traffic(TrafficCommand),
+    Config(ConfigCommand),
+    Rollout(RolloutCommand),
+    Experiment(ExperimentCommand),
+    /// A monitor's status (`false`) or a refresh of it (`true`).
+    Monitor(String, bool),
+}
+
+/// How an answer is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// The JSON answer, pretty.
+    Json,
+    /// `GET /admin/endpoints` as a table or as `{"endpoints": [...]}`.
+    Endpoints(Output),
+    /// `GET /experiments/{endpoint}` as a table.
+    ExperimentTable,
+}
+
+/// One admin API request and how to print its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+    pub show: Show,
+}
+
+impl Request {
+    fn new(method: Method, path: impl Into<String>, body: Option<Value>) -> Request {
+        Request { method, path: path.into(), body, show: Show::Json }
+    }
+}
+
+/// The admin API request of a command (no I/O). Errors are bad arguments.
+pub fn request(call: AdminCall) -> Result<Request, String> {
+    use Method as M;
+    Ok(match call {
+        AdminCall::Endpoints(EndpointsCommand::List { output }) => {
+            Request { show: Show::Endpoints(output), ..Request::new(M::GET, "/admin/endpoints", None) }
+        }
+        AdminCall::Endpoints(EndpointsCommand::Get { name }) => {
+            Request::new(M::GET, format!("/admin/endpoints/{name}"), None)
+        }
+        AdminCall::Traffic(TrafficCommand::Set { endpoint, routes }) => {
+            Request::new(M::PATCH, format!("/admin/endpoints/{endpoint}/traffic"), Some(traffic_from_pairs(&routes)?))
+        }
+        AdminCall::Config(ConfigCommand::History { endpoint }) => {
+            Request::new(M::GET, format!("/admin/endpoints/{endpoint}/history"), None)
+        }
+        AdminCall::Config(ConfigCommand::Rollback { endpoint, version }) => {
+            Request::new(M::POST, format!("/admin/endpoints/{endpoint}/rollback"), Some(json!({ "version": version })))
+        }
+        AdminCall::Config(ConfigCommand::Reload) => Request::new(M::POST, "/admin/reload", None),
+        AdminCall::Rollout(RolloutCommand::Start(args)) => {
+            let endpoint = args.endpoint.clone();
+            Request::new(M::POST, format!("/rollouts/{endpoint}"), Some(rollout_body(*args)))
+        }
+        AdminCall::Rollout(RolloutCommand::Status { endpoint }) => {
+            Request::new(M::GET, endpoint.map(|e| format!("/rollouts/{e}")).unwrap_or_else(|| "/rollouts".into()), None)
+        }
+        AdminCall::Rollout(RolloutCommand::Pause { endpoint }) => {
+            Request::new(M::POST, format!("/rollouts/{endpoint}/pause"), None)
+        }
+        AdminCall::Rollout(RolloutCommand::Resume { endpoint }) => {
+            Request::new(M::POST, format!("/rollouts/{endpoint}/resume"), None)
+        }
+        AdminCall::Rollout(RolloutCommand::Abort { endpoint }) => {
+            Request::new(M::POST, format!("/rollouts/{endpoint}/abort"), None)
+        }
+        AdminCall::Experiment(ExperimentCommand::Report { endpoint, since, until, window, output }) => {
+            let query: Vec<String> = [("since", since), ("until", until), ("window", window)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}={}", url_encode(&v))))
+                .collect();
+            let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            let show = match output {
+                Output::Table => Show::ExperimentTable,
+                Output::Json => Show::Json,
+            };
+            Request { show, ..Request::new(M::GET, format!("/experiments/{endpoint}{q}"), None) }
+        }
+        AdminCall::Monitor(endpoint, false) => Request::new(M::GET, format!("/monitors/{endpoint}"), None),
+        AdminCall::Monitor(endpoint, true) => Request::new(M::POST, format!("/monitors/{endpoint}/refresh"), None),
+    })
+}
+
+/// Sends the command's request to the gateway at `admin` and prints the answer: exit 0, or 1
+/// with `error: ...` on stderr.
+pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
+    let Some(rt) = super::runtime() else { return ExitCode::FAILURE };
+    let client = AdminClient::new(&admin.admin_url, admin.token);
+    let result = rt.block_on(async {
+        let req = request(call)?;
+        let answer = client.call(req.method, &req.path, req.body.as_ref()).await?;
+        show(req.show, answer)
+    });
+    match result {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn show(show: Show, answer: Value) -> Result<String, String> {
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    Ok(match show {
+        Show::Json => pretty(&answer),
+        Show::Endpoints(output) => {
+            let rows = render::endpoint_rows(&answer)?;
+            match output {
+                Output::Table => render::endpoints_table(&rows),
+                Output::Json => pretty(&json!({ "endpoints": answer.get("endpoints") })),
+            }
+        }
+        Show::ExperimentTable => render::experiment_table(&answer),
+    })
+}
+
+/// Parses `name=percent` pairs into a Databricks traffic config.
+pub fn traffic_from_pairs(pairs: &[String]) -> Result<Value, String> {
+    let mut routes = Vec::new();
+    for p in pairs {
+        let (name, pct) = p.split_once('=').ok_or_else(|| format!("'{p}' is not NAME=PERCENT"))?;
+        let pct: i64 = pct.trim().parse().map_err(|_| format!("'{pct}' in '{p}' is not a whole percentage"))?;
+        routes.push(json!({ "served_model_name": name.trim(), "traffic_percentage": pct }));
+    }
+    if routes.is_empty() {
+        return Err("give at least one NAME=PERCENT".into());
+    }
+    Ok(json!({ "routes": routes }))
+}
+
+/// The body of `POST /rollouts/{endpoint}`: the flags that were given.
+fn rollout_body(args: StartArgs) -> Value {
+    let StartArgs {
+        endpoint: _,
+        to,
+        from,
+        steps,
+        interval,
+        min_requests,
+        max_error_rate,
+        max_error_rate_increase,
+        max_p99_latency_ratio,
+        max_prediction_drift,
+        drift_metric,
+        max_quality_drop,
+        min_shadow_agreement,
+        webhook_url,
+    } = args;
+    let guardrails = json!({
+        "max_error_rate": max_error_rate,
+        "max_error_rate_increase": max_error_rate_increase,
+        "max_p99_latency_ratio": max_p99_latency_ratio,
+        "max_prediction_drift": max_prediction_drift,
+        "drift_metric": drift_metric,
+        "max_quality_drop": max_quality_drop,
+        "min_shadow_agreement": min_shadow_agreement,
+    });
+    without_nulls(json!({
+        "candidate": to,
+        "incumbent": from,
+        "steps": steps,
+        "interval": interval,
+        "min_requests": min_requests,
+        "guardrails": without_nulls(guardrails),
+        "webhook_url": webhook_url,
+    }))
+}
+
+/// `v` with every null member of every object removed (optional CLI flags left unset).
+pub fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(o) => {
+            Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::args::{Cli, Command, MonitorCommand};
+
+    /// The request of a command line (`sluice` and the admin flags left out).
+    fn request_of(line: &str) -> Request {
+        let cli = Cli::try_parse_from(std::iter::once("sluice").chain(line.split_whitespace())).unwrap();
+        let call = match cli.command.unwrap() {
+            Command::Endpoints { command, .. } => AdminCall::Endpoints(command),
+            Command::Traffic { command, .. } => AdminCall::Traffic(command),
+            Command::Config { command, .. } => AdminCall::Config(command),
+            Command::Rollout { command, .. } => AdminCall::Rollout(command),
+            Command::Experiment { command, .. } => AdminCall::Experiment(command),
+            Command::Monitor { command: MonitorCommand::Status { endpoint, .. } } => {
+                AdminCall::Monitor(endpoint, false)
+            }
+            Command::Monitor { command: MonitorCommand::Refresh { endpoint, .. } } => {
+                AdminCall::Monitor(endpoint, true)
+            }
+            _ => panic!("not an admin command: {line}"),
+        };
+        request(call).unwrap()
+    }
+
+    #[test]
+    fn each_command_is_one_admin_request() {
+        let cases: &[(&str, Method, &str, Show)] = &[
+            ("endpoints list", Method::GET, "/admin/endpoints", Show::Endpoints(Output::Table)),
+            ("endpoints list -o json", Method::GET, "/admin/endpoints", Show::Endpoints(Output::Json)),
+            ("endpoints get fraud", Method::GET, "/admin/endpoints/fraud", Show::Json),
+            ("traffic set fraud a=90 b=10", Method::PATCH, "/admin/endpoints/fraud/traffic", Show::Json),
+            ("config history fraud", Method::GET, "/admin/endpoints/fraud/history", Show::Json),
+            ("config rollback fraud 3", Method::POST, "/admin/endpoints/fraud/rollback", Show::Json),
+            ("config reload", Method::POST, "/admin/reload", Show::Json),
+            ("rollout status", Method::GET, "/rollouts", Show::Json),
+            ("rollout status fraud", Method::GET, "/rollouts/fraud", Show::Json),
+            ("rollout pause fraud", Method::POST, "/rollouts/fraud/pause", Show::Json),
+            ("rollout resume fraud", Method::POST, "/rollouts/fraud/resume", Show::Json),
+            ("rollout abort fraud", Method::POST, "/rollouts/fraud/abort", Show::Json),
+            ("experiment report fraud", Method::GET, "/experiments/fraud", Show::ExperimentTable),
+            (
+                "experiment report fraud --since 2h --window 10m -o json",
+                Method::GET,
+                "/experiments/fraud?since=2h&window=10m",
+                Show::Json,
+            ),
+            ("monitor status fraud", Method::GET, "/monitors/fraud", Show::Json),
+            ("monitor refresh fraud", Method::POST, "/monitors/fraud/refresh", Show::Json),
+        ];
+        for (line, method, path, show) in cases {
+            let r = request_of(line);
+            assert_eq!((&r.method, r.path.as_str(), r.show), (method, *path, *show), "{line}");
+        }
+        assert_eq!(request_of("config rollback fraud 3").body, Some(json!({ "version": 3 })));
+        assert_eq!(request_of("endpoints get fraud").body, None);
+    }
+
+    #[test]
+    fn rollout_start_sends_only_the_flags_given() {
+        let r = request_of("rollout start fraud --to b --steps 5,25,100 --interval 5m --max-error-rate 0.01");
+        assert_eq!((r.method, r.path.as_str()), (Method::POST, "/rollouts/fraud"));
+        assert_eq!(
+            r.body,
+            Some(json!({
+                "candidate": "b", "steps": [5, 25, 100], "interval": "5m",
+                "guardrails": { "max_error_rate": 0.01 }
+            }))
+        );
+    }
+
+    #[test]
+    fn traffic_pairs_parse() {
+        let v = traffic_from_pairs(&["champion=90".into(), "challenger = 10".into()]).unwrap();
+        assert_eq!(v["routes"][1]["served_model_name"], "challenger");
+        assert_eq!(v["routes"][1]["traffic_percentage"], 10);
+        assert!(traffic_from_pairs(&["champion".into()]).is_err());
+        assert!(traffic_from_pairs(&["a=x".into()]).is_err());
+        let bad = TrafficCommand::Set { endpoint: "fraud".into(), routes: vec!["a=x".into()] };
+        assert!(request(AdminCall::Traffic(bad)).is_err());
+    }
+}

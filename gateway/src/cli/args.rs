@@ -1,0 +1,294 @@
+//! The command line: every subcommand, flag, default and help text of `sluice` (clap derive).
+//! What each command does lives beside this file, one concern per file.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Model-serving gateway and traffic router for ONNX models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the models and endpoints of a config file (default: ./sluice.toml, the bundled demo).
+    Serve(ServeArgs),
+    /// Check a config file without serving: the base config and every environment in it.
+    Validate {
+        /// Config file to check.
+        file: PathBuf,
+        /// Check only this environment.
+        #[arg(long)]
+        env: Option<String>,
+    },
+    /// Endpoints of a running gateway.
+    Endpoints {
+        #[command(subcommand)]
+        command: EndpointsCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Traffic of a running gateway's endpoints.
+    Traffic {
+        #[command(subcommand)]
+        command: TrafficCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Look at an inference table: row count, latest rows, or SQL (the table is `t`, its labels
+    /// `labels`).
+    Table {
+        #[command(subcommand)]
+        command: TableCommand,
+        /// Where tables live (server.data_dir).
+        #[arg(long, global = true, default_value = "data", env = "SLUICE_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Drift and quality monitoring: run a monitor offline over any inference table, or look at
+    /// a running gateway's monitors.
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
+    /// Progressive rollouts of a running gateway: move an endpoint's traffic to a candidate step
+    /// by step behind guardrails; pause, resume, abort, status.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// A/B analysis of a running gateway's endpoint.
+    Experiment {
+        #[command(subcommand)]
+        command: ExperimentCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Config history, rollback and reload of a running gateway.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    /// Admin API of the running gateway.
+    #[arg(long, global = true, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:8002")]
+    pub admin_url: String,
+    /// Bearer token of the admin API.
+    #[arg(long, global = true, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum EndpointsCommand {
+    /// Every endpoint with its served models and traffic.
+    List {
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// One endpoint (JSON).
+    Get { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum TableCommand {
+    /// Number of rows.
+    Count { table: String },
+    /// The latest rows.
+    Tail {
+        table: String,
+        #[arg(short, long, default_value_t = 10)]
+        n: usize,
+    },
+    /// Any SQL query, e.g. `SELECT served_model, count(*) FROM t GROUP BY 1`.
+    Sql { table: String, query: String },
+    /// Every file with OK or why readers skip it; exits 1 when any is skipped.
+    Check { table: String },
+}
+
+#[derive(Subcommand)]
+pub enum MonitorCommand {
+    /// Write (or bring up to date) `<table>_profile_metrics` and `<table>_drift_metrics` for an
+    /// inference table directory. Incremental: a second run reads only files added since.
+    Run {
+        /// The inference table directory (e.g. data/fraud).
+        #[arg(long)]
+        table: PathBuf,
+        /// Baseline Parquet file (a training sample); overrides the config's `baseline`.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Monitor config (TOML: the keys of an endpoint's `monitor` table).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Labels table directory (default: <table>_labels beside the table, if present).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Where the metric tables go (default: the table's parent directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A running gateway's monitor: status, latest metrics and alerts (JSON).
+    Status {
+        endpoint: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Refresh a running gateway's monitor now.
+    Refresh {
+        endpoint: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TrafficCommand {
+    /// Set an endpoint's split, e.g. `sluice traffic set fraud champion=90 challenger=10`.
+    Set {
+        endpoint: String,
+        #[arg(required = true)]
+        routes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Start one, e.g. `sluice rollout start fraud --to challenger --steps 5,25,50,100 --interval 5m`.
+    Start(Box<StartArgs>),
+    /// One endpoint's rollout, or every rollout (JSON).
+    Status { endpoint: Option<String> },
+    /// Hold at the current step.
+    Pause { endpoint: String },
+    /// Go on from the current step.
+    Resume { endpoint: String },
+    /// Stop and send all traffic back to the incumbent.
+    Abort { endpoint: String },
+}
+
+#[derive(clap::Args)]
+pub struct StartArgs {
+    pub endpoint: String,
+    /// The candidate served model.
+    #[arg(long)]
+    pub to: String,
+    /// The incumbent (default: the route with the most traffic).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Candidate traffic percentages.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub steps: Vec<u32>,
+    /// Least time per step, e.g. 5m.
+    #[arg(long)]
+    pub interval: String,
+    /// Candidate requests a step needs before it is judged (default 100).
+    #[arg(long)]
+    pub min_requests: Option<u64>,
+    #[arg(long)]
+    pub max_error_rate: Option<f64>,
+    #[arg(long)]
+    pub max_error_rate_increase: Option<f64>,
+    #[arg(long)]
+    pub max_p99_latency_ratio: Option<f64>,
+    #[arg(long)]
+    pub max_prediction_drift: Option<f64>,
+    /// psi or js.
+    #[arg(long)]
+    pub drift_metric: Option<String>,
+    #[arg(long)]
+    pub max_quality_drop: Option<f64>,
+    #[arg(long)]
+    pub min_shadow_agreement: Option<f64>,
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ExperimentCommand {
+    /// Per served model: traffic vs the split with a sample-ratio-mismatch check, errors,
+    /// latency, the label-based metric with intervals and tests against the champion, a verdict.
+    Report {
+        endpoint: String,
+        /// RFC 3339 or a duration back from now (default: since the gateway started).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Width of the shadow-agreement windows (default 1h).
+        #[arg(long)]
+        window: Option<String>,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Numbered config versions of an endpoint.
+    History { endpoint: String },
+    /// Put an endpoint back to a config version.
+    Rollback { endpoint: String, version: u64 },
+    /// Re-read the config file the gateway was started with.
+    Reload,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Config file.
+    #[arg(long, short, default_value = "sluice.toml", env = "SLUICE_CONFIG")]
+    pub config: PathBuf,
+    /// Environment overlay of the config file to apply (e.g. dev, staging, prod).
+    #[arg(long, env = "SLUICE_ENV")]
+    pub env: Option<String>,
+    /// ONNX Runtime library (default: config runtime.onnxruntime_lib, $ORT_DYLIB_PATH, or
+    /// .ort/lib/libonnxruntime.so).
+    #[arg(long, env = "SLUICE_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+    /// HTTP listen address (overrides server.http_addr).
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
+    /// gRPC listen address (overrides server.grpc_addr).
+    #[arg(long)]
+    pub grpc: Option<std::net::SocketAddr>,
+    /// Admin and metrics listen address (overrides server.admin_addr).
+    #[arg(long)]
+    pub admin: Option<std::net::SocketAddr>,
+    /// Write the bound ports as JSON to this file once serving.
+    #[arg(long)]
+    pub ports_file: Option<PathBuf>,
+    /// Seconds to let in-flight requests finish on shutdown.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+    /// Run rollouts on a clock that `POST /debug/clock` moves forward (tests only).
+    #[arg(long, hide = true)]
+    pub test_clock: bool,
+}
+
+impl Default for ServeArgs {
+    fn default() -> ServeArgs {
+        ServeArgs {
+            config: PathBuf::from("sluice.toml"),
+            env: None,
+            ort_lib: None,
+            http: None,
+            grpc: None,
+            admin: None,
+            ports_file: None,
+            shutdown_grace_secs: 30,
+            test_clock: false,
+        }
+    }
+}

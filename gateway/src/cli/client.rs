@@ -1,0 +1,69 @@
+//! The HTTP client of a running gateway's admin API (`--admin-url`, `--token`): one request, its
+//! JSON answer, and a non-2xx answer turned into the server's `error` text.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// A client of the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl AdminClient {
+    /// `base`: e.g. `http://127.0.0.1:8002`.
+    pub fn new(base: &str, token: Option<String>) -> AdminClient {
+        AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Sends a request; a non-2xx answer is an error carrying the server's `error` text.
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = hyper::Request::builder().method(method).uri(&url);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let payload = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(v).map_err(|e| e.to_string())?)
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(payload)).map_err(|e| format!("bad request for {url}: {e}"))?;
+        let resp = self.client.request(req).await.map_err(|e| {
+            format!("cannot reach the admin API at {}: {e} (is sluice running? see --admin-url)", self.base)
+        })?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let value: Value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if status.is_success() {
+            Ok(value)
+        } else {
+            let msg = value.get("error").and_then(Value::as_str).unwrap_or("no error text");
+            Err(format!("{} {msg}", status.as_u16()))
+        }
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
