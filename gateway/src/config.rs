@@ -2,6 +2,7 @@
 //! validated [`Config`], all before any port is bound. Every problem is reported with the field
 //! it is in and how to fix it.
 
+pub mod history;
 mod overlay;
 pub mod raw;
 mod validate;

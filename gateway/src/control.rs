@@ -10,52 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::config::history::{HistoryEntry, Source};
 use crate::config::raw::{RawConfig, RawEndpoint, RawTrafficConfig};
 use crate::config::{Config, ConfigError};
 use crate::core::{BuildError, Gateway, Snapshot};
-
-/// Where a change came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Startup,
-    Api,
-    File,
-    Rollback,
-    /// A rollout moved traffic (a step, a promotion, a rollback, an abort).
-    Rollout,
-}
-
-impl Source {
-    fn label(self) -> &'static str {
-        match self {
-            Source::Startup => "startup",
-            Source::Api => "api",
-            Source::File => "file",
-            Source::Rollback => "rollback",
-            Source::Rollout => "rollout",
-        }
-    }
-}
-
-/// One numbered entry of an endpoint's config history.
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryEntry {
-    pub version: u64,
-    /// RFC 3339, UTC.
-    pub time: String,
-    pub source: Source,
-    /// Why, when the change was made by the gateway itself (rollouts).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The endpoint config from this version on; `None` when the change removed the endpoint.
-    pub config: Option<RawEndpoint>,
-}
+use crate::rollout::{TrafficControl, TrafficError};
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -519,4 +482,44 @@ impl ServerKeep {
 
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// A refusal as a rollout sees it: its kind, and the message an editor would get.
+impl From<ControlError> for TrafficError {
+    fn from(e: ControlError) -> TrafficError {
+        let message = e.to_string();
+        match e {
+            ControlError::Invalid(_) | ControlError::Load(_) => TrafficError::Invalid(message),
+            ControlError::NotFound(_) => TrafficError::NotFound(message),
+            ControlError::Conflict(_) => TrafficError::Conflict(message),
+            ControlError::Internal(_) => TrafficError::Internal(message),
+        }
+    }
+}
+
+/// Rollouts see the control plane through this trait only.
+impl TrafficControl for Control {
+    fn config(&self) -> futures::future::BoxFuture<'_, Config> {
+        Box::pin(Control::config(self))
+    }
+
+    fn rollout_traffic<'a>(
+        &'a self,
+        endpoint: &'a str,
+        traffic: RawTrafficConfig,
+        drop_shadow: Option<String>,
+        reason: String,
+        pin: bool,
+    ) -> futures::future::BoxFuture<'a, Result<(), TrafficError>> {
+        Box::pin(async move {
+            Control::rollout_traffic(self, endpoint, traffic, drop_shadow, reason, pin)
+                .await
+                .map(|_version| ())
+                .map_err(TrafficError::from)
+        })
+    }
+
+    fn unpin(&self, endpoint: &str) {
+        Control::unpin(self, endpoint);
+    }
 }

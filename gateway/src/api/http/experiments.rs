@@ -15,8 +15,8 @@ use super::json_ok;
 use crate::api::ApiError;
 use crate::core::CoreError;
 use crate::experiment::{ExperimentError, ReportRequest};
-use crate::rollout::RolloutError;
 use crate::rollout::spec::RawRollout;
+use crate::rollout::{RolloutError, TrafficError};
 
 pub fn routes() -> Router<AdminState> {
     Router::new()
@@ -36,7 +36,12 @@ impl From<RolloutError> for ApiError {
             RolloutError::Invalid(m) => ApiError::bad_request(m),
             RolloutError::NotFound(m) => ApiError::not_found(m),
             RolloutError::Conflict(m) => ApiError::Conflict(m),
-            RolloutError::Control(c) => c.into(),
+            RolloutError::Traffic(t) => match t {
+                TrafficError::Invalid(m) => ApiError::bad_request(m),
+                TrafficError::NotFound(m) => ApiError::not_found(m),
+                TrafficError::Conflict(m) => ApiError::Conflict(m),
+                TrafficError::Internal(m) => ApiError::Core(CoreError::Internal(m)),
+            },
         }
     }
 }
@@ -45,7 +50,6 @@ impl From<ExperimentError> for ApiError {
     fn from(e: ExperimentError) -> ApiError {
         match e {
             ExperimentError::Invalid(m) => ApiError::bad_request(m),
-            ExperimentError::NotFound(m) => ApiError::not_found(m),
             ExperimentError::Failed(m) => ApiError::Core(CoreError::Internal(format!("the analysis failed: {m}"))),
         }
     }
@@ -103,8 +107,11 @@ async fn report(
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request(format!("{e}; use since, until and window")))?;
     let req = ReportRequest { since: p.since, until: p.until, window: p.window };
+    let config = s.control.config().await;
+    let e = config.endpoint(&endpoint).ok_or_else(|| ApiError::not_found(format!("unknown endpoint '{endpoint}'")))?;
+    let history = s.control.history(&endpoint).await?;
     let hint = s.rollouts.incumbent_of(&endpoint).await;
-    Ok(json_ok(&crate::experiment::endpoint_report(&s.control, &endpoint, &req, hint).await?))
+    Ok(json_ok(&crate::experiment::endpoint_report(e, &history, &req, hint).await?))
 }
 
 fn test_clock(s: &AdminState) -> Result<&crate::clock::Clock, ApiError> {
