@@ -18,6 +18,7 @@ pub use crate::config::history::{HistoryEntry, Source};
 use crate::config::raw::{RawConfig, RawEndpoint, RawTrafficConfig};
 use crate::config::{Config, ConfigError};
 use crate::core::{BuildError, Gateway, Snapshot};
+use crate::monitor::service::Monitors;
 use crate::rollout::{TrafficControl, TrafficError};
 
 /// Why a change was refused.
@@ -62,7 +63,8 @@ pub struct Control {
     state: Mutex<State>,
     source: Option<ConfigSource>,
     tasks: TaskTracker,
-    monitors: std::sync::OnceLock<Arc<crate::monitor::service::Monitors>>,
+    /// The running monitors: config changes restart the ones they touch.
+    monitors: Arc<Monitors>,
     /// Traffic held by running rollouts, per endpoint: API edits of it are refused and file
     /// reloads keep it.
     pins: std::sync::Mutex<BTreeMap<String, RawTrafficConfig>>,
@@ -76,7 +78,14 @@ impl std::fmt::Debug for Control {
 
 impl Control {
     /// Starts history at version 1 for every endpoint of the config the gateway started with.
-    pub fn new(gateway: Arc<Gateway>, config: Config, source: Option<ConfigSource>, tasks: TaskTracker) -> Control {
+    /// `monitors` were started from that config.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        config: Config,
+        source: Option<ConfigSource>,
+        tasks: TaskTracker,
+        monitors: Arc<Monitors>,
+    ) -> Control {
         let time = now_rfc3339();
         let history = config
             .raw
@@ -101,7 +110,7 @@ impl Control {
             state: Mutex::new(State { config, history, file_text }),
             source,
             tasks,
-            monitors: std::sync::OnceLock::new(),
+            monitors,
             pins: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
@@ -110,14 +119,9 @@ impl Control {
         &self.gateway
     }
 
-    /// Hands the running monitors to the control plane (once, at start), so config changes
-    /// restart the monitors they touch.
-    pub fn set_monitors(&self, monitors: Arc<crate::monitor::service::Monitors>) {
-        let _ = self.monitors.set(monitors);
-    }
-
-    pub fn monitors(&self) -> Option<&Arc<crate::monitor::service::Monitors>> {
-        self.monitors.get()
+    /// The running monitors.
+    pub fn monitors(&self) -> &Arc<Monitors> {
+        &self.monitors
     }
 
     /// The config in force.
@@ -403,9 +407,7 @@ impl Control {
         }
         self.gateway.swap(snapshot);
         crate::metrics::config_change(source.label(), "applied");
-        if let Some(m) = self.monitors.get() {
-            m.reconcile(&new);
-        }
+        self.monitors.reconcile(&new);
         let time = now_rfc3339();
         let mut changed = Vec::new();
         let old: BTreeMap<&str, &RawEndpoint> = st.config.raw.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
