@@ -9,7 +9,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::api::http::admin::EndpointView;
+use crate::api::admin::EndpointView;
 
 /// A client of the admin API.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::admin::{self, AdminState};
 use crate::api::grpc::GrpcService;
-use crate::api::http::admin::AdminState;
 use crate::api::http::{self, HttpState};
 use crate::config::Config;
 use crate::control::{ConfigSource, Control};
@@ -71,7 +71,8 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let gateway = Arc::new(Gateway::new(snapshot, tables));
     // Monitors first: the control plane restarts them on config changes.
     let monitors = Monitors::start(&config).map_err(StartError::Other)?;
-    let control = Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone(), monitors));
+    let control =
+        Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone(), monitors.clone()));
     // Running rollouts put their traffic back before anything is served.
     let clock = if config.server.test_clock { crate::clock::Clock::test() } else { crate::clock::Clock::system() };
     let rollouts =
@@ -100,10 +101,11 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let admin = AdminState {
         control: control.clone(),
         rollouts: rollouts.clone(),
+        monitors,
         token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
     };
-    let admin_router = stack::http_stack(http::admin_router(state, admin), &limits, None);
+    let admin_router = stack::http_stack(admin::router(state, admin), &limits, None);
     let admin_acceptor = listen::Acceptor::new(admin_listener, "admin", limits.max_connections, true);
     servers.spawn(listen::serve_http(admin_acceptor, admin_router, limits, token.clone()));
     let grpc = stack::GrpcAdmit::new(GrpcService::server(gateway.clone(), config.server.max_body_bytes), admission);

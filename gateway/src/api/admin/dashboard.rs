@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::admin::AdminState;
-use super::json_ok;
+use super::AdminState;
 use crate::api::ApiError;
+use crate::api::http::json_ok;
 use crate::core::CoreError;
-use crate::monitor::{MonitorError, MonitorSpec};
+use crate::monitor::MonitorSpec;
 
 /// The page and its assets, built into the binary from `gateway/assets/dashboard/` (no build
 /// step): the HTML shell, its stylesheet, and two ES modules (behaviour and drawing).
@@ -27,7 +27,7 @@ const CHARTS_JS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/asset
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src data:";
 
 /// Open routes: the page itself and its assets.
-pub fn page_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub(super) fn page_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/dashboard") }))
         .route("/dashboard", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
@@ -50,7 +50,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// Data routes (behind the admin token).
-pub fn routes() -> Router<AdminState> {
+pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/dashboard/api/traffic", get(traffic))
         .route("/monitors/{endpoint}/series", get(series))
@@ -84,22 +84,12 @@ async fn traffic(
     })))
 }
 
-impl From<MonitorError> for ApiError {
-    fn from(e: MonitorError) -> ApiError {
-        match e {
-            MonitorError::Config(m) => ApiError::not_found(m),
-            other => ApiError::Core(CoreError::Internal(other.to_string())),
-        }
-    }
-}
-
 /// The endpoint's monitor spec and its status (paths).
 async fn monitor_of(
     s: &AdminState,
     endpoint: &str,
 ) -> Result<(MonitorSpec, crate::monitor::service::Status), ApiError> {
-    let monitors = s.control.monitors();
-    let status = monitors.status(endpoint)?;
+    let status = s.monitors.status(endpoint)?;
     let spec = s
         .control
         .config()
