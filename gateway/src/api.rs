@@ -1,6 +1,8 @@
-//! Transports: HTTP (MLflow `/predict`, KServe V2 REST, metrics), gRPC (KServe V2), admin.
+//! Transports: HTTP (MLflow `/predict`, KServe V2 REST, metrics), gRPC (KServe V2), and the
+//! admin port ([`admin`]: the admin API, the dashboard, metrics and health).
 //! Handlers are thin: extract, call one [`crate::core::Gateway`] function, map the result.
 
+pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod http;

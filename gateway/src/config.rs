@@ -2,6 +2,7 @@
 //! command-line [`Overrides`] -> validated [`Config`], all before any port is bound. Every problem
 //! is reported with the field it is in and how to fix it.
 
+pub mod history;
 mod overlay;
 pub mod overrides;
 pub mod raw;

@@ -10,52 +10,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::config::history::{HistoryEntry, Source};
 use crate::config::raw::{RawConfig, RawEndpoint, RawTrafficConfig};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::core::{BuildError, Gateway, Snapshot};
-
-/// Where a change came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Startup,
-    Api,
-    File,
-    Rollback,
-    /// A rollout moved traffic (a step, a promotion, a rollback, an abort).
-    Rollout,
-}
-
-impl Source {
-    fn label(self) -> &'static str {
-        match self {
-            Source::Startup => "startup",
-            Source::Api => "api",
-            Source::File => "file",
-            Source::Rollback => "rollback",
-            Source::Rollout => "rollout",
-        }
-    }
-}
-
-/// One numbered entry of an endpoint's config history.
-#[derive(Debug, Clone, Serialize)]
-pub struct HistoryEntry {
-    pub version: u64,
-    /// RFC 3339, UTC.
-    pub time: String,
-    pub source: Source,
-    /// Why, when the change was made by the gateway itself (rollouts).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The endpoint config from this version on; `None` when the change removed the endpoint.
-    pub config: Option<RawEndpoint>,
-}
+use crate::monitor::service::Monitors;
+use crate::rollout::{TrafficControl, TrafficError};
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +74,8 @@ pub struct Control {
     state: Mutex<State>,
     source: Option<ConfigSource>,
     tasks: TaskTracker,
-    monitors: std::sync::OnceLock<Arc<crate::monitor::service::Monitors>>,
+    /// The running monitors: config changes restart the ones they touch.
+    monitors: Arc<Monitors>,
     /// Traffic held by running rollouts, per endpoint: API edits of it are refused and file
     /// reloads keep it.
     pins: std::sync::Mutex<BTreeMap<String, RawTrafficConfig>>,
@@ -124,7 +89,14 @@ impl std::fmt::Debug for Control {
 
 impl Control {
     /// Starts history at version 1 for every endpoint of the config the gateway started with.
-    pub fn new(gateway: Arc<Gateway>, config: Config, source: Option<ConfigSource>, tasks: TaskTracker) -> Control {
+    /// `monitors` were started from that config.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        config: Config,
+        source: Option<ConfigSource>,
+        tasks: TaskTracker,
+        monitors: Arc<Monitors>,
+    ) -> Control {
         let time = now_rfc3339();
         let history = config
             .raw
@@ -149,7 +121,7 @@ impl Control {
             state: Mutex::new(State { config, history, file_text }),
             source,
             tasks,
-            monitors: std::sync::OnceLock::new(),
+            monitors,
             pins: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
@@ -158,14 +130,9 @@ impl Control {
         &self.gateway
     }
 
-    /// Hands the running monitors to the control plane (once, at start), so config changes
-    /// restart the monitors they touch.
-    pub fn set_monitors(&self, monitors: Arc<crate::monitor::service::Monitors>) {
-        let _ = self.monitors.set(monitors);
-    }
-
-    pub fn monitors(&self) -> Option<&Arc<crate::monitor::service::Monitors>> {
-        self.monitors.get()
+    /// The running monitors.
+    pub fn monitors(&self) -> &Arc<Monitors> {
+        &self.monitors
     }
 
     /// The config in force.
@@ -450,9 +417,7 @@ impl Control {
         }
         self.gateway.swap(snapshot);
         crate::metrics::config_change(source.label(), "applied");
-        if let Some(m) = self.monitors.get() {
-            m.reconcile(&new);
-        }
+        self.monitors.reconcile(&new);
         let time = now_rfc3339();
         let mut changed = Vec::new();
         let old: BTreeMap<&str, &RawEndpoint> = st.config.raw.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
@@ -529,6 +494,46 @@ impl ServerKeep {
 
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// A refusal as a rollout sees it: its kind, and the message an editor would get.
+impl From<ControlError> for TrafficError {
+    fn from(e: ControlError) -> TrafficError {
+        let message = e.to_string();
+        match e {
+            ControlError::Invalid(_) | ControlError::Load(_) => TrafficError::Invalid(message),
+            ControlError::NotFound(_) => TrafficError::NotFound(message),
+            ControlError::Conflict(_) => TrafficError::Conflict(message),
+            ControlError::Internal(_) => TrafficError::Internal(message),
+        }
+    }
+}
+
+/// Rollouts see the control plane through this trait only.
+impl TrafficControl for Control {
+    fn config(&self) -> futures::future::BoxFuture<'_, Config> {
+        Box::pin(Control::config(self))
+    }
+
+    fn rollout_traffic<'a>(
+        &'a self,
+        endpoint: &'a str,
+        traffic: RawTrafficConfig,
+        drop_shadow: Option<String>,
+        reason: String,
+        pin: bool,
+    ) -> futures::future::BoxFuture<'a, Result<(), TrafficError>> {
+        Box::pin(async move {
+            Control::rollout_traffic(self, endpoint, traffic, drop_shadow, reason, pin)
+                .await
+                .map(|_version| ())
+                .map_err(TrafficError::from)
+        })
+    }
+
+    fn unpin(&self, endpoint: &str) {
+        Control::unpin(self, endpoint);
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ pub mod stats;
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::control::{Control, ControlError};
+use crate::config::EndpointConfig;
+use crate::config::history::HistoryEntry;
 use report::{Period, Report, Scope};
 
 /// What `GET /experiments/{endpoint}` was asked.
@@ -30,21 +31,12 @@ pub struct ReportRequest {
 /// Why a report could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
+    /// The request does not fit the endpoint (no table, a bad time or window).
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
+    /// Reading the table failed.
     #[error("{0}")]
     Failed(String),
-}
-
-impl From<ControlError> for ExperimentError {
-    fn from(e: ControlError) -> ExperimentError {
-        match e {
-            ControlError::NotFound(m) => ExperimentError::NotFound(m),
-            other => ExperimentError::Failed(other.to_string()),
-        }
-    }
 }
 
 fn micros(t: std::time::SystemTime) -> i64 {
@@ -64,23 +56,21 @@ fn parse_time(s: &str, now_us: i64, what: &str) -> Result<i64, ExperimentError> 
     )))
 }
 
-/// The A/B report of `endpoint` over the requested window. `champion_hint` is the incumbent of
-/// a running rollout, used when the config names no champion.
+/// The A/B report of endpoint `e` over the requested window, from its config `history` (the
+/// traffic split of each version). `champion_hint` is the incumbent of a running rollout, used
+/// when the config names no champion.
 pub async fn endpoint_report(
-    control: &Control,
-    endpoint: &str,
+    e: &EndpointConfig,
+    history: &[HistoryEntry],
     req: &ReportRequest,
     champion_hint: Option<String>,
 ) -> Result<Report, ExperimentError> {
-    let config = control.config().await;
-    let e =
-        config.endpoint(endpoint).ok_or_else(|| ExperimentError::NotFound(format!("unknown endpoint '{endpoint}'")))?;
+    let endpoint = e.name.as_str();
     let table = e.table.as_ref().ok_or_else(|| {
         ExperimentError::Invalid(format!(
             "endpoint '{endpoint}' has no inference table; the analysis reads it, so enable inference_table"
         ))
     })?;
-    let history = control.history(endpoint).await?;
     let now = crate::inference_log::now_us();
     let mut periods: Vec<Period> = history
         .iter()

@@ -7,12 +7,14 @@
 //!
 //! Layout: [`spec`] (config) -> [`engine`] (files, windows, streaming, state) -> [`accum`]
 //! (bounded per-group accumulators) -> [`rows`] (metric rows, using [`stats`]) -> [`output`]
-//! (Parquet); [`custom`] and [`alerts`] work on the rows and tables.
+//! (Parquet); [`custom`] and [`alerts`] work on the rows and tables; [`error`] is the leaf every
+//! one of them returns.
 
 pub mod accum;
 pub mod alerts;
 pub mod custom;
 pub mod engine;
+pub mod error;
 pub mod output;
 pub mod rows;
 pub mod service;
@@ -22,7 +24,8 @@ pub mod view;
 
 use std::path::{Path, PathBuf};
 
-pub use engine::{Monitor, MonitorError, RefreshReport};
+pub use engine::{Monitor, RefreshReport};
+pub use error::MonitorError;
 pub use spec::{MonitorSpec, RawMonitor};
 
 /// What `sluice monitor run` was asked to do.

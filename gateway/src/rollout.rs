@@ -13,6 +13,7 @@
 pub mod guardrails;
 pub mod spec;
 pub mod state;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,11 +27,11 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::config::raw::{RawRoute, RawTrafficConfig};
 use crate::config::{Config, EndpointConfig};
-use crate::control::{Control, ControlError};
 use crate::experiment::scan::{self, Query};
 use guardrails::Judgement;
 use spec::{RawRollout, RolloutSpec};
 use state::{Event, Origin, Phase, RolloutState};
+pub use traffic::{TrafficControl, TrafficError};
 
 /// Why a rollout call was refused.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +42,15 @@ pub enum RolloutError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The control plane refused a traffic change.
     #[error(transparent)]
-    Control(#[from] ControlError),
+    Traffic(#[from] TrafficError),
 }
 
 /// The running rollouts of a gateway.
 pub struct Rollouts {
-    control: Arc<Control>,
+    /// The control plane, as far as a rollout needs it (config, traffic changes).
+    control: Arc<dyn TrafficControl>,
     /// Webhook deliveries run here (drained on shutdown).
     tasks: TaskTracker,
     clock: Clock,
@@ -149,7 +152,12 @@ fn validate_for(raw: &RawRollout, e: &EndpointConfig) -> Result<RolloutSpec, Rol
 impl Rollouts {
     /// Loads the persisted rollouts under `<data_dir>/_rollouts` and puts the traffic of every
     /// running one back to its step. Call before the listeners are bound.
-    pub async fn start(control: Arc<Control>, clock: Clock, data_dir: PathBuf, tasks: TaskTracker) -> Arc<Rollouts> {
+    pub async fn start(
+        control: Arc<dyn TrafficControl>,
+        clock: Clock,
+        data_dir: PathBuf,
+        tasks: TaskTracker,
+    ) -> Arc<Rollouts> {
         let dir = data_dir.join("_rollouts");
         let r = Arc::new(Rollouts {
             control,

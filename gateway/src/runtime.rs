@@ -2,6 +2,7 @@
 //! queues. Everything above this layer talks to a [`ModelRunner`] and never to `ort` directly.
 
 mod batcher;
+mod job;
 pub mod library;
 pub mod schema;
 pub mod stats;
@@ -10,9 +11,10 @@ mod worker;
 use std::time::Duration;
 
 pub use batcher::BatchingOptions;
+pub use job::InferOutput;
 pub use schema::{ModelSchema, TensorSpec};
 pub use stats::ModelStats;
-pub use worker::{ExecutionOptions, InferOutput, ModelRunner, Provider, RunnerOptions};
+pub use worker::{ExecutionOptions, ModelRunner, Provider, RunnerOptions};
 
 /// Errors of the runtime layer.
 #[derive(Debug, thiserror::Error)]

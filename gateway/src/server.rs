@@ -14,12 +14,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::admin::{self, AdminState};
 use crate::api::grpc::GrpcService;
-use crate::api::http::admin::AdminState;
 use crate::api::http::{self, HttpState};
 use crate::config::Config;
 use crate::control::{ConfigSource, Control};
 use crate::core::{BuildError, Gateway, Snapshot, TableSet};
+use crate::monitor::service::Monitors;
 use crate::runtime::{RuntimeError, library};
 
 /// Why the server could not start.
@@ -68,8 +69,10 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         .map_err(|e| StartError::Other(format!("model loading panicked: {e}")))??;
     crate::monitor::service::check(&config, &snapshot.table_schemas()).await.map_err(StartError::Other)?;
     let gateway = Arc::new(Gateway::new(snapshot, tables));
-    let control = Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone()));
-    control.set_monitors(crate::monitor::service::Monitors::start(&config).map_err(StartError::Other)?);
+    // Monitors first: the control plane restarts them on config changes.
+    let monitors = Monitors::start(&config).map_err(StartError::Other)?;
+    let control =
+        Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone(), monitors.clone()));
     // Running rollouts put their traffic back before anything is served.
     let clock = if config.server.test_clock { crate::clock::Clock::test() } else { crate::clock::Clock::system() };
     let rollouts =
@@ -98,10 +101,11 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let admin = AdminState {
         control: control.clone(),
         rollouts: rollouts.clone(),
+        monitors,
         token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
     };
-    let admin_router = stack::http_stack(http::admin_router(state, admin), &limits, None);
+    let admin_router = stack::http_stack(admin::router(state, admin), &limits, None);
     let admin_acceptor = listen::Acceptor::new(admin_listener, "admin", limits.max_connections, true);
     servers.spawn(listen::serve_http(admin_acceptor, admin_router, limits, token.clone()));
     let grpc = stack::GrpcAdmit::new(GrpcService::server(gateway.clone(), config.server.max_body_bytes), admission);
@@ -148,13 +152,12 @@ impl RunningServer {
         self.gateway.set_ready(false);
         self.token.cancel();
         // Monitors stop first: an interrupted refresh is redone from its persisted state.
-        if let Some(m) = self.control.monitors().cloned() {
-            let stopped = tokio::task::spawn_blocking(move || m.stop());
-            match tokio::time::timeout_at(drain_until, stopped).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => tracing::error!("monitors did not stop cleanly"),
-                Err(_) => tracing::warn!("monitors still stopping at the shutdown deadline; going on without them"),
-            }
+        let monitors = self.control.monitors().clone();
+        let stopped = tokio::task::spawn_blocking(move || monitors.stop());
+        match tokio::time::timeout_at(drain_until, stopped).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("monitors did not stop cleanly"),
+            Err(_) => tracing::warn!("monitors still stopping at the shutdown deadline; going on without them"),
         }
         // Listeners stop accepting; requests in flight finish (late ones get a logged 503).
         self.servers.close();

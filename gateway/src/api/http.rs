@@ -1,8 +1,5 @@
 //! HTTP transport (axum): routes, shared state, body limits and content types.
 
-pub mod admin;
-mod dashboard;
-mod experiments;
 pub(crate) mod infer;
 pub mod predict;
 mod v2_meta;
@@ -55,32 +52,27 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// The admin port's routes: the admin API (bearer token), metrics and health.
-pub fn admin_router(state: HttpState, admin: admin::AdminState) -> Router {
-    admin::routes(admin)
-        .merge(
-            Router::new()
-                .route("/metrics", get(metrics))
-                .route("/health", get(v2_meta::live))
-                .route("/v2/health/live", get(v2_meta::live))
-                .route("/v2/health/ready", get(v2_meta::ready))
-                .merge(dashboard::page_routes())
-                .with_state(state),
-        )
-        .fallback(fallback)
-        .method_not_allowed_fallback(method_not_allowed)
+/// Metrics and health, which the admin port serves too (open, like on this port).
+pub(crate) fn ops_routes() -> Router<HttpState> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(v2_meta::live))
+        .route("/v2/health/live", get(v2_meta::live))
+        .route("/v2/health/ready", get(v2_meta::ready))
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<HttpState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
 }
 
-async fn fallback(method: Method, uri: Uri) -> ApiError {
+/// Unknown paths: 404 with the method and path, counted as rejected.
+pub(crate) async fn fallback(method: Method, uri: Uri) -> ApiError {
     crate::metrics::rejected("http", "not_found");
     ApiError::not_found(format!("no route for {method} {}", uri.path()))
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+/// A known path with another method: 405, counted as rejected.
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     crate::metrics::rejected("http", "method_not_allowed");
     ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }

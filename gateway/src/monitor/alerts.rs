@@ -8,7 +8,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use serde::Serialize;
 
-use super::engine::{AlertState, Monitor, MonitorError};
+use super::engine::{AlertState, Monitor};
+use super::error::MonitorError;
 use super::output::rfc3339;
 use super::spec::AlertRule;
 use crate::inference_log::now_us;

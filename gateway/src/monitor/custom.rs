@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use super::engine::MonitorError;
+use super::error::MonitorError;
 use super::rows::{DriftRow, ProfileRow};
 use super::spec::{CustomKind, CustomMetric, PROFILE_METRICS};
 

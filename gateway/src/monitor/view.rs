@@ -9,13 +9,9 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde_json::{Map, Value, json};
 
-use super::engine::MonitorError;
+use super::error::{MonitorError, qerr};
 use super::spec::{Granularity, MonitorSpec};
 use crate::inference_log::read::{new_ctx, register_files, register_labelled, usable_files};
-
-fn qerr(e: impl std::fmt::Display) -> MonitorError {
-    MonitorError::Query(crate::analysis::explain(e))
-}
 
 fn q(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::worker::{Job, WorkItem, submit};
+use super::job::{Job, WorkItem, submit};
 
 /// Dynamic batching settings of one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

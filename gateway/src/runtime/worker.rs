@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, TensorRef};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use super::batcher::{self, BatchingOptions};
+use super::job::{InferOutput, Job, WorkItem, submit};
 use super::schema::ModelSchema;
 use super::stats::{ModelStats, PhaseTimes};
 use super::{RuntimeError, library};
@@ -59,61 +60,6 @@ pub struct RunnerOptions {
     pub queue_capacity: usize,
     /// Longest a request may wait for its answer.
     pub timeout: Duration,
-}
-
-/// Output of one request.
-#[derive(Debug)]
-pub struct InferOutput {
-    /// One tensor per schema output, in schema order.
-    pub outputs: Vec<Tensor>,
-    pub phases: PhaseTimes,
-    /// Rows in the execution this request was part of.
-    pub batch_rows: usize,
-}
-
-/// One request on its way to a worker.
-pub(super) struct Job {
-    pub inputs: Arc<Vec<Tensor>>,
-    pub rows: usize,
-    pub enqueued: Instant,
-    /// Taken when the job is answered; a job dropped unanswered answers itself (see `Drop`).
-    reply: Option<oneshot::Sender<Result<InferOutput, RuntimeError>>>,
-    /// Held until the job is answered: bounds requests in flight per model.
-    admission: Option<OwnedSemaphorePermit>,
-    model: Arc<str>,
-}
-
-impl Job {
-    /// Frees the job's queue slot, then replies: a client that sends its next request as soon
-    /// as it has the answer finds the slot free.
-    pub fn answer(mut self, result: Result<InferOutput, RuntimeError>) {
-        self.reply_with(result);
-    }
-
-    fn reply_with(&mut self, result: Result<InferOutput, RuntimeError>) {
-        drop(self.admission.take());
-        if let Some(reply) = self.reply.take() {
-            let _ = reply.send(result);
-        }
-    }
-}
-
-impl Drop for Job {
-    /// A job dropped without an answer was held by a worker that panicked (or a batcher that
-    /// stopped): its caller gets an error at once instead of waiting for its timeout.
-    fn drop(&mut self) {
-        if self.reply.is_some() {
-            let model = self.model.to_string();
-            self.reply_with(Err(RuntimeError::WorkerPanicked(model)));
-        }
-    }
-}
-
-/// What a worker runs in one go.
-pub(super) struct WorkItem {
-    pub jobs: Vec<Job>,
-    /// Released when the worker is done: lets the batcher know a worker is free.
-    pub _worker_slot: Option<OwnedSemaphorePermit>,
 }
 
 enum Dispatch {
@@ -266,14 +212,7 @@ impl ModelRunner {
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| overloaded())?;
         let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            inputs,
-            rows,
-            enqueued: Instant::now(),
-            reply: Some(reply),
-            admission: Some(permit),
-            model: self.name_arc.clone(),
-        };
+        let job = Job::new(inputs, rows, reply, permit, self.name_arc.clone());
         let sent = match &self.dispatch {
             Dispatch::Direct(tx) => {
                 tx.try_send(WorkItem { jobs: vec![job], _worker_slot: None }).map_err(|e| match e {
@@ -565,13 +504,4 @@ fn extract(value: &DynValue, dtype: DataType) -> Result<Tensor, ort::Error> {
             Tensor::new(shape.to_vec(), TensorData::Bytes(data.into_iter().map(String::into_bytes).collect()))
         }
     })
-}
-
-/// Sends `item` to a worker; used by the batcher.
-pub(super) fn submit(tx: &flume::Sender<WorkItem>, item: WorkItem) {
-    if let Err(flume::SendError(item)) = tx.send(item) {
-        for job in item.jobs {
-            job.answer(Err(RuntimeError::Stopped("model".into())));
-        }
-    }
 }

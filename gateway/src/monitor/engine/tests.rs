@@ -1,6 +1,8 @@
 //! The monitor's persisted state: saved durably with its previous version, and a torn state file
 //! falls back to that version instead of silently recomputing everything and forgetting alerts.
 
+use std::path::Path;
+
 use super::*;
 
 fn monitor(out: &Path) -> Monitor {

@@ -1,36 +1,22 @@
-//! Admin API (port 8002): live endpoint config editing, history and rollback, reload.
-//!
-//! Every `/admin` route needs `Authorization: Bearer <token>` when a token is configured (it must
-//! be when the admin port is not bound to loopback). Bodies use the Databricks endpoint shape.
+//! Live endpoint config: list, read, replace, delete, change traffic, history and rollback, and
+//! reloading the config file (`/admin/...`).
 
-use std::sync::Arc;
-
+use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::{json_ok, read_body};
+use super::{AdminState, json_body};
 use crate::api::ApiError;
-use crate::config::raw::{RawEndpoint, RawTrafficConfig, Secret};
-use crate::control::{Control, ControlError, HistoryEntry};
-use crate::core::CoreError;
+use crate::api::http::json_ok;
+use crate::config::history::HistoryEntry;
+use crate::config::raw::{RawEndpoint, RawTrafficConfig};
+use crate::control::Control;
 
-/// State of the admin routes.
-#[derive(Clone)]
-pub struct AdminState {
-    pub control: Arc<Control>,
-    pub rollouts: Arc<crate::rollout::Rollouts>,
-    pub token: Option<Secret>,
-    pub max_body_bytes: usize,
-}
-
-/// `/admin/...` routes with bearer-token checking.
-pub fn routes(state: AdminState) -> Router {
+pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/admin/endpoints", get(list))
         .route("/admin/endpoints/{name}", get(get_one).put(put_one).delete(delete_one))
@@ -38,51 +24,6 @@ pub fn routes(state: AdminState) -> Router {
         .route("/admin/endpoints/{name}/history", get(history))
         .route("/admin/endpoints/{name}/rollback", post(rollback))
         .route("/admin/reload", post(reload))
-        .route("/monitors", get(monitors_list))
-        .route("/monitors/{endpoint}", get(monitor_status))
-        .route("/monitors/{endpoint}/refresh", post(monitor_refresh))
-        .merge(super::experiments::routes())
-        .merge(super::dashboard::routes())
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
-}
-
-async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(Secret(token)) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            None => {
-                return ApiError::Unauthorized("the admin API needs Authorization: Bearer <token>".into())
-                    .into_response();
-            }
-            Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => {
-                return ApiError::Unauthorized("the admin token is wrong".into()).into_response();
-            }
-            Some(_) => {}
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl From<ControlError> for ApiError {
-    fn from(e: ControlError) -> ApiError {
-        match e {
-            ControlError::Invalid(m) => ApiError::Core(CoreError::BadRequest(m)),
-            ControlError::Load(b) => ApiError::Core(CoreError::BadRequest(format!("the change was not applied: {b}"))),
-            ControlError::NotFound(m) => ApiError::Core(CoreError::NotFound(m)),
-            ControlError::Conflict(m) => ApiError::Conflict(m),
-            ControlError::Internal(m) => ApiError::Core(CoreError::Internal(m)),
-        }
-    }
 }
 
 /// A served model as the admin API shows it.
@@ -152,23 +93,6 @@ async fn list(State(s): State<AdminState>) -> Response {
 
 async fn get_one(State(s): State<AdminState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     Ok(json_ok(&view(&s.control, &name).await?))
-}
-
-pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
-    s: &AdminState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<T, ApiError> {
-    match super::media_type(headers)?.as_deref() {
-        None | Some("application/json") => {}
-        Some(other) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "Content-Type {other} is not supported; send application/json"
-            )));
-        }
-    }
-    let bytes = read_body(body, s.max_body_bytes, headers).await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 async fn put_one(
@@ -245,43 +169,4 @@ async fn rollback(
 async fn reload(State(s): State<AdminState>) -> Result<Response, ApiError> {
     let changed = s.control.reload_from_file().await?;
     Ok(json_ok(&serde_json::json!({ "reloaded": true, "changed_endpoints": changed })))
-}
-
-fn monitors_of(state: &AdminState) -> Result<&Arc<crate::monitor::service::Monitors>, ApiError> {
-    state.control.monitors().ok_or_else(|| ApiError::Core(CoreError::NotFound("no monitors are running".into())))
-}
-
-impl From<crate::monitor::service::MonitorCallError> for ApiError {
-    fn from(e: crate::monitor::service::MonitorCallError) -> ApiError {
-        use crate::monitor::service::MonitorCallError as E;
-        match e {
-            E::NotFound(m) => ApiError::Core(CoreError::NotFound(m)),
-            E::Failed(m) => ApiError::Core(CoreError::Internal(format!("monitor refresh failed: {m}"))),
-        }
-    }
-}
-
-/// `GET /monitors`: the monitored endpoints.
-async fn monitors_list(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let m = monitors_of(&state)?;
-    Ok(Json(serde_json::json!({ "monitors": m.names() })))
-}
-
-/// `GET /monitors/{endpoint}`: status, last refresh, latest metrics and alerts.
-async fn monitor_status(
-    State(state): State<AdminState>,
-    Path(endpoint): Path<String>,
-) -> Result<Json<crate::monitor::service::Status>, ApiError> {
-    Ok(Json(monitors_of(&state)?.status(&endpoint)?))
-}
-
-/// `POST /monitors/{endpoint}/refresh`: refresh now and answer with what it did.
-async fn monitor_refresh(
-    State(state): State<AdminState>,
-    Path(endpoint): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let m = monitors_of(&state)?;
-    let result = m.refresh(&endpoint, std::time::Duration::from_secs(600)).await?;
-    let status = m.status(&endpoint)?;
-    Ok(Json(serde_json::json!({ "refresh": result, "status": status })))
 }

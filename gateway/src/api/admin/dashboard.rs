@@ -1,7 +1,7 @@
-//! The operator dashboard on the admin port: one page built into the binary (`GET /dashboard`,
-//! no data in it, so open like `/metrics`) that draws from the admin API with the same bearer
-//! token, plus the reads only it needs: recent traffic, and a monitor's metric series and
-//! histograms.
+//! The operator dashboard on the admin port: one page built into the binary (`GET /dashboard`
+//! and its assets under `/dashboard/`, no data in them, so open like `/metrics`) that draws from
+//! the admin API with the same bearer token, plus the reads only it needs: recent traffic, and a
+//! monitor's metric series and histograms.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -10,37 +10,47 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::admin::AdminState;
-use super::json_ok;
+use super::AdminState;
 use crate::api::ApiError;
+use crate::api::http::json_ok;
 use crate::core::CoreError;
-use crate::monitor::{MonitorError, MonitorSpec};
+use crate::monitor::MonitorSpec;
 
-/// The page: HTML, CSS and JavaScript in one file, no external assets.
-const PAGE: &str = include_str!("dashboard.html");
+/// The page and its assets, built into the binary from `gateway/assets/dashboard/` (no build
+/// step): the HTML shell, its stylesheet, and two ES modules (behaviour and drawing).
+const INDEX_HTML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/dashboard/index.html"));
+const STYLE_CSS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/dashboard/style.css"));
+const APP_JS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/dashboard/app.js"));
+const CHARTS_JS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/dashboard/charts.js"));
 
-/// Open routes: the page itself.
-pub fn page_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/", get(|| async { Redirect::temporary("/dashboard") })).route("/dashboard", get(page))
+/// Scripts and styles come from this origin only (no inline code); charts are inline SVG.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src data:";
+
+/// Open routes: the page itself and its assets.
+pub(super) fn page_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/dashboard") }))
+        .route("/dashboard", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route("/dashboard/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
+        .route("/dashboard/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/dashboard/charts.js", get(|| async { asset("text/javascript; charset=utf-8", CHARTS_JS) }))
 }
 
-async fn page() -> Response {
+/// One built-in file, never cached (the binary and its page change together).
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-store"),
-            (
-                header::HeaderName::from_static("content-security-policy"),
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:",
-            ),
+            (header::HeaderName::from_static("content-security-policy"), CSP),
         ],
-        PAGE,
+        body,
     )
         .into_response()
 }
 
 /// Data routes (behind the admin token).
-pub fn routes() -> Router<AdminState> {
+pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/dashboard/api/traffic", get(traffic))
         .route("/monitors/{endpoint}/series", get(series))
@@ -74,22 +84,12 @@ async fn traffic(
     })))
 }
 
-impl From<MonitorError> for ApiError {
-    fn from(e: MonitorError) -> ApiError {
-        match e {
-            MonitorError::Config(m) => ApiError::not_found(m),
-            other => ApiError::Core(CoreError::Internal(other.to_string())),
-        }
-    }
-}
-
 /// The endpoint's monitor spec and its status (paths).
 async fn monitor_of(
     s: &AdminState,
     endpoint: &str,
 ) -> Result<(MonitorSpec, crate::monitor::service::Status), ApiError> {
-    let monitors = s.control.monitors().ok_or_else(|| ApiError::not_found("no monitors are running"))?;
-    let status = monitors.status(endpoint)?;
+    let status = s.monitors.status(endpoint)?;
     let spec = s
         .control
         .config()
@@ -189,4 +189,53 @@ async fn histogram(
     .map_err(|e| ApiError::Core(CoreError::Internal(e.to_string())))??;
     v["endpoint"] = serde_json::json!(endpoint);
     Ok(json_ok(&v))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get_asset(path: &str) -> (StatusCode, String, String, String) {
+        let res =
+            page_routes::<()>().with_state(()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let h = |name: header::HeaderName| {
+            res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+        };
+        let (ct, csp) = (h(header::CONTENT_TYPE), h(header::CONTENT_SECURITY_POLICY));
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        (status, ct, csp, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    /// Every file the page loads is served with its type under the same policy, and the policy
+    /// allows no inline code (so none may be left in the page).
+    #[tokio::test]
+    async fn the_page_and_each_asset_it_loads_are_served() {
+        let (status, ct, csp, page) = get_asset("/dashboard").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(ct.starts_with("text/html"), "{ct}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(!page.contains("<style") && !page.contains("style=") && !page.contains("<script>"));
+        for (path, want) in [
+            ("/dashboard/style.css", "text/css"),
+            ("/dashboard/app.js", "text/javascript"),
+            ("/dashboard/charts.js", "text/javascript"),
+        ] {
+            let (status, ct, asset_csp, body) = get_asset(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(ct.starts_with(want), "{path}: {ct}");
+            assert_eq!(asset_csp, csp, "{path}");
+            assert!(!body.is_empty(), "{path}");
+            if path != "/dashboard/charts.js" {
+                assert!(page.contains(&format!("\"{path}\"")), "the page does not load {path}");
+            }
+        }
+        let (_, _, _, app) = get_asset("/dashboard/app.js").await;
+        assert!(app.contains("from './charts.js'"));
+        assert!(!app.contains("style:"), "style attributes are blocked by the CSP: use classes");
+    }
 }
