@@ -20,4 +20,3 @@ pub mod schema;
 pub mod settings;
 pub mod slo;
 pub mod split;
-pub mod stats;
