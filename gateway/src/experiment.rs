@@ -1,13 +1,12 @@
 //! Experiment analysis (A/B tests between served models): [`scan`] reads a window of an
 //! endpoint's inference table (and labels), [`report`] turns it into per-model traffic, errors,
 //! latency and label-based metrics with intervals, the tests of each candidate against the
-//! champion, the sample-ratio-mismatch check and shadow agreement. [`stats`] holds the
-//! statistics, checked against scipy and statsmodels (`scripts/experiment-stats-reference.py`).
+//! champion, the sample-ratio-mismatch check and shadow agreement. The statistics come from the
+//! `sluice-stats` crate, checked against scipy and statsmodels.
 
 pub mod report;
 pub mod scan;
 pub mod spec;
-pub mod stats;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sluice_wire::pb;
 
-use crate::api::grpc::pb;
 use crate::core::order_inputs;
 use crate::registry::{LoadedModel, Registry};
 
@@ -167,7 +167,7 @@ fn v2_binary(m: &Models, input: &[u8]) {
     let len = u32::from_le_bytes(*len);
     let mut headers = http::HeaderMap::new();
     if len != u32::MAX {
-        headers.insert(crate::api::http::infer::HEADER_LENGTH, http::HeaderValue::from(len));
+        headers.insert(sluice_wire::INFERENCE_HEADER_CONTENT_LENGTH, http::HeaderValue::from(len));
     }
     v2_with_header(m, &headers, body);
 }

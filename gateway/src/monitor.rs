@@ -6,9 +6,9 @@
 //! (`sluice monitor run`, [`run_offline`]).
 //!
 //! Layout: [`spec`] (config) -> [`engine`] (files, windows, streaming, state) -> [`accum`]
-//! (bounded per-group accumulators) -> [`rows`] (metric rows, using [`stats`]) -> [`output`]
-//! (Parquet); [`custom`] and [`alerts`] work on the rows and tables; [`error`] is the leaf every
-//! one of them returns.
+//! (bounded per-group accumulators) -> [`rows`] (metric rows; the statistics come from the
+//! `sluice-stats` crate) -> [`output`] (Parquet); [`custom`] and [`alerts`] work on the rows and
+//! tables; [`error`] is the leaf every one of them returns.
 
 pub mod accum;
 pub mod alerts;
@@ -19,7 +19,6 @@ pub mod output;
 pub mod rows;
 pub mod service;
 pub mod spec;
-pub mod stats;
 pub mod view;
 
 use std::path::{Path, PathBuf};

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 pub use manifest::{Manifest, ProblemType};
 
+use sluice_wire::DataType;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::runtime::{ModelRunner, RuntimeError};
-use crate::tensor::DataType;
 
 /// How named features map onto the model's input tensors.
 #[derive(Debug, Clone, PartialEq)]

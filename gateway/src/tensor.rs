@@ -1,102 +1,12 @@
-//! Typed tensors as they travel through the gateway: V2 datatypes, flat row-major data and shape.
+//! Typed tensors as they travel through the gateway: flat row-major data of a V2 datatype
+//! ([`sluice_wire::DataType`]) and a shape.
 //!
 //! Every transport decodes into [`Tensor`] and every model output comes back as one, so the
 //! conversions between wire formats (V2 JSON, V2 binary, gRPC raw and typed contents) live here.
 
 pub mod json;
 
-use std::fmt;
-
-/// A KServe V2 tensor datatype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DataType {
-    Bool,
-    U8,
-    U16,
-    U32,
-    U64,
-    I8,
-    I16,
-    I32,
-    I64,
-    F32,
-    F64,
-    Bytes,
-}
-
-impl DataType {
-    /// The V2 protocol name (`FP32`, `INT64`, `BYTES`...).
-    pub fn v2_name(self) -> &'static str {
-        match self {
-            DataType::Bool => "BOOL",
-            DataType::U8 => "UINT8",
-            DataType::U16 => "UINT16",
-            DataType::U32 => "UINT32",
-            DataType::U64 => "UINT64",
-            DataType::I8 => "INT8",
-            DataType::I16 => "INT16",
-            DataType::I32 => "INT32",
-            DataType::I64 => "INT64",
-            DataType::F32 => "FP32",
-            DataType::F64 => "FP64",
-            DataType::Bytes => "BYTES",
-        }
-    }
-
-    /// Parses a V2 datatype name; `None` for names the gateway does not serve (FP16, BF16).
-    pub fn from_v2_name(name: &str) -> Option<DataType> {
-        Some(match name {
-            "BOOL" => DataType::Bool,
-            "UINT8" => DataType::U8,
-            "UINT16" => DataType::U16,
-            "UINT32" => DataType::U32,
-            "UINT64" => DataType::U64,
-            "INT8" => DataType::I8,
-            "INT16" => DataType::I16,
-            "INT32" => DataType::I32,
-            "INT64" => DataType::I64,
-            "FP32" => DataType::F32,
-            "FP64" => DataType::F64,
-            "BYTES" => DataType::Bytes,
-            _ => return None,
-        })
-    }
-
-    /// Triton model-config name (`TYPE_FP32`...).
-    pub fn triton_config_name(self) -> &'static str {
-        match self {
-            DataType::Bool => "TYPE_BOOL",
-            DataType::U8 => "TYPE_UINT8",
-            DataType::U16 => "TYPE_UINT16",
-            DataType::U32 => "TYPE_UINT32",
-            DataType::U64 => "TYPE_UINT64",
-            DataType::I8 => "TYPE_INT8",
-            DataType::I16 => "TYPE_INT16",
-            DataType::I32 => "TYPE_INT32",
-            DataType::I64 => "TYPE_INT64",
-            DataType::F32 => "TYPE_FP32",
-            DataType::F64 => "TYPE_FP64",
-            DataType::Bytes => "TYPE_STRING",
-        }
-    }
-
-    /// Bytes per element in the V2 binary encoding; `None` for variable-size BYTES.
-    pub fn element_size(self) -> Option<usize> {
-        Some(match self {
-            DataType::Bool | DataType::U8 | DataType::I8 => 1,
-            DataType::U16 | DataType::I16 => 2,
-            DataType::U32 | DataType::I32 | DataType::F32 => 4,
-            DataType::U64 | DataType::I64 | DataType::F64 => 8,
-            DataType::Bytes => return None,
-        })
-    }
-}
-
-impl fmt::Display for DataType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.v2_name())
-    }
-}
+use sluice_wire::DataType;
 
 /// Flat, row-major tensor elements.
 #[derive(Debug, Clone, PartialEq)]

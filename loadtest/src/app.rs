@@ -5,10 +5,11 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 
 use http::Uri;
+use sluice_wire::{SERVED_MODEL_HEADER, SERVED_MODEL_PARAM};
 use tokio::time::Instant;
 
 use crate::cli::{Cli, Output, Target};
-use crate::client::{GrpcClient, HttpClient, SERVED_MODEL_HEADER, SERVED_MODEL_PARAM, Sender};
+use crate::client::{GrpcClient, HttpClient, Sender};
 use crate::encode::{Encoder, HttpBody, Prepared};
 use crate::error::Error;
 use crate::payload::{PayloadFile, Rows};

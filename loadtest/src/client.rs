@@ -11,18 +11,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use sluice_wire::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use sluice_wire::{INFERENCE_HEADER_CONTENT_LENGTH, SERVED_MODEL_HEADER, SERVED_MODEL_PARAM, pb};
 use tonic::transport::Channel;
 
 use crate::encode::{HttpBody, Prepared};
 use crate::error::Error;
-use crate::pb;
-use crate::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 
-/// The header (HTTP) and metadata key (gRPC) that carries the served model.
-pub const SERVED_MODEL_HEADER: &str = "x-sluice-served-model";
-/// The `ModelInferResponse` parameter that carries the served model over gRPC.
-pub const SERVED_MODEL_PARAM: &str = "sluice_served_model";
-const INFERENCE_HEADER: &str = "inference-header-content-length";
 /// Longest error detail kept as an example in the report.
 const DETAIL_CHARS: usize = 200;
 
@@ -67,7 +62,7 @@ impl HttpClient {
         h.extend(self.headers.clone());
         h.insert(CONTENT_TYPE, HeaderValue::from_static(body.content_type));
         if let Some(n) = body.inference_header_len {
-            h.insert(HeaderName::from_static(INFERENCE_HEADER), HeaderValue::from(n));
+            h.insert(HeaderName::from_static(INFERENCE_HEADER_CONTENT_LENGTH), HeaderValue::from(n));
         }
         let resp = match self.client.request(req).await {
             Ok(r) => r,

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
+use sluice_wire::{DataType, pb};
 
 use crate::cli::{PredictFormat, Target};
-use crate::pb;
-use crate::schema::{DataType, InputSpec};
+use crate::schema::InputSpec;
 
 /// A request ready to send.
 #[derive(Debug, Clone)]
@@ -229,7 +229,7 @@ fn as_i64(dtype: DataType, x: f64) -> i64 {
 /// Raw little-endian bytes of a tensor, as the binary extension and `raw_input_contents` carry
 /// them (BYTES: each element as a 4-byte little-endian length and its bytes).
 pub fn le_bytes(dtype: DataType, values: &[f64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * 8);
+    let mut out = Vec::with_capacity(values.len() * dtype.element_size().unwrap_or(8));
     for &x in values {
         match dtype {
             DataType::Bool => out.push(u8::from(x > 0.0)),

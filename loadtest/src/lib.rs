@@ -20,10 +20,3 @@ pub mod schema;
 pub mod settings;
 pub mod slo;
 pub mod split;
-pub mod stats;
-
-/// Code generated from `proto/inference.proto` (client for the load, server for tests).
-#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
-pub mod pb {
-    tonic::include_proto!("inference");
-}

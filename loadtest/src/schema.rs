@@ -7,64 +7,9 @@
 //! column names come from `--columns` or the payload file.
 
 use serde::Deserialize;
+use sluice_wire::DataType;
 
 use crate::error::Error;
-
-/// A KServe V2 tensor datatype the load tester can generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataType {
-    Bool,
-    U8,
-    U16,
-    U32,
-    U64,
-    I8,
-    I16,
-    I32,
-    I64,
-    F32,
-    F64,
-    Bytes,
-}
-
-impl DataType {
-    /// Parses a V2 datatype name (`FP32`, `INT64`, ...). FP16 and BF16 are not supported.
-    pub fn from_v2(name: &str) -> Option<DataType> {
-        Some(match name {
-            "BOOL" => DataType::Bool,
-            "UINT8" => DataType::U8,
-            "UINT16" => DataType::U16,
-            "UINT32" => DataType::U32,
-            "UINT64" => DataType::U64,
-            "INT8" => DataType::I8,
-            "INT16" => DataType::I16,
-            "INT32" => DataType::I32,
-            "INT64" => DataType::I64,
-            "FP32" => DataType::F32,
-            "FP64" => DataType::F64,
-            "BYTES" => DataType::Bytes,
-            _ => return None,
-        })
-    }
-
-    /// The V2 name.
-    pub fn v2_name(self) -> &'static str {
-        match self {
-            DataType::Bool => "BOOL",
-            DataType::U8 => "UINT8",
-            DataType::U16 => "UINT16",
-            DataType::U32 => "UINT32",
-            DataType::U64 => "UINT64",
-            DataType::I8 => "INT8",
-            DataType::I16 => "INT16",
-            DataType::I32 => "INT32",
-            DataType::I64 => "INT64",
-            DataType::F32 => "FP32",
-            DataType::F64 => "FP64",
-            DataType::Bytes => "BYTES",
-        }
-    }
-}
 
 /// One model input as the metadata describes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +23,7 @@ pub struct InputSpec {
 impl InputSpec {
     /// Builds a spec, checking that only the first dimension is dynamic.
     pub fn new(name: &str, datatype: &str, shape: Vec<i64>) -> Result<InputSpec, Error> {
-        let dtype = DataType::from_v2(datatype).ok_or_else(|| {
+        let dtype = DataType::from_v2_name(datatype).ok_or_else(|| {
             Error::usage(format!("input '{name}' has datatype {datatype}, which sluice-loadtest cannot generate"))
         })?;
         if shape.is_empty() {

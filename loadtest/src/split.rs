@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
+use sluice_stats::srm::srm_test;
 
 use crate::error::Error;
-use crate::stats::chi2_sf;
 
 /// Expected weights per served model and where they came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,28 +79,21 @@ pub struct ChiSquared {
 /// `scipy.stats.chisquare(observed, sum(observed) * weights / sum(weights))`. Categories with
 /// weight 0 are left out, unless they were observed: then the statistic is infinite and p is 0.
 /// `None` with no observations or fewer than two categories of positive weight.
+///
+/// Unlike the gateway's sample-ratio-mismatch check ([`srm_test`], which computes the rest), an
+/// answer from a model that should get no traffic is a mismatch here: the load tester checks a
+/// split, and nothing should reach a model at weight 0.
 pub fn goodness_of_fit(observed: &[u64], weights: &[f64]) -> Option<ChiSquared> {
     let n: u64 = observed.iter().sum();
-    let total_w: f64 = weights.iter().sum();
     let positive = weights.iter().filter(|&&w| w > 0.0).count();
-    if n == 0 || observed.len() != weights.len() || positive < 2 || total_w <= 0.0 {
+    if n == 0 || observed.len() != weights.len() || positive < 2 {
         return None;
     }
-    let dof = positive - 1;
     if observed.iter().zip(weights).any(|(&o, &w)| w <= 0.0 && o > 0) {
-        return Some(ChiSquared { statistic: f64::INFINITY, dof, p_value: 0.0 });
+        return Some(ChiSquared { statistic: f64::INFINITY, dof: positive - 1, p_value: 0.0 });
     }
-    let statistic: f64 = observed
-        .iter()
-        .zip(weights)
-        .filter(|(_, w)| **w > 0.0)
-        .map(|(&o, &w)| {
-            let e = n as f64 * w / total_w;
-            (o as f64 - e).powi(2) / e
-        })
-        .sum();
-    let p_value = chi2_sf(statistic, dof as f64)?;
-    Some(ChiSquared { statistic, dof, p_value })
+    let srm = srm_test(observed, weights)?;
+    Some(ChiSquared { statistic: srm.statistic, dof: srm.dof as usize, p_value: srm.p_value })
 }
 
 /// One served model's observed and expected share.

@@ -3,19 +3,13 @@
 
 use std::sync::Arc;
 
+use sluice_wire::{DataType, pb};
 use tonic::{Request, Response, Status};
 
 use super::{ApiError, v2};
 use crate::core::{Gateway, InferRequest, InferResponse, NamedTensor, RequestMeta};
 use crate::limits::check_id;
-use crate::tensor::{DataType, Tensor, TensorData, element_count};
-
-/// Code generated from `proto/inference.proto`.
-#[allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
-pub mod pb {
-    tonic::include_proto!("inference");
-}
-
+use crate::tensor::{Tensor, TensorData, element_count};
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use pb::model_infer_request::InferInputTensor;
 use pb::model_infer_response::InferOutputTensor;
@@ -219,7 +213,8 @@ impl GrpcInferenceService for GrpcService {
 /// `x-request-id` metadata, else generated); `x-sluice-served-model` metadata pins. Ids and the
 /// requester over [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES) are `INVALID_ARGUMENT`.
 fn request_meta(headers: http::HeaderMap, id: Option<&str>) -> Result<RequestMeta, ApiError> {
-    use crate::api::http::predict::{REQUEST_ID_HEADER, SERVED_MODEL_HEADER, new_request_id, requester};
+    use crate::api::http::predict::{REQUEST_ID_HEADER, new_request_id, requester};
+    use sluice_wire::SERVED_MODEL_HEADER;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let request_id = match id.or_else(|| header(REQUEST_ID_HEADER)).filter(|v| !v.is_empty()) {
         Some(v) => {
@@ -339,7 +334,7 @@ fn encode(resp: InferResponse, raw: bool, request_id: &str) -> pb::ModelInferRes
         model_version: resp.model.version_str.clone(),
         id: resp.id.unwrap_or_default(),
         parameters: [
-            ("sluice_served_model".to_string(), string_param(&resp.served_model)),
+            (sluice_wire::SERVED_MODEL_PARAM.to_string(), string_param(&resp.served_model)),
             ("sluice_model_version".to_string(), string_param(&resp.model.version_str)),
             ("sluice_request_id".to_string(), string_param(request_id)),
         ]

@@ -6,10 +6,13 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use sluice_stats::descriptive::quantile_sorted;
+use sluice_stats::means::{mean_ci, welch_diff_ci, welch_ttest};
+use sluice_stats::proportions::{proportion_ci, proportion_diff_ci, two_proportion_ztest};
+use sluice_stats::srm::srm_test;
 
 use super::scan::{Arm, Pairing, Prediction, Scan};
 use super::spec::{ExperimentSpec, Metric};
-use super::stats;
 
 /// Sample-ratio mismatch is flagged below this p-value (the usual SRM threshold).
 pub const SRM_ALPHA: f64 = 0.001;
@@ -176,7 +179,7 @@ pub fn rfc3339(us: i64) -> String {
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    crate::monitor::stats::quantile_sorted(sorted, p).unwrap_or(f64::NAN)
+    quantile_sorted(sorted, p).unwrap_or(f64::NAN)
 }
 
 /// Latency summary of `values` (unsorted).
@@ -229,9 +232,9 @@ fn metric_value(arm: &Arm, metric: Metric, alpha: f64) -> MetricValue {
         return MetricValue { n, value: None, ci: None };
     }
     let ci = if metric.is_rate() {
-        stats::proportion_ci(arm.correct, n, alpha)
+        proportion_ci(arm.correct, n, alpha)
     } else {
-        arm.metric.summary().and_then(|s| stats::mean_ci(&s, alpha))
+        arm.metric.summary().and_then(|s| mean_ci(&s, alpha))
     };
     MetricValue { n, value: Some(arm.metric.mean), ci }
 }
@@ -239,17 +242,17 @@ fn metric_value(arm: &Arm, metric: Metric, alpha: f64) -> MetricValue {
 fn compare(champion: &Arm, arm: &Arm, scope: &Scope) -> Comparison {
     let enough = champion.metric.n >= scope.min_samples && arm.metric.n >= scope.min_samples;
     let (diff, diff_ci, statistic, dof, p_value) = if scope.metric.is_rate() {
-        let z = stats::two_proportion_ztest(champion.correct, champion.metric.n, arm.correct, arm.metric.n);
-        let ci = stats::proportion_diff_ci(champion.correct, champion.metric.n, arm.correct, arm.metric.n, scope.alpha);
+        let z = two_proportion_ztest(champion.correct, champion.metric.n, arm.correct, arm.metric.n);
+        let ci = proportion_diff_ci(champion.correct, champion.metric.n, arm.correct, arm.metric.n, scope.alpha);
         let diff = (champion.metric.n > 0 && arm.metric.n > 0).then_some(arm.metric.mean - champion.metric.mean);
         (diff, ci, z.map(|z| z.z), None, z.map(|z| z.p_value))
     } else {
         match (champion.metric.summary(), arm.metric.summary()) {
             (Some(a), Some(b)) => {
-                let t = stats::welch_ttest(&a, &b);
+                let t = welch_ttest(&a, &b);
                 (
                     Some(b.mean - a.mean),
-                    stats::welch_diff_ci(&a, &b, scope.alpha),
+                    welch_diff_ci(&a, &b, scope.alpha),
                     t.map(|t| t.t),
                     t.map(|t| t.dof),
                     t.map(|t| t.p_value),
@@ -313,7 +316,7 @@ pub fn build(scope: &Scope, scan: &Scan, configured: &BTreeMap<String, u32>, buc
         })
         .collect();
     let observed: Vec<u64> = names.iter().map(|n| arm_of(n).requests).collect();
-    let srm = if total == 0 { None } else { stats::srm_test(&observed, &expected) };
+    let srm = if total == 0 { None } else { srm_test(&observed, &expected) };
     let flagged = srm.is_some_and(|s| s.p_value < SRM_ALPHA);
     if flagged {
         warnings.push(format!(
@@ -350,7 +353,7 @@ pub fn build(scope: &Scope, scan: &Scan, configured: &BTreeMap<String, u32>, buc
                 configured_percent: configured.get(n).copied().unwrap_or(0),
                 errors: a.errors,
                 error_rate: (a.requests > 0).then(|| a.errors as f64 / a.requests as f64),
-                error_rate_ci: stats::proportion_ci(a.errors, a.requests, scope.alpha),
+                error_rate_ci: proportion_ci(a.errors, a.requests, scope.alpha),
                 latency_ms: latency(&a.latencies_ms),
                 metric: metric_value(a, scope.metric, scope.alpha),
                 vs_champion: (!is_champion).then(|| compare(champion, a, scope)),

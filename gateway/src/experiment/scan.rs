@@ -39,8 +39,8 @@ impl Moments {
     }
 
     /// As a sample summary (variance with n - 1), for the tests.
-    pub fn summary(&self) -> Option<super::stats::Summary> {
-        (self.n >= 1).then(|| super::stats::Summary {
+    pub fn summary(&self) -> Option<sluice_stats::descriptive::Summary> {
+        (self.n >= 1).then(|| sluice_stats::descriptive::Summary {
             n: self.n,
             mean: self.mean,
             var: if self.n > 1 { self.m2 / (self.n - 1) as f64 } else { 0.0 },

@@ -416,7 +416,7 @@ mod tests {
         assert_eq!(a.values.len(), 100_000);
         for k in 0..=100 {
             let p = f64::from(k) / 100.0;
-            let q = crate::monitor::stats::quantile_sorted(&a.values, p).unwrap();
+            let q = sluice_stats::descriptive::quantile_sorted(&a.values, p).unwrap();
             let rank = all.partition_point(|v| *v <= q) as f64 / n as f64;
             assert!((rank - p).abs() <= 0.01, "p {p}: sample quantile {q} has rank {rank} in the data");
         }

@@ -3,9 +3,13 @@
 
 use std::sync::Arc;
 
+use sluice_stats::classification::{roc_auc_binary, roc_auc_ovr_macro};
+use sluice_stats::descriptive::quantile_sorted;
+use sluice_stats::drift::{chi2_contingency, js_distance, linf_distance, psi, tv_distance, wasserstein};
+use sluice_stats::ks::ks_2samp;
+
 use super::accum::{ColAcc, GroupAcc, NumAcc, QualityAcc, StrAcc};
 use super::spec::ProblemType;
-use super::stats;
 
 /// Where a row sits: window, granularity, model and slice.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,11 +207,9 @@ fn num_profile(key: &RowKey, name: &str, a: &NumAcc) -> ProfileRow {
         max: has.then_some(a.max),
         avg: a.avg(),
         stddev: a.stddev(),
-        median: stats::quantile_sorted(&a.values, 0.5),
+        median: quantile_sorted(&a.values, 0.5),
         quantiles: has.then(|| {
-            (0..QUANTILES)
-                .filter_map(|i| stats::quantile_sorted(&a.values, i as f64 / (QUANTILES - 1) as f64))
-                .collect()
+            (0..QUANTILES).filter_map(|i| quantile_sorted(&a.values, i as f64 / (QUANTILES - 1) as f64)).collect()
         }),
         ..ProfileRow::empty(key, name, "double", a.rows)
     }
@@ -289,7 +291,7 @@ fn roc_auc(q: &QualityAcc) -> Option<f64> {
             let pos = *classes.get(1)?;
             let y: Vec<bool> = q.scored.iter().map(|(t, _)| t == pos).collect();
             let s: Vec<f64> = q.scored.iter().map(|(_, p)| prob(p, pos)).collect();
-            stats::roc_auc_binary(&y, &s)
+            roc_auc_binary(&y, &s)
         }
         k if k > 2 => {
             let mut y = Vec::with_capacity(q.scored.len());
@@ -298,7 +300,7 @@ fn roc_auc(q: &QualityAcc) -> Option<f64> {
             }
             let scores: Vec<Vec<f64>> =
                 q.scored.iter().map(|(_, p)| classes.iter().map(|c| prob(p, c)).collect()).collect();
-            stats::roc_auc_ovr_macro(&y, &scores, k)
+            roc_auc_ovr_macro(&y, &scores, k)
         }
         _ => None,
     }
@@ -388,9 +390,9 @@ pub fn drift(
             (ColAcc::Num(c), ColAcc::Num(b)) => {
                 r.percent_zeros_delta = delta(pct(c.zeros, c.rows), pct(b.zeros, b.rows));
                 r.avg_delta = delta(c.avg(), b.avg());
-                r.ks_test = stats::ks_2samp(&c.values, &b.values);
-                r.wasserstein_distance = stats::wasserstein(&c.values, &b.values);
-                r.population_stability_index = stats::psi(&b.values, &c.values);
+                r.ks_test = ks_2samp(&c.values, &b.values);
+                r.wasserstein_distance = wasserstein(&c.values, &b.values);
+                r.population_stability_index = psi(&b.values, &c.values);
             }
             (ColAcc::Str(c), ColAcc::Str(b)) => {
                 r.data_type = "string";
@@ -401,10 +403,10 @@ pub fn drift(
                     let count = |a: &StrAcc, k: &String| a.counts.get(k).copied().unwrap_or(0) as f64;
                     let q: Vec<f64> = cats.iter().map(|k| count(c, k)).collect();
                     let p: Vec<f64> = cats.iter().map(|k| count(b, k)).collect();
-                    r.chi_squared_test = stats::chi2_contingency(&p, &q);
-                    r.js_distance = stats::js_distance(&p, &q);
-                    r.tv_distance = stats::tv_distance(&p, &q);
-                    r.l_infinity_distance = stats::linf_distance(&p, &q);
+                    r.chi_squared_test = chi2_contingency(&p, &q);
+                    r.js_distance = js_distance(&p, &q);
+                    r.tv_distance = tv_distance(&p, &q);
+                    r.l_infinity_distance = linf_distance(&p, &q);
                 }
             }
             // A column whose type differs from the baseline's: nothing comparable.

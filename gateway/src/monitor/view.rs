@@ -8,6 +8,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use serde_json::{Map, Value, json};
+use sluice_stats::descriptive::quantile_sorted;
 
 use super::error::{MonitorError, qerr};
 use super::spec::{Granularity, MonitorSpec};
@@ -225,8 +226,8 @@ pub async fn histogram(
 fn edges(a: &[f64], b: &[f64]) -> Vec<f64> {
     let mut all: Vec<f64> = a.iter().chain(b).copied().collect();
     all.sort_by(f64::total_cmp);
-    let lo = super::stats::quantile_sorted(&all, 0.01).unwrap_or(0.0);
-    let hi = super::stats::quantile_sorted(&all, 0.99).unwrap_or(0.0);
+    let lo = quantile_sorted(&all, 0.01).unwrap_or(0.0);
+    let hi = quantile_sorted(&all, 0.99).unwrap_or(0.0);
     if hi <= lo {
         return vec![lo, lo + 1.0];
     }

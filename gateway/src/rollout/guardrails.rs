@@ -5,11 +5,13 @@
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+use sluice_stats::descriptive::quantile_sorted;
+use sluice_stats::drift::{chi2_contingency, decile_counts, js_distance, psi, psi_counts};
+use sluice_stats::ks::ks_2samp;
 
 use super::spec::{DriftMetric, RolloutSpec};
 use crate::experiment::report::merge_pairings;
 use crate::experiment::scan::{Arm, Prediction, Scan};
-use crate::monitor::stats;
 
 /// One guardrail's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,30 +36,7 @@ pub enum Judgement {
 fn p99(arm: &Arm) -> Option<f64> {
     let mut v = arm.latencies_ms.clone();
     v.sort_by(f64::total_cmp);
-    stats::quantile_sorted(&v, 0.99)
-}
-
-/// PSI of label shares (zero shares floored at 1e-4, as the monitor's PSI does).
-fn psi_counts(p: &[f64], q: &[f64]) -> Option<f64> {
-    let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
-    if sp <= 0.0 || sq <= 0.0 {
-        return None;
-    }
-    let share = |c: f64, s: f64| if c == 0.0 { 1e-4 } else { c / s };
-    Some(p.iter().zip(q).map(|(&a, &b)| (share(b, sq) - share(a, sp)) * (share(b, sq) / share(a, sp)).ln()).sum())
-}
-
-/// Counts of `values` in the incumbent's decile bins (for JS on numeric predictions).
-fn decile_counts(reference: &[f64], values: &[f64]) -> Vec<f64> {
-    let mut sorted = reference.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mut edges: Vec<f64> = (1..10).filter_map(|k| stats::quantile_sorted(&sorted, f64::from(k) / 10.0)).collect();
-    edges.dedup();
-    let mut counts = vec![0.0; edges.len() + 1];
-    for &x in values {
-        counts[edges.partition_point(|e| *e < x)] += 1.0;
-    }
-    counts
+    quantile_sorted(&v, 0.99)
 }
 
 /// Drift of the candidate's predictions from the incumbent's, and the p-value of the test that
@@ -70,22 +49,21 @@ pub fn prediction_drift(inc: &Arm, cand: &Arm, prediction: Prediction, metric: D
             let q: Vec<f64> = labels.iter().map(|l| cand.label_counts.get(*l).copied().unwrap_or(0) as f64).collect();
             let d = match metric {
                 DriftMetric::Psi => psi_counts(&p, &q),
-                DriftMetric::Js => stats::js_distance(&p, &q),
+                DriftMetric::Js => js_distance(&p, &q),
             }?;
-            Some((d, stats::chi2_contingency(&p, &q)?.1))
+            Some((d, chi2_contingency(&p, &q)?.1))
         }
         Prediction::Value => {
             if inc.values.is_empty() || cand.values.is_empty() {
                 return None;
             }
             let d = match metric {
-                DriftMetric::Psi => stats::psi(&inc.values, &cand.values)?,
-                DriftMetric::Js => stats::js_distance(
-                    &decile_counts(&inc.values, &inc.values),
-                    &decile_counts(&inc.values, &cand.values),
-                )?,
+                DriftMetric::Psi => psi(&inc.values, &cand.values)?,
+                DriftMetric::Js => {
+                    js_distance(&decile_counts(&inc.values, &inc.values)?, &decile_counts(&inc.values, &cand.values)?)?
+                }
             };
-            Some((d, stats::ks_2samp(&inc.values, &cand.values)?.1))
+            Some((d, ks_2samp(&inc.values, &cand.values)?.1))
         }
         Prediction::None => None,
     }

@@ -1,8 +1,7 @@
 //! Input and output schemas, read from the ONNX Runtime session at load time.
 
 use ort::value::{Outlet, TensorElementType, ValueType};
-
-use crate::tensor::DataType;
+use sluice_wire::DataType;
 
 /// One input or output tensor of a model: name, element type, shape (-1 = any size).
 #[derive(Debug, Clone, PartialEq)]

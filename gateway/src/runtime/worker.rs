@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, TensorRef};
+use sluice_wire::DataType;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
@@ -19,7 +20,7 @@ use super::job::{InferOutput, Job, WorkItem, submit};
 use super::schema::ModelSchema;
 use super::stats::{ModelStats, PhaseTimes};
 use super::{RuntimeError, library};
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{Tensor, TensorData};
 
 /// Which ONNX Runtime execution provider a model runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

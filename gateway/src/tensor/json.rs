@@ -1,8 +1,9 @@
 //! JSON <-> tensor conversion shared by `/predict` (MLflow formats) and V2 JSON tensors.
 
 use serde_json::Value;
+use sluice_wire::DataType;
 
-use super::{DataType, Tensor, TensorData};
+use super::{Tensor, TensorData};
 
 /// A tensor from nested JSON arrays. With `stack`, the value is a list of rows (a scalar row
 /// makes a `[N]` tensor).

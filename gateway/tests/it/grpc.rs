@@ -1,7 +1,7 @@
 //! KServe V2 gRPC with the generated tonic client: every RPC, raw and typed contents, errors.
 
-use sluice::api::grpc::pb;
-use sluice::api::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use sluice_wire::pb;
+use sluice_wire::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::Code;
 
 use crate::common::{self, DEMO, fixture};

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice::api::grpc::pb;
-use sluice::api::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+use sluice_wire::pb;
+use sluice_wire::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;

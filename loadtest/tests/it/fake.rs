@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use sluice_loadtest::pb;
-use sluice_loadtest::pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use sluice_wire::pb;
+use sluice_wire::pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
 /// Most requests whose bodies are kept.
 const CAPTURE: usize = 100_000;

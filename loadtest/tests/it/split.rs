@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sluice_loadtest::app::Verdict;
 use sluice_loadtest::split::{Expected, compare, goodness_of_fit, parse_weights, weights_from_admin};
-use sluice_loadtest::stats::chi2_sf;
+use sluice_stats::distributions::chi2_sf;
 
 use crate::fake::{self, Behaviour};
 use crate::run;

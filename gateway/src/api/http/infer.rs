@@ -8,15 +8,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use sluice_wire::{DataType, INFERENCE_HEADER_CONTENT_LENGTH};
 
 use super::{HttpState, media_type, read_body};
 use crate::api::ApiError;
 use crate::core::{InferRequest, InferResponse, NamedTensor};
 use crate::limits::check_id;
 use crate::tensor::json::decode_data;
-use crate::tensor::{DataType, Tensor, TensorData, element_count};
-
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
+use crate::tensor::{Tensor, TensorData, element_count};
 
 #[derive(Deserialize)]
 struct V2Request<'a> {
@@ -110,7 +109,7 @@ pub(crate) fn decode(
     model: String,
     version: Option<String>,
 ) -> Result<(InferRequest, OutputEncoding), ApiError> {
-    let header_len = match headers.get(HEADER_LENGTH) {
+    let header_len = match headers.get(INFERENCE_HEADER_CONTENT_LENGTH) {
         None => body.len(),
         Some(v) => {
             let n: usize = v
@@ -301,6 +300,6 @@ fn encode(resp: &InferResponse, encoding: &OutputEncoding, request_id: &str) -> 
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(header_len));
+    h.insert(HeaderName::from_static(INFERENCE_HEADER_CONTENT_LENGTH), HeaderValue::from(header_len));
     r
 }

@@ -11,8 +11,8 @@ use super::{HttpState, json_response, media_type, read_body};
 use crate::api::ApiError;
 use crate::core::{PredictTarget, RequestMeta};
 use crate::limits::check_id;
+use sluice_wire::SERVED_MODEL_HEADER;
 
-pub const SERVED_MODEL_HEADER: &str = "x-sluice-served-model";
 pub const MODEL_VERSION_HEADER: &str = "x-sluice-model-version";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const REQUESTER_HEADER: &str = "x-sluice-requester";

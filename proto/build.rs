@@ -1,8 +1,9 @@
-//! Generates the KServe V2 gRPC code from `proto/inference.proto` (the gateway's copy) with the
-//! vendored protoc, so no system protoc is needed. The client drives the load; the server half
-//! is generated too so that the integration tests can run a fake gRPC server.
+//! Generates the V2 / Open Inference Protocol gRPC code from `inference.proto` with the protoc
+//! binary vendored in `protoc-bin-vendored`, so no system protoc is needed. Both halves are
+//! generated: the gateway serves, the load tester drives the client, and the load tester's tests
+//! run a fake server (so every service method gets a default "unimplemented" body).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let proto_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let proto = proto_dir.join("inference.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     let mut config = tonic_prost_build::Config::new();
