@@ -300,13 +300,12 @@ impl Default for ServeArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info,ort=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command.unwrap_or(Command::Serve(ServeArgs::default())) {
+    let command = Cli::parse().command.unwrap_or(Command::Serve(ServeArgs::default()));
+    // `serve` sets up logging from its config ([telemetry]).
+    if !matches!(command, Command::Serve(_)) {
+        sluice::telemetry::init_logs();
+    }
+    match command {
         Command::Validate { file, env } => validate(&file, env.as_deref()),
         Command::Serve(args) => serve(args),
         Command::Endpoints { command, admin } => admin_command(admin, AdminCall::Endpoints(command)),
@@ -391,6 +390,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     config.server.test_clock = args.test_clock;
     let Some(rt) = runtime() else { return ExitCode::FAILURE };
+    let telemetry = match rt.block_on(async { sluice::telemetry::init(&config.telemetry) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let source = ConfigSource { path: args.config.clone(), env: args.env.clone() };
     let code = rt.block_on(async move {
         let server = match sluice::server::start(config, Some(source)).await {
@@ -418,6 +424,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     });
+    // Spans still buffered go out while the runtime (the exporter's channel) is still up.
+    telemetry.shutdown();
     // Blocking work still running (a monitor refresh, a flush past the deadline) does not hold
     // the exit.
     rt.shutdown_timeout(Duration::from_millis(200));

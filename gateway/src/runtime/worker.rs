@@ -81,6 +81,8 @@ pub(super) struct Job {
     /// Held until the job is answered: bounds requests in flight per model.
     admission: Option<OwnedSemaphorePermit>,
     model: Arc<str>,
+    /// The caller's span: the worker's `batch` span is its child (or linked to it).
+    pub span: tracing::Span,
 }
 
 impl Job {
@@ -273,6 +275,7 @@ impl ModelRunner {
             reply: Some(reply),
             admission: Some(permit),
             model: self.name_arc.clone(),
+            span: tracing::Span::current(),
         };
         let sent = match &self.dispatch {
             Dispatch::Direct(tx) => {
@@ -410,6 +413,15 @@ fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item
     let start = Instant::now();
     let jobs = item.jobs;
     let total_rows: usize = jobs.iter().map(|j| j.rows).sum();
+    // A child of the first request's span, linked to the others batched with it.
+    let span = match jobs.first() {
+        Some(first) => tracing::info_span!(parent: &first.span, "batch", rows = total_rows, requests = jobs.len()),
+        None => tracing::Span::none(),
+    };
+    for job in jobs.iter().skip(1) {
+        span.follows_from(&job.span);
+    }
+    let _entered = span.enter();
     let stacked;
     let inputs: Vec<&Tensor> = if jobs.len() == 1 {
         jobs[0].inputs.iter().collect()
