@@ -6,6 +6,9 @@ pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod meta;
+pub mod mlflow;
+pub mod request_id;
 pub mod v2;
 
 pub use error::ApiError;

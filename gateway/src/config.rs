@@ -71,6 +71,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub models: Vec<ModelConfig>,
     pub endpoints: Vec<EndpointConfig>,
+    pub telemetry: TelemetryConfig,
     /// Options of every model version to load: `[[models]]` versions and every version a served
     /// entity names.
     pub versions: BTreeMap<(String, u64), RunnerOptions>,
@@ -78,6 +79,28 @@ pub struct Config {
     pub raw: RawConfig,
     /// Directory relative paths are resolved from.
     pub base: PathBuf,
+}
+
+/// How the process logs and traces (`[telemetry]`; applied at startup, not on reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector URL (`http://` or `https://`); `None`: no trace export.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> TelemetryConfig {
+        TelemetryConfig { log_format: LogFormat::Text, otlp_endpoint: None, service_name: "sluice".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone)]

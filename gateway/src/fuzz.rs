@@ -136,8 +136,8 @@ type Target = fn(&Models, &[u8]);
 
 fn mlflow(m: &Models, body: &[u8]) {
     for model in [&m.fraud, &m.mlp] {
-        if let Ok(parsed) = crate::core::mlflow::parse(body, Some("user_id")) {
-            let _ = crate::core::mlflow::to_tensors(model, parsed.payload);
+        if let Ok(parsed) = crate::api::mlflow::parse(body) {
+            let _ = crate::api::mlflow::to_tensors(model, parsed.payload);
         }
     }
 }
@@ -152,7 +152,7 @@ fn validate(m: &Models, inputs: Vec<crate::core::NamedTensor>) {
 }
 
 fn v2_with_header(m: &Models, headers: &http::HeaderMap, body: &[u8]) {
-    if let Ok((req, _)) = crate::api::http::infer::decode(headers, body, "fuzz".into(), None) {
+    if let Ok(req) = crate::api::http::infer::decode(headers, body) {
         validate(m, req.inputs);
     }
 }

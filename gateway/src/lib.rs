@@ -25,6 +25,7 @@ pub mod registry;
 pub mod rollout;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 pub mod tensor;
 pub mod traffic_stats;
 pub mod webhook;

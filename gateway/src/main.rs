@@ -1,17 +1,16 @@
-//! The `sluice` binary: set up logging, parse the command line, run the command (`sluice::cli`),
+//! The `sluice` binary: parse the command line, set up logging, run the command (`sluice::cli`),
 //! exit with its status.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluice::cli::args::Cli;
+use sluice::cli::args::{Cli, Command};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info,ort=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    sluice::cli::run(Cli::parse())
+    let cli = Cli::parse();
+    // `serve` sets up logs and traces from its config (`[telemetry]`); the rest log as text.
+    if !matches!(cli.command, None | Some(Command::Serve(_))) {
+        sluice::telemetry::init_logs();
+    }
+    sluice::cli::run(cli)
 }

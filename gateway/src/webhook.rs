@@ -1,6 +1,9 @@
-//! JSON webhooks (monitor alerts, rollout events): one POST, retried with backoff.
+//! JSON webhooks (monitor alerts, rollout events): one POST, retried with backoff, under a
+//! `webhook` span whose W3C `traceparent` goes with it when traces are exported.
 
 use std::time::Duration;
+
+use tracing::Instrument;
 
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -10,6 +13,11 @@ use hyper_util::rt::TokioExecutor;
 /// timeout. Returns whether it was delivered (a 2xx answer). `what` names the sender in logs
 /// and in the `user-agent` (`sluice-<what>`).
 pub async fn post_json(url: &str, body: Vec<u8>, what: &str) -> bool {
+    let span = tracing::info_span!("webhook", what, url = %url);
+    post(url, body, what).instrument(span).await
+}
+
+async fn post(url: &str, body: Vec<u8>, what: &str) -> bool {
     let Ok(uri) = url.parse::<hyper::Uri>() else {
         tracing::warn!(%url, "{what} webhook URL is not valid");
         return false;
@@ -22,7 +30,7 @@ pub async fn post_json(url: &str, body: Vec<u8>, what: &str) -> bool {
             tokio::time::sleep(delay).await;
             delay *= 2;
         }
-        let req = match hyper::Request::post(uri.clone())
+        let mut req = match hyper::Request::post(uri.clone())
             .header("content-type", "application/json")
             .header("user-agent", format!("sluice-{what}"))
             .body(Full::new(body.clone()))
@@ -30,6 +38,7 @@ pub async fn post_json(url: &str, body: Vec<u8>, what: &str) -> bool {
             Ok(r) => r,
             Err(_) => return false,
         };
+        crate::telemetry::inject_current(req.headers_mut());
         match tokio::time::timeout(Duration::from_secs(5), client.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => return true,
             Ok(Ok(resp)) => tracing::warn!(status = %resp.status(), "{what} webhook refused"),

@@ -33,6 +33,12 @@ impl From<crate::limits::TooLong> for ApiError {
     }
 }
 
+impl From<super::request_id::BadRequestId> for ApiError {
+    fn from(e: super::request_id::BadRequestId) -> ApiError {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
 impl ApiError {
     pub fn bad_request(msg: impl Into<String>) -> ApiError {
         ApiError::Core(CoreError::BadRequest(msg.into()))

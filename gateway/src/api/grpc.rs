@@ -7,9 +7,12 @@ use sluice_wire::{DataType, pb};
 use tonic::{Request, Response, Status};
 
 use super::{ApiError, v2};
-use crate::core::{Gateway, InferRequest, InferResponse, NamedTensor, RequestMeta};
+use crate::api::meta::request_meta;
+use crate::api::request_id;
+use crate::core::{Answer, CoreError, Gateway, Inputs, NamedTensor, Render, Request as CoreRequest, Target, Transport};
 use crate::limits::check_id;
 use crate::tensor::{Tensor, TensorData, element_count};
+
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use pb::model_infer_request::InferInputTensor;
 use pb::model_infer_response::InferOutputTensor;
@@ -28,14 +31,34 @@ impl GrpcService {
             .max_encoding_message_size(usize::MAX)
     }
 
+    /// The core request of a ModelInfer call: the request id is the V2 `id` when given (else
+    /// `x-request-id` metadata, else generated), capped like every id; a message that does not
+    /// decode still goes to the core, which answers and counts it.
+    fn request(&self, headers: http::HeaderMap, r: pb::ModelInferRequest) -> Result<CoreRequest, ApiError> {
+        let request_id = match Some(r.id.as_str()).filter(|id| !id.is_empty()) {
+            Some(id) => {
+                check_id("id", id)?;
+                Arc::from(id)
+            }
+            None => request_id::from_headers(&headers)?,
+        };
+        let meta = request_meta(Transport::Grpc, request_id, headers)?;
+        let version = Some(r.model_version.clone()).filter(|v| !v.is_empty());
+        let target = Target::Model { name: r.model_name.clone(), version };
+        Ok(match decode(r) {
+            Ok(d) => CoreRequest { target, inputs: Inputs::Tensors(d.inputs), outputs: d.outputs, id: d.id, meta },
+            Err(e) => CoreRequest { target, inputs: Inputs::Invalid(e), outputs: None, id: None, meta },
+        })
+    }
+
     /// A model (or endpoint) name resolved as for the HTTP metadata calls.
     fn resolve(&self, name: &str, version: &str) -> Result<v2::Resolved, Status> {
         v2::resolve(&self.gateway.snapshot(), name, Some(version)).map_err(|e| Status::from(ApiError::from(e)))
     }
 }
 
-fn bad(msg: String) -> Status {
-    Status::from(ApiError::bad_request(msg))
+fn bad(msg: String) -> CoreError {
+    CoreError::BadRequest(msg)
 }
 
 #[tonic::async_trait]
@@ -99,16 +122,15 @@ impl GrpcInferenceService for GrpcService {
         let headers = req.metadata().clone().into_headers();
         let r = req.into_inner();
         let raw = !r.raw_input_contents.is_empty();
-        let decoded = decode(r).and_then(|request| {
-            let meta = request_meta(headers, request.id.as_deref()).map_err(Status::from)?;
-            Ok((request, meta))
-        });
-        let (request, meta) = decoded.inspect_err(|s| crate::metrics::rejected("grpc", grpc_kind(s.code())))?;
-        let response = self.gateway.infer(request, &meta).await.map_err(|e| {
+        let result = async {
+            let request = self.request(headers, r)?;
+            Ok(self.gateway.handle(request, GrpcBody { raw }).await?.output)
+        }
+        .await;
+        result.map(Response::new).map_err(|e: ApiError| {
             crate::metrics::rejected("grpc", e.kind());
-            Status::from(ApiError::from(e))
-        })?;
-        Ok(Response::new(encode(response, raw, &meta.request_id)))
+            Status::from(e)
+        })
     }
 
     async fn model_config(
@@ -209,41 +231,20 @@ impl GrpcInferenceService for GrpcService {
     }
 }
 
-/// Request metadata of a gRPC call: the request id is the V2 `id` when given (else
-/// `x-request-id` metadata, else generated); `x-sluice-served-model` metadata pins. Ids and the
-/// requester over [`MAX_ID_BYTES`](crate::limits::MAX_ID_BYTES) are `INVALID_ARGUMENT`.
-fn request_meta(headers: http::HeaderMap, id: Option<&str>) -> Result<RequestMeta, ApiError> {
-    use crate::api::http::predict::{REQUEST_ID_HEADER, new_request_id, requester};
-    use sluice_wire::SERVED_MODEL_HEADER;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let request_id = match id.or_else(|| header(REQUEST_ID_HEADER)).filter(|v| !v.is_empty()) {
-        Some(v) => {
-            check_id(if id.is_some() { "id" } else { REQUEST_ID_HEADER }, v)?;
-            v.to_string()
-        }
-        None => new_request_id(),
-    };
-    let pin = header(SERVED_MODEL_HEADER).map(str::to_string);
-    let requester = requester(&headers)?;
-    Ok(RequestMeta { request_id: Arc::from(request_id.as_str()), pin, headers, requester })
-}
-
-/// The bounded reason name of a gRPC status code, for the rejected-requests counter.
-fn grpc_kind(code: tonic::Code) -> &'static str {
-    match code {
-        tonic::Code::InvalidArgument => "bad_request",
-        tonic::Code::ResourceExhausted => "payload_too_large",
-        tonic::Code::NotFound => "not_found",
-        _ => "other",
-    }
-}
-
 fn string_param(s: &str) -> pb::InferParameter {
     pb::InferParameter { parameter_choice: Some(pb::infer_parameter::ParameterChoice::StringParam(s.to_string())) }
 }
 
+/// A decoded ModelInfer request.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    pub id: Option<String>,
+    pub inputs: Vec<NamedTensor>,
+    pub outputs: Option<Vec<String>>,
+}
+
 /// Decodes a ModelInfer request: raw contents (one per input, in order) or typed contents.
-pub(crate) fn decode(r: pb::ModelInferRequest) -> Result<InferRequest, Status> {
+pub(crate) fn decode(r: pb::ModelInferRequest) -> Result<Decoded, CoreError> {
     let raw = r.raw_input_contents;
     if !raw.is_empty() && raw.len() != r.inputs.len() {
         return Err(bad(format!(
@@ -270,22 +271,16 @@ pub(crate) fn decode(r: pb::ModelInferRequest) -> Result<InferRequest, Status> {
         inputs.push(NamedTensor { name: input.name, tensor: Tensor::new(input.shape, data) });
     }
     let outputs = (!r.outputs.is_empty()).then(|| r.outputs.into_iter().map(|o| o.name).collect());
-    Ok(InferRequest {
-        model: r.model_name,
-        version: Some(r.model_version).filter(|v| !v.is_empty()),
-        id: Some(r.id).filter(|v| !v.is_empty()),
-        inputs,
-        outputs,
-    })
+    Ok(Decoded { id: Some(r.id).filter(|v| !v.is_empty()), inputs, outputs })
 }
 
 /// The typed contents of an input, moved out of the message (no copy of the client's data).
-fn typed_contents(input: &mut InferInputTensor, dtype: DataType) -> Result<TensorData, Status> {
+fn typed_contents(input: &mut InferInputTensor, dtype: DataType) -> Result<TensorData, CoreError> {
     let c = input
         .contents
         .take()
         .ok_or_else(|| bad(format!("input '{}' has neither contents nor raw_input_contents", input.name)))?;
-    fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(v: &[S], name: &str) -> Result<Vec<T>, Status> {
+    fn narrow<S: Copy + std::fmt::Display, T: TryFrom<S>>(v: &[S], name: &str) -> Result<Vec<T>, CoreError> {
         v.iter()
             .map(|&x| T::try_from(x).map_err(|_| bad(format!("input '{name}': {x} is out of range for its datatype"))))
             .collect()
@@ -307,41 +302,49 @@ fn typed_contents(input: &mut InferInputTensor, dtype: DataType) -> Result<Tenso
     })
 }
 
-/// Encodes outputs as raw bytes (when the request used raw inputs, as Triton does) or typed
+/// Renders outputs as raw bytes (when the request used raw inputs, as Triton does) or typed
 /// contents.
-fn encode(resp: InferResponse, raw: bool, request_id: &str) -> pb::ModelInferResponse {
-    let schema = resp.model.runner.schema();
-    let mut outputs = Vec::with_capacity(resp.outputs.len());
-    let mut raw_output_contents = Vec::new();
-    for (index, tensor) in resp.outputs {
-        let datatype = tensor.dtype().v2_name().into();
-        let contents = if raw {
-            raw_output_contents.push(tensor.data.to_le_bytes());
-            None
-        } else {
-            Some(to_contents(tensor.data))
-        };
-        outputs.push(InferOutputTensor {
-            name: schema.outputs[index].name.clone(),
-            datatype,
-            shape: tensor.shape,
-            parameters: Default::default(),
-            contents,
-        });
-    }
-    pb::ModelInferResponse {
-        model_name: resp.model.name.clone(),
-        model_version: resp.model.version_str.clone(),
-        id: resp.id.unwrap_or_default(),
-        parameters: [
-            (sluice_wire::SERVED_MODEL_PARAM.to_string(), string_param(&resp.served_model)),
-            ("sluice_model_version".to_string(), string_param(&resp.model.version_str)),
-            ("sluice_request_id".to_string(), string_param(request_id)),
-        ]
-        .into_iter()
-        .collect(),
-        outputs,
-        raw_output_contents,
+struct GrpcBody {
+    raw: bool,
+}
+
+impl Render for GrpcBody {
+    type Output = pb::ModelInferResponse;
+
+    fn render(&self, a: Answer<'_>) -> Result<pb::ModelInferResponse, CoreError> {
+        let schema = a.model.runner.schema();
+        let mut outputs = Vec::with_capacity(a.selected.len());
+        let mut raw_output_contents = Vec::new();
+        for &index in a.selected {
+            let tensor = &a.outputs[index];
+            let contents = if self.raw {
+                raw_output_contents.push(tensor.data.to_le_bytes());
+                None
+            } else {
+                Some(to_contents(tensor.data.clone()))
+            };
+            outputs.push(InferOutputTensor {
+                name: schema.outputs[index].name.clone(),
+                datatype: tensor.dtype().v2_name().into(),
+                shape: tensor.shape.clone(),
+                parameters: Default::default(),
+                contents,
+            });
+        }
+        Ok(pb::ModelInferResponse {
+            model_name: a.model.name.clone(),
+            model_version: a.model.version_str.clone(),
+            id: a.id.unwrap_or_default().to_string(),
+            parameters: [
+                (sluice_wire::SERVED_MODEL_PARAM.to_string(), string_param(a.served_model)),
+                ("sluice_model_version".to_string(), string_param(&a.model.version_str)),
+                ("sluice_request_id".to_string(), string_param(a.request_id)),
+            ]
+            .into_iter()
+            .collect(),
+            outputs,
+            raw_output_contents,
+        })
     }
 }
 

@@ -1,5 +1,5 @@
-//! `sluice serve`: load the config with the command-line overrides (validated together), start
-//! the gateway, wait for SIGTERM or Ctrl-C, shut down within the grace period. Exit 2 for a bad
+//! `sluice serve`: load the config with the command-line overrides (validated together), set up
+//! logs and traces (`[telemetry]`), start the gateway, wait for SIGTERM or Ctrl-C, shut down within the grace period. Exit 2 for a bad
 //! config, 1 when the gateway cannot start, 130 on a second signal.
 
 use std::process::ExitCode;
@@ -26,6 +26,14 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let Some(rt) = super::runtime() else { return ExitCode::FAILURE };
+    // With an OTLP endpoint the exporter's channel lives on the runtime.
+    let telemetry = match rt.block_on(async { crate::telemetry::init(&config.telemetry) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let source = ConfigSource { path: args.config.clone(), env: args.env.clone(), overrides };
     let code = rt.block_on(async move {
         let server = match crate::server::start(config, Some(source)).await {
@@ -53,6 +61,8 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     });
+    // Spans still buffered go out while the runtime (the exporter's channel) is up.
+    telemetry.shutdown();
     // Blocking work still running (a monitor refresh, a flush past the deadline) does not hold
     // the exit.
     rt.shutdown_timeout(Duration::from_millis(200));

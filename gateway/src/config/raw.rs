@@ -17,6 +17,20 @@ pub struct RawConfig {
     pub models: Vec<RawModel>,
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// `[telemetry]`: log format and OpenTelemetry trace export (read at startup).
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// `text` (default) or `json` (one JSON object per line, span fields included).
+    pub log_format: Option<String>,
+    /// An OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`: every request's spans go there.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans (default `sluice`).
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

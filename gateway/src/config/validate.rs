@@ -151,6 +151,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         None if endpoints.len() == 1 => endpoints.first().map(|e| e.name.clone()),
         None => None,
     };
+    let telemetry = validate_telemetry(&mut issues, &raw.telemetry);
     if !issues.0.is_empty() {
         return Err(issues.0);
     }
@@ -159,10 +160,39 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         runtime,
         models,
         endpoints,
+        telemetry,
         versions,
         raw,
         base: base.to_path_buf(),
     })
+}
+
+fn validate_telemetry(issues: &mut Issues, raw: &super::raw::RawTelemetry) -> super::TelemetryConfig {
+    let mut t = super::TelemetryConfig::default();
+    match raw.log_format.as_deref() {
+        None | Some("text") => {}
+        Some("json") => t.log_format = super::LogFormat::Json,
+        Some(other) => issues.add("telemetry.log_format", format!("is '{other}'; use \"text\" or \"json\"")),
+    }
+    if let Some(url) = &raw.otlp_endpoint {
+        let ok = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http") | Some("https")) && u.authority().is_some());
+        if ok {
+            t.otlp_endpoint = Some(url.clone());
+        } else {
+            issues.add(
+                "telemetry.otlp_endpoint",
+                format!("'{url}' is not a collector URL; use e.g. \"http://127.0.0.1:4317\" (OTLP over gRPC)"),
+            );
+        }
+    }
+    match raw.service_name.as_deref() {
+        None => {}
+        Some(n) if !n.is_empty() && n.len() <= 128 => t.service_name = n.to_string(),
+        Some(_) => issues.add("telemetry.service_name", "must be 1 to 128 characters"),
+    }
+    t
 }
 
 fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::capture::CaptureContext;
 use super::routing::ServedModel;
@@ -25,6 +26,8 @@ struct ShadowJob {
     inputs: Arc<Vec<Tensor>>,
     target: usize,
     capture: Option<CaptureContext>,
+    /// The span of the request it copies (the shadow's span links to it).
+    origin: tracing::Span,
     /// This copy's bytes of the queue's budget, given back when the job ends.
     _held: Reserved,
 }
@@ -99,7 +102,13 @@ impl ShadowQueue {
                 self.warn_drop(&t.served.name);
                 continue;
             };
-            let job = ShadowJob { inputs: inputs.clone(), target: i, capture: capture.cloned(), _held: held };
+            let job = ShadowJob {
+                inputs: inputs.clone(),
+                target: i,
+                capture: capture.cloned(),
+                origin: tracing::Span::current(),
+                _held: held,
+            };
             match self.tx.try_send(job) {
                 Ok(()) => t.metrics.mirrored.increment(1),
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -161,6 +170,8 @@ async fn drain(
         };
         let targets = targets.clone();
         let endpoint = endpoint.clone();
+        let span = tracing::info_span!(parent: None, "shadow", endpoint = %endpoint, shadow = %targets[job.target].served.name);
+        span.follows_from(&job.origin);
         tasks.spawn(async move {
             let target = &targets[job.target];
             let start = Instant::now();
@@ -190,6 +201,6 @@ async fn drain(
                 c.table.log(c.record(o)).await;
             }
             drop(permit);
-        });
+        }.instrument(span));
     }
 }

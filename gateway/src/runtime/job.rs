@@ -31,6 +31,9 @@ pub(super) struct Job {
     /// Held until the job is answered: bounds requests in flight per model.
     admission: Option<OwnedSemaphorePermit>,
     model: Arc<str>,
+    /// The caller's span (current when the job is made): the worker's `batch` span is its
+    /// child, or linked to it when batched behind another request.
+    pub span: tracing::Span,
 }
 
 impl Job {
@@ -42,7 +45,15 @@ impl Job {
         admission: OwnedSemaphorePermit,
         model: Arc<str>,
     ) -> Job {
-        Job { inputs, rows, enqueued: Instant::now(), reply: Some(reply), admission: Some(admission), model }
+        Job {
+            inputs,
+            rows,
+            enqueued: Instant::now(),
+            reply: Some(reply),
+            admission: Some(admission),
+            model,
+            span: tracing::Span::current(),
+        }
     }
 
     /// Frees the job's queue slot, then replies: a client that sends its next request as soon

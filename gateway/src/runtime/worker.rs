@@ -350,6 +350,15 @@ fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item
     let start = Instant::now();
     let jobs = item.jobs;
     let total_rows: usize = jobs.iter().map(|j| j.rows).sum();
+    // A child of the first request's span, linked to the others batched with it.
+    let span = match jobs.first() {
+        Some(first) => tracing::info_span!(parent: &first.span, "batch", rows = total_rows, requests = jobs.len()),
+        None => tracing::Span::none(),
+    };
+    for job in jobs.iter().skip(1) {
+        span.follows_from(&job.span);
+    }
+    let _entered = span.enter();
     let stacked;
     let inputs: Vec<&Tensor> = if jobs.len() == 1 {
         jobs[0].inputs.iter().collect()

@@ -1,6 +1,10 @@
 //! The tower stack every HTTP listener serves through, and its gRPC counterpart, assembled in
-//! one place. Outermost first:
+//! one place. Everything cross-cutting lives here; handlers below only parse, call the core
+//! and render. Outermost first:
 //!
+//! 0. **request id and span**: the client's `x-request-id` (capped, else 400) or a new one, as
+//!    a [`RequestId`] extension for the handlers; a `request` tracing span around everything
+//!    below; `x-request-id` on every answer, errors included.
 //! 1. **catch panic**: a handler that panics answers 500 `{"error"}`; the connection, the
 //!    listener and the process go on.
 //! 2. **total timeout** (`server.total_timeout_ms`): a request not answered in time gets 504.
@@ -12,6 +16,9 @@
 //!    body (README, "What is bounded"), so this budget bounds the memory requests can take.
 //! 4. **body deadline** (`server.body_read_timeout_ms`): the body must have arrived this long
 //!    after the headers; reading past it fails and the request gets 408.
+//!
+//! Authentication will plug in between 0 and 1 (so a refused caller still gets an id and a
+//! span, and costs no admission slot).
 //!
 //! Below the stack: the body size limit (`server.max_body_bytes`, 413) where handlers read the
 //! body (`api::http::read_body`), and per connection (`super::listen`) the connection limit,
@@ -31,8 +38,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use tracing::Instrument;
+
 use crate::api::ApiError;
 use crate::api::http::BodyTimeout;
+use crate::api::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::config::ListenerLimits;
 use crate::core::CoreError;
 
@@ -107,6 +117,39 @@ pub fn http_stack(router: Router, limits: &ListenerLimits, admission: Option<Adm
     router
         .layer(middleware::from_fn_with_state(limits.total_timeout, total_timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn(request_id_and_span))
+}
+
+async fn request_id_and_span(mut req: Request, next: Next) -> Response {
+    let (id, refused) = match request_id::from_headers(req.headers()) {
+        Ok(id) => (id, None),
+        Err(e) => (request_id::generate(), Some(ApiError::from(e))),
+    };
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        status = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, req.headers());
+    let mut response = match refused {
+        Some(e) => {
+            crate::metrics::rejected("http", e.kind());
+            span.in_scope(|| e.into_response())
+        }
+        None => {
+            req.extensions_mut().insert(RequestId(id.clone()));
+            next.run(req).instrument(span.clone()).await
+        }
+    };
+    span.record("status", u64::from(response.status().as_u16()));
+    if !response.headers().contains_key(REQUEST_ID_HEADER)
+        && let Ok(v) = http::HeaderValue::from_str(&id)
+    {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
 }
 
 async fn admit(State(admission): State<Admission>, req: Request, next: Next) -> Response {
@@ -201,6 +244,11 @@ pub fn grpc_builder(limits: &ListenerLimits) -> tonic::transport::Server {
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_interval))
         .tcp_nodelay(true)
+        .trace_fn(|req| {
+            let span = tracing::info_span!("request", path = %req.uri().path(), transport = "grpc");
+            crate::telemetry::continue_trace(&span, req.headers());
+            span
+        })
 }
 
 /// Admission for gRPC: `ModelInfer` calls hold a slot of the shared [`Admission`] until they

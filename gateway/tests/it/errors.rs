@@ -1,7 +1,7 @@
 //! Every error case answers `{"error": ...}` with the right status, and the server keeps serving.
 
 use serde_json::{Value, json};
-use sluice::core::{CoreError, InferRequest, NamedTensor, RequestMeta};
+use sluice::core::{CoreError, Inputs, NamedTensor, Request, RequestMeta, SelectedTensors, Target};
 use sluice::tensor::{Tensor, TensorData};
 
 use crate::common::{self, DEMO, fixture};
@@ -116,15 +116,13 @@ async fn not_ready_is_503() {
     t.stop().await;
 }
 
-fn big_mlp_request(rows: usize) -> InferRequest {
-    InferRequest {
-        model: "mlp".into(),
-        inputs: vec![NamedTensor {
-            name: "input".into(),
-            tensor: Tensor::new(vec![rows as i64, 64], TensorData::F32(vec![0.5; rows * 64])),
-        }],
-        ..InferRequest::default()
-    }
+fn big_mlp_request(rows: usize) -> Request {
+    let input = NamedTensor {
+        name: "input".into(),
+        tensor: Tensor::new(vec![rows as i64, 64], TensorData::F32(vec![0.5; rows * 64])),
+    };
+    let target = Target::Model { name: "mlp".into(), version: None };
+    Request::new(target, Inputs::Tensors(vec![input]), RequestMeta::default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,14 +142,13 @@ async fn full_queue_is_overloaded_and_slow_is_timeout() {
     let t = common::start(toml).await;
     let gw = t.gateway();
     // the first request holds the only queue slot until it is answered
-    let meta = RequestMeta::default();
-    let mut first = Box::pin(gw.infer(big_mlp_request(4096), &meta));
+    let mut first = Box::pin(gw.handle(big_mlp_request(4096), SelectedTensors));
     assert!(futures::poll!(&mut first).is_pending());
-    let second = gw.infer(big_mlp_request(1), &RequestMeta::default()).await;
+    let second = gw.handle(big_mlp_request(1), SelectedTensors).await;
     assert!(matches!(second, Err(CoreError::Overloaded(_))), "{second:?}");
     let first = first.await;
     assert!(first.is_ok(), "{first:?}");
-    assert!(gw.infer(big_mlp_request(1), &RequestMeta::default()).await.is_ok(), "slot released after the answer");
+    assert!(gw.handle(big_mlp_request(1), SelectedTensors).await.is_ok(), "slot released after the answer");
     t.stop().await;
 
     let toml = r#"
@@ -162,7 +159,7 @@ async fn full_queue_is_overloaded_and_slow_is_timeout() {
         versions = [1]
     "#;
     let t = common::start(toml).await;
-    let r = t.gateway().infer(big_mlp_request(16384), &RequestMeta::default()).await;
+    let r = t.gateway().handle(big_mlp_request(16384), SelectedTensors).await;
     assert!(matches!(r, Err(CoreError::Timeout(_))), "{r:?}");
     t.stop().await;
 }

@@ -10,6 +10,7 @@ mod errors;
 mod faults;
 mod grpc;
 mod monitor;
+mod onepath;
 mod predict;
 mod resilience;
 mod rollout;

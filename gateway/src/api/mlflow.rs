@@ -3,10 +3,12 @@
 //!
 //! Models with named features (manifest `features`) take any of the four formats; features map
 //! onto the input tensor(s) through the manifest. Raw-tensor models take `inputs` / `instances`.
+//! The transport half of `/predict`: [`parse`] before routing, [`Payload`] maps onto whichever
+//! model the request is routed to, [`Predictions`] renders the answer.
 
 use serde_json::{Map, Value};
 
-use super::CoreError;
+use crate::core::{Answer, CoreError, FieldValue, ModelInputs, NamedTensor, Render, order_inputs};
 use crate::registry::{FeatureLayout, LoadedModel, PredictionLayout};
 use crate::tensor::json::{nested_tensor, push_leaf};
 use crate::tensor::{Tensor, TensorData};
@@ -36,25 +38,28 @@ pub struct Parsed {
     pub payload: Payload,
     /// Databricks' optional top-level `client_request_id`.
     pub client_request_id: Option<String>,
-    /// The value of the endpoint's sticky-key field, when it has one and the body carries it.
-    pub sticky: Option<String>,
+    /// Other top-level fields (an endpoint may read its sticky key from one; the core checks).
+    pub fields: Vec<(String, FieldValue)>,
 }
 
-/// Parses a body and checks that it uses exactly one format. `sticky_field` names an extra
-/// top-level field the endpoint reads its sticky key from.
-pub fn parse(body: &[u8], sticky_field: Option<&str>) -> Result<Parsed, CoreError> {
+/// Parses a body and checks that it uses exactly one format.
+pub fn parse(body: &[u8]) -> Result<Parsed, CoreError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
     let Value::Object(mut map) = v else {
         return Err(bad(format!("request body must be a JSON object with exactly one of {FORMATS:?}")));
     };
-    for key in map.keys() {
-        let known = FORMATS.contains(&key.as_str())
-            || key == "params"
-            || key == "client_request_id"
-            || Some(key.as_str()) == sticky_field;
-        if !known {
-            return Err(bad(format!("unknown field '{key}'; send exactly one of {FORMATS:?}")));
+    let mut fields = Vec::new();
+    for (key, value) in &map {
+        if FORMATS.contains(&key.as_str()) || key == "params" || key == "client_request_id" {
+            continue;
         }
+        let value = match value {
+            Value::Null => FieldValue::Null,
+            Value::String(s) => FieldValue::Text(s.clone()),
+            Value::Number(n) => FieldValue::Text(n.to_string()),
+            _ => FieldValue::Other,
+        };
+        fields.push((key.clone(), value));
     }
     let client_request_id = match map.get("client_request_id") {
         None | Some(Value::Null) => None,
@@ -64,24 +69,40 @@ pub fn parse(body: &[u8], sticky_field: Option<&str>) -> Result<Parsed, CoreErro
         }
         Some(_) => return Err(bad("client_request_id must be a string")),
     };
-    let sticky = match sticky_field.and_then(|f| map.get(f)) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(_) => return Err(bad(format!("{} must be a string or a number", sticky_field.unwrap_or("")))),
-    };
     let present: Vec<&str> = FORMATS.iter().copied().filter(|k| map.contains_key(*k)).collect();
     if present.len() != 1 {
-        return Err(bad(if present.is_empty() {
-            format!("request body has none of {FORMATS:?}; send exactly one")
-        } else {
-            format!("request body has {present:?}; send exactly one of {FORMATS:?}")
+        return Err(bad(match (present.is_empty(), fields.first()) {
+            (true, Some((key, _))) => format!("unknown field '{key}'; send exactly one of {FORMATS:?}"),
+            (true, None) => format!("request body has none of {FORMATS:?}; send exactly one"),
+            (false, _) => format!("request body has {present:?}; send exactly one of {FORMATS:?}"),
         }));
     }
     let key = present[0];
     let value = map.remove(key).unwrap_or(Value::Null);
     let payload = parse_format(key, value)?;
-    Ok(Parsed { payload, client_request_id, sticky })
+    Ok(Parsed { payload, client_request_id, fields })
+}
+
+impl ModelInputs for Payload {
+    fn into_tensors(self: Box<Self>, model: &LoadedModel) -> Result<Vec<Tensor>, CoreError> {
+        to_tensors(model, *self)
+    }
+}
+
+/// Renders `{"predictions": [...]}`; the table logs it as the response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Predictions;
+
+impl Render for Predictions {
+    type Output = Vec<u8>;
+
+    fn render(&self, a: Answer<'_>) -> Result<Vec<u8>, CoreError> {
+        render(a.model, a.outputs)
+    }
+
+    fn logged_body<'a>(&self, body: &'a Vec<u8>) -> Option<&'a [u8]> {
+        Some(body)
+    }
 }
 
 fn parse_format(key: &str, value: Value) -> Result<Payload, CoreError> {
@@ -285,12 +306,12 @@ fn tensor_inputs(model: &LoadedModel, payload: Payload) -> Result<Vec<Tensor>, C
                     schema.inputs.iter().map(|t| &t.name).collect::<Vec<_>>()
                 ))
             })?;
-            inputs.push(super::NamedTensor {
+            inputs.push(NamedTensor {
                 name: k.clone(),
                 tensor: nested_tensor(v, spec.dtype, stack).map_err(|e| bad(format!("input '{k}': {e}")))?,
             });
         }
-        super::order_inputs(model, inputs)
+        order_inputs(model, inputs)
     };
     match payload {
         Payload::Split { .. } | Payload::Records(_) => Err(bad(format!(
@@ -301,7 +322,7 @@ fn tensor_inputs(model: &LoadedModel, payload: Payload) -> Result<Vec<Tensor>, C
         Payload::Inputs(v) => {
             let spec = only_input()?;
             let t = nested_tensor(&v, spec.dtype, false).map_err(|e| bad(format!("inputs: {e}")))?;
-            super::order_inputs(model, vec![super::NamedTensor { name: spec.name.clone(), tensor: t }])
+            order_inputs(model, vec![NamedTensor { name: spec.name.clone(), tensor: t }])
         }
         Payload::Instances(rows) => {
             if rows.is_empty() {
@@ -325,7 +346,7 @@ fn tensor_inputs(model: &LoadedModel, payload: Payload) -> Result<Vec<Tensor>, C
                 let spec = only_input()?;
                 let t =
                     nested_tensor(&Value::Array(rows), spec.dtype, true).map_err(|e| bad(format!("instances: {e}")))?;
-                super::order_inputs(model, vec![super::NamedTensor { name: spec.name.clone(), tensor: t }])
+                order_inputs(model, vec![NamedTensor { name: spec.name.clone(), tensor: t }])
             }
         }
     }
