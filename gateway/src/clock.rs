@@ -39,7 +39,7 @@ impl Clock {
 
     /// Microseconds since the Unix epoch.
     pub fn now_us(&self) -> i64 {
-        crate::inference_log::now_us() + self.inner.offset_us.load(Ordering::Relaxed)
+        system_now_us() + self.inner.offset_us.load(Ordering::Relaxed)
     }
 
     /// Moves a test clock forward by `by` and wakes whoever waits on [`Clock::advanced`];
@@ -62,6 +62,11 @@ impl Clock {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Microseconds since the Unix epoch by the system clock (0 before 1970).
+pub fn system_now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

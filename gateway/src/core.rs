@@ -8,6 +8,7 @@ mod inputs;
 mod record;
 pub mod request;
 pub mod routing;
+pub mod served;
 pub mod shadow;
 
 use std::collections::HashMap;
@@ -25,7 +26,8 @@ pub use request::{
     Answer, FieldValue, Handled, Inputs, ModelInputs, NamedTensor, Render, Request, RequestMeta, SelectedTensors,
     Target, Transport,
 };
-pub use routing::{Endpoint, RouteHints, ServedModel};
+pub use routing::{Endpoint, RouteHints};
+pub use served::ServedModel;
 
 use record::Record;
 
@@ -74,19 +76,6 @@ impl CoreError {
     /// The message, cut to [`crate::limits::MAX_ERROR_BYTES`]: what answers and table rows carry.
     pub fn message(&self) -> String {
         crate::limits::bounded_message(&self.to_string()).into_owned()
-    }
-
-    /// The HTTP status of this kind (the gRPC code is chosen next to it in `api::error`).
-    pub fn http_status(&self) -> u16 {
-        match self {
-            CoreError::BadRequest(_) => 400,
-            CoreError::Forbidden(_) => 403,
-            CoreError::NotFound(_) => 404,
-            CoreError::Overloaded(_) => 429,
-            CoreError::Unavailable(_) => 503,
-            CoreError::Timeout(_) => 504,
-            CoreError::Internal(_) => 500,
-        }
     }
 }
 

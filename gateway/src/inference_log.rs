@@ -433,7 +433,7 @@ pub fn partition_of(timestamp_us: i64) -> String {
 
 /// Now, in microseconds since the epoch.
 pub fn now_us() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    crate::clock::system_now_us()
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let tasks = TaskTracker::new();
     let cfg = config.clone();
     let t = tasks.clone();
-    let tables = Arc::new(TableSet::default());
+    let tables = Arc::new(TableSet::new(crate::api::error::status_code));
     let ts = tables.clone();
     let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, None, &t, &ts))
         .await

@@ -5,13 +5,12 @@
 //! rollback, reload ([`endpoints`]); monitors ([`monitor`]); rollouts ([`rollouts`]); the A/B
 //! report ([`experiments`]); test hooks of a `--test-clock` gateway ([`debug`]); the dashboard's
 //! data ([`dashboard`]). Open routes: the dashboard page and its assets, metrics and health.
-//! [`error`] maps the errors of the layers below to statuses. Bodies use the Databricks
+//! The errors of the layers below become statuses in `api::error`. Bodies use the Databricks
 //! endpoint shape.
 
 mod dashboard;
 mod debug;
 pub mod endpoints;
-mod error;
 mod experiments;
 mod monitor;
 mod rollouts;

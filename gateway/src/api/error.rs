@@ -1,10 +1,18 @@
-//! The one place where an error kind becomes an HTTP status with `{"error": ...}` and the
-//! matching gRPC code, chosen together.
+//! The one place where an error becomes an HTTP status with `{"error": ...}` and the matching
+//! gRPC code, chosen together: the request path's [`CoreError`] and the transports' own kinds
+//! ([`ApiError::codes`]), the errors of the layers under the admin API (control, rollouts,
+//! experiments, monitors: their `From` impls below), and the status an inference-table row
+//! records ([`status_code`]). Each is table-tested for every variant.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::control::ControlError;
 use crate::core::CoreError;
+use crate::experiment::ExperimentError;
+use crate::monitor::MonitorError;
+use crate::monitor::service::MonitorCallError;
+use crate::rollout::{RolloutError, TrafficError};
 
 /// Errors a transport can answer with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,13 +59,7 @@ impl ApiError {
     /// HTTP status and gRPC code for this error.
     pub fn codes(&self) -> (StatusCode, tonic::Code) {
         match self {
-            ApiError::Core(CoreError::BadRequest(_)) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
-            ApiError::Core(CoreError::Forbidden(_)) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
-            ApiError::Core(CoreError::NotFound(_)) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
-            ApiError::Core(CoreError::Overloaded(_)) => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted),
-            ApiError::Core(CoreError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
-            ApiError::Core(CoreError::Timeout(_)) => (StatusCode::GATEWAY_TIMEOUT, tonic::Code::DeadlineExceeded),
-            ApiError::Core(CoreError::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
+            ApiError::Core(e) => core_codes(e),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, tonic::Code::DeadlineExceeded),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
@@ -95,6 +97,25 @@ impl ApiError {
     }
 }
 
+/// HTTP status and gRPC code of a request-path error.
+fn core_codes(e: &CoreError) -> (StatusCode, tonic::Code) {
+    match e {
+        CoreError::BadRequest(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+        CoreError::Forbidden(_) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
+        CoreError::NotFound(_) => (StatusCode::NOT_FOUND, tonic::Code::NotFound),
+        CoreError::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, tonic::Code::ResourceExhausted),
+        CoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+        CoreError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, tonic::Code::DeadlineExceeded),
+        CoreError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, tonic::Code::Internal),
+    }
+}
+
+/// The HTTP status an inference-table row records for a request-path error: the status the
+/// client got (the core is handed this function; it chooses no codes itself).
+pub fn status_code(e: &CoreError) -> u16 {
+    core_codes(e).0.as_u16()
+}
+
 /// `{"error": "..."}` as bytes.
 pub fn error_body(message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_else(|_| b"{\"error\":\"\"}".to_vec())
@@ -115,6 +136,61 @@ impl From<ApiError> for tonic::Status {
         e.log(&message);
         let (_, code) = e.codes();
         tonic::Status::new(code, message)
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        match e {
+            ControlError::Invalid(m) => ApiError::Core(CoreError::BadRequest(m)),
+            ControlError::Load(b) => ApiError::Core(CoreError::BadRequest(format!("the change was not applied: {b}"))),
+            ControlError::NotFound(m) => ApiError::Core(CoreError::NotFound(m)),
+            ControlError::Conflict(m) => ApiError::Conflict(m),
+            ControlError::Internal(m) => ApiError::Core(CoreError::Internal(m)),
+        }
+    }
+}
+
+impl From<RolloutError> for ApiError {
+    fn from(e: RolloutError) -> ApiError {
+        match e {
+            RolloutError::Invalid(m) => ApiError::bad_request(m),
+            RolloutError::NotFound(m) => ApiError::not_found(m),
+            RolloutError::Conflict(m) => ApiError::Conflict(m),
+            RolloutError::Traffic(t) => match t {
+                TrafficError::Invalid(m) => ApiError::bad_request(m),
+                TrafficError::NotFound(m) => ApiError::not_found(m),
+                TrafficError::Conflict(m) => ApiError::Conflict(m),
+                TrafficError::Internal(m) => ApiError::Core(CoreError::Internal(m)),
+            },
+        }
+    }
+}
+
+impl From<ExperimentError> for ApiError {
+    fn from(e: ExperimentError) -> ApiError {
+        match e {
+            ExperimentError::Invalid(m) => ApiError::bad_request(m),
+            ExperimentError::Failed(m) => ApiError::Core(CoreError::Internal(format!("the analysis failed: {m}"))),
+        }
+    }
+}
+
+impl From<MonitorError> for ApiError {
+    fn from(e: MonitorError) -> ApiError {
+        match e {
+            MonitorError::Config(m) => ApiError::not_found(m),
+            other => ApiError::Core(CoreError::Internal(other.to_string())),
+        }
+    }
+}
+
+impl From<MonitorCallError> for ApiError {
+    fn from(e: MonitorCallError) -> ApiError {
+        match e {
+            MonitorCallError::NotFound(m) => ApiError::Core(CoreError::NotFound(m)),
+            MonitorCallError::Failed(m) => ApiError::Core(CoreError::Internal(format!("monitor refresh failed: {m}"))),
+        }
     }
 }
 
@@ -141,6 +217,9 @@ mod tests {
         ];
         for (err, status, code) in table {
             assert_eq!(err.codes(), (StatusCode::from_u16(status).unwrap(), code), "{err:?}");
+            if let ApiError::Core(core) = &err {
+                assert_eq!(status_code(core), status, "the table row records what the client got: {core:?}");
+            }
             let grpc = tonic::Status::from(err.clone());
             assert_eq!(grpc.code(), code);
             assert_eq!(grpc.message(), err.to_string());
@@ -153,5 +232,69 @@ mod tests {
     fn error_body_is_json_with_error_member() {
         let v: serde_json::Value = serde_json::from_slice(&error_body("bad \"thing\"")).unwrap();
         assert_eq!(v["error"], "bad \"thing\"");
+    }
+}
+
+#[cfg(test)]
+mod layer_errors {
+    use super::*;
+    use crate::core::BuildError;
+
+    fn m() -> String {
+        "m".to_string()
+    }
+
+    fn internal(message: &str) -> ApiError {
+        ApiError::Core(CoreError::Internal(message.into()))
+    }
+
+    fn load() -> ControlError {
+        ControlError::Load(BuildError::Endpoint { endpoint: "e".into(), message: "bad".into() })
+    }
+
+    /// Every variant of every error under the admin API, and the answer it gives.
+    #[test]
+    fn each_refusal_answers_with_its_status_and_message() {
+        let cases: Vec<(ApiError, ApiError)> = vec![
+            (ControlError::Invalid(m()).into(), ApiError::bad_request("m")),
+            (load().into(), ApiError::bad_request("the change was not applied: endpoint 'e': bad")),
+            (ControlError::NotFound(m()).into(), ApiError::not_found("m")),
+            (ControlError::Conflict(m()).into(), ApiError::Conflict(m())),
+            (ControlError::Internal(m()).into(), internal("m")),
+            (RolloutError::Invalid(m()).into(), ApiError::bad_request("m")),
+            (RolloutError::NotFound(m()).into(), ApiError::not_found("m")),
+            (RolloutError::Conflict(m()).into(), ApiError::Conflict(m())),
+            (RolloutError::Traffic(TrafficError::Invalid(m())).into(), ApiError::bad_request("m")),
+            (RolloutError::Traffic(TrafficError::NotFound(m())).into(), ApiError::not_found("m")),
+            (RolloutError::Traffic(TrafficError::Conflict(m())).into(), ApiError::Conflict(m())),
+            (RolloutError::Traffic(TrafficError::Internal(m())).into(), internal("m")),
+            (ExperimentError::Invalid(m()).into(), ApiError::bad_request("m")),
+            (ExperimentError::Failed(m()).into(), internal("the analysis failed: m")),
+            (MonitorError::Config(m()).into(), ApiError::not_found("m")),
+            (MonitorError::Io(m()).into(), internal("m")),
+            (MonitorError::Query(m()).into(), internal("query failed: m")),
+            (MonitorCallError::NotFound(m()).into(), ApiError::not_found("m")),
+            (MonitorCallError::Failed(m()).into(), internal("monitor refresh failed: m")),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
+
+    /// A traffic change the control plane refuses gets the same answer whether an operator or a
+    /// rollout asked for it (a rollout sees the refusal through `TrafficError`).
+    #[test]
+    fn a_refused_rollout_step_answers_like_a_refused_edit() {
+        let all: [fn() -> ControlError; 5] = [
+            || ControlError::Invalid(m()),
+            load,
+            || ControlError::NotFound(m()),
+            || ControlError::Conflict(m()),
+            || ControlError::Internal(m()),
+        ];
+        for e in all {
+            let via_rollout = ApiError::from(RolloutError::Traffic(TrafficError::from(e())));
+            assert_eq!(via_rollout, ApiError::from(e()));
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::CoreError;
 use crate::inference_log::{
     FeatureColumn, InferenceRecord, InputColumns, Payload, PredictionKind, PredictionSpec, Table, TableLayout,
     TableOptions,
@@ -60,14 +61,28 @@ pub fn prediction_spec(model: &LoadedModel) -> PredictionSpec {
     }
 }
 
+/// The HTTP status a row records for an error: the transports' one mapping
+/// (`api::error::status_code`), handed down so the core does not choose codes itself.
+pub type StatusOf = fn(&CoreError) -> u16;
+
 /// Open tables by name. A table keeps its writer across config changes as long as its options
 /// and layout stay the same; a changed table gets a new writer (the old one finishes and stops).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TableSet {
     tables: Mutex<HashMap<String, Table>>,
+    status_of: StatusOf,
 }
 
 impl TableSet {
+    /// No tables yet; rows record errors with the status `status_of` gives them.
+    pub fn new(status_of: StatusOf) -> TableSet {
+        TableSet { tables: Mutex::new(HashMap::new()), status_of }
+    }
+
+    pub fn status_of(&self) -> StatusOf {
+        self.status_of
+    }
+
     pub fn get_or_open(&self, options: &TableOptions, layout: &TableLayout) -> Result<Table, String> {
         let mut tables = self.tables.lock().map_err(|_| "table set lock poisoned".to_string())?;
         if let Some(t) = tables.get(&options.table)
@@ -95,6 +110,8 @@ impl TableSet {
 #[derive(Debug, Clone)]
 pub struct CaptureContext {
     pub table: Table,
+    /// The status of an error answer (see [`StatusOf`]).
+    pub status_of: StatusOf,
     pub endpoint: Arc<str>,
     pub request_id: Arc<str>,
     pub client_request_id: Option<String>,
@@ -108,8 +125,8 @@ pub struct Outcome<'a> {
     pub model: Option<&'a LoadedModel>,
     pub spec: Option<Arc<PredictionSpec>>,
     pub is_shadow: bool,
-    pub status_code: u16,
-    pub error: Option<String>,
+    /// `None`: answered (200).
+    pub error: Option<CoreError>,
     pub start: Instant,
     pub phases: Option<(PhaseTimes, usize)>,
     pub inputs: Option<Arc<Vec<Tensor>>>,
@@ -120,14 +137,13 @@ pub struct Outcome<'a> {
 
 impl Outcome<'_> {
     /// A request that failed before a served model was chosen (bad body, unknown served model).
-    pub fn failed_before_routing(e: &super::CoreError, start: Instant) -> Outcome<'static> {
+    pub fn failed_before_routing(e: &CoreError, start: Instant) -> Outcome<'static> {
         Outcome {
             served_model: Arc::from(""),
             model: None,
             spec: None,
             is_shadow: false,
-            status_code: e.http_status(),
-            error: Some(e.message()),
+            error: Some(e.clone()),
             start,
             phases: None,
             inputs: None,
@@ -155,8 +171,8 @@ impl CaptureContext {
             model_name: o.model.map(|m| Arc::from(m.name.as_str())).unwrap_or_else(|| Arc::from("")),
             model_version: o.model.map(|m| Arc::from(m.version_str.as_str())).unwrap_or_else(|| Arc::from("")),
             is_shadow: o.is_shadow,
-            status_code: o.status_code,
-            error: o.error,
+            status_code: o.error.as_ref().map_or(200, self.status_of),
+            error: o.error.as_ref().map(CoreError::message),
             latency_ms: ms(o.start.elapsed()),
             execution_ms: o.phases.map(|(p, _)| ms(p.compute_infer)).unwrap_or(0.0),
             queue_ms: o.phases.map(|(p, _)| ms(p.queue)).unwrap_or(0.0),

@@ -11,7 +11,8 @@ use bytes::Bytes;
 
 use super::CoreError;
 use super::capture::{CaptureContext, Outcome};
-use super::routing::{Endpoint, ServedModel};
+use super::routing::Endpoint;
+use super::served::ServedModel;
 use crate::runtime::stats::PhaseTimes;
 use crate::tensor::Tensor;
 use crate::traffic_stats::TrafficStats;

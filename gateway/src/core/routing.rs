@@ -11,52 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio_util::task::TaskTracker;
 
-use std::time::Instant;
-
-use super::capture::{CaptureContext, Outcome, TableSet, prediction_kind, prediction_spec, table_layout};
+use super::capture::{CaptureContext, StatusOf, TableSet, prediction_kind, prediction_spec, table_layout};
+use super::served::ServedModel;
 use super::shadow::ShadowQueue;
 use super::{BuildError, CoreError, RequestMeta};
 use crate::config::{EndpointConfig, StickyKey};
-use crate::inference_log::{PredictionSpec, Table};
+use crate::inference_log::Table;
 use crate::metrics::EndpointMetrics;
-use crate::registry::{LoadedModel, Registry};
+use crate::registry::Registry;
 use crate::tensor::Tensor;
-
-/// A served model of an endpoint: a name, the model version behind it, and its metrics.
-#[derive(Debug)]
-pub struct ServedModel {
-    pub name: Arc<str>,
-    pub model: Arc<LoadedModel>,
-    pub metrics: EndpointMetrics,
-    /// Where its prediction is in its outputs (for the inference table).
-    pub spec: Arc<PredictionSpec>,
-}
-
-impl ServedModel {
-    /// The outcome of a request on this served model, for its table row.
-    pub fn outcome(
-        &self,
-        start: Instant,
-        result: Result<(), &CoreError>,
-        inputs: Option<Arc<Vec<Tensor>>>,
-        outputs: Option<Arc<Vec<Tensor>>>,
-    ) -> Outcome<'_> {
-        Outcome {
-            served_model: self.name.clone(),
-            model: Some(&self.model),
-            spec: Some(self.spec.clone()),
-            is_shadow: false,
-            status_code: result.map(|_| 200).unwrap_or_else(|e| e.http_status()),
-            error: result.err().map(CoreError::message),
-            start,
-            phases: None,
-            inputs,
-            outputs,
-            request_json: None,
-            response_json: None,
-        }
-    }
-}
 
 /// What a request says about where it wants to go.
 #[derive(Debug, Default, Clone, Copy)]
@@ -79,6 +42,7 @@ pub struct Endpoint {
     rng: SplitMix,
     pub(super) shadow: Option<ShadowQueue>,
     table: Option<Table>,
+    status_of: StatusOf,
 }
 
 impl Endpoint {
@@ -151,6 +115,7 @@ impl Endpoint {
             rng: SplitMix::new(cfg.routing_seed.unwrap_or_else(rand::random)),
             shadow,
             table,
+            status_of: tables.status_of(),
         })
     }
 
@@ -242,6 +207,7 @@ impl Endpoint {
         }
         Some(CaptureContext {
             table: table.clone(),
+            status_of: self.status_of,
             endpoint: Arc::from(self.config.name.as_str()),
             request_id: meta.request_id.clone(),
             client_request_id,

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::capture::CaptureContext;
-use super::routing::ServedModel;
+use super::served::ServedModel;
 use crate::budget::{ByteBudget, Reserved};
 use crate::metrics::ShadowMetrics;
 use crate::tensor::Tensor;
