@@ -95,7 +95,8 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     // One pool of slots for inference in progress, over HTTP and gRPC alike.
     let admission = stack::Admission::new(&limits, config.server.max_body_bytes);
     let state = HttpState { gateway: gateway.clone(), max_body_bytes: config.server.max_body_bytes, metrics };
-    let http_router = stack::http_stack(http::router(state.clone()), &limits, Some(admission.clone()));
+    let http_router =
+        stack::http_stack(http::router(state.clone()), &limits, config.server.max_body_bytes, Some(admission.clone()));
     let http_acceptor = listen::Acceptor::new(http_listener, "http", limits.max_connections, true);
     servers.spawn(listen::serve_http(http_acceptor, http_router, limits, token.clone()));
     let admin = AdminState {
@@ -105,7 +106,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         token: config.server.admin_token.clone(),
         max_body_bytes: config.server.max_body_bytes,
     };
-    let admin_router = stack::http_stack(admin::router(state, admin), &limits, None);
+    let admin_router = stack::http_stack(admin::router(state, admin), &limits, config.server.max_body_bytes, None);
     let admin_acceptor = listen::Acceptor::new(admin_listener, "admin", limits.max_connections, true);
     servers.spawn(listen::serve_http(admin_acceptor, admin_router, limits, token.clone()));
     let grpc = stack::GrpcAdmit::new(GrpcService::server(gateway.clone(), config.server.max_body_bytes), admission);

@@ -100,6 +100,6 @@ async fn json_body<T: serde::de::DeserializeOwned>(
             )));
         }
     }
-    let bytes = read_body(body, s.max_body_bytes, headers).await?;
+    let bytes = read_body(body, s.max_body_bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

@@ -83,15 +83,10 @@ pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 #[error("the request body did not arrive within {} ms (server.body_read_timeout_ms)", .0.as_millis())]
 pub struct BodyTimeout(pub std::time::Duration);
 
-/// Reads a request body up to the configured limit; a larger body is 413, a late one 408.
-pub(crate) async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, ApiError> {
-    if let Some(len) =
-        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64
-    {
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+/// Reads a request body. The stack's body limit layer stops it at `limit` bytes (413, with
+/// `limit` in the message) and its deadline layer stops a late one (408).
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
         // Whichever layer failed the read is somewhere down the error's sources.
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {

@@ -8,22 +8,24 @@
 //! 1. **catch panic**: a handler that panics answers 500 `{"error"}`; the connection, the
 //!    listener and the process go on.
 //! 2. **total timeout** (`server.total_timeout_ms`): a request not answered in time gets 504.
-//! 3. **admission** (`server.max_concurrent_requests`, `server.max_buffered_body_bytes`,
+//! 3. **body limit** (`server.max_body_bytes`): a Content-Length over it is answered 413 at
+//!    once, unread; a body without one stops being read past it (413 from the handler's read).
+//! 4. **admission** (`server.max_concurrent_requests`, `server.max_buffered_body_bytes`,
 //!    inference listeners only): every POST holds a slot and its body's bytes (its
 //!    Content-Length; without one, `max_body_bytes`) until it is answered; with either used up
 //!    it is answered 429 at once, before its body is read. Load is shed, never queued. Health,
 //!    metadata and metrics (GETs) never wait. Parsing costs at most a measured multiple of the
 //!    body (README, "What is bounded"), so this budget bounds the memory requests can take.
-//! 4. **body deadline** (`server.body_read_timeout_ms`): the body must have arrived this long
+//! 5. **body deadline** (`server.body_read_timeout_ms`): the body must have arrived this long
 //!    after the headers; reading past it fails and the request gets 408.
 //!
 //! Authentication will plug in between 0 and 1 (so a refused caller still gets an id and a
 //! span, and costs no admission slot).
 //!
-//! Below the stack: the body size limit (`server.max_body_bytes`, 413) where handlers read the
-//! body (`api::http::read_body`), and per connection (`super::listen`) the connection limit,
-//! the header read timeout, HTTP/2 stream limit and keep-alive pings. gRPC gets the same from
-//! [`grpc_builder`] and [`GrpcAdmit`].
+//! Per connection (`super::listen`): the connection limit, the header read timeout, HTTP/2
+//! stream limit and keep-alive pings. gRPC gets the same from [`grpc_builder`] (whole-call
+//! timeout, stream limit, pings, a span per call), [`GrpcAdmit`] (admission) and the service's
+//! message size limit (`server.max_body_bytes`, answered RESOURCE_EXHAUSTED).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -108,13 +110,19 @@ fn kib(bytes: usize) -> u32 {
 
 /// Wraps `router` in the stack described at the top of this module. `admission` is `None` on
 /// the admin listener, whose requests never compete with inference for slots.
-pub fn http_stack(router: Router, limits: &ListenerLimits, admission: Option<Admission>) -> Router {
+pub fn http_stack(
+    router: Router,
+    limits: &ListenerLimits,
+    max_body_bytes: usize,
+    admission: Option<Admission>,
+) -> Router {
     let router = router.layer(middleware::from_fn_with_state(limits.body_read_timeout, body_deadline));
     let router = match admission {
         Some(a) => router.layer(middleware::from_fn_with_state(a, admit)),
         None => router,
     };
     router
+        .layer(middleware::from_fn_with_state(max_body_bytes, body_limit))
         .layer(middleware::from_fn_with_state(limits.total_timeout, total_timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn(request_id_and_span))
@@ -195,6 +203,22 @@ fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked; answered 500");
     crate::metrics::rejected("http", "internal");
     ApiError::Core(CoreError::Internal("internal error while handling the request".into())).into_response()
+}
+
+async fn body_limit(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let content_length = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if content_length.is_some_and(|n| n > limit as u64) {
+        let e = ApiError::PayloadTooLarge(limit);
+        crate::metrics::rejected("http", e.kind());
+        return e.into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let body = Body::new(http_body_util::Limited::new(body, limit));
+    next.run(Request::from_parts(parts, body)).await
 }
 
 async fn body_deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {

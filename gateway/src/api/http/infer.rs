@@ -85,7 +85,7 @@ async fn handle(state: HttpState, target: Target, id: RequestId, headers: Header
                 )));
             }
         }
-        let bytes = read_body(body, state.max_body_bytes, &meta.headers).await?;
+        let bytes = read_body(body, state.max_body_bytes).await?;
         let (inputs, outputs, v2_id, encoding) = match decode(&meta.headers, &bytes) {
             Ok(d) => {
                 // As over gRPC: the V2 request id, when given, is the request id.

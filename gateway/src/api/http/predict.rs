@@ -65,7 +65,7 @@ async fn handle(state: HttpState, target: Target, id: RequestId, headers: Header
                 )));
             }
         }
-        let bytes = read_body(body, state.max_body_bytes, &meta.headers).await?;
+        let bytes = read_body(body, state.max_body_bytes).await?;
         let inputs = match mlflow::parse(&bytes) {
             Ok(parsed) => {
                 meta.client_request_id = parsed.client_request_id;
@@ -110,7 +110,7 @@ pub async fn labels(
                 )));
             }
         }
-        let bytes = read_body(body, state.max_body_bytes, &headers).await?;
+        let bytes = read_body(body, state.max_body_bytes).await?;
         Ok(state.gateway.post_labels(&endpoint, &bytes).await?)
     }
     .await;
