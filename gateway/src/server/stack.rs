@@ -294,16 +294,18 @@ impl<S: tonic::server::NamedService> tonic::server::NamedService for GrpcAdmit<S
 }
 
 /// tonic answers a message over `max_decoding_message_size` (`server.max_body_bytes`) with
-/// OUT_OF_RANGE; the gateway's contract, as over HTTP (413), is RESOURCE_EXHAUSTED. No service
-/// of the gateway answers OUT_OF_RANGE itself, so the code alone says which answer this is.
+/// OUT_OF_RANGE; the gateway's answer is that of [`ApiError::PayloadTooLarge`] (as over HTTP,
+/// 413), whose code `api::error` chooses. No service of the gateway answers OUT_OF_RANGE
+/// itself, so the code alone says which answer this is.
 fn too_large_is_resource_exhausted(mut response: GrpcResponse) -> GrpcResponse {
     let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
     if response.headers().get("grpc-status").is_some_and(|v| v.as_bytes() == out_of_range.as_bytes()) {
-        let exhausted = (tonic::Code::ResourceExhausted as i32).to_string();
-        if let Ok(v) = http::HeaderValue::from_str(&exhausted) {
+        let too_large = ApiError::PayloadTooLarge(0);
+        let code = (too_large.codes().1 as i32).to_string();
+        if let Ok(v) = http::HeaderValue::from_str(&code) {
             response.headers_mut().insert("grpc-status", v);
         }
-        crate::metrics::rejected("grpc", "payload_too_large");
+        crate::metrics::rejected("grpc", too_large.kind());
     }
     response
 }
