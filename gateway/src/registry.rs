@@ -7,7 +7,7 @@ pub mod manifest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use manifest::{Manifest, ProblemType};
+pub use manifest::{Manifest, ManifestError, ProblemType};
 
 use sluice_wire::DataType;
 use tokio_util::task::TaskTracker;
@@ -109,10 +109,10 @@ impl Registry {
                         Some(m) => m.clone(),
                         None => {
                             let dir = config.runtime.model_repository.join(name);
-                            let m = Arc::new(Manifest::load(&dir).map_err(|message| RuntimeError::Load {
+                            let m = Arc::new(Manifest::load(&dir).map_err(|e| RuntimeError::Load {
                                 model: name.clone(),
                                 version: *version,
-                                message,
+                                message: e.to_string(),
                             })?);
                             manifests.insert(name.clone(), m.clone());
                             m

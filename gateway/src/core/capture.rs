@@ -76,7 +76,7 @@ impl TableSet {
         {
             return Ok(t.clone());
         }
-        let t = Table::open(options.clone(), layout.clone())?;
+        let t = Table::open(options.clone(), layout.clone()).map_err(|e| e.to_string())?;
         tables.insert(options.table.clone(), t.clone());
         Ok(t)
     }

@@ -44,14 +44,40 @@ pub struct Manifest {
     pub outputs: ManifestOutputs,
 }
 
+/// Why a model's `manifest.toml` could not be loaded; both name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: {}", path.display(), source.to_string().trim_end())]
+    Parse { path: std::path::PathBuf, source: toml::de::Error },
+}
+
 impl Manifest {
     /// Reads `<model dir>/manifest.toml`; a missing file is an empty manifest.
-    pub fn load(model_dir: &Path) -> Result<Manifest, String> {
+    pub fn load(model_dir: &Path) -> Result<Manifest, ManifestError> {
         let path = model_dir.join("manifest.toml");
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end())),
+            Ok(text) => toml::from_str(&text).map_err(|source| ManifestError::Parse { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => Err(ManifestError::Read { path, source }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Manifest::load(dir.path()).is_ok(), "a missing manifest is an empty one");
+        std::fs::write(dir.path().join("manifest.toml"), "problem_type = 3\n").unwrap();
+        let e = Manifest::load(dir.path()).unwrap_err();
+        assert!(matches!(e, ManifestError::Parse { .. }), "{e:?}");
+        let prefix = format!("{}: ", dir.path().join("manifest.toml").display());
+        assert!(e.to_string().starts_with(&prefix), "{e}");
+        assert!(!e.to_string().ends_with('\n'), "{e:?}");
     }
 }
