@@ -44,11 +44,11 @@ impl Clock {
 
     /// Moves a test clock forward by `by` and wakes whoever waits on [`Clock::advanced`];
     /// refused on the system clock.
-    pub fn advance(&self, by: Duration) -> Result<i64, String> {
+    pub fn advance(&self, by: Duration) -> Result<i64, ClockError> {
         if !self.inner.test {
-            return Err("the clock can only be moved on a gateway started with --test-clock".into());
+            return Err(ClockError::NotTestClock);
         }
-        let us = i64::try_from(by.as_micros()).map_err(|_| "advance is too large".to_string())?;
+        let us = i64::try_from(by.as_micros()).map_err(|_| ClockError::TooLarge)?;
         self.inner.offset_us.fetch_add(us, Ordering::Relaxed);
         self.inner.advanced.notify_waiters();
         Ok(self.now_us())
@@ -64,6 +64,15 @@ impl Clock {
     }
 }
 
+/// Why a clock could not be moved.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClockError {
+    #[error("the clock can only be moved on a gateway started with --test-clock")]
+    NotTestClock,
+    #[error("advance is too large")]
+    TooLarge,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +83,9 @@ mod tests {
         let before = c.now_us();
         c.advance(Duration::from_secs(300)).unwrap();
         assert!(c.now_us() - before >= 300_000_000);
-        assert!(Clock::system().advance(Duration::from_secs(1)).is_err());
+        assert_eq!(
+            Clock::system().advance(Duration::from_secs(1)).unwrap_err().to_string(),
+            "the clock can only be moved on a gateway started with --test-clock"
+        );
     }
 }

@@ -56,7 +56,7 @@ pub struct RunningServer {
 /// Nothing is bound unless every model loaded. With a `source`, the config file is watched
 /// (`server.watch_config`) and reloaded on SIGHUP.
 pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<RunningServer, StartError> {
-    let metrics = crate::metrics::install().map_err(StartError::Other)?;
+    let metrics = crate::metrics::install().map_err(|e| StartError::Other(e.to_string()))?;
     let lib = config.runtime.onnxruntime_lib.clone();
     library::environment(lib.as_deref())?;
     let tasks = TaskTracker::new();
