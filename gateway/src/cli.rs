@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod args;
 pub mod client;
+mod error;
 pub mod monitor;
 pub mod render;
 pub mod serve;
@@ -14,6 +15,8 @@ pub mod table;
 pub mod validate;
 
 use std::process::ExitCode;
+
+pub use error::CliError;
 
 use admin::AdminCall;
 use args::{Cli, Command, ServeArgs};

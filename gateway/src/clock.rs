@@ -44,11 +44,11 @@ impl Clock {
 
     /// Moves a test clock forward by `by` and wakes whoever waits on [`Clock::advanced`];
     /// refused on the system clock.
-    pub fn advance(&self, by: Duration) -> Result<i64, String> {
+    pub fn advance(&self, by: Duration) -> Result<i64, ClockError> {
         if !self.inner.test {
-            return Err("the clock can only be moved on a gateway started with --test-clock".into());
+            return Err(ClockError::NotTestClock);
         }
-        let us = i64::try_from(by.as_micros()).map_err(|_| "advance is too large".to_string())?;
+        let us = i64::try_from(by.as_micros()).map_err(|_| ClockError::TooLarge)?;
         self.inner.offset_us.fetch_add(us, Ordering::Relaxed);
         self.inner.advanced.notify_waiters();
         Ok(self.now_us())
@@ -69,6 +69,15 @@ pub fn system_now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
+/// Why a clock could not be moved.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClockError {
+    #[error("the clock can only be moved on a gateway started with --test-clock")]
+    NotTestClock,
+    #[error("advance is too large")]
+    TooLarge,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +88,9 @@ mod tests {
         let before = c.now_us();
         c.advance(Duration::from_secs(300)).unwrap();
         assert!(c.now_us() - before >= 300_000_000);
-        assert!(Clock::system().advance(Duration::from_secs(1)).is_err());
+        assert_eq!(
+            Clock::system().advance(Duration::from_secs(1)).unwrap_err().to_string(),
+            "the clock can only be moved on a gateway started with --test-clock"
+        );
     }
 }

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use overlay::OverlayError;
 pub use overrides::Overrides;
 use raw::{RawConfig, RawEndpoint, Secret};
 
@@ -44,8 +45,8 @@ pub struct ConfigIssue {
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("config {path} is not valid: {message}")]
-    Parse { path: String, message: String },
+    #[error("config {path} is not valid: {source}")]
+    Parse { path: String, source: overlay::OverlayError },
     #[error("config {path} has {} problem(s):\n{}", .issues.len(), Issues(.issues))]
     Invalid { path: String, issues: Vec<ConfigIssue> },
 }
@@ -257,7 +258,7 @@ impl Config {
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
         let mut raw =
-            overlay::parse(text, env).map_err(|message| ConfigError::Parse { path: name.to_string(), message })?;
+            overlay::parse(text, env).map_err(|source| ConfigError::Parse { path: name.to_string(), source })?;
         overrides.apply(&mut raw);
         let mut config = Config::from_raw(raw, name, base)?;
         config.server.test_clock = overrides.test_clock;
@@ -270,7 +271,7 @@ impl Config {
     }
 
     /// Names of the environments a config file defines.
-    pub fn environments(text: &str) -> Result<Vec<String>, String> {
+    pub fn environments(text: &str) -> Result<Vec<String>, overlay::OverlayError> {
         overlay::environments(text)
     }
 

@@ -413,7 +413,7 @@ impl Control {
         };
         if let Err(e) = crate::monitor::service::check(&new, &snapshot.table_schemas()).await {
             crate::metrics::config_change(source.label(), "rejected");
-            return Err(ControlError::Invalid(e));
+            return Err(ControlError::Invalid(e.to_string()));
         }
         self.gateway.swap(snapshot);
         crate::metrics::config_change(source.label(), "applied");

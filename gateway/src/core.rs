@@ -309,7 +309,7 @@ impl Gateway {
         let table = ep.table().ok_or_else(|| {
             CoreError::BadRequest(format!("endpoint '{endpoint}' has no inference table; enable inference_table on it"))
         })?;
-        let items = crate::inference_log::labels::parse(body).map_err(CoreError::BadRequest)?;
+        let items = crate::inference_log::labels::parse(body).map_err(|e| CoreError::BadRequest(e.to_string()))?;
         let unknown = items.iter().filter(|i| !table.knows(i.id())).count();
         let dir = labels_dir(table);
         let n = items.len();

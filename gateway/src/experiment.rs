@@ -38,6 +38,12 @@ pub enum ExperimentError {
     Failed(String),
 }
 
+impl From<scan::ScanError> for ExperimentError {
+    fn from(e: scan::ScanError) -> ExperimentError {
+        ExperimentError::Failed(e.to_string())
+    }
+}
+
 fn micros(t: std::time::SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
@@ -141,8 +147,7 @@ pub async fn endpoint_report(
     let query = q.clone();
     let data = crate::analysis::run("experiment_report", async move { scan::scan(&query).await })
         .await
-        .map_err(|e| ExperimentError::Failed(e.to_string()))?
-        .map_err(ExperimentError::Failed)?;
+        .map_err(|e| ExperimentError::Failed(e.to_string()))??;
     let (metric, higher_is_better) = Scope::metric_for(&e.experiment, data.prediction);
     let scope = Scope {
         endpoint: endpoint.to_string(),

@@ -14,6 +14,7 @@
 //! This module is a leaf: it knows tensors and its own record types, nothing of routing or APIs.
 
 mod columns;
+mod error;
 pub mod labels;
 pub mod read;
 mod writer;
@@ -25,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::Counter;
+
+pub use error::LogError;
 
 use crate::budget::{ByteBudget, Reserved};
 use crate::tensor::Tensor;
@@ -256,7 +259,7 @@ struct TableInner {
 
 impl Table {
     /// Starts the writer thread of a table.
-    pub fn open(options: TableOptions, layout: TableLayout) -> Result<Table, String> {
+    pub fn open(options: TableOptions, layout: TableLayout) -> Result<Table, LogError> {
         let metrics = TableMetrics::new(&options.table);
         let w = writer::Writer::new(options.clone(), layout.clone(), metrics.clone());
         Table::open_with(options, layout, metrics, move |rx| w.run(rx))
@@ -268,7 +271,7 @@ impl Table {
         layout: TableLayout,
         metrics: TableMetrics,
         drain: impl FnOnce(flume::Receiver<Queued>) + Send + 'static,
-    ) -> Result<Table, String> {
+    ) -> Result<Table, LogError> {
         let (tx, rx) = flume::bounded(options.queue_capacity.max(1));
         let budget = ByteBudget::new(options.queue_max_bytes.max(1));
         if let Ok(schema) = schema_of(&layout) {
@@ -277,7 +280,7 @@ impl Table {
         let thread = std::thread::Builder::new()
             .name(format!("log-{}", options.table))
             .spawn(move || drain(rx))
-            .map_err(|e| format!("cannot start the writer of table {}: {e}", options.table))?;
+            .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?;
         Ok(Table {
             inner: Arc::new(TableInner {
                 options,
@@ -301,7 +304,7 @@ impl Table {
     }
 
     /// The Arrow schema of this table's files.
-    pub fn schema(&self) -> Result<datafusion::arrow::datatypes::SchemaRef, String> {
+    pub fn schema(&self) -> Result<datafusion::arrow::datatypes::SchemaRef, LogError> {
         schema_of(&self.inner.layout)
     }
 
@@ -407,8 +410,8 @@ impl Table {
 }
 
 /// The Arrow schema of the files of a table with `layout`.
-pub fn schema_of(layout: &TableLayout) -> Result<datafusion::arrow::datatypes::SchemaRef, String> {
-    columns::batch(layout, &[]).map(|b| b.schema()).map_err(|e| e.to_string())
+pub fn schema_of(layout: &TableLayout) -> Result<datafusion::arrow::datatypes::SchemaRef, LogError> {
+    columns::batch(layout, &[]).map(|b| b.schema()).map_err(LogError::Schema)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.

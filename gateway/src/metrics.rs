@@ -48,18 +48,25 @@ const LATENCY_BUCKETS: &[f64] =
     &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
-static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+static HANDLE: OnceLock<Result<PrometheusHandle, InstallError>> = OnceLock::new();
+
+/// The Prometheus recorder could not be built or installed (the exporter's message; kept as
+/// text because the first failure is handed to every later caller, and the exporter's error
+/// is not `Clone`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct InstallError(String);
 
 /// Installs the Prometheus recorder (once per process) and returns its handle for `/metrics`.
-pub fn install() -> Result<PrometheusHandle, String> {
+pub fn install() -> Result<PrometheusHandle, InstallError> {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(MODEL_BATCH_ROWS.into()), BATCH_BUCKETS))
-                .map_err(|e| e.to_string())?
+                .map_err(|e| InstallError(e.to_string()))?
                 .install_recorder()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| InstallError(e.to_string()))?;
             describe();
             Ok(handle)
         })

@@ -7,7 +7,7 @@ pub mod manifest;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use manifest::{Manifest, ProblemType};
+pub use manifest::{Manifest, ManifestError, ProblemType};
 
 use sluice_wire::DataType;
 use tokio_util::task::TaskTracker;
@@ -109,10 +109,10 @@ impl Registry {
                         Some(m) => m.clone(),
                         None => {
                             let dir = config.runtime.model_repository.join(name);
-                            let m = Arc::new(Manifest::load(&dir).map_err(|message| RuntimeError::Load {
+                            let m = Arc::new(Manifest::load(&dir).map_err(|e| RuntimeError::Load {
                                 model: name.clone(),
                                 version: *version,
-                                message,
+                                message: e.to_string(),
                             })?);
                             manifests.insert(name.clone(), m.clone());
                             m
@@ -121,10 +121,10 @@ impl Registry {
                     let path = config.model_path(name, *version);
                     let stamp = file_stamp(&path);
                     let runner = ModelRunner::load(&path, name, *version, options.clone(), tasks)?;
-                    let mut loaded = describe(runner, manifest).map_err(|message| RuntimeError::Load {
+                    let mut loaded = describe(runner, manifest).map_err(|e| RuntimeError::Load {
                         model: name.clone(),
                         version: *version,
-                        message,
+                        message: e.to_string(),
                     })?;
                     loaded.file_stamp = stamp;
                     tracing::info!(model = %name, version, "model loaded");
@@ -166,20 +166,19 @@ impl Registry {
 }
 
 /// Checks the manifest against the session's schema and precomputes the layouts.
-fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel, String> {
+fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel, ManifestError> {
     let schema = runner.schema();
     let feature_layout = match &manifest.features {
         None => None,
         Some(features) => Some(feature_layout(schema, features)?),
     };
-    let output = |name: &Option<String>, what: &str| -> Result<Option<usize>, String> {
+    let output = |name: &Option<String>, key: &'static str| -> Result<Option<usize>, ManifestError> {
         match name {
             None => Ok(None),
-            Some(n) => schema.output_index(n).map(Some).ok_or_else(|| {
-                format!(
-                    "manifest outputs.{what} names '{n}', but the model's outputs are {:?}",
-                    schema.outputs.iter().map(|o| &o.name).collect::<Vec<_>>()
-                )
+            Some(n) => schema.output_index(n).map(Some).ok_or_else(|| ManifestError::UnknownOutput {
+                key,
+                name: n.clone(),
+                outputs: schema.outputs.iter().map(|o| o.name.clone()).collect(),
             }),
         }
     };
@@ -188,28 +187,24 @@ fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel,
             let label = output(&manifest.outputs.label, "label")?;
             let probabilities = output(&manifest.outputs.probabilities, "probabilities")?;
             if label.is_none() && probabilities.is_none() {
-                return Err("a classification manifest needs outputs.label or outputs.probabilities".into());
+                return Err(ManifestError::NoClassificationOutput);
             }
             if let Some(p) = probabilities {
                 let spec = &schema.outputs[p];
                 if !matches!(spec.dtype, DataType::F32 | DataType::F64) || spec.shape.len() != 2 {
-                    return Err(format!("outputs.probabilities '{}' must be a float [N, classes] tensor", spec.name));
+                    return Err(ManifestError::ProbabilitiesShape { name: spec.name.clone() });
                 }
                 if let (Some(labels), Some(&classes)) = (&manifest.class_labels, spec.shape.get(1))
                     && classes > 0
                     && classes as usize != labels.len()
                 {
-                    return Err(format!(
-                        "manifest has {} class_labels but '{}' has {classes} classes",
-                        labels.len(),
-                        spec.name
-                    ));
+                    return Err(ManifestError::ClassCount { labels: labels.len(), name: spec.name.clone(), classes });
                 }
             }
             if let Some(l) = label {
                 let spec = &schema.outputs[l];
                 if !matches!(spec.dtype, DataType::I64 | DataType::I32 | DataType::Bytes) {
-                    return Err(format!("outputs.label '{}' must be an integer or string tensor", spec.name));
+                    return Err(ManifestError::LabelType { name: spec.name.clone() });
                 }
             }
             PredictionLayout::Classification { label, probabilities }
@@ -217,7 +212,7 @@ fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel,
         ProblemType::Regression => {
             let value = output(&manifest.outputs.value, "value")?
                 .or_else(|| (schema.outputs.len() == 1).then_some(0))
-                .ok_or("a regression manifest needs outputs.value when the model has several outputs")?;
+                .ok_or(ManifestError::NoRegressionOutput)?;
             PredictionLayout::Regression { value }
         }
         ProblemType::Tensor => PredictionLayout::Tensor,
@@ -236,9 +231,9 @@ fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel,
     })
 }
 
-fn feature_layout(schema: &crate::runtime::ModelSchema, features: &[String]) -> Result<FeatureLayout, String> {
+fn feature_layout(schema: &crate::runtime::ModelSchema, features: &[String]) -> Result<FeatureLayout, ManifestError> {
     if features.is_empty() {
-        return Err("manifest features is empty; list the feature names or remove the key".into());
+        return Err(ManifestError::NoFeatures);
     }
     if schema.inputs.len() == 1 {
         let spec = &schema.inputs[0];
@@ -247,31 +242,27 @@ fn feature_layout(schema: &crate::runtime::ModelSchema, features: &[String]) -> 
             return Ok(FeatureLayout::Packed { input: 0 });
         }
         if features.len() > 1 || spec.name != features[0] {
-            return Err(format!(
-                "manifest lists {} features but input '{}' has shape {:?}; expected [N, {}]",
-                features.len(),
-                spec.name,
-                spec.shape,
-                features.len()
-            ));
+            return Err(ManifestError::FeatureCount {
+                count: features.len(),
+                input: spec.name.clone(),
+                shape: spec.shape.clone(),
+            });
         }
     }
     let mut inputs = Vec::with_capacity(features.len());
     for f in features {
-        let i = schema.input_index(f).ok_or_else(|| {
-            format!(
-                "manifest feature '{f}' is not an input of the model (inputs: {:?})",
-                schema.inputs.iter().map(|t| &t.name).collect::<Vec<_>>()
-            )
+        let i = schema.input_index(f).ok_or_else(|| ManifestError::UnknownFeature {
+            feature: f.clone(),
+            inputs: schema.inputs.iter().map(|t| t.name.clone()).collect(),
         })?;
         let shape = &schema.inputs[i].shape;
         if !(shape.len() == 1 || (shape.len() == 2 && shape[1] == 1)) {
-            return Err(format!("input '{f}' has shape {shape:?}; a one-feature input must be [N] or [N, 1]"));
+            return Err(ManifestError::FeatureShape { feature: f.clone(), shape: shape.clone() });
         }
         inputs.push(i);
     }
     if inputs.len() != schema.inputs.len() {
-        return Err("every model input must be a manifest feature".into());
+        return Err(ManifestError::UnusedInputs);
     }
     Ok(FeatureLayout::PerInput { inputs })
 }

@@ -322,7 +322,7 @@ impl Rollouts {
     pub async fn pause(&self, endpoint: &str) -> Result<RolloutState, RolloutError> {
         self.operate(endpoint, |st| match st.phase {
             Phase::Progressing => Ok(Phase::Paused),
-            p => Err(format!("the rollout is {p:?}, not progressing")),
+            p => Err(RolloutError::Conflict(format!("the rollout is {p:?}, not progressing"))),
         })
         .await
     }
@@ -331,7 +331,7 @@ impl Rollouts {
     pub async fn resume(&self, endpoint: &str) -> Result<RolloutState, RolloutError> {
         self.operate(endpoint, |st| match st.phase {
             Phase::Paused => Ok(Phase::Progressing),
-            p => Err(format!("the rollout is {p:?}, not paused")),
+            p => Err(RolloutError::Conflict(format!("the rollout is {p:?}, not paused"))),
         })
         .await
     }
@@ -342,7 +342,7 @@ impl Rollouts {
             if st.phase.is_active() {
                 Ok(Phase::Aborted)
             } else {
-                Err(format!("the rollout is already {:?}", st.phase))
+                Err(RolloutError::Conflict(format!("the rollout is already {:?}", st.phase)))
             }
         })
         .await
@@ -350,13 +350,13 @@ impl Rollouts {
 
     async fn operate<F>(&self, endpoint: &str, f: F) -> Result<RolloutState, RolloutError>
     where
-        F: FnOnce(&RolloutState) -> Result<Phase, String>,
+        F: FnOnce(&RolloutState) -> Result<Phase, RolloutError>,
     {
         let mut states = self.states.lock().await;
         let st = states
             .get_mut(endpoint)
             .ok_or_else(|| RolloutError::NotFound(format!("endpoint '{endpoint}' has no rollout")))?;
-        let next = f(st).map_err(RolloutError::Conflict)?;
+        let next = f(st)?;
         match next {
             Phase::Paused => {
                 st.phase = Phase::Paused;
@@ -535,7 +535,7 @@ impl Rollouts {
         crate::analysis::run("rollout_judgement", async move { scan::scan(&q).await })
             .await
             .map_err(|e| RolloutError::Invalid(e.to_string()))?
-            .map_err(RolloutError::Invalid)
+            .map_err(|e| RolloutError::Invalid(e.to_string()))
     }
 
     /// Holds every judgement at its table read until the guard is dropped (tests: a judgement

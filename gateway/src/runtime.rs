@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use batcher::BatchingOptions;
 pub use job::InferOutput;
-pub use schema::{ModelSchema, TensorSpec};
+pub use schema::{ModelSchema, SchemaError, TensorSpec};
 pub use stats::ModelStats;
 pub use worker::{ExecutionOptions, ModelRunner, Provider, RunnerOptions};
 

@@ -56,7 +56,7 @@ pub struct RunningServer {
 /// Nothing is bound unless every model loaded. With a `source`, the config file is watched
 /// (`server.watch_config`) and reloaded on SIGHUP.
 pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<RunningServer, StartError> {
-    let metrics = crate::metrics::install().map_err(StartError::Other)?;
+    let metrics = crate::metrics::install().map_err(|e| StartError::Other(e.to_string()))?;
     let lib = config.runtime.onnxruntime_lib.clone();
     library::environment(lib.as_deref())?;
     let tasks = TaskTracker::new();
@@ -67,10 +67,12 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(&cfg, None, &t, &ts))
         .await
         .map_err(|e| StartError::Other(format!("model loading panicked: {e}")))??;
-    crate::monitor::service::check(&config, &snapshot.table_schemas()).await.map_err(StartError::Other)?;
+    crate::monitor::service::check(&config, &snapshot.table_schemas())
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?;
     let gateway = Arc::new(Gateway::new(snapshot, tables));
     // Monitors first: the control plane restarts them on config changes.
-    let monitors = Monitors::start(&config).map_err(StartError::Other)?;
+    let monitors = Monitors::start(&config).map_err(|e| StartError::Other(e.to_string()))?;
     let control =
         Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone(), monitors.clone()));
     // Running rollouts put their traffic back before anything is served.

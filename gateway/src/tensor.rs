@@ -8,6 +8,55 @@ pub mod json;
 
 use sluice_wire::DataType;
 
+/// Why a value could not become tensor data: the tensor layer's one error type, for JSON
+/// values and for the V2 binary encoding. The text is what a client reads after the input's
+/// name, so every message is worded for them; client values appear only in [`json::brief`] form.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    #[error("expected a list of rows")]
+    NotRows,
+    #[error("ragged array: an array where a value was expected at depth {depth}")]
+    ArrayForValue { depth: usize },
+    #[error("ragged array: {len} values where {expected} were expected at depth {depth}")]
+    RaggedLength { len: usize, expected: i64, depth: usize },
+    #[error("ragged array: expected an array at depth {depth}, got {got}")]
+    RaggedNotArray { depth: usize, got: String },
+    #[error("expected an array at depth {depth}, got {got}")]
+    NotArray { depth: usize, got: String },
+    #[error("{value} is out of range")]
+    OutOfRange { value: String },
+    #[error("{value} is out of range for FP32")]
+    OutOfRangeF32 { value: String },
+    #[error("{value} is not an integer")]
+    NotInteger { value: String },
+    #[error("{value} is not a number")]
+    NotNumber { value: String },
+    /// A value of the wrong JSON kind: `expected` is "an integer", "a number", "true/false" or
+    /// "a string".
+    #[error("expected {expected}, got {got}")]
+    WrongKind { expected: &'static str, got: String },
+    /// Malformed JSON tensor data (the parser's message, with its line and column).
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("holds {len} bytes but shape needs {count} {dtype} elements ({})", needed_bytes(*.needed))]
+    ByteLength { len: usize, count: usize, dtype: DataType, needed: Option<usize> },
+    #[error("holds more than the {count} BYTES elements the shape needs")]
+    TooManyElements { count: usize },
+    #[error("BYTES element is cut short (needs a 4-byte length)")]
+    ElementCutShort,
+    #[error("BYTES element says {len} bytes but fewer follow")]
+    ElementTruncated { len: usize },
+    #[error("holds {found} BYTES elements but shape needs {count}")]
+    ElementCount { found: usize, count: usize },
+}
+
+fn needed_bytes(needed: Option<usize>) -> String {
+    match needed {
+        Some(n) => format!("{n} bytes"),
+        None => "more bytes than any request can carry".to_string(),
+    }
+}
+
 /// Flat, row-major tensor elements.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
@@ -167,15 +216,11 @@ impl TensorData {
 
     /// Decodes the V2 binary encoding of `count` elements (`None`: as many as the bytes hold,
     /// BYTES only). Errors say what is wrong with the bytes.
-    pub fn from_le_bytes(dtype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
+    pub fn from_le_bytes(dtype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, TensorError> {
         if let Some(size) = dtype.element_size()
             && count.checked_mul(size) != Some(bytes.len())
         {
-            let needed = match count.checked_mul(size) {
-                Some(n) => format!("{n} bytes"),
-                None => "more bytes than any request can carry".to_string(),
-            };
-            return Err(format!("holds {} bytes but shape needs {count} {dtype} elements ({needed})", bytes.len()));
+            return Err(TensorError::ByteLength { len: bytes.len(), count, dtype, needed: count.checked_mul(size) });
         }
         macro_rules! num {
             ($var:ident, $t:ty, $n:expr) => {
@@ -210,20 +255,20 @@ impl TensorData {
                 let mut rest = bytes;
                 while !rest.is_empty() {
                     if items.len() == count {
-                        return Err(format!("holds more than the {count} BYTES elements the shape needs"));
+                        return Err(TensorError::TooManyElements { count });
                     }
                     if rest.len() < 4 {
-                        return Err("BYTES element is cut short (needs a 4-byte length)".into());
+                        return Err(TensorError::ElementCutShort);
                     }
                     let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
                     if rest.len() < 4 + n {
-                        return Err(format!("BYTES element says {n} bytes but fewer follow"));
+                        return Err(TensorError::ElementTruncated { len: n });
                     }
                     items.push(rest[4..4 + n].to_vec());
                     rest = &rest[4 + n..];
                 }
                 if items.len() != count {
-                    return Err(format!("holds {} BYTES elements but shape needs {count}", items.len()));
+                    return Err(TensorError::ElementCount { found: items.len(), count });
                 }
                 TensorData::Bytes(items)
             }
@@ -295,8 +340,8 @@ mod tests {
 
     #[test]
     fn binary_size_mismatch_is_an_error() {
-        let err = TensorData::from_le_bytes(DataType::F32, &[0u8; 7], 2).unwrap_err();
-        assert!(err.contains("7 bytes"), "{err}");
+        let err = TensorData::from_le_bytes(DataType::F32, &[0u8; 7], 2).unwrap_err().to_string();
+        assert_eq!(err, "holds 7 bytes but shape needs 2 FP32 elements (8 bytes)");
         assert!(TensorData::from_le_bytes(DataType::Bytes, &[5, 0, 0, 0, 1], 1).is_err());
     }
 
@@ -306,7 +351,7 @@ mod tests {
         let err = TensorData::from_le_bytes(DataType::Bytes, &[1, 0, 0, 0, 7, 1, 0, 0, 0], 8_796_093_022_208);
         assert!(err.is_err());
         // count * size overflowing usize is a size mismatch, not a wrap or a panic.
-        let err = TensorData::from_le_bytes(DataType::F64, &[0u8; 8], usize::MAX / 4).unwrap_err();
+        let err = TensorData::from_le_bytes(DataType::F64, &[0u8; 8], usize::MAX / 4).unwrap_err().to_string();
         assert!(err.contains("more bytes than any request can carry"), "{err}");
         // More BYTES elements than the shape says.
         assert!(TensorData::from_le_bytes(DataType::Bytes, &[0, 0, 0, 0, 0, 0, 0, 0], 1).is_err());

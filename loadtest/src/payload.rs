@@ -100,8 +100,30 @@ pub fn load(path: &Path) -> Result<PayloadFile, Error> {
     parse(value, bytes).map_err(|e| Error::usage(format!("{}: {e}", path.display())))
 }
 
+/// Why a table payload (`dataframe_split`, or bare `columns` + `data`) cannot be sent as rows.
+/// Values are quoted as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("column names must be strings, got {got}")]
+    ColumnName { got: Value },
+    #[error("columns must be an array of names, got {got}")]
+    Columns { got: Value },
+    #[error("data must be an array of rows")]
+    NoData,
+    #[error("row {row} of data is not an array")]
+    RowNotArray { row: usize },
+    #[error("row {row}, column {column}: {value} is not a number, bool or null")]
+    Cell { row: usize, column: usize, value: Value },
+    #[error("data has no rows")]
+    NoRows,
+    #[error("row {row} has {len} values but row 0 has {width}")]
+    RowWidth { row: usize, len: usize, width: usize },
+    #[error("{columns} columns but rows have {width} values")]
+    ColumnCount { columns: usize, width: usize },
+}
+
 /// Classifies a parsed payload (`raw` is its text, kept for bodies sent as is).
-pub fn parse(value: Value, raw: Vec<u8>) -> Result<PayloadFile, String> {
+pub fn parse(value: Value, raw: Vec<u8>) -> Result<PayloadFile, PayloadError> {
     let rows_of_arrays =
         |v: &Value| v.get("data").and_then(Value::as_array).is_some_and(|d| d.iter().all(Value::is_array));
     let split = match &value {
@@ -124,30 +146,30 @@ pub fn parse(value: Value, raw: Vec<u8>) -> Result<PayloadFile, String> {
         None | Some(Value::Null) => None,
         Some(Value::Array(cols)) => Some(
             cols.iter()
-                .map(|c| c.as_str().map(str::to_string).ok_or_else(|| format!("column names must be strings, got {c}")))
+                .map(|c| c.as_str().map(str::to_string).ok_or_else(|| PayloadError::ColumnName { got: c.clone() }))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
-        Some(other) => return Err(format!("columns must be an array of names, got {other}")),
+        Some(other) => return Err(PayloadError::Columns { got: other.clone() }),
     };
     let Some(Value::Array(data)) = split.get("data") else {
-        return Err("data must be an array of rows".into());
+        return Err(PayloadError::NoData);
     };
     let mut rows = Vec::with_capacity(data.len());
     for (r, row) in data.iter().enumerate() {
-        let Value::Array(cells) = row else { return Err(format!("row {r} of data is not an array")) };
+        let Value::Array(cells) = row else { return Err(PayloadError::RowNotArray { row: r }) };
         let row = cells
             .iter()
             .enumerate()
-            .map(|(c, v)| cell(v).ok_or_else(|| format!("row {r}, column {c}: {v} is not a number, bool or null")))
+            .map(|(c, v)| cell(v).ok_or_else(|| PayloadError::Cell { row: r, column: c, value: v.clone() }))
             .collect::<Result<Vec<f64>, _>>()?;
         rows.push(row);
     }
-    let Some(width) = rows.first().map(Vec::len) else { return Err("data has no rows".into()) };
+    let Some(width) = rows.first().map(Vec::len) else { return Err(PayloadError::NoRows) };
     if let Some((r, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != width) {
-        return Err(format!("row {r} has {} values but row 0 has {width}", row.len()));
+        return Err(PayloadError::RowWidth { row: r, len: row.len(), width });
     }
     if let Some(cols) = columns.as_ref().filter(|c| c.len() != width) {
-        return Err(format!("{} columns but rows have {width} values", cols.len()));
+        return Err(PayloadError::ColumnCount { columns: cols.len(), width });
     }
     Ok(PayloadFile::Rows { columns, rows })
 }
@@ -185,7 +207,7 @@ pub fn body_rows(value: &Value) -> usize {
 mod tests {
     use super::*;
 
-    fn parse_str(s: &str) -> Result<PayloadFile, String> {
+    fn parse_str(s: &str) -> Result<PayloadFile, PayloadError> {
         parse(serde_json::from_str(s).unwrap(), s.as_bytes().to_vec())
     }
 
@@ -228,6 +250,13 @@ mod tests {
             r#"{"dataframe_split": {"columns": [1], "data": [[1]]}}"#,
         ] {
             assert!(parse_str(bad).is_err(), "{bad}");
+        }
+        for (bad, message) in [
+            (r#"{"columns": ["a"], "data": [[1, "x"]]}"#, r#"row 0, column 1: "x" is not a number, bool or null"#),
+            (r#"{"columns": [1], "data": [[1]]}"#, "column names must be strings, got 1"),
+            (r#"{"data": [[1], [1, 2]]}"#, "row 1 has 2 values but row 0 has 1"),
+        ] {
+            assert_eq!(parse_str(bad).unwrap_err().to_string(), message, "{bad}");
         }
     }
 }

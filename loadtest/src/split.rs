@@ -34,12 +34,17 @@ pub fn parse_weights(text: &str) -> Result<Vec<(String, f64)>, Error> {
         }
         out.push((name.to_string(), w));
     }
-    check_weights(out).map_err(bad)
+    check_weights(out).map_err(|e| bad(e.to_string()))
 }
 
-fn check_weights(w: Vec<(String, f64)>) -> Result<Vec<(String, f64)>, String> {
+/// Weights that cannot describe a split.
+#[derive(Debug, thiserror::Error)]
+#[error("the weights sum to 0")]
+struct ZeroWeights;
+
+fn check_weights(w: Vec<(String, f64)>) -> Result<Vec<(String, f64)>, ZeroWeights> {
     if w.iter().map(|(_, x)| x).sum::<f64>() <= 0.0 {
-        return Err("the weights sum to 0".into());
+        return Err(ZeroWeights);
     }
     Ok(w)
 }

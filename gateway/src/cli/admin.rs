@@ -11,7 +11,7 @@ use super::args::{
     AdminArgs, ConfigCommand, EndpointsCommand, ExperimentCommand, Output, RolloutCommand, StartArgs, TrafficCommand,
 };
 use super::client::{AdminClient, url_encode};
-use super::render;
+use super::{CliError, render};
 
 /// A command for the admin API.
 pub enum AdminCall {
@@ -51,7 +51,7 @@ impl Request {
 }
 
 /// The admin API request of a command (no I/O). Errors are bad arguments.
-pub fn request(call: AdminCall) -> Result<Request, String> {
+pub fn request(call: AdminCall) -> Result<Request, CliError> {
     use Method as M;
     Ok(match call {
         AdminCall::Endpoints(EndpointsCommand::List { output }) => {
@@ -125,7 +125,7 @@ pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
     }
 }
 
-fn show(show: Show, answer: Value) -> Result<String, String> {
+fn show(show: Show, answer: Value) -> Result<String, CliError> {
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     Ok(match show {
         Show::Json => pretty(&answer),
@@ -141,15 +141,16 @@ fn show(show: Show, answer: Value) -> Result<String, String> {
 }
 
 /// Parses `name=percent` pairs into a Databricks traffic config.
-pub fn traffic_from_pairs(pairs: &[String]) -> Result<Value, String> {
+pub fn traffic_from_pairs(pairs: &[String]) -> Result<Value, CliError> {
     let mut routes = Vec::new();
     for p in pairs {
-        let (name, pct) = p.split_once('=').ok_or_else(|| format!("'{p}' is not NAME=PERCENT"))?;
-        let pct: i64 = pct.trim().parse().map_err(|_| format!("'{pct}' in '{p}' is not a whole percentage"))?;
+        let (name, pct) = p.split_once('=').ok_or_else(|| CliError::NotPair { pair: p.clone() })?;
+        let pct: i64 =
+            pct.trim().parse().map_err(|_| CliError::NotPercent { percent: pct.to_string(), pair: p.clone() })?;
         routes.push(json!({ "served_model_name": name.trim(), "traffic_percentage": pct }));
     }
     if routes.is_empty() {
-        return Err("give at least one NAME=PERCENT".into());
+        return Err(CliError::NoRoutes);
     }
     Ok(json!({ "routes": routes }))
 }

@@ -9,6 +9,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use super::CliError;
+
 /// A client of the admin API.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -28,7 +30,7 @@ impl AdminClient {
     }
 
     /// Sends a request; a non-2xx answer is an error carrying the server's `error` text.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = hyper::Request::builder().method(method).uri(&url);
         if let Some(t) = &self.token {
@@ -37,23 +39,25 @@ impl AdminClient {
         let payload = match body {
             Some(v) => {
                 req = req.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(v).map_err(|e| e.to_string())?)
+                Bytes::from(serde_json::to_vec(v)?)
             }
             None => Bytes::new(),
         };
-        let req = req.body(Full::new(payload)).map_err(|e| format!("bad request for {url}: {e}"))?;
-        let resp = self.client.request(req).await.map_err(|e| {
-            format!("cannot reach the admin API at {}: {e} (is sluice running? see --admin-url)", self.base)
-        })?;
+        let req = req.body(Full::new(payload)).map_err(|source| CliError::Request { url: url.clone(), source })?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|source| CliError::Unreachable { base: self.base.clone(), source })?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = resp.into_body().collect().await?.to_bytes();
         let value: Value =
             if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         if status.is_success() {
             Ok(value)
         } else {
             let msg = value.get("error").and_then(Value::as_str).unwrap_or("no error text");
-            Err(format!("{} {msg}", status.as_u16()))
+            Err(CliError::Status { status: status.as_u16(), message: msg.to_string() })
         }
     }
 }

@@ -25,8 +25,8 @@ pub struct ServedModelRow {
 }
 
 /// The endpoints of a `GET /admin/endpoints` answer.
-pub fn endpoint_rows(listing: &Value) -> Result<Vec<EndpointRow>, String> {
-    Vec::<EndpointRow>::deserialize(listing.get("endpoints").unwrap_or(&Value::Null)).map_err(|e| e.to_string())
+pub fn endpoint_rows(listing: &Value) -> Result<Vec<EndpointRow>, super::CliError> {
+    Ok(Vec::<EndpointRow>::deserialize(listing.get("endpoints").unwrap_or(&Value::Null))?)
 }
 
 /// A readable table of endpoints.

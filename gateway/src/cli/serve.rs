@@ -70,13 +70,13 @@ pub fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// The config keys the flags replace; the validator judges them with the rest of the file.
-fn overrides(args: &ServeArgs) -> Result<Overrides, String> {
+fn overrides(args: &ServeArgs) -> Result<Overrides, super::CliError> {
     // A relative --ort-lib means the working directory; in the config it would mean the file's.
     let onnxruntime_lib = match args.ort_lib.as_deref() {
         None => None,
         Some(p) => {
             let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-            let text = abs.to_str().ok_or_else(|| format!("--ort-lib {} is not a UTF-8 path", p.display()))?;
+            let text = abs.to_str().ok_or_else(|| super::CliError::NotUtf8 { path: p.to_path_buf() })?;
             Some(text.to_string())
         }
     };

@@ -13,6 +13,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::SessionContext;
 
+use super::CliError;
 use super::args::TableCommand;
 
 /// Runs a `table` subcommand over the tables under `data_dir`.
@@ -61,19 +62,19 @@ pub fn table_dir(table: &str, data_dir: &Path) -> PathBuf {
     if p.is_dir() { p } else { data_dir.join(table) }
 }
 
-async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<(), String> {
-    let abs = std::fs::canonicalize(dir).map_err(|e| format!("no table at {}: {e}", dir.display()))?;
+async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<(), CliError> {
+    let abs = std::fs::canonicalize(dir).map_err(|source| CliError::TableMissing { dir: dir.to_path_buf(), source })?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
     let url = format!("{}/", abs.display());
     ctx.register_listing_table(name, &url, options, None, None)
         .await
-        .map_err(|e| format!("cannot read the table at {}: {e} (no files published yet?)", dir.display()))
+        .map_err(|source| CliError::TableUnreadable { dir: dir.to_path_buf(), source })
 }
 
 /// Runs a query over the table in `dir` and returns it as a printed table.
-pub async fn query(dir: &Path, q: &TableQuery) -> Result<String, String> {
+pub async fn query(dir: &Path, q: &TableQuery) -> Result<String, CliError> {
     let ctx = SessionContext::new();
     register(&ctx, "t", dir).await?;
     let labels = crate::inference_log::labels::dir_of(dir);
@@ -85,17 +86,17 @@ pub async fn query(dir: &Path, q: &TableQuery) -> Result<String, String> {
         TableQuery::Tail(n) => format!("SELECT * FROM t ORDER BY timestamp DESC, request_id, row_index LIMIT {n}"),
         TableQuery::Sql(s) => s.clone(),
     };
-    let df = ctx.sql(&sql).await.map_err(|e| format!("query failed: {e}"))?;
-    let batches = df.collect().await.map_err(|e| format!("query failed: {e}"))?;
-    pretty_format_batches(&batches).map(|t| t.to_string()).map_err(|e| e.to_string())
+    let df = ctx.sql(&sql).await.map_err(CliError::Query)?;
+    let batches = df.collect().await.map_err(CliError::Query)?;
+    Ok(pretty_format_batches(&batches)?.to_string())
 }
 
 /// `sluice table check`: every file of the table in `dir` and of its labels table, with `OK` or
 /// why it is skipped, and whether all are OK.
-pub fn check(dir: &Path) -> Result<(String, bool), String> {
+pub fn check(dir: &Path) -> Result<(String, bool), CliError> {
     use crate::inference_log::read::check::check_dir;
     if !dir.is_dir() {
-        return Err(format!("no table at {}", dir.display()));
+        return Err(CliError::NoTable { dir: dir.to_path_buf() });
     }
     let labels = crate::inference_log::labels::dir_of(dir);
     let mut out = String::new();

@@ -9,16 +9,31 @@ use toml::{Table, Value};
 
 use super::raw::RawConfig;
 
+/// Why a config text could not be parsed or its environment applied.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// Not TOML, or not the shape of a config (the parser's message, trailing newline trimmed).
+    #[error("{}", .0.to_string().trim_end())]
+    Toml(#[from] toml::de::Error),
+    #[error("unknown environment '{name}'; the file defines {known:?}")]
+    UnknownEnvironment { name: String, known: Vec<String> },
+    #[error("environments.{name} must be a table")]
+    EnvironmentNotTable { name: String },
+    #[error("environments must be a table of [environments.<name>] tables")]
+    EnvironmentsNotTable,
+}
+
 /// Parses TOML, applies environment `env`, and deserialises.
-pub fn parse(text: &str, env: Option<&str>) -> Result<RawConfig, String> {
-    let mut table: Table = text.parse().map_err(|e: toml::de::Error| e.to_string().trim_end().to_string())?;
+pub fn parse(text: &str, env: Option<&str>) -> Result<RawConfig, OverlayError> {
+    let mut table: Table = text.parse()?;
     let envs = take_environments(&mut table)?;
     if let Some(name) = env {
-        let overlay = envs.get(name).ok_or_else(|| {
-            format!("unknown environment '{name}'; the file defines {:?}", envs.keys().collect::<Vec<_>>())
+        let overlay = envs.get(name).ok_or_else(|| OverlayError::UnknownEnvironment {
+            name: name.to_string(),
+            known: envs.keys().cloned().collect(),
         })?;
         let Value::Table(overlay) = overlay else {
-            return Err(format!("environments.{name} must be a table"));
+            return Err(OverlayError::EnvironmentNotTable { name: name.to_string() });
         };
         merge_tables(&mut table, overlay.clone());
     }
@@ -26,16 +41,16 @@ pub fn parse(text: &str, env: Option<&str>) -> Result<RawConfig, String> {
 }
 
 /// Names of the environments defined in `text`.
-pub fn environments(text: &str) -> Result<Vec<String>, String> {
-    let mut table: Table = text.parse().map_err(|e: toml::de::Error| e.to_string().trim_end().to_string())?;
+pub fn environments(text: &str) -> Result<Vec<String>, OverlayError> {
+    let mut table: Table = text.parse()?;
     Ok(take_environments(&mut table)?.keys().cloned().collect())
 }
 
-fn take_environments(table: &mut Table) -> Result<Table, String> {
+fn take_environments(table: &mut Table) -> Result<Table, OverlayError> {
     match table.remove("environments") {
         None => Ok(Table::new()),
         Some(Value::Table(t)) => Ok(t),
-        Some(_) => Err("environments must be a table of [environments.<name>] tables".into()),
+        Some(_) => Err(OverlayError::EnvironmentsNotTable),
     }
 }
 
@@ -74,9 +89,9 @@ fn merge_named(base: &mut Vec<Value>, overlay: Vec<Value>) {
 }
 
 impl RawConfig {
-    fn deserialize_table(table: Table) -> Result<RawConfig, String> {
+    fn deserialize_table(table: Table) -> Result<RawConfig, OverlayError> {
         use serde::Deserialize;
-        RawConfig::deserialize(Value::Table(table)).map_err(|e| e.to_string().trim_end().to_string())
+        Ok(RawConfig::deserialize(Value::Table(table))?)
     }
 }
 
@@ -120,7 +135,10 @@ mod tests {
         let dev = parse(TEXT, Some("dev")).unwrap();
         assert_eq!(dev.server.http_addr.as_deref(), Some("0.0.0.0:8000"));
         assert_eq!(dev.server.admin_addr.as_deref(), Some("127.0.0.1:9002"));
-        assert!(parse(TEXT, Some("qa")).unwrap_err().contains("unknown environment 'qa'"));
+        let e = parse(TEXT, Some("qa")).unwrap_err().to_string();
+        assert!(e.starts_with("unknown environment 'qa'; the file defines ["), "{e}");
+        assert!(e.contains("\"prod\"") && e.contains("\"dev\""), "{e}");
+        assert!(!parse("x = ", None).unwrap_err().to_string().ends_with('\n'));
         assert_eq!(environments(TEXT).unwrap(), vec!["dev", "prod"]);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use super::CoreError;
 use crate::inference_log::{
-    FeatureColumn, InferenceRecord, InputColumns, Payload, PredictionKind, PredictionSpec, Table, TableLayout,
-    TableOptions,
+    FeatureColumn, InferenceRecord, InputColumns, LogError, Payload, PredictionKind, PredictionSpec, Table,
+    TableLayout, TableOptions,
 };
 use crate::registry::{FeatureLayout, LoadedModel, PredictionLayout};
 use crate::runtime::stats::PhaseTimes;
@@ -83,8 +83,9 @@ impl TableSet {
         self.status_of
     }
 
-    pub fn get_or_open(&self, options: &TableOptions, layout: &TableLayout) -> Result<Table, String> {
-        let mut tables = self.tables.lock().map_err(|_| "table set lock poisoned".to_string())?;
+    pub fn get_or_open(&self, options: &TableOptions, layout: &TableLayout) -> Result<Table, LogError> {
+        // A panic while the lock was held left the map whole (every update is one insert).
+        let mut tables = self.tables.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(t) = tables.get(&options.table)
             && t.options() == options
             && t.layout() == layout

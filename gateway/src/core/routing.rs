@@ -95,7 +95,7 @@ impl Endpoint {
                         first.name
                     )));
                 }
-                Some(tables.get_or_open(opts, &table_layout(&first.model)).map_err(err)?)
+                Some(tables.get_or_open(opts, &table_layout(&first.model)).map_err(|e| err(e.to_string()))?)
             }
             _ => None,
         };

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
@@ -23,6 +25,22 @@ use crate::inference_log::partition_of;
 use crate::inference_log::read::{new_ctx, register_labelled, usable_files};
 
 /// Running mean and variance (Welford).
+/// Why a table window could not be scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The table's files (and labels) could not be registered.
+    #[error("cannot read {}: {source}", dir.display())]
+    Read { dir: PathBuf, source: DataFusionError },
+    /// DataFusion failed; the message is explained ([`crate::analysis::explain`]).
+    #[error("{0}")]
+    Query(String),
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    /// A column could not be cast to the type the scan reads it as.
+    #[error(transparent)]
+    Cast(#[from] ArrowError),
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Moments {
     pub n: u64,
@@ -124,26 +142,26 @@ pub struct Scan {
     pub metric: Option<Metric>,
 }
 
-fn strs(b: &RecordBatch, i: usize) -> Result<Vec<Option<String>>, String> {
-    let a = cast(b.column(i), &DataType::Utf8).map_err(|e| e.to_string())?;
+fn strs(b: &RecordBatch, i: usize) -> Result<Vec<Option<String>>, ScanError> {
+    let a = cast(b.column(i), &DataType::Utf8)?;
     let a = a.as_string::<i32>();
     Ok((0..a.len()).map(|r| a.is_valid(r).then(|| a.value(r).to_string())).collect())
 }
 
-fn f64s(b: &RecordBatch, i: usize) -> Result<Vec<Option<f64>>, String> {
-    let a = cast(b.column(i), &DataType::Float64).map_err(|e| e.to_string())?;
+fn f64s(b: &RecordBatch, i: usize) -> Result<Vec<Option<f64>>, ScanError> {
+    let a = cast(b.column(i), &DataType::Float64)?;
     let a = a.as_primitive::<Float64Type>();
     Ok((0..a.len()).map(|r| a.is_valid(r).then(|| a.value(r))).collect())
 }
 
-fn i64s(b: &RecordBatch, i: usize) -> Result<Vec<Option<i64>>, String> {
-    let a = cast(b.column(i), &DataType::Int64).map_err(|e| e.to_string())?;
+fn i64s(b: &RecordBatch, i: usize) -> Result<Vec<Option<i64>>, ScanError> {
+    let a = cast(b.column(i), &DataType::Int64)?;
     let a = a.as_primitive::<Int64Type>();
     Ok((0..a.len()).map(|r| a.is_valid(r).then(|| a.value(r))).collect())
 }
 
-async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, String> {
-    let explain = crate::analysis::explain;
+async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, ScanError> {
+    let explain = |e: DataFusionError| ScanError::Query(crate::analysis::explain(e));
     let df = ctx.sql(sql).await.map_err(explain)?;
     let mut stream = df.execute_stream().await.map_err(explain)?;
     let mut out = Vec::new();
@@ -155,7 +173,7 @@ async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, Strin
 
 /// Reads the window. A table with no files yet gives an empty scan. Files that cannot be read
 /// safely are skipped (and counted).
-pub async fn scan(q: &Query) -> Result<Scan, String> {
+pub async fn scan(q: &Query) -> Result<Scan, ScanError> {
     let files = in_window(usable_files(&q.table_dir), q.from_us, q.to_us);
     let mut out = Scan::default();
     if files.is_empty() {
@@ -165,8 +183,8 @@ pub async fn scan(q: &Query) -> Result<Scan, String> {
     let ctx = new_ctx();
     register_labelled(&ctx, &files, &labels)
         .await
-        .map_err(|e| format!("cannot read {}: {e}", q.table_dir.display()))?;
-    let schema = ctx.table("t").await.map_err(|e| e.to_string())?.schema().as_arrow().clone();
+        .map_err(|source| ScanError::Read { dir: q.table_dir.clone(), source })?;
+    let schema = ctx.table("t").await?.schema().as_arrow().clone();
     let prediction = match schema.field_with_name("prediction").map(|f| f.data_type().clone()) {
         Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => Prediction::Label,
         Ok(t) if t.is_numeric() => Prediction::Value,
@@ -201,7 +219,7 @@ fn accumulate(
     prediction: Prediction,
     metric: Metric,
     b: &RecordBatch,
-) -> Result<(), String> {
+) -> Result<(), ScanError> {
     let (model, ts, row, status, latency) = (strs(b, 0)?, i64s(b, 1)?, i64s(b, 2)?, i64s(b, 3)?, f64s(b, 4)?);
     let (pred_s, pred_f) = (strs(b, 5)?, f64s(b, 5).unwrap_or_else(|_| vec![None; b.num_rows()]));
     let (label, label_value) = (strs(b, 6)?, f64s(b, 7)?);
@@ -271,7 +289,7 @@ async fn pairs(
     prediction: Prediction,
     range: &str,
     out: &mut Scan,
-) -> Result<(), String> {
+) -> Result<(), ScanError> {
     let bucket = if q.bucket_us > 0 {
         format!("{} + ((p.ts - {}) / {}) * {}", q.from_us, q.from_us, q.bucket_us, q.bucket_us)
     } else {
@@ -359,6 +377,13 @@ fn in_window(files: Vec<PathBuf>, from_us: i64, to_us: i64) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_errors_name_the_table() {
+        let e = ScanError::Read { dir: PathBuf::from("/data/t"), source: DataFusionError::Execution("gone".into()) };
+        assert!(e.to_string().starts_with("cannot read /data/t: "), "{e}");
+        assert_eq!(ScanError::Query("out of memory".into()).to_string(), "out of memory");
+    }
     use std::sync::Arc;
 
     use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};

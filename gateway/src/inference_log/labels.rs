@@ -10,7 +10,35 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::Value;
 
-use super::{now_us, partition_of};
+use super::{LogError, now_us, partition_of};
+
+/// Why a labels body was refused: each message names the item and what is wrong, for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelsError {
+    #[error("body is not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// An object without a `labels` array.
+    #[error("send a JSON array of {{\"request_id\" or \"client_request_id\", \"label\"}} (or {{\"labels\": [...]}})")]
+    NoLabelsArray,
+    /// Neither an array nor an object.
+    #[error("send a JSON array of {{\"request_id\" or \"client_request_id\", \"label\"}}")]
+    NotArray,
+    #[error("no labels in the body")]
+    Empty,
+    #[error("labels[{index}] must be an object")]
+    NotObject { index: usize },
+    #[error("labels[{index}] has unknown field '{field}'; use request_id or client_request_id, and label")]
+    UnknownField { index: usize, field: String },
+    /// A string field (an id or the label) longer than [`crate::limits::MAX_ID_BYTES`].
+    #[error("labels[{index}].{field} is {len} bytes long; the limit is {limit} bytes")]
+    TooLong { index: usize, field: String, len: usize, limit: usize },
+    #[error("labels[{index}].{field} must be a non-empty string")]
+    NotString { index: usize, field: String },
+    #[error("labels[{index}] needs exactly one of request_id or client_request_id")]
+    IdCount { index: usize },
+    #[error("labels[{index}].label must be a string, number or boolean")]
+    BadLabel { index: usize },
+}
 
 /// The labels table beside the inference table in `table_dir`: `<data_dir>/<table>_labels`.
 pub fn dir_of(table_dir: &Path) -> std::path::PathBuf {
@@ -38,62 +66,59 @@ impl LabelItem {
 
 /// Parses `[{"request_id" | "client_request_id": ..., "label": ...}]` (or `{"labels": [...]}`);
 /// errors name the item and what is wrong.
-pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, LabelsError> {
+    let v: Value = serde_json::from_slice(body).map_err(LabelsError::NotJson)?;
     let items = match v {
         Value::Array(a) => a,
         Value::Object(mut o) => match o.remove("labels") {
             Some(Value::Array(a)) => a,
-            _ => return Err(
-                "send a JSON array of {\"request_id\" or \"client_request_id\", \"label\"} (or {\"labels\": [...]})"
-                    .into(),
-            ),
+            _ => return Err(LabelsError::NoLabelsArray),
         },
-        _ => return Err("send a JSON array of {\"request_id\" or \"client_request_id\", \"label\"}".into()),
+        _ => return Err(LabelsError::NotArray),
     };
     if items.is_empty() {
-        return Err("no labels in the body".into());
+        return Err(LabelsError::Empty);
     }
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let Value::Object(o) = item else { return Err(format!("labels[{i}] must be an object")) };
+            let Value::Object(o) = item else { return Err(LabelsError::NotObject { index: i }) };
             for k in o.keys() {
                 if !matches!(k.as_str(), "request_id" | "client_request_id" | "label") {
-                    return Err(format!(
-                        "labels[{i}] has unknown field '{k}'; use request_id or client_request_id, and label"
-                    ));
+                    return Err(LabelsError::UnknownField { index: i, field: k.clone() });
                 }
             }
-            let text = |k: &str| -> Result<Option<String>, String> {
+            let text = |k: &str| -> Result<Option<String>, LabelsError> {
                 match o.get(k) {
                     None | Some(Value::Null) => Ok(None),
-                    Some(Value::String(s)) if s.len() > crate::limits::MAX_ID_BYTES => Err(format!(
-                        "labels[{i}].{k} is {} bytes long; the limit is {} bytes",
-                        s.len(),
-                        crate::limits::MAX_ID_BYTES
-                    )),
+                    Some(Value::String(s)) if s.len() > crate::limits::MAX_ID_BYTES => Err(LabelsError::TooLong {
+                        index: i,
+                        field: k.to_string(),
+                        len: s.len(),
+                        limit: crate::limits::MAX_ID_BYTES,
+                    }),
                     Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-                    Some(_) => Err(format!("labels[{i}].{k} must be a non-empty string")),
+                    Some(_) => Err(LabelsError::NotString { index: i, field: k.to_string() }),
                 }
             };
             let (request_id, client_request_id) = (text("request_id")?, text("client_request_id")?);
             if request_id.is_some() == client_request_id.is_some() {
-                return Err(format!("labels[{i}] needs exactly one of request_id or client_request_id"));
+                return Err(LabelsError::IdCount { index: i });
             }
             let (label, label_value) = match o.get("label") {
                 Some(Value::String(s)) if s.len() > crate::limits::MAX_ID_BYTES => {
-                    return Err(format!(
-                        "labels[{i}].label is {} bytes long; the limit is {} bytes",
-                        s.len(),
-                        crate::limits::MAX_ID_BYTES
-                    ));
+                    return Err(LabelsError::TooLong {
+                        index: i,
+                        field: "label".to_string(),
+                        len: s.len(),
+                        limit: crate::limits::MAX_ID_BYTES,
+                    });
                 }
                 Some(Value::String(s)) => (s.clone(), s.parse::<f64>().ok()),
                 Some(Value::Number(n)) => (n.to_string(), n.as_f64()),
                 Some(Value::Bool(b)) => (b.to_string(), Some(f64::from(u8::from(*b)))),
-                _ => return Err(format!("labels[{i}].label must be a string, number or boolean")),
+                _ => return Err(LabelsError::BadLabel { index: i }),
             };
             Ok(LabelItem { request_id, client_request_id, label, label_value })
         })
@@ -101,7 +126,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, String> {
 }
 
 /// Writes the labels as one new part file under `dir` (the labels table). Returns its size.
-pub fn write(dir: &Path, items: &[LabelItem]) -> Result<u64, String> {
+pub fn write(dir: &Path, items: &[LabelItem]) -> Result<u64, LogError> {
     let now = now_us();
     let mut request_id = StringBuilder::new();
     let mut client_request_id = StringBuilder::new();
@@ -125,7 +150,7 @@ pub fn write(dir: &Path, items: &[LabelItem]) -> Result<u64, String> {
     let schema = Arc::new(Schema::new(
         cols.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema, cols.into_iter().map(|(_, a)| a).collect()).map_err(|e| e.to_string())?;
+    let batch = RecordBatch::try_new(schema, cols.into_iter().map(|(_, a)| a).collect()).map_err(LogError::Schema)?;
     super::writer::write_batch(&dir.join(partition_of(now)), &batch)
 }
 
@@ -153,8 +178,16 @@ mod tests {
             (br#"[]"#, "no labels"),
             (br#"{"#, "not valid JSON"),
         ] {
-            let e = parse(body).unwrap_err();
+            let e = parse(body).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn messages_keep_their_wording() {
+        let e = parse(br#"{"x": 1}"#).unwrap_err().to_string();
+        assert_eq!(e, r#"send a JSON array of {"request_id" or "client_request_id", "label"} (or {"labels": [...]})"#);
+        let e = parse(br#"[{"request_id": "", "label": 1}]"#).unwrap_err().to_string();
+        assert_eq!(e, "labels[0].request_id must be a non-empty string");
     }
 }

@@ -11,7 +11,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
-use super::{InferenceRecord, Queued, TableLayout, TableMetrics, TableOptions, columns, partition_of};
+use super::{InferenceRecord, LogError, Queued, TableLayout, TableMetrics, TableOptions, columns, partition_of};
 use crate::budget::Reserved;
 
 /// Rows per Parquet row group.
@@ -102,17 +102,17 @@ impl Writer {
 
 /// Writes one Parquet file into `dir` under a hidden name, then renames it into place.
 /// Returns the file's size.
-pub(super) fn write_file(dir: &Path, layout: &TableLayout, recs: &[InferenceRecord]) -> Result<u64, String> {
-    let batch = columns::batch(layout, recs).map_err(|e| format!("cannot build columns: {e}"))?;
+pub(super) fn write_file(dir: &Path, layout: &TableLayout, recs: &[InferenceRecord]) -> Result<u64, LogError> {
+    let batch = columns::batch(layout, recs).map_err(LogError::Columns)?;
     write_batch(dir, &batch)
 }
 
 /// Writes a record batch as a new part file in `dir`, atomically and durably
 /// ([`crate::durable`]). Returns the file's size.
-pub(crate) fn write_batch(dir: &Path, batch: &datafusion::arrow::record_batch::RecordBatch) -> Result<u64, String> {
+pub(crate) fn write_batch(dir: &Path, batch: &datafusion::arrow::record_batch::RecordBatch) -> Result<u64, LogError> {
     let dst = dir.join(part_name());
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| e.to_string())?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
     crate::durable::write_atomic_with(&dst, |file| {
@@ -121,7 +121,7 @@ pub(crate) fn write_batch(dir: &Path, batch: &datafusion::arrow::record_batch::R
         w.close().map_err(std::io::Error::other)?;
         Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
     })
-    .map_err(|e| format!("cannot write {}: {e}", dst.display()))
+    .map_err(|source| LogError::Write { path: dst.clone(), source })
 }
 
 /// `part-<unix micros>-<pid>-<seq>.parquet`: unique per process, sortable by time.

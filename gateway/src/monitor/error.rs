@@ -15,6 +15,21 @@ pub enum MonitorError {
     /// DataFusion or Arrow failed on a query the monitor built.
     #[error("query failed: {0}")]
     Query(String),
+    /// A monitor of endpoint `endpoint` does not fit its table (`sluice validate`, a reload).
+    #[error("endpoints.{endpoint}.monitor: {source}")]
+    Endpoint { endpoint: String, source: Box<MonitorError> },
+    /// The manifest that implies an endpoint's table schema could not be loaded.
+    #[error(transparent)]
+    Manifest(#[from] crate::registry::ManifestError),
+    /// The table schema a layout implies could not be built.
+    #[error(transparent)]
+    Table(#[from] crate::inference_log::LogError),
+    /// The analysis runtime the monitors run on could not start.
+    #[error(transparent)]
+    Analysis(#[from] crate::analysis::AnalysisError),
+    /// A monitor's status lock was poisoned by a panic.
+    #[error("monitor status lock poisoned")]
+    Poisoned,
 }
 
 /// A query error, explained (DataFusion's messages are nested).
@@ -25,4 +40,18 @@ pub(crate) fn qerr(e: impl std::fmt::Display) -> MonitorError {
 /// An I/O error naming what was done to which path.
 pub(crate) fn ioerr(what: &str, path: &Path, e: impl std::fmt::Display) -> MonitorError {
     MonitorError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_errors_name_the_field() {
+        let e = MonitorError::Endpoint {
+            endpoint: "fraud".into(),
+            source: Box::new(MonitorError::Config("the table has no column 'x'".into())),
+        };
+        assert_eq!(e.to_string(), "endpoints.fraud.monitor: the table has no column 'x'");
+    }
 }

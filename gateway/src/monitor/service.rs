@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::MonitorError;
 use super::engine::{Monitor, RefreshReport};
 use super::rows::{DriftRow, ProfileRow};
 use super::spec::MonitorSpec;
@@ -43,7 +44,7 @@ pub struct Status {
 }
 
 enum Cmd {
-    Refresh(oneshot::Sender<Result<Value, String>>),
+    Refresh(oneshot::Sender<Result<Value, MonitorError>>),
 }
 
 struct Handle {
@@ -158,16 +159,16 @@ fn publish_gauges(endpoint: &str, drift: &[DriftRow]) {
     }
 }
 
-async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Status>) -> Result<Value, String> {
+async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Status>) -> Result<Value, MonitorError> {
     if let Ok(mut s) = status.lock() {
         s.refreshing = true;
     }
     let result = async {
-        let report = monitor.refresh().await.map_err(|e| e.to_string())?;
-        let transitions = super::alerts::evaluate(monitor).await.map_err(|e| e.to_string())?;
+        let report = monitor.refresh().await?;
+        let transitions = super::alerts::evaluate(monitor).await?;
         super::alerts::deliver(monitor, endpoint, &transitions).await;
-        monitor.save_state().map_err(|e| e.to_string())?;
-        Ok::<_, String>((report, transitions))
+        monitor.save_state()?;
+        Ok::<_, MonitorError>((report, transitions))
     }
     .await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -182,7 +183,7 @@ async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Stat
                 .set(f64::from(u8::from(firing)));
         }
     }
-    let Ok(mut s) = status.lock() else { return Err("monitor status lock poisoned".into()) };
+    let Ok(mut s) = status.lock() else { return Err(MonitorError::Poisoned) };
     s.refreshing = false;
     s.refreshes = monitor.state().refreshes;
     s.last_refresh = monitor.state().last_refresh_us.map(super::output::rfc3339);
@@ -207,7 +208,7 @@ async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Stat
         }
         Err(e) => {
             tracing::warn!(endpoint, "monitor refresh failed: {e}");
-            s.last_error = Some(e.clone());
+            s.last_error = Some(e.to_string());
             Err(e)
         }
     }
@@ -280,9 +281,9 @@ fn wanted(config: &Config) -> Vec<(String, MonitorSpec, PathBuf, PathBuf, PathBu
 impl Monitors {
     /// Sets the analysis memory limit (`server.analysis_memory_bytes`) and starts the monitors
     /// of `config` on the analysis runtime.
-    pub fn start(config: &Config) -> Result<Arc<Monitors>, String> {
+    pub fn start(config: &Config) -> Result<Arc<Monitors>, MonitorError> {
         crate::analysis::set_memory_limit(config.server.analysis_memory_bytes);
-        let runtime = crate::analysis::handle().map_err(|e| e.to_string())?;
+        let runtime = crate::analysis::handle()?;
         let stop = CancellationToken::new();
         let m = Arc::new(Monitors { runtime, handles: Mutex::new(HashMap::new()), stop, tasks: TaskTracker::new() });
         m.reconcile(config);
@@ -348,7 +349,7 @@ impl Monitors {
         let (reply, rx) = oneshot::channel();
         tx.send(Cmd::Refresh(reply)).await.map_err(|_| MonitorCallError::Failed("the monitor has stopped".into()))?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r.map_err(MonitorCallError::Failed),
+            Ok(Ok(r)) => r.map_err(|e| MonitorCallError::Failed(e.to_string())),
             Ok(Err(_)) => Err(MonitorCallError::Failed("the monitor stopped during the refresh".into())),
             Err(_) => Err(MonitorCallError::Failed(format!("the refresh took longer than {timeout:?}; it goes on"))),
         }
@@ -376,7 +377,7 @@ fn key(spec: &MonitorSpec, dir: &std::path::Path, out: &std::path::Path) -> Stri
 
 /// `sluice validate`: checks every monitor's expressions without loading any model, against the
 /// table schema its endpoint's first served model's manifest implies (features, prediction).
-pub async fn check_offline(config: &Config) -> Result<(), String> {
+pub async fn check_offline(config: &Config) -> Result<(), MonitorError> {
     use crate::inference_log::{FeatureColumn, InputColumns, PredictionKind, TableLayout};
     use crate::registry::manifest::{Manifest, ProblemType as P};
     let mut schemas = HashMap::new();
@@ -409,12 +410,14 @@ pub async fn check_offline(config: &Config) -> Result<(), String> {
 pub async fn check(
     config: &Config,
     schemas: &HashMap<String, datafusion::arrow::datatypes::SchemaRef>,
-) -> Result<(), String> {
+) -> Result<(), MonitorError> {
     for (name, spec, dir, labels, out) in wanted(config) {
         let Some(schema) = schemas.get(&name) else { continue };
         let mut m = Monitor::new(spec, dir, Some(labels), out);
         m.resolve_problem_type(schema);
-        m.check(schema.clone()).await.map_err(|e| format!("endpoints.{name}.monitor: {e}"))?;
+        m.check(schema.clone())
+            .await
+            .map_err(|e| MonitorError::Endpoint { endpoint: name.clone(), source: Box::new(e) })?;
     }
     Ok(())
 }

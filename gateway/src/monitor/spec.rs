@@ -119,13 +119,30 @@ pub struct Granularity {
     pub tag: String,
 }
 
+/// Why a granularity such as `5 minutes` was refused; each names the text as written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GranularityError {
+    #[error("granularity '{text}' must look like '5 minutes'")]
+    Shape { text: String },
+    #[error("granularity '{text}': '{count}' is not a whole number")]
+    NotWhole { text: String, count: String },
+    #[error("granularity '{text}' must be positive")]
+    NotPositive { text: String },
+    #[error("granularity '{text}': unknown unit '{unit}'; use seconds, minutes, hours, days or weeks")]
+    UnknownUnit { text: String, unit: String },
+    #[error("granularity '{text}' is too large")]
+    TooLarge { text: String },
+}
+
 impl Granularity {
-    pub fn parse(s: &str) -> Result<Granularity, String> {
+    /// Parses `<n> <unit>` (seconds to weeks, singular or plural, any case).
+    pub fn parse(s: &str) -> Result<Granularity, GranularityError> {
+        let text = || s.to_string();
         let t = s.trim().to_ascii_lowercase();
-        let (n, unit) = t.split_once(' ').ok_or_else(|| format!("granularity '{s}' must look like '5 minutes'"))?;
-        let n: i64 = n.trim().parse().map_err(|_| format!("granularity '{s}': '{n}' is not a whole number"))?;
+        let (n, unit) = t.split_once(' ').ok_or_else(|| GranularityError::Shape { text: text() })?;
+        let n: i64 = n.trim().parse().map_err(|_| GranularityError::NotWhole { text: text(), count: n.to_string() })?;
         if n <= 0 {
-            return Err(format!("granularity '{s}' must be positive"));
+            return Err(GranularityError::NotPositive { text: text() });
         }
         let (unit_us, tag, singular) = match unit.trim() {
             "second" | "seconds" => (1_000_000, "s", "second"),
@@ -133,13 +150,9 @@ impl Granularity {
             "hour" | "hours" => (3_600_000_000, "h", "hour"),
             "day" | "days" => (86_400_000_000, "d", "day"),
             "week" | "weeks" => (7 * 86_400_000_000, "w", "week"),
-            other => {
-                return Err(format!(
-                    "granularity '{s}': unknown unit '{other}'; use seconds, minutes, hours, days or weeks"
-                ));
-            }
+            other => return Err(GranularityError::UnknownUnit { text: text(), unit: other.to_string() }),
         };
-        let width_us = n.checked_mul(unit_us).ok_or_else(|| format!("granularity '{s}' is too large"))?;
+        let width_us = n.checked_mul(unit_us).ok_or_else(|| GranularityError::TooLarge { text: text() })?;
         // 1970-01-05 was a Monday: weeks start on Mondays, like Spark's date_trunc('week').
         let offset_us = if tag == "w" { 4 * 86_400_000_000 } else { 0 };
         let name = if n == 1 { format!("1 {singular}") } else { format!("{n} {singular}s") };
@@ -322,7 +335,7 @@ pub fn validate(
                 err("granularities", format!("'{}' is listed twice", g.name))
             }
             Ok(g) => granularities.push(g),
-            Err(e) => err("granularities", e),
+            Err(e) => err("granularities", e.to_string()),
         }
     }
     if granularities.is_empty() && raw.granularities.is_some() {
@@ -461,7 +474,7 @@ pub fn validate(
                     g.name
                 }
                 Err(e) => {
-                    err(&format!("{f}.granularity"), e);
+                    err(&format!("{f}.granularity"), e.to_string());
                     String::new()
                 }
             },
@@ -541,7 +554,14 @@ mod tests {
         let thu = 1_795_651_200_000_000; // 2026-11-26T00:00:00Z
         assert_eq!(w.window_of(thu), thu - 3 * 86_400_000_000);
         assert_eq!(Granularity::parse("5 MINUTES").unwrap().name, "5 minutes");
-        assert!(Granularity::parse("1 month").unwrap_err().contains("unknown unit"));
+        assert_eq!(
+            Granularity::parse("1 month").unwrap_err().to_string(),
+            "granularity '1 month': unknown unit 'month'; use seconds, minutes, hours, days or weeks"
+        );
+        assert_eq!(
+            Granularity::parse("x hours").unwrap_err().to_string(),
+            "granularity 'x hours': 'x' is not a whole number"
+        );
         assert!(Granularity::parse("hour").is_err());
         assert!(Granularity::parse("0 hours").is_err());
     }

@@ -97,11 +97,19 @@ pub fn path_of(dir: &Path, endpoint: &str) -> PathBuf {
     dir.join(format!("{endpoint}.json"))
 }
 
+/// A rollout state file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct SaveError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
 /// Writes the state durably (see [`crate::durable`]), keeping the version it replaces as
 /// `<endpoint>.json.prev`.
-pub fn save(dir: &Path, state: &RolloutState) -> Result<(), String> {
+pub fn save(dir: &Path, state: &RolloutState) -> Result<(), SaveError> {
     let path = path_of(dir, &state.endpoint);
-    crate::durable::save_json(&path, state).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::durable::save_json(&path, state).map_err(|source| SaveError { path, source })
 }
 
 /// Every state under `dir`. A torn or corrupt state file falls back to its previous version;
@@ -150,6 +158,16 @@ mod tests {
             events: vec![],
             base_traffic: None,
         }
+    }
+
+    #[test]
+    fn a_failed_save_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"").unwrap();
+        let e = save(&blocker, &state(0)).unwrap_err();
+        let prefix = format!("cannot write {}: ", blocker.join("fraud.json").display());
+        assert!(e.to_string().starts_with(&prefix), "{e}");
     }
 
     #[test]

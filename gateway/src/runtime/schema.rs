@@ -18,6 +18,18 @@ impl TensorSpec {
     }
 }
 
+/// Why a session's schema cannot be served; `kind` is "input" or "output".
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("{kind} '{name}' has element type {ty}, which Sluice does not serve")]
+    UnsupportedType { kind: &'static str, name: String, ty: String },
+    #[error(
+        "{kind} '{name}' is a {value_type}, not a tensor; export the model without ZipMap \
+         (skl2onnx: options={{'zipmap': False}})"
+    )]
+    NotTensor { kind: &'static str, name: String, value_type: String },
+}
+
 /// A model's inputs and outputs, in session order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSchema {
@@ -27,21 +39,21 @@ pub struct ModelSchema {
 
 impl ModelSchema {
     /// Reads the schema of a session's outlets; errors name the tensor and the unsupported type.
-    pub fn from_outlets(inputs: &[Outlet], outputs: &[Outlet]) -> Result<ModelSchema, String> {
-        let conv = |o: &Outlet, kind: &str| -> Result<TensorSpec, String> {
+    pub fn from_outlets(inputs: &[Outlet], outputs: &[Outlet]) -> Result<ModelSchema, SchemaError> {
+        let conv = |o: &Outlet, kind: &'static str| -> Result<TensorSpec, SchemaError> {
             match o.dtype() {
                 ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
                     name: o.name().to_string(),
-                    dtype: element_type(*ty).ok_or_else(|| {
-                        format!("{kind} '{}' has element type {ty:?}, which Sluice does not serve", o.name())
+                    dtype: element_type(*ty).ok_or_else(|| SchemaError::UnsupportedType {
+                        kind,
+                        name: o.name().to_string(),
+                        ty: format!("{ty:?}"),
                     })?,
                     shape: shape.iter().copied().collect(),
                 }),
-                other => Err(format!(
-                    "{kind} '{}' is a {other:?}, not a tensor; export the model without ZipMap \
-                     (skl2onnx: options={{'zipmap': False}})",
-                    o.name()
-                )),
+                other => {
+                    Err(SchemaError::NotTensor { kind, name: o.name().to_string(), value_type: format!("{other:?}") })
+                }
             }
         };
         Ok(ModelSchema {
@@ -81,4 +93,20 @@ fn element_type(ty: TensorElementType) -> Option<DataType> {
         TensorElementType::String => DataType::Bytes,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_keep_their_wording() {
+        let e = SchemaError::NotTensor { kind: "output", name: "probs".into(), value_type: "Map".into() };
+        assert_eq!(
+            e.to_string(),
+            "output 'probs' is a Map, not a tensor; export the model without ZipMap (skl2onnx: options={'zipmap': False})"
+        );
+        let e = SchemaError::UnsupportedType { kind: "input", name: "x".into(), ty: "Float16".into() };
+        assert_eq!(e.to_string(), "input 'x' has element type Float16, which Sluice does not serve");
+    }
 }

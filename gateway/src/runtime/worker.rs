@@ -116,8 +116,10 @@ impl ModelRunner {
         for _ in 0..instances {
             sessions.push(create_session(env, path, &options.execution).map_err(load_err)?);
         }
-        let schema =
-            Arc::new(ModelSchema::from_outlets(sessions[0].inputs(), sessions[0].outputs()).map_err(load_err)?);
+        let schema = Arc::new(
+            ModelSchema::from_outlets(sessions[0].inputs(), sessions[0].outputs())
+                .map_err(|e| load_err(e.to_string()))?,
+        );
         for s in &mut sessions {
             warm_up(s, &schema).map_err(|e| load_err(format!("warm-up run failed: {e}")))?;
         }

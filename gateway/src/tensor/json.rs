@@ -3,7 +3,7 @@
 use serde_json::Value;
 use sluice_wire::DataType;
 
-use super::{Tensor, TensorData};
+use super::{Tensor, TensorData, TensorError};
 
 /// A tensor from nested JSON arrays. With `stack`, the value is a list of rows (a scalar row
 /// makes a `[N]` tensor).
@@ -11,7 +11,7 @@ use super::{Tensor, TensorData};
 /// The shape is read from the first element at each level, then every element is checked
 /// against it (a ragged array is an error naming where) before anything is allocated: the
 /// allocation is the number of leaves actually present, never a product of claimed lengths.
-pub fn nested_tensor(v: &Value, dtype: DataType, stack: bool) -> Result<Tensor, String> {
+pub fn nested_tensor(v: &Value, dtype: DataType, stack: bool) -> Result<Tensor, TensorError> {
     let mut shape = Vec::new();
     let mut probe = v;
     while let Value::Array(a) = probe {
@@ -22,7 +22,7 @@ pub fn nested_tensor(v: &Value, dtype: DataType, stack: bool) -> Result<Tensor, 
         }
     }
     if stack && shape.is_empty() {
-        return Err("expected a list of rows".into());
+        return Err(TensorError::NotRows);
     }
     let count = check_rectangular(v, &shape, 0)?;
     let mut data = TensorData::with_capacity(dtype, count);
@@ -31,10 +31,10 @@ pub fn nested_tensor(v: &Value, dtype: DataType, stack: bool) -> Result<Tensor, 
 }
 
 /// Checks that `v` has `shape` from `depth` down, element by element; returns its leaf count.
-fn check_rectangular(v: &Value, shape: &[i64], depth: usize) -> Result<usize, String> {
+fn check_rectangular(v: &Value, shape: &[i64], depth: usize) -> Result<usize, TensorError> {
     if depth == shape.len() {
         return match v {
-            Value::Array(_) => Err(format!("ragged array: an array where a value was expected at depth {depth}")),
+            Value::Array(_) => Err(TensorError::ArrayForValue { depth }),
             _ => Ok(1),
         };
     }
@@ -42,14 +42,13 @@ fn check_rectangular(v: &Value, shape: &[i64], depth: usize) -> Result<usize, St
         Value::Array(a) if a.len() as i64 == shape[depth] => {
             a.iter().try_fold(0usize, |n, x| Ok(n.saturating_add(check_rectangular(x, shape, depth + 1)?)))
         }
-        Value::Array(a) => {
-            Err(format!("ragged array: {} values where {} were expected at depth {depth}", a.len(), shape[depth]))
-        }
-        other => Err(format!("ragged array: expected an array at depth {depth}, got {}", brief(other))),
+        Value::Array(a) => Err(TensorError::RaggedLength { len: a.len(), expected: shape[depth], depth }),
+        other => Err(TensorError::RaggedNotArray { depth, got: brief(other) }),
     }
 }
 
-pub fn flatten(v: &Value, shape: &[i64], depth: usize, out: &mut TensorData) -> Result<(), String> {
+/// Appends the leaves of `v`, which must have `shape` from `depth` down, to `out`.
+pub fn flatten(v: &Value, shape: &[i64], depth: usize, out: &mut TensorData) -> Result<(), TensorError> {
     if depth == shape.len() {
         return push_leaf(out, v);
     }
@@ -57,10 +56,8 @@ pub fn flatten(v: &Value, shape: &[i64], depth: usize, out: &mut TensorData) -> 
         Value::Array(a) if a.len() as i64 == shape[depth] => {
             a.iter().try_for_each(|x| flatten(x, shape, depth + 1, out))
         }
-        Value::Array(a) => {
-            Err(format!("ragged array: {} values where {} were expected at depth {depth}", a.len(), shape[depth]))
-        }
-        _ => Err(format!("expected an array at depth {depth}, got {}", brief(v))),
+        Value::Array(a) => Err(TensorError::RaggedLength { len: a.len(), expected: shape[depth], depth }),
+        _ => Err(TensorError::NotArray { depth, got: brief(v) }),
     }
 }
 
@@ -84,9 +81,9 @@ pub fn brief(v: &Value) -> String {
 }
 
 /// Appends one JSON value converted to the tensor's type; errors say why it does not fit.
-pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), String> {
-    fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Result<T, String> {
-        let fits = || format!("{} is out of range", brief(v));
+pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), TensorError> {
+    fn int<T: TryFrom<i64> + TryFrom<u64>>(v: &Value) -> Result<T, TensorError> {
+        let fits = || TensorError::OutOfRange { value: brief(v) };
         match v {
             Value::Bool(b) => T::try_from(i64::from(*b)).map_err(|_| fits()),
             Value::Number(n) => {
@@ -97,19 +94,19 @@ pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), String> {
                 } else {
                     match n.as_f64() {
                         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => T::try_from(f as i64).map_err(|_| fits()),
-                        _ => Err(format!("{} is not an integer", brief(v))),
+                        _ => Err(TensorError::NotInteger { value: brief(v) }),
                     }
                 }
             }
-            other => Err(format!("expected an integer, got {}", brief(other))),
+            other => Err(TensorError::WrongKind { expected: "an integer", got: brief(other) }),
         }
     }
-    let float = |v: &Value| -> Result<f64, String> {
+    let float = |v: &Value| -> Result<f64, TensorError> {
         match v {
-            Value::Number(n) => n.as_f64().ok_or_else(|| format!("{} is not a number", brief(v))),
+            Value::Number(n) => n.as_f64().ok_or_else(|| TensorError::NotNumber { value: brief(v) }),
             Value::Bool(b) => Ok(f64::from(u8::from(*b))),
             Value::Null => Ok(f64::NAN),
-            other => Err(format!("expected a number, got {}", brief(other))),
+            other => Err(TensorError::WrongKind { expected: "a number", got: brief(other) }),
         }
     };
     match out {
@@ -117,7 +114,7 @@ pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), String> {
             let x = float(v)?;
             let y = x as f32;
             if x.is_finite() && !y.is_finite() {
-                return Err(format!("{} is out of range for FP32", brief(v)));
+                return Err(TensorError::OutOfRangeF32 { value: brief(v) });
             }
             d.push(y)
         }
@@ -134,11 +131,11 @@ pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), String> {
             Value::Bool(b) => *b,
             Value::Number(n) if n.as_f64() == Some(0.0) => false,
             Value::Number(n) if n.as_f64() == Some(1.0) => true,
-            other => return Err(format!("expected true/false, got {}", brief(other))),
+            other => return Err(TensorError::WrongKind { expected: "true/false", got: brief(other) }),
         }),
         TensorData::Bytes(d) => match v {
             Value::String(s) => d.push(s.as_bytes().to_vec()),
-            other => return Err(format!("expected a string, got {}", brief(other))),
+            other => return Err(TensorError::WrongKind { expected: "a string", got: brief(other) }),
         },
     }
     Ok(())
@@ -149,12 +146,12 @@ pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), String> {
 /// elements themselves. `claimed` (the element count the shape says) only sizes the first
 /// reservation, bounded by what `json` can hold; nesting depth is bounded by serde_json's
 /// recursion limit (128).
-pub fn decode_data(json: &str, dtype: DataType, claimed: usize) -> Result<TensorData, String> {
+pub fn decode_data(json: &str, dtype: DataType, claimed: usize) -> Result<TensorData, TensorError> {
     // Two bytes per element at least: a digit and a separator.
     let mut data = TensorData::with_capacity(dtype, super::reserve(claimed, json.len().saturating_add(1), 2));
     let mut de = serde_json::Deserializer::from_str(json);
-    serde::de::DeserializeSeed::deserialize(Leaves(&mut data), &mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
+    serde::de::DeserializeSeed::deserialize(Leaves(&mut data), &mut de)?;
+    de.end()?;
     Ok(data)
 }
 
@@ -231,7 +228,7 @@ mod tests {
     use super::*;
 
     /// Every leaf of `v` in row-major order, through a JSON tree: the reference for decode_data.
-    fn flatten_any(v: &Value, out: &mut TensorData) -> Result<(), String> {
+    fn flatten_any(v: &Value, out: &mut TensorData) -> Result<(), TensorError> {
         match v {
             Value::Array(a) => a.iter().try_for_each(|x| flatten_any(x, out)),
             leaf => push_leaf(out, leaf),
@@ -245,12 +242,12 @@ mod tests {
         inner[0] = Value::Array(vec![Value::from(0.0); 50_000]);
         let mut outer = vec![Value::from(0.0); 50_000];
         outer[0] = Value::Array(inner);
-        let err = nested_tensor(&Value::Array(outer), DataType::F32, true).unwrap_err();
+        let err = nested_tensor(&Value::Array(outer), DataType::F32, true).unwrap_err().to_string();
         assert!(err.contains("ragged"), "{err}");
         let ok = nested_tensor(&serde_json::json!([[1, 2], [3, 4]]), DataType::F32, true).unwrap();
         assert_eq!(ok.shape, vec![2, 2]);
-        let err = nested_tensor(&serde_json::json!([[1, 2], [3, [4]]]), DataType::F32, true).unwrap_err();
-        assert!(err.contains("ragged"), "{err}");
+        let err = nested_tensor(&serde_json::json!([[1, 2], [3, [4]]]), DataType::F32, true).unwrap_err().to_string();
+        assert_eq!(err, "ragged array: an array where a value was expected at depth 2");
     }
 
     #[test]
@@ -283,7 +280,8 @@ mod tests {
         let d = decode_data("[1, 2]", DataType::F64, usize::MAX).unwrap();
         assert_eq!(d.len(), 2);
         let long = "x".repeat(100);
-        let err = push_leaf(&mut TensorData::with_capacity(DataType::F32, 0), &Value::String(long)).unwrap_err();
+        let err =
+            push_leaf(&mut TensorData::with_capacity(DataType::F32, 0), &Value::String(long)).unwrap_err().to_string();
         assert!(err.len() < 100, "{err}");
     }
 }

@@ -107,7 +107,7 @@ fn granularity<'a>(
     match name {
         None => spec.granularities.first().ok_or_else(|| ApiError::not_found("the monitor has no granularity")),
         Some(n) => {
-            let want = crate::monitor::spec::Granularity::parse(n).map_err(ApiError::bad_request)?;
+            let want = crate::monitor::spec::Granularity::parse(n).map_err(|e| ApiError::bad_request(e.to_string()))?;
             spec.granularities.iter().find(|g| g.name == want.name).ok_or_else(|| {
                 let names: Vec<&str> = spec.granularities.iter().map(|g| g.name.as_str()).collect();
                 ApiError::bad_request(format!("the monitor has no granularity '{n}'; it has {names:?}"))

@@ -47,7 +47,7 @@ async fn advance(State(s): State<AdminState>, headers: HeaderMap, body: Body) ->
         .map_err(|e| ApiError::bad_request(format!("send {{\"advance\": \"5m\"}}: {e}")))?;
     let by = humantime::parse_duration(a.advance.trim())
         .map_err(|e| ApiError::bad_request(format!("advance '{}' is not a duration: {e}", a.advance)))?;
-    let now = c.advance(by).map_err(ApiError::bad_request)?;
+    let now = c.advance(by).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(json_ok(&serde_json::json!({ "now": crate::experiment::report::rfc3339(now), "now_us": now })))
 }
 
