@@ -228,6 +228,36 @@ mod tests {
         }
     }
 
+    /// The errors of the layers under the request path (models, the registry, request caps)
+    /// reach clients through `CoreError`: every variant, and the status and code it ends as.
+    #[test]
+    fn lower_request_path_errors_answer_with_their_status() {
+        use crate::registry::LookupError;
+        use crate::runtime::RuntimeError;
+        let m = || "m".to_string();
+        let cases: Vec<(CoreError, u16, tonic::Code)> = vec![
+            (RuntimeError::Library(m()).into(), 500, tonic::Code::Internal),
+            (RuntimeError::Load { model: m(), version: 1, message: m() }.into(), 500, tonic::Code::Internal),
+            (RuntimeError::Overloaded { model: m(), capacity: 1 }.into(), 429, tonic::Code::ResourceExhausted),
+            (RuntimeError::Inference(m()).into(), 500, tonic::Code::Internal),
+            (RuntimeError::Stopped(m()).into(), 503, tonic::Code::Unavailable),
+            (RuntimeError::Timeout(std::time::Duration::from_secs(1)).into(), 504, tonic::Code::DeadlineExceeded),
+            (RuntimeError::WorkerPanicked(m()).into(), 500, tonic::Code::Internal),
+            (LookupError::UnknownModel(m()).into(), 404, tonic::Code::NotFound),
+            (LookupError::UnknownVersion(m(), m()).into(), 404, tonic::Code::NotFound),
+            (crate::limits::TooLong { field: m(), len: 300 }.into(), 400, tonic::Code::InvalidArgument),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(status_code(&e), status, "{e:?}");
+            assert_eq!(ApiError::Core(e.clone()).codes().1, code, "{e:?}");
+        }
+        use crate::api::request_id::BadRequestId;
+        let too_long = crate::limits::TooLong { field: m(), len: 300 };
+        for e in [BadRequestId::NotText, BadRequestId::TooLong(too_long)] {
+            assert_eq!(ApiError::from(e).codes(), (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument));
+        }
+    }
+
     #[test]
     fn error_body_is_json_with_error_member() {
         let v: serde_json::Value = serde_json::from_slice(&error_body("bad \"thing\"")).unwrap();
