@@ -383,7 +383,7 @@ pub struct Ran {
 pub(crate) async fn run_model(model: &LoadedModel, inputs: Arc<Vec<Tensor>>) -> Result<Ran, CoreError> {
     let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
     let start = Instant::now();
-    let span = tracing::info_span!("infer", model = %model.name, version = %model.version_str, rows);
+    let span = tracing::debug_span!("infer", model = %model.name, version = %model.version_str, rows);
     match model.runner.infer(inputs).instrument(span).await {
         Ok(out) => {
             let total = start.elapsed();

@@ -20,6 +20,9 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, TelemetryConfig};
 
+/// Whether spans are exported: trace context is read and written only then.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The default filter when `SLUICE_LOG` is not set.
 const DEFAULT_FILTER: &str = "info,ort=warn";
 
@@ -58,35 +61,43 @@ impl Telemetry {
 
 /// Logs only, text, for commands other than `serve` and before a config is read.
 pub fn init_logs() {
-    let _ = tracing_subscriber::registry().with(fmt_layer(LogFormat::Text).with_filter(filter())).try_init();
+    let _ = tracing_subscriber::registry().with(filter()).with(fmt_layer(LogFormat::Text)).try_init();
 }
 
 /// The subscriber of `sluice serve`. With an OTLP endpoint this must run inside a Tokio runtime
 /// (the exporter's gRPC channel lives on it).
+///
+/// Without an endpoint the log filter is global, as for [`init_logs`]: a disabled callsite (the
+/// `trace!`s of hyper and h2 on every request) is switched off once, not checked per call. Layers
+/// are never added as `Option::None` (a `None` layer is interested in every callsite).
 pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
-    let (provider, otel) = match &cfg.otlp_endpoint {
-        None => (None, None),
-        Some(endpoint) => {
-            use opentelemetry_otlp::WithExportConfig;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()
-                .map_err(|e| TelemetryError::Exporter { endpoint: endpoint.clone(), message: e.to_string() })?;
-            let resource =
-                opentelemetry_sdk::Resource::builder_empty().with_service_name(cfg.service_name.clone()).build();
-            let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
-            let tracer = provider.tracer("sluice");
-            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-            (Some(provider), Some(tracing_opentelemetry::layer().with_tracer(tracer)))
-        }
+    let Some(endpoint) = &cfg.otlp_endpoint else {
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(fmt_layer(cfg.log_format))
+            .try_init()
+            .map_err(|_| TelemetryError::AlreadyInstalled)?;
+        return Ok(Telemetry { provider: None });
     };
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .build()
+        .map_err(|e| TelemetryError::Exporter { endpoint: endpoint.clone(), message: e.to_string() })?;
+    let resource = opentelemetry_sdk::Resource::builder_empty().with_service_name(cfg.service_name.clone()).build();
+    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+    let tracer = provider.tracer("sluice");
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // Each output its own filter: logs as `SLUICE_LOG` says, traces every span of Sluice's
+    // (the `infer` and `batch` spans are at debug level, off in logs by default).
     tracing_subscriber::registry()
         .with(fmt_layer(cfg.log_format).with_filter(filter()))
-        .with(otel.map(|l| l.with_filter(EnvFilter::new("sluice=debug,info"))))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(EnvFilter::new("sluice=debug")))
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
-    Ok(Telemetry { provider })
+    EXPORTING.store(true, std::sync::atomic::Ordering::Release);
+    Ok(Telemetry { provider: Some(provider) })
 }
 
 fn filter() -> EnvFilter {
@@ -107,6 +118,9 @@ where
 /// Makes `span` a child of the caller's trace when `headers` carry a W3C `traceparent` (no
 /// effect unless spans are exported).
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !EXPORTING.load(std::sync::atomic::Ordering::Acquire) {
+        return;
+    }
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     let _ = span.set_parent(parent);
 }
@@ -114,6 +128,9 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
 /// Adds the current span's W3C `traceparent` (and `tracestate`) to outgoing `headers` (no
 /// effect unless spans are exported).
 pub fn inject_current(headers: &mut http::HeaderMap) {
+    if !EXPORTING.load(std::sync::atomic::Ordering::Acquire) {
+        return;
+    }
     let context = tracing::Span::current().context();
     TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
 }

@@ -354,7 +354,7 @@ fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item
     let total_rows: usize = jobs.iter().map(|j| j.rows).sum();
     // A child of the first request's span, linked to the others batched with it.
     let span = match jobs.first() {
-        Some(first) => tracing::info_span!(parent: &first.span, "batch", rows = total_rows, requests = jobs.len()),
+        Some(first) => tracing::debug_span!(parent: &first.span, "batch", rows = total_rows, requests = jobs.len()),
         None => tracing::Span::none(),
     };
     for job in jobs.iter().skip(1) {
