@@ -521,9 +521,17 @@ steps = [10, 100]
 interval = "5m"
 min_requests = 30
 guardrails = { max_p99_latency_ratio = 20.0, p99_latency_slack_ms = 1000.0 }"#;
+    // The calm rows are asked of a gateway without the rollout: asked of this one, the
+    // question (every fixture row, fraud included) could land inside the rollout's first
+    // window and give the incumbent predictions the candidate never sees (a false drift).
+    let mix = {
+        let scratch = tempfile::tempdir().unwrap();
+        let t = start(config(repo.path(), scratch.path(), "fraud_flaky", "")).await;
+        let mix = Mix::calm(&t).await;
+        t.stop().await;
+        mix
+    };
     let t = start(config(repo.path(), data.path(), "fraud_flaky", rollout)).await;
-    // fraud_flaky answers like the champion, so either may answer this
-    let mix = Mix::calm(&t).await;
     let mut st = Value::Null;
     let began = std::time::Instant::now();
     while st["phase"] != "progressing" {
