@@ -612,21 +612,28 @@ async fn running_out_of_file_descriptors_does_not_stall_the_listener() {
         flood.push(s);
     }
     // While the flood holds, the gateway runs out of descriptors as it accepts (on a loaded
-    // machine that takes a while): poll its metrics (the admin listener may be out of
-    // descriptors too, so a failed scrape is retried) for up to 10 s.
+    // machine that takes a while). Its admin listener is then out of descriptors too, so a
+    // scrape now may fail: hold the flood for up to 10 s or until a scrape shows the
+    // exhaustion, then let it go and read the counter (cumulative) once descriptors are back.
     let exhausted = "sluice_accept_errors_total{listener=\"http\",kind=\"fd_exhausted\"}";
-    let started = Instant::now();
+    let scraper = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", p["admin"]);
+    let scrape = || async {
+        let r = scraper.get(&metrics_url).send().await.ok()?;
+        r.text().await.ok()
+    };
     let mut metrics = String::new();
-    while started.elapsed() < Duration::from_secs(10) {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{}/metrics", p["admin"])).await {
-            metrics = r.text().await.unwrap_or_default();
-            if metrics.contains(exhausted) {
-                break;
-            }
-        }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) && !metrics.contains(exhausted) {
+        metrics = scrape().await.unwrap_or_default();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(flood);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) && !metrics.contains(exhausted) {
+        metrics = scrape().await.unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     if !metrics.contains(exhausted) {
         signal(&child, "-KILL");
         let _ = child.wait();
