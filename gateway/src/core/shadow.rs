@@ -170,7 +170,7 @@ async fn drain(
         };
         let targets = targets.clone();
         let endpoint = endpoint.clone();
-        let span = tracing::info_span!(parent: None, "shadow", endpoint = %endpoint, shadow = %targets[job.target].served.name);
+        let span = tracing::debug_span!(parent: None, "shadow", endpoint = %endpoint, shadow = %targets[job.target].served.name);
         span.follows_from(&job.origin);
         tasks.spawn(async move {
             let target = &targets[job.target];

@@ -133,7 +133,10 @@ async fn request_id_and_span(mut req: Request, next: Next) -> Response {
         Ok(id) => (id, None),
         Err(e) => (request_id::generate(), Some(ApiError::from(e))),
     };
-    let span = tracing::info_span!(
+    // Debug level, like every per-request span: exported always, in logs only on request. At
+    // info, the log layer formats its fields on every request (0.8x /predict throughput at
+    // concurrency 1, BENCHMARKS.md).
+    let span = tracing::debug_span!(
         "request",
         request_id = %id,
         method = %req.method(),
@@ -269,7 +272,7 @@ pub fn grpc_builder(limits: &ListenerLimits) -> tonic::transport::Server {
         .http2_keepalive_timeout(Some(limits.keepalive_interval))
         .tcp_nodelay(true)
         .trace_fn(|req| {
-            let span = tracing::info_span!("request", path = %req.uri().path(), transport = "grpc");
+            let span = tracing::debug_span!("request", path = %req.uri().path(), transport = "grpc");
             crate::telemetry::continue_trace(&span, req.headers());
             span
         })
