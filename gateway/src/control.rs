@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::config::history::{HistoryEntry, Source};
-use crate::config::raw::{RawConfig, RawEndpoint, RawTrafficConfig};
+use crate::config::raw::{RawConfig, RawEndpoint, RawTrafficConfig, Secret};
 use crate::config::{Config, ConfigError, Overrides};
 use crate::core::{BuildError, Gateway, Snapshot};
 use crate::monitor::service::Monitors;
@@ -79,6 +79,8 @@ pub struct Control {
     /// Traffic held by running rollouts, per endpoint: API edits of it are refused and file
     /// reloads keep it.
     pins: std::sync::Mutex<BTreeMap<String, RawTrafficConfig>>,
+    /// The admin bearer token of the config in force (a reload rotates it).
+    admin_token: std::sync::RwLock<Option<Secret>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -116,6 +118,7 @@ impl Control {
             })
             .collect();
         let file_text = source.as_ref().and_then(|s| std::fs::read_to_string(&s.path).ok());
+        let admin_token = std::sync::RwLock::new(config.server.admin_token.clone());
         Control {
             gateway,
             state: Mutex::new(State { config, history, file_text }),
@@ -123,7 +126,14 @@ impl Control {
             tasks,
             monitors,
             pins: std::sync::Mutex::new(BTreeMap::new()),
+            admin_token,
         }
+    }
+
+    /// The admin API's bearer token now: the config file's (or `SLUICE_ADMIN_TOKEN`'s) at the
+    /// last load, so editing it in the file rotates it without a restart.
+    pub fn admin_token(&self) -> Option<Secret> {
+        self.admin_token.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -295,7 +305,7 @@ impl Control {
     }
 
     /// Re-reads the config file and applies it (endpoints and models; server settings other
-    /// than the default endpoint need a restart).
+    /// than the default endpoint and the admin token need a restart).
     pub async fn reload_from_file(&self) -> Result<Vec<String>, ControlError> {
         let src = self
             .source
@@ -393,7 +403,7 @@ impl Control {
         let kept = ServerKeep::keep(&st.config, &new);
         if source == Source::File && !ServerKeep::same_fixed(&st.config, &new) {
             tracing::warn!(
-                "server settings other than default_endpoint changed in the config file; they apply after a restart"
+                "server settings other than default_endpoint and admin_token changed in the config file; they apply after a restart"
             );
         }
         new.server = kept;
@@ -416,6 +426,7 @@ impl Control {
             return Err(ControlError::Invalid(e.to_string()));
         }
         self.gateway.swap(snapshot);
+        *self.admin_token.write().unwrap_or_else(|e| e.into_inner()) = new.server.admin_token.clone();
         crate::metrics::config_change(source.label(), "applied");
         self.monitors.reconcile(&new);
         let time = now_rfc3339();
@@ -471,13 +482,14 @@ impl Control {
     }
 }
 
-/// Server settings that a live change may alter: only the default endpoint.
+/// Server settings that a live change may alter: the default endpoint and the admin token.
 struct ServerKeep;
 
 impl ServerKeep {
     fn keep(old: &Config, new: &Config) -> crate::config::ServerConfig {
         let mut s = old.server.clone();
         s.default_endpoint = new.server.default_endpoint.clone();
+        s.admin_token = new.server.admin_token.clone();
         s
     }
 
@@ -486,6 +498,7 @@ impl ServerKeep {
         let strip = |c: &Config| {
             let mut s = c.raw.server.clone();
             s.default_endpoint = None;
+            s.admin_token = None;
             serde_json::to_string(&s).unwrap_or_default()
         };
         strip(old) == strip(new)

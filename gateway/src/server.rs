@@ -105,7 +105,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         control: control.clone(),
         rollouts: rollouts.clone(),
         monitors,
-        token: config.server.admin_token.clone(),
+        loopback: admin_listener.local_addr().is_ok_and(|a| a.ip().is_loopback()),
         max_body_bytes: config.server.max_body_bytes,
     };
     let admin_router = stack::http_stack(admin::router(state, admin), &limits, config.server.max_body_bytes, None);

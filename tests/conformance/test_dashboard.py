@@ -93,7 +93,7 @@ def gateway(tmp_path_factory):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"sluice-loadtest failed:\n{run.stdout}\n{run.stderr}"
     wait_for_flush(tmp / "data" / "fraud")
-    r = http("POST", f"{admin}/monitors/fraud/refresh", headers=AUTH, timeout=300)
+    r = http("POST", f"{admin}/monitors/fraud/refresh", headers={**AUTH, "Content-Type": "application/json"}, timeout=300)
     assert r.status == 200, r.describe()
     yield {"admin": admin, "http": http_url, "tmp": tmp}
     stop_sluice(proc)
@@ -270,3 +270,103 @@ def test_dashboard_in_headless_chromium(gateway, tmp_path):
             assert not errors, f"JavaScript errors on the page: {errors}"
         finally:
             browser.close()
+
+
+ATTACK_PAGE = b"""<!doctype html><html><body><p>a page from another origin</p></body></html>"""
+
+
+def test_a_page_from_another_origin_cannot_use_a_tokenless_admin_api(tmp_path):
+    """The attacks a web page can make on an admin API on loopback without a token, from headless
+    Chromium: a page served on another loopback port sends a no-CORS POST that would start a
+    rollout, a CORS PATCH of the traffic, and submits a form that would roll the endpoint back;
+    and a rebound name (evil.example resolving to 127.0.0.1, as DNS rebinding makes it) reaches
+    the admin port. None of them changes anything; the ones that reach the server are refused
+    and counted."""
+    import http.server
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    old = os.environ.pop("SLUICE_ADMIN_TOKEN", None)
+    try:
+        proc, ports, log = start_sluice(tmp_path, str(demo_config(tmp_path)))
+    finally:
+        if old is not None:
+            os.environ["SLUICE_ADMIN_TOKEN"] = old
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(ATTACK_PAGE)))
+            self.end_headers()
+            self.wfile.write(ATTACK_PAGE)
+
+        def log_message(self, *args):
+            pass
+
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    admin = f"http://127.0.0.1:{ports['admin']}"
+    forbidden = 'sluice_rejected_requests_total{protocol="admin",reason="forbidden"}'
+
+    def refused() -> float:
+        text = get(f"{admin}/metrics").body.decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(forbidden))
+
+    try:
+        before = admin_endpoint(admin, "fraud")
+        assert get(f"{admin}/rollouts/fraud").status == 404, "no rollout before"
+        refused_before = refused()
+        with sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"), executable_path=chromium(), headless=True,
+                args=CHROMIUM_FLAGS + ["--host-resolver-rules=MAP evil.example 127.0.0.1"])
+            try:
+                page = browser.pages[0] if browser.pages else browser.new_page()
+                page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/")
+                rollout = {"candidate": "challenger", "steps": [100], "interval": "1s", "min_requests": 1}
+                split = {"routes": [{"served_model_name": "champion", "traffic_percentage": 0},
+                                    {"served_model_name": "challenger", "traffic_percentage": 100}]}
+                outcome = page.evaluate(
+                    """async ([admin, rollout, split]) => {
+                      const out = {};
+                      // no-CORS: the browser sends it (text/plain is allowed) but hides the answer
+                      try {
+                        const r = await fetch(admin + '/rollouts/fraud', {method: 'POST', mode: 'no-cors',
+                          headers: {'Content-Type': 'text/plain'}, body: JSON.stringify(rollout)});
+                        out.nocors = r.type;
+                      } catch (e) { out.nocors = 'threw: ' + e; }
+                      // CORS with JSON: needs a preflight the admin API never grants
+                      try {
+                        const r = await fetch(admin + '/admin/endpoints/fraud/traffic', {method: 'PATCH',
+                          headers: {'Content-Type': 'application/json'}, body: JSON.stringify(split)});
+                        out.cors = 'answered ' + r.status;
+                      } catch (e) { out.cors = 'blocked'; }
+                      return out;
+                    }""", [admin, rollout, split])
+                assert outcome == {"nocors": "opaque", "cors": "blocked"}, outcome
+                # a form post, as a cross-site form would send it
+                with page.expect_navigation():
+                    page.evaluate(
+                        """(url) => { const f = document.createElement('form'); f.method = 'POST';
+                          f.enctype = 'text/plain'; f.action = url; const i = document.createElement('input');
+                          i.name = '{"version": 1, "x'; i.value = '": 1}'; f.appendChild(i);
+                          document.body.appendChild(f); f.submit(); }""",
+                        f"{admin}/admin/endpoints/fraud/rollback")
+                assert "cross-origin request refused" in page.content(), page.content()
+                # DNS rebinding: a name of the attacker's that now resolves to 127.0.0.1
+                page.goto(f"http://evil.example:{ports['admin']}/admin/endpoints")
+                assert "is not a loopback name" in page.content(), page.content()
+                # the operator's own browser, by a loopback name, still gets the dashboard
+                page.goto(f"http://localhost:{ports['admin']}/dashboard")
+                page.wait_for_selector("body", timeout=10_000)
+                assert "loopback name" not in page.content()
+            finally:
+                browser.close()
+        assert admin_endpoint(admin, "fraud") == before, "the traffic did not move"
+        assert get(f"{admin}/rollouts/fraud").status == 404, "no rollout was started"
+        assert refused() - refused_before >= 3, "the no-CORS post, the form and the rebound request"
+    finally:
+        attacker.shutdown()
+        stop_sluice(proc)

@@ -535,7 +535,8 @@ def log_on_failure(log_path):
 
 def admin(method, url, obj=None):
     body = None if obj is None else json.dumps(obj).encode()
-    return http(method, url, body, {"Content-Type": "application/json"} if body is not None else {})
+    # every state-changing admin call declares JSON, body or not (the admin API refuses others)
+    return http(method, url, body, {"Content-Type": "application/json"} if body is not None or method != "GET" else {})
 
 
 def routes(champion, challenger):

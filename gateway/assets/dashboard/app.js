@@ -68,7 +68,8 @@ async function api(path, opts = {}) {
   const headers = { Accept: 'application/json' };
   const t = token();
   if (t) headers.Authorization = 'Bearer ' + t;
-  if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
+  // every state-changing call says JSON, body or not: the admin API refuses one that does not
+  if (opts.body !== undefined || (opts.method && opts.method !== 'GET')) headers['Content-Type'] = 'application/json';
   let res;
   try {
     res = await fetch(path, {

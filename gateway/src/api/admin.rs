@@ -7,6 +7,11 @@
 //! data ([`dashboard`]). Open routes: the dashboard page and its assets, metrics and health.
 //! The errors of the layers below become statuses in `api::error`. Bodies use the Databricks
 //! endpoint shape.
+//!
+//! Every admin route, open ones included, is behind [`browser_guard`] first: the admin API is
+//! reachable from the operator's browser, so a page from elsewhere must not be able to use it
+//! (cross-site requests, DNS rebinding). The token is the config's in force: a reload of the
+//! file rotates it.
 
 mod dashboard;
 mod debug;
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
@@ -39,7 +44,9 @@ pub struct AdminState {
     pub control: Arc<Control>,
     pub rollouts: Arc<Rollouts>,
     pub monitors: Arc<Monitors>,
-    pub token: Option<Secret>,
+    /// Whether the admin listener is bound to a loopback address: without a token, it then
+    /// answers only requests addressed to a loopback name.
+    pub loopback: bool,
     pub max_body_bytes: usize,
 }
 
@@ -54,14 +61,100 @@ pub fn router(http_state: HttpState, state: AdminState) -> Router {
         .merge(debug::routes())
         .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(http::ops_routes().merge(dashboard::page_routes()).with_state(http_state))
         .fallback(http::fallback)
         .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state, browser_guard))
+}
+
+/// What a browser page from another origin could otherwise do with the admin API, refused:
+/// - **DNS rebinding**: on loopback without a token, the `Host` must be a loopback name
+///   (`localhost`, `*.localhost`, `127.x.x.x`, `[::1]`); `evil.example` resolving to 127.0.0.1
+///   gets 403. (With a token, the token is what protects it.)
+/// - **Cross-site requests** (state-changing methods, every route): a `Sec-Fetch-Site` other
+///   than `same-origin` or `none`, or an `Origin` that is not this host, gets 403; and the
+///   body must be declared `Content-Type: application/json` (415 otherwise), which a form or a
+///   no-CORS `fetch` cannot send, so a cross-site request needs a CORS preflight this API never
+///   grants.
+async fn browser_guard(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    match check_browser(&state, req.method(), req.headers(), req.uri()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            crate::metrics::rejected("admin", e.kind());
+            e.into_response()
+        }
+    }
+}
+
+fn check_browser(
+    state: &AdminState,
+    method: &Method,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<(), ApiError> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
+    if state.loopback
+        && state.control.admin_token().is_none()
+        && let Some(host) = host
+        && !is_loopback_name(host)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "Host '{host}' is not a loopback name: the admin API without a token answers only requests \
+             addressed to localhost, 127.0.0.1 or [::1] (set server.admin_token to reach it by another name)"
+        )));
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(ApiError::Forbidden(format!(
+            "cross-origin request refused (Sec-Fetch-Site: {site}): the admin API changes state only for \
+             its own pages and non-browser clients"
+        )));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let same = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .is_some_and(|(_, authority)| host.is_some_and(|h| authority.eq_ignore_ascii_case(h)));
+        if !same {
+            return Err(ApiError::Forbidden(format!(
+                "cross-origin request refused (Origin: {}): the admin API changes state only for its own \
+                 pages and non-browser clients",
+                String::from_utf8_lossy(origin.as_bytes())
+            )));
+        }
+    }
+    if http::media_type(headers)?.as_deref() != Some("application/json") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "{method} on the admin API needs Content-Type: application/json (even without a body)"
+        )));
+    }
+    Ok(())
+}
+
+/// `localhost`, a name under `.localhost`, an IPv4 address in 127/8 or `[::1]`, with or
+/// without a port.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(Secret(token)) = &state.token {
+    if let Some(Secret(token)) = &state.control.admin_token() {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -102,4 +195,38 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     }
     let bytes = read_body(body, s.max_body_bytes).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_name;
+
+    #[test]
+    fn loopback_names() {
+        for host in [
+            "localhost",
+            "localhost:8002",
+            "LOCALHOST.",
+            "dash.localhost:1",
+            "127.0.0.1",
+            "127.9.9.9:80",
+            "[::1]",
+            "[::1]:8002",
+        ] {
+            assert!(is_loopback_name(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8002",
+            "localhost.evil.example",
+            "10.0.0.1:8002",
+            "[::2]:1",
+            "[::1]x",
+            "",
+            "127.0.0.1.nip.io",
+            "0.0.0.0",
+        ] {
+            assert!(!is_loopback_name(host), "{host}");
+        }
+    }
 }

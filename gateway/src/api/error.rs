@@ -30,6 +30,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// Refused for who or where the caller is (a cross-site request, a foreign Host).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the target's state (e.g. a rollout owns the traffic).
     #[error("{0}")]
     Conflict(String),
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::InvalidArgument),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, tonic::Code::Unimplemented),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, tonic::Code::FailedPrecondition),
         }
     }
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
         }
     }
@@ -213,6 +218,7 @@ mod tests {
             (ApiError::UnsupportedMediaType("x".into()), 415, tonic::Code::InvalidArgument),
             (ApiError::MethodNotAllowed("x".into()), 405, tonic::Code::Unimplemented),
             (ApiError::Unauthorized("x".into()), 401, tonic::Code::Unauthenticated),
+            (ApiError::Forbidden("x".into()), 403, tonic::Code::PermissionDenied),
             (ApiError::Conflict("x".into()), 409, tonic::Code::FailedPrecondition),
         ];
         for (err, status, code) in table {

@@ -32,15 +32,17 @@ impl AdminClient {
     /// Sends a request; a non-2xx answer is an error carrying the server's `error` text.
     pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
-        let mut req = hyper::Request::builder().method(method).uri(&url);
+        let mut req = hyper::Request::builder().method(method.clone()).uri(&url);
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
+        // Every state-changing call says JSON, body or not: the admin API refuses one that does
+        // not (a cross-site form cannot send it).
+        if body.is_some() || method != Method::GET {
+            req = req.header("content-type", "application/json");
+        }
         let payload = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Bytes::from(serde_json::to_vec(v)?)
-            }
+            Some(v) => Bytes::from(serde_json::to_vec(v)?),
             None => Bytes::new(),
         };
         let req = req.body(Full::new(payload)).map_err(|source| CliError::Request { url: url.clone(), source })?;

@@ -41,7 +41,8 @@ fn temp_repo() -> tempfile::TempDir {
 }
 
 async fn admin(t: &common::TestServer, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = t.client.request(method, format!("{}{path}", t.admin));
+    // every state-changing admin call declares JSON, body or not
+    let mut req = t.client.request(method, format!("{}{path}", t.admin)).header("content-type", "application/json");
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -347,5 +348,131 @@ async fn history_rollback_file_reload_and_cli() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sum to 50"), "{}", String::from_utf8_lossy(&out.stderr));
+    t.stop().await;
+}
+
+/// A browser page from elsewhere cannot use a token-less loopback admin API: state-changing
+/// calls need `Content-Type: application/json` and no cross-site marks (Origin,
+/// Sec-Fetch-Site), and every route refuses a Host that is not a loopback name (DNS
+/// rebinding). Refusals are counted; traffic does not move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_and_rebound_admin_requests_are_refused() {
+    if common::skip_without_ort() {
+        return;
+    }
+    let repo = temp_repo();
+    let t = common::start(&live_config(repo.path(), "")).await;
+    let url = format!("{}/admin/endpoints/live/traffic", t.admin);
+    let port = t.admin.rsplit(':').next().unwrap().to_string();
+    let edit = routes(&[("blue", 0), ("green", 100)]);
+    let body = serde_json::to_vec(&edit).unwrap();
+    let patch = |headers: &[(&str, String)]| {
+        let mut r = t.client.patch(&url).body(body.clone());
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let json_type = ("content-type", "application/json".to_string());
+    // what a cross-site form or no-CORS fetch can send: no type, text/plain, a form
+    for headers in [
+        vec![],
+        vec![("content-type", "text/plain".to_string())],
+        vec![("content-type", "application/x-www-form-urlencoded".to_string())],
+    ] {
+        let (s, v) = patch(&headers).await;
+        assert_eq!(s, 415, "{headers:?}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("application/json"), "{v}");
+    }
+    // a body-less call needs the type too
+    let (s, _) = {
+        let r = t.client.post(format!("{}/admin/reload", t.admin)).send().await.unwrap();
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(s, 415);
+    // cross-site marks
+    for mark in [
+        ("origin", "http://evil.example".to_string()),
+        ("origin", format!("http://127.0.0.1:{}", port.parse::<u16>().unwrap() + 1)),
+        ("origin", "null".to_string()),
+        ("sec-fetch-site", "cross-site".to_string()),
+        ("sec-fetch-site", "same-site".to_string()),
+    ] {
+        let (s, v) = patch(&[json_type.clone(), mark.clone()]).await;
+        assert_eq!(s, 403, "{mark:?}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("cross-origin"), "{v}");
+    }
+    // DNS rebinding: every route, reads and open ones included
+    for path in ["/admin/endpoints", "/metrics", "/dashboard", "/monitors/live"] {
+        let r = t.client.get(format!("{}{path}", t.admin)).header("host", format!("evil.example:{port}")).send().await;
+        let r = r.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains("loopback name"), "{v}");
+    }
+    let (s, v) = patch(&[json_type.clone(), ("host", "rebound.example".to_string())]).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(observe(&t, 5).await.get("blue"), Some(&5), "no refused call changed the traffic");
+    assert!(
+        common::metric(&t, "sluice_rejected_requests_total", "protocol=\"admin\",reason=\"forbidden\"").await >= 8.0
+    );
+    assert!(
+        common::metric(&t, "sluice_rejected_requests_total", "protocol=\"admin\",reason=\"unsupported_media_type\"")
+            .await
+            >= 4.0
+    );
+    // the dashboard's own calls: same origin, JSON, by a loopback name
+    let (s, v) = patch(&[
+        json_type.clone(),
+        ("origin", format!("http://localhost:{port}")),
+        ("host", format!("localhost:{port}")),
+        ("sec-fetch-site", "same-origin".to_string()),
+    ])
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(observe(&t, 5).await.get("green"), Some(&5));
+    // the dashboard cannot be framed by another page
+    let r = t.client.get(format!("{}/dashboard", t.admin)).send().await.unwrap();
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    t.stop().await;
+}
+
+/// The admin token is the config file's in force: editing it rotates it without a restart. With
+/// a token, the token (not the Host) is what lets a caller in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_rotates_on_reload() {
+    if common::skip_without_ort() {
+        return;
+    }
+    let repo = temp_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    let (old, new) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef");
+    let text = live_config(repo.path(), &format!("watch_interval_ms = 20\nadmin_token = \"{old}\""));
+    std::fs::write(&file, &text).unwrap();
+    let any = Some("127.0.0.1:0".parse().unwrap());
+    let overrides = sluice::config::Overrides {
+        http_addr: any,
+        grpc_addr: any,
+        admin_addr: any,
+        onnxruntime_lib: Some(std::path::absolute(common::ort_lib()).unwrap().display().to_string()),
+        test_clock: false,
+    };
+    let cfg = sluice::config::Config::load_with(&file, None, &overrides).unwrap();
+    let source = sluice::control::ConfigSource { path: file.clone(), env: None, overrides };
+    let t = common::start_from(cfg, Some(source)).await;
+    let url = format!("{}/admin/endpoints", t.admin);
+    let status = |token: &'static str| {
+        let r = t.client.get(&url).bearer_auth(token).header("host", "gateway.internal:8002").send();
+        async move { r.await.unwrap().status().as_u16() }
+    };
+    assert_eq!((status(old).await, status(new).await), (200, 401));
+    std::fs::write(&file, text.replace(old, new)).unwrap();
+    eventually("the new token to be in force", || async { status(new).await == 200 }).await;
+    assert_eq!(status(old).await, 401, "the old token stops working at once");
     t.stop().await;
 }

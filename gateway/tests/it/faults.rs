@@ -55,7 +55,7 @@ async fn send(t: &TestServer, n: usize) {
 }
 
 async fn admin(t: &TestServer, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = t.client.request(method, format!("{}{path}", t.admin));
+    let mut r = t.client.request(method, format!("{}{path}", t.admin)).header("content-type", "application/json");
     if let Some(b) = body {
         r = r.json(&b);
     }

@@ -99,7 +99,13 @@ async fn phase(t: &common::TestServer, rows: &[Vec<f64>], offset: usize, shift: 
 }
 
 async fn refresh(t: &common::TestServer) -> Value {
-    let r = t.client.post(format!("{}/monitors/fraud/refresh", t.admin)).send().await.unwrap();
+    let r = t
+        .client
+        .post(format!("{}/monitors/fraud/refresh", t.admin))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     let v: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{v}");

@@ -23,8 +23,9 @@ const STYLE_CSS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/asset
 const APP_JS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/dashboard/app.js"));
 const CHARTS_JS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/dashboard/charts.js"));
 
-/// Scripts and styles come from this origin only (no inline code); charts are inline SVG.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src data:";
+/// Scripts and styles come from this origin only (no inline code); charts are inline SVG. No
+/// other page may frame the dashboard (clickjacking).
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src data:; frame-ancestors 'none'";
 
 /// Open routes: the page itself and its assets.
 pub(super) fn page_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
@@ -43,6 +44,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-store"),
             (header::HeaderName::from_static("content-security-policy"), CSP),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         body,
     )
@@ -219,6 +222,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(ct.starts_with("text/html"), "{ct}");
         assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "no other page may frame the dashboard: {csp}");
         assert!(!page.contains("<style") && !page.contains("style=") && !page.contains("<script>"));
         for (path, want) in [
             ("/dashboard/style.css", "text/css"),
