@@ -2,6 +2,7 @@
 //! admin port ([`admin`]: the admin API, the dashboard, metrics and health).
 //! Handlers are thin: extract, call one [`crate::core::Gateway`] function, map the result.
 
+pub mod access;
 pub mod admin;
 pub mod error;
 pub mod grpc;

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod args;
+pub mod auth;
 pub mod client;
 mod error;
 pub mod monitor;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Experiment { command, admin } => admin::run(admin, AdminCall::Experiment(command)),
         Command::Table { command, data_dir } => table::run(command, &data_dir),
         Command::Monitor { command } => monitor::run(command),
+        Command::Auth { command } => auth::run(command),
     }
 }
 

@@ -73,6 +73,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub endpoints: Vec<EndpointConfig>,
     pub telemetry: TelemetryConfig,
+    /// `[[auth.tokens]]`: who may call, with which scopes (applied on reload).
+    pub auth: std::sync::Arc<crate::auth::Principals>,
     /// Options of every model version to load: `[[models]]` versions and every version a served
     /// entity names.
     pub versions: BTreeMap<(String, u64), RunnerOptions>,

@@ -79,8 +79,8 @@ pub struct Control {
     /// Traffic held by running rollouts, per endpoint: API edits of it are refused and file
     /// reloads keep it.
     pins: std::sync::Mutex<BTreeMap<String, RawTrafficConfig>>,
-    /// The admin bearer token of the config in force (a reload rotates it).
-    admin_token: std::sync::RwLock<Option<Secret>>,
+    /// Who may call, as the config in force says (a reload rotates tokens).
+    access: std::sync::RwLock<Access>,
 }
 
 impl std::fmt::Debug for Control {
@@ -118,7 +118,7 @@ impl Control {
             })
             .collect();
         let file_text = source.as_ref().and_then(|s| std::fs::read_to_string(&s.path).ok());
-        let admin_token = std::sync::RwLock::new(config.server.admin_token.clone());
+        let access = std::sync::RwLock::new(Access::of(&config));
         Control {
             gateway,
             state: Mutex::new(State { config, history, file_text }),
@@ -126,14 +126,19 @@ impl Control {
             tasks,
             monitors,
             pins: std::sync::Mutex::new(BTreeMap::new()),
-            admin_token,
+            access,
         }
     }
 
     /// The admin API's bearer token now: the config file's (or `SLUICE_ADMIN_TOKEN`'s) at the
     /// last load, so editing it in the file rotates it without a restart.
     pub fn admin_token(&self) -> Option<Secret> {
-        self.admin_token.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.access().admin_token
+    }
+
+    /// The admin token and the `[[auth.tokens]]` principals in force.
+    pub fn access(&self) -> Access {
+        self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -426,7 +431,7 @@ impl Control {
             return Err(ControlError::Invalid(e.to_string()));
         }
         self.gateway.swap(snapshot);
-        *self.admin_token.write().unwrap_or_else(|e| e.into_inner()) = new.server.admin_token.clone();
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = Access::of(&new);
         crate::metrics::config_change(source.label(), "applied");
         self.monitors.reconcile(&new);
         let time = now_rfc3339();
@@ -479,6 +484,24 @@ impl Control {
             new = Config::from_raw(raw, "reloaded config with rollout traffic", &base)?;
         }
         Ok(new)
+    }
+}
+
+/// Who may call: the admin token and the `[[auth.tokens]]` principals of one config.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub admin_token: Option<Secret>,
+    pub principals: Arc<crate::auth::Principals>,
+}
+
+impl Access {
+    fn of(config: &Config) -> Access {
+        Access { admin_token: config.server.admin_token.clone(), principals: config.auth.clone() }
+    }
+
+    /// Whether a caller must say who it is somewhere (any token configured).
+    pub fn any_token(&self) -> bool {
+        self.admin_token.is_some() || self.principals.enabled()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Fuzz targets for every request parser, run as tests on the pinned stable toolchain:
 //! MLflow `/predict` JSON, V2 JSON, V2 binary (header + tensor bytes) and gRPC `ModelInferRequest`
-//! (protobuf decode, then into tensors), each followed by validation against real model schemas.
+//! (protobuf decode, then into tensors), each followed by validation against real model schemas;
+//! and the auth path (`Authorization` header, route need, token check, scope and hash parsing).
 //!
 //! Each target mutates the committed corpus (`gateway/fuzz/corpus/<target>/`) with a seeded
 //! generator for a bounded time (`SLUICE_FUZZ_SECS`, default 4 s a target; `SLUICE_FUZZ_SEED`
@@ -180,6 +181,47 @@ fn grpc(m: &Models, input: &[u8]) {
     }
 }
 
+/// The auth path of a request: the input's first line is the `Authorization` header, the second
+/// the path. The bearer token is checked against a fixed set of principals (and the admin
+/// token) for the route's need on both ports; the other lines are parsed as scopes and hashes,
+/// as the config does.
+fn auth(_: &Models, input: &[u8]) {
+    use crate::api::access;
+    thread_local! {
+        static ACCESS: crate::control::Access = crate::control::Access {
+            admin_token: Some(crate::config::raw::Secret("admin-token-0123456789".into())),
+            principals: std::sync::Arc::new(crate::auth::Principals::new(vec![(
+                "app".into(),
+                crate::auth::parse_hash(&crate::auth::hash("app-secret-0123456789")).unwrap_or_default(),
+                vec![crate::auth::Scope::Query(crate::auth::Pattern::Endpoint("fraud".into()))],
+            )])),
+        };
+    }
+    let mut lines = input.split(|b| *b == b'\n');
+    let header = lines.next().unwrap_or_default();
+    let path = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_bytes(header) {
+        headers.insert(http::header::AUTHORIZATION, v);
+    }
+    let snapshot = crate::core::Snapshot::empty();
+    ACCESS.with(|a| {
+        for port in [access::Port::Inference, access::Port::Admin] {
+            for method in [http::Method::GET, http::Method::POST] {
+                let need = access::http_need(port, &method, &path, &snapshot, a);
+                let _ = access::authorize(a, &need, access::bearer(&headers));
+            }
+        }
+        let _ = access::authorize(a, &access::grpc_need(&path), access::bearer(&headers));
+    });
+    for line in lines {
+        let text = String::from_utf8_lossy(line);
+        let _ = text.parse::<crate::auth::Scope>();
+        let _ = crate::auth::parse_hash(&text);
+        let _ = crate::auth::valid_name(&text);
+    }
+}
+
 const INTERESTING: &[&str] = &[
     "0",
     "-1",
@@ -311,6 +353,11 @@ fn fuzz_v2_json() {
 #[test]
 fn fuzz_v2_binary() {
     fuzz("v2_binary", v2_binary);
+}
+
+#[test]
+fn fuzz_auth() {
+    fuzz("auth", auth);
 }
 
 #[test]

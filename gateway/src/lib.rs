@@ -21,6 +21,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod auth;
 pub mod budget;
 pub mod cli;
 pub mod clock;

@@ -16,6 +16,7 @@ pub const MODEL_COMPUTE_DURATION: &str = "sluice_model_compute_duration_seconds"
 pub const MODEL_ROWS_TOTAL: &str = "sluice_model_inference_rows_total";
 pub const MODEL_BATCH_ROWS: &str = "sluice_model_batch_rows";
 pub const REJECTED_TOTAL: &str = "sluice_rejected_requests_total";
+pub const PRINCIPAL_REQUESTS_TOTAL: &str = "sluice_principal_requests_total";
 pub const SHADOW_MIRRORED_TOTAL: &str = "sluice_shadow_mirrored_total";
 pub const SHADOW_DROPPED_TOTAL: &str = "sluice_shadow_dropped_total";
 pub const SHADOW_COMPLETED_TOTAL: &str = "sluice_shadow_completed_total";
@@ -80,6 +81,11 @@ fn describe() {
         "Connections refused at accept or closed before sending anything, by listener and reason (max_connections, fd_exhausted, silent)."
     );
     describe_counter!(ACCEPT_ERRORS_TOTAL, Unit::Count, "Errors accepting a connection, by listener and kind.");
+    describe_counter!(
+        PRINCIPAL_REQUESTS_TOTAL,
+        Unit::Count,
+        "Requests by principal ([[auth.tokens]] name, admin, or anonymous) and outcome (allowed, denied)."
+    );
     describe_counter!(
         LOAD_SHED_TOTAL,
         Unit::Count,
@@ -254,6 +260,12 @@ pub fn load_shed(protocol: &'static str) {
 
 pub fn worker_panic(model: &str, version: u64) {
     counter!(WORKER_PANICS_TOTAL, "model" => model.to_string(), "version" => version.to_string()).increment(1);
+}
+
+/// A request of a principal (`[[auth.tokens]]` name, `admin`, or `anonymous` for a missing or
+/// invalid token), `allowed` or `denied`.
+pub fn principal_request(principal: &str, outcome: &'static str) {
+    counter!(PRINCIPAL_REQUESTS_TOTAL, "principal" => principal.to_string(), "outcome" => outcome).increment(1);
 }
 
 pub fn rejected(protocol: &'static str, reason: &'static str) {

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::access::Port;
 use crate::api::admin::{self, AdminState};
 use crate::api::grpc::GrpcService;
 use crate::api::http::{self, HttpState};
@@ -97,8 +98,14 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     // One pool of slots for inference in progress, over HTTP and gRPC alike.
     let admission = stack::Admission::new(&limits, config.server.max_body_bytes);
     let state = HttpState { gateway: gateway.clone(), max_body_bytes: config.server.max_body_bytes, metrics };
-    let http_router =
-        stack::http_stack(http::router(state.clone()), &limits, config.server.max_body_bytes, Some(admission.clone()));
+    let guard = |port| stack::Guard { control: control.clone(), port };
+    let http_router = stack::http_stack(
+        http::router(state.clone()),
+        &limits,
+        config.server.max_body_bytes,
+        Some(admission.clone()),
+        guard(Port::Inference),
+    );
     let http_acceptor = listen::Acceptor::new(http_listener, "http", limits.max_connections, true);
     servers.spawn(listen::serve_http(http_acceptor, http_router, limits, token.clone()));
     let admin = AdminState {
@@ -108,10 +115,15 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         loopback: admin_listener.local_addr().is_ok_and(|a| a.ip().is_loopback()),
         max_body_bytes: config.server.max_body_bytes,
     };
-    let admin_router = stack::http_stack(admin::router(state, admin), &limits, config.server.max_body_bytes, None);
+    let admin_router =
+        stack::http_stack(admin::router(state, admin), &limits, config.server.max_body_bytes, None, guard(Port::Admin));
     let admin_acceptor = listen::Acceptor::new(admin_listener, "admin", limits.max_connections, true);
     servers.spawn(listen::serve_http(admin_acceptor, admin_router, limits, token.clone()));
-    let grpc = stack::GrpcAdmit::new(GrpcService::server(gateway.clone(), config.server.max_body_bytes), admission);
+    let grpc = stack::GrpcAdmit::new(
+        GrpcService::server(gateway.clone(), config.server.max_body_bytes),
+        admission,
+        control.clone(),
+    );
     let grpc_acceptor = listen::Acceptor::new(grpc_listener, "grpc", limits.max_connections, false);
     let t = token.clone();
     servers.spawn(async move {

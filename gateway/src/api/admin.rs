@@ -1,17 +1,16 @@
-//! The admin port (8002): every admin route, the state they share and the bearer-token check.
+//! The admin port (8002): every admin route and the state they share.
 //!
-//! Routes behind the token (`Authorization: Bearer <token>` when a token is configured; it must
-//! be when the admin port is not bound to loopback): live endpoint config editing, history and
-//! rollback, reload ([`endpoints`]); monitors ([`monitor`]); rollouts ([`rollouts`]); the A/B
-//! report ([`experiments`]); test hooks of a `--test-clock` gateway ([`debug`]); the dashboard's
-//! data ([`dashboard`]). Open routes: the dashboard page and its assets, metrics and health.
-//! The errors of the layers below become statuses in `api::error`. Bodies use the Databricks
-//! endpoint shape.
+//! Routes: live endpoint config editing, history and rollback, reload ([`endpoints`]); monitors
+//! ([`monitor`]); rollouts ([`rollouts`]); the A/B report ([`experiments`]); test hooks of a
+//! `--test-clock` gateway ([`debug`]); the dashboard's data ([`dashboard`]); the dashboard page
+//! and its assets, metrics and health. Who may call which is `api::access`'s rule, checked by
+//! the stack's auth layer (reads need `read`, changes `manage`, or the admin token). The errors
+//! of the layers below become statuses in `api::error`. Bodies use the Databricks endpoint
+//! shape.
 //!
-//! Every admin route, open ones included, is behind [`browser_guard`] first: the admin API is
+//! Every admin route, open ones included, is behind [`browser_guard`] too: the admin API is
 //! reachable from the operator's browser, so a page from elsewhere must not be able to use it
-//! (cross-site requests, DNS rebinding). The token is the config's in force: a reload of the
-//! file rotates it.
+//! (cross-site requests, DNS rebinding).
 
 mod dashboard;
 mod debug;
@@ -31,7 +30,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use super::http::{self, HttpState, read_body};
-use crate::config::raw::Secret;
 use crate::control::Control;
 use crate::monitor::service::Monitors;
 use crate::rollout::Rollouts;
@@ -60,7 +58,6 @@ pub fn router(http_state: HttpState, state: AdminState) -> Router {
         .merge(experiments::routes())
         .merge(debug::routes())
         .merge(dashboard::routes())
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state.clone())
         .merge(http::ops_routes().merge(dashboard::page_routes()).with_state(http_state))
         .fallback(http::fallback)
@@ -95,7 +92,7 @@ fn check_browser(
 ) -> Result<(), ApiError> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str()));
     if state.loopback
-        && state.control.admin_token().is_none()
+        && !state.control.access().any_token()
         && let Some(host) = host
         && !is_loopback_name(host)
     {
@@ -151,32 +148,6 @@ fn is_loopback_name(host: &str) -> bool {
     name == "localhost"
         || name.ends_with(".localhost")
         || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(Secret(token)) = &state.control.admin_token() {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match given {
-            None => {
-                return ApiError::Unauthorized("the admin API needs Authorization: Bearer <token>".into())
-                    .into_response();
-            }
-            Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => {
-                return ApiError::Unauthorized("the admin token is wrong".into()).into_response();
-            }
-            Some(_) => {}
-        }
-    }
-    next.run(req).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A JSON request body (no Content-Type, or `application/json`), at most `max_body_bytes`.

@@ -44,6 +44,15 @@ impl From<crate::limits::TooLong> for ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> ApiError {
+        match e {
+            crate::auth::AuthError::Missing | crate::auth::AuthError::Invalid => ApiError::Unauthorized(e.to_string()),
+            crate::auth::AuthError::Denied { .. } => ApiError::Forbidden(e.to_string()),
+        }
+    }
+}
+
 impl From<super::request_id::BadRequestId> for ApiError {
     fn from(e: super::request_id::BadRequestId) -> ApiError {
         ApiError::bad_request(e.to_string())

@@ -7,8 +7,10 @@ use sluice_wire::{DataType, pb};
 use tonic::{Request, Response, Status};
 
 use super::{ApiError, v2};
+use crate::api::access::{self, Caller};
 use crate::api::meta::request_meta;
 use crate::api::request_id;
+use crate::auth::AuthError;
 use crate::core::{Answer, CoreError, Gateway, Inputs, NamedTensor, Render, Request as CoreRequest, Target, Transport};
 use crate::limits::check_id;
 use crate::tensor::{Tensor, TensorData, element_count};
@@ -120,9 +122,20 @@ impl GrpcInferenceService for GrpcService {
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let headers = req.metadata().clone().into_headers();
+        let caller = req.extensions().get::<Caller>().cloned().unwrap_or_default();
         let r = req.into_inner();
         let raw = !r.raw_input_contents.is_empty();
         let result = async {
+            // the stack checked the token; the scope needs the model name
+            if let Some(p) = &caller.0 {
+                let need = access::model_need(&r.model_name, &self.gateway.snapshot());
+                if !p.may(&need) {
+                    return Err(ApiError::from(AuthError::Denied {
+                        principal: p.name.clone(),
+                        need: need.to_string(),
+                    }));
+                }
+            }
             let request = self.request(headers, r)?;
             Ok(self.gateway.handle(request, GrpcBody { raw }).await?.output)
         }

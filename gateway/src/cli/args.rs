@@ -75,6 +75,26 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Tokens of `[[auth.tokens]]`: hash a secret, or make a new token and its config entry.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuthCommand {
+    /// Read a secret (one line) from stdin; print its `hash` for `[[auth.tokens]]`.
+    Hash,
+    /// Make a random token: the token on stderr, its `[[auth.tokens]]` entry on stdout.
+    NewToken {
+        /// The principal's name.
+        #[arg(long)]
+        name: String,
+        /// Scopes: query:<endpoint>, query:*, labels:<endpoint>, labels:*, read, manage.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]

@@ -19,6 +19,36 @@ pub struct RawConfig {
     pub endpoints: Vec<RawEndpoint>,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default, skip_serializing_if = "RawAuth::is_empty")]
+    pub auth: RawAuth,
+}
+
+/// `[auth]`: the principals allowed to use the gateway (`[[auth.tokens]]`). Without any, the
+/// data plane is open (and the admin API behind `server.admin_token`, if set).
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+}
+
+impl RawAuth {
+    fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// The principal: in the `requester` column and the per-principal metrics.
+    pub name: String,
+    /// `sha256:<hex>` of the secret (`sluice auth hash`); never the secret itself.
+    pub hash: String,
+    /// `query:<endpoint>`, `query:*`, `labels:<endpoint>`, `labels:*`, `read`, `manage`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// `[telemetry]`: log format and OpenTelemetry trace export (read at startup).

@@ -152,6 +152,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         None => None,
     };
     let telemetry = validate_telemetry(&mut issues, &raw.telemetry);
+    let auth = std::sync::Arc::new(validate_auth(&mut issues, &raw.auth));
     if !issues.0.is_empty() {
         return Err(issues.0);
     }
@@ -161,10 +162,57 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         models,
         endpoints,
         telemetry,
+        auth,
         versions,
         raw,
         base: base.to_path_buf(),
     })
+}
+
+fn validate_auth(issues: &mut Issues, raw: &super::raw::RawAuth) -> crate::auth::Principals {
+    use crate::auth;
+    if raw.tokens.len() > auth::MAX_TOKENS {
+        issues.add("auth.tokens", format!("has {} entries; at most {}", raw.tokens.len(), auth::MAX_TOKENS));
+        return auth::Principals::default();
+    }
+    let mut entries = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    let mut digests = std::collections::BTreeSet::new();
+    for (i, t) in raw.tokens.iter().enumerate() {
+        let field = |f: &str| format!("auth.tokens[{i}].{f}");
+        if !auth::valid_name(&t.name) {
+            issues.add(
+                field("name"),
+                format!("'{}' is not a name: 1 to {} of A-Z a-z 0-9 . _ @ -", t.name, auth::MAX_NAME_BYTES),
+            );
+        } else if !names.insert(t.name.clone()) {
+            issues.add(field("name"), format!("'{}' is used by another token", t.name));
+        }
+        let digest = match auth::parse_hash(&t.hash) {
+            Ok(d) => {
+                if !digests.insert(d) {
+                    issues.add(field("hash"), "is the hash of another token: one secret, one principal");
+                }
+                d
+            }
+            Err(e) => {
+                issues.add(field("hash"), e);
+                continue;
+            }
+        };
+        if t.scopes.is_empty() {
+            issues.add(field("scopes"), "is empty; give the token at least one scope, e.g. [\"query:*\"]");
+        }
+        let mut scopes = Vec::new();
+        for s in &t.scopes {
+            match s.parse::<auth::Scope>() {
+                Ok(s) => scopes.push(s),
+                Err(e) => issues.add(field("scopes"), e),
+            }
+        }
+        entries.push((t.name.clone(), digest, scopes));
+    }
+    auth::Principals::new(entries)
 }
 
 fn validate_telemetry(issues: &mut Issues, raw: &super::raw::RawTelemetry) -> super::TelemetryConfig {

@@ -19,8 +19,11 @@
 //! 5. **body deadline** (`server.body_read_timeout_ms`): the body must have arrived this long
 //!    after the headers; reading past it fails and the request gets 408.
 //!
-//! Authentication will plug in between 0 and 1 (so a refused caller still gets an id and a
-//! span, and costs no admission slot).
+//! 0a. **auth** ([`Guard`]): the route's need (`api::access`) and the caller's bearer token
+//!    against the tokens in force: 401 (with `WWW-Authenticate: Bearer`) / 403, counted per
+//!    principal. A refused caller still gets an id and a span, and costs no admission slot.
+//!    On the inference port the principal's name replaces any client-set
+//!    `x-sluice-requester`, so the table's `requester` column says who really called.
 //!
 //! Per connection (`super::listen`): the connection limit, the header read timeout, HTTP/2
 //! stream limit and keep-alive pings. gRPC gets the same from [`grpc_builder`] (whole-call
@@ -43,9 +46,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::api::ApiError;
+use crate::api::access::{self, Port};
 use crate::api::http::BodyTimeout;
 use crate::api::request_id::{self, REQUEST_ID_HEADER, RequestId};
 use crate::config::ListenerLimits;
+use crate::control::Control;
 use crate::core::CoreError;
 
 /// Slots for inference requests in progress, shared by the HTTP and gRPC listeners, and the
@@ -115,6 +120,7 @@ pub fn http_stack(
     limits: &ListenerLimits,
     max_body_bytes: usize,
     admission: Option<Admission>,
+    guard: Guard,
 ) -> Router {
     let router = router.layer(middleware::from_fn_with_state(limits.body_read_timeout, body_deadline));
     let router = match admission {
@@ -125,7 +131,54 @@ pub fn http_stack(
         .layer(middleware::from_fn_with_state(max_body_bytes, body_limit))
         .layer(middleware::from_fn_with_state(limits.total_timeout, total_timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn_with_state(guard, authenticate))
         .layer(middleware::from_fn(request_id_and_span))
+}
+
+/// The auth layer's view: the tokens in force (a reload rotates them) and the snapshot that
+/// says which V2 names are endpoints, for requests on `port`.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    pub control: Arc<Control>,
+    pub port: Port,
+}
+
+async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Next) -> Response {
+    let access = guard.control.access();
+    let need =
+        access::http_need(guard.port, req.method(), req.uri().path(), &guard.control.gateway().snapshot(), &access);
+    match access::authorize(&access, &need, access::bearer(req.headers())) {
+        Ok(caller) => {
+            if let Some(p) = &caller.0 {
+                crate::metrics::principal_request(&p.name, "allowed");
+                if guard.port == Port::Inference {
+                    name_requester(req.headers_mut(), &p.name);
+                }
+            }
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            crate::metrics::principal_request(access::refused_as(&e), "denied");
+            let e = ApiError::from(e);
+            crate::metrics::rejected(if guard.port == Port::Admin { "admin" } else { "http" }, e.kind());
+            let unauthenticated = matches!(e, ApiError::Unauthorized(_));
+            let mut response = e.into_response();
+            if unauthenticated {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            }
+            response
+        }
+    }
+}
+
+/// The principal, not the client, names the requester (`x-sluice-requester`).
+fn name_requester(headers: &mut http::HeaderMap, principal: &str) {
+    if let Ok(v) = http::HeaderValue::from_str(principal) {
+        headers.insert(crate::api::meta::REQUESTER_HEADER, v);
+    }
 }
 
 async fn request_id_and_span(mut req: Request, next: Next) -> Response {
@@ -284,11 +337,12 @@ pub fn grpc_builder(limits: &ListenerLimits) -> tonic::transport::Server {
 pub struct GrpcAdmit<S> {
     inner: S,
     admission: Admission,
+    control: Arc<Control>,
 }
 
 impl<S> GrpcAdmit<S> {
-    pub fn new(inner: S, admission: Admission) -> GrpcAdmit<S> {
-        GrpcAdmit { inner, admission }
+    pub fn new(inner: S, admission: Admission, control: Arc<Control>) -> GrpcAdmit<S> {
+        GrpcAdmit { inner, admission, control }
     }
 }
 
@@ -330,7 +384,25 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+    fn call(&mut self, mut req: GrpcRequest) -> Self::Future {
+        // auth first (as over HTTP): a valid token here, ModelInfer's scope once its model
+        // name is decoded (`api::grpc`)
+        let access = self.control.access();
+        match access::authorize(&access, &access::grpc_need(req.uri().path()), access::bearer(req.headers())) {
+            Ok(caller) => {
+                if let Some(p) = &caller.0 {
+                    crate::metrics::principal_request(&p.name, "allowed");
+                    name_requester(req.headers_mut(), &p.name);
+                }
+                req.extensions_mut().insert(caller);
+            }
+            Err(e) => {
+                crate::metrics::principal_request(access::refused_as(&e), "denied");
+                let e = ApiError::from(e);
+                crate::metrics::rejected("grpc", e.kind());
+                return Box::pin(std::future::ready(Ok(tonic::Status::from(e).into_http())));
+            }
+        }
         if !req.uri().path().ends_with("/ModelInfer") {
             let call = self.inner.call(req);
             return Box::pin(async move { call.await.map(too_large_is_resource_exhausted) });

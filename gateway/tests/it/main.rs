@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 mod admin;
+mod auth;
 mod blackbox;
 mod common;
 mod errors;

@@ -35,7 +35,7 @@ fn config(data: &Path) -> String {
 }
 
 /// Every row of the table, as column -> displayed value, in timestamp order.
-fn table_rows(dir: &Path) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn table_rows(dir: &Path) -> Vec<BTreeMap<String, String>> {
     let mut batches: Vec<RecordBatch> = Vec::new();
     let Ok(parts) = std::fs::read_dir(dir) else { return Vec::new() };
     for p in parts.flatten() {
