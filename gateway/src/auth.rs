@@ -7,6 +7,7 @@
 //! digest (or which prefix of one) matched.
 
 use std::fmt;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -143,10 +144,37 @@ impl Principal {
     }
 }
 
-/// The configured tokens: digests and their principals.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The configured tokens: digests, their principals, and each principal's request counters
+/// (registered on first use, once the metrics recorder is installed, then kept: counting costs
+/// no lookup on the request path).
+#[derive(Debug, Clone, Default)]
 pub struct Principals {
-    entries: Vec<([u8; 32], Principal)>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    digest: [u8; 32],
+    pub principal: Arc<Principal>,
+    counters: std::sync::OnceLock<(metrics::Counter, metrics::Counter)>,
+}
+
+impl Entry {
+    /// Counts a request of this principal: `allowed` or denied.
+    pub fn count(&self, allowed: bool) {
+        let (yes, no) = self.counters.get_or_init(|| {
+            let name = &self.principal.name;
+            (crate::metrics::principal_counter(name, "allowed"), crate::metrics::principal_counter(name, "denied"))
+        });
+        if allowed { yes.increment(1) } else { no.increment(1) }
+    }
+}
+
+impl PartialEq for Principals {
+    fn eq(&self, other: &Principals) -> bool {
+        self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(&other.entries).all(|(a, b)| a.digest == b.digest && a.principal == b.principal)
+    }
 }
 
 /// Why a token was not accepted.
@@ -164,7 +192,14 @@ impl Principals {
     /// `entries`: (name, `sha256:<hex>` digest, scopes), already checked by the config.
     pub fn new(entries: Vec<(String, [u8; 32], Vec<Scope>)>) -> Principals {
         Principals {
-            entries: entries.into_iter().map(|(name, digest, scopes)| (digest, Principal { name, scopes })).collect(),
+            entries: entries
+                .into_iter()
+                .map(|(name, digest, scopes)| Entry {
+                    digest,
+                    principal: Arc::new(Principal { name, scopes }),
+                    counters: std::sync::OnceLock::new(),
+                })
+                .collect(),
         }
     }
 
@@ -174,12 +209,12 @@ impl Principals {
     }
 
     /// The principal of `token`: every digest is compared, in constant time, whatever matches.
-    pub fn find(&self, token: &str) -> Option<&Principal> {
+    pub fn find(&self, token: &str) -> Option<&Entry> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
-        for (d, p) in &self.entries {
-            if constant_time_eq(d, &digest) {
-                found = Some(p);
+        for e in &self.entries {
+            if constant_time_eq(&e.digest, &digest) {
+                found = Some(e);
             }
         }
         found
@@ -187,7 +222,7 @@ impl Principals {
 
     /// The names of every principal (the bounded label set of the per-principal metrics).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(_, p)| p.name.as_str())
+        self.entries.iter().map(|e| e.principal.name.as_str())
     }
 }
 
@@ -252,7 +287,7 @@ mod tests {
     #[test]
     fn scopes_meet_needs() {
         let p = principals();
-        let who = |t: &str| p.find(t).unwrap().clone();
+        let who = |t: &str| (*p.find(t).unwrap().principal).clone();
         let (app, lab, ops, viewer) = (who("app-secret"), who("lab-secret"), who("ops-secret"), who("view-secret"));
         assert!(p.find("app-secret ").is_none() && p.find("").is_none() && p.find("sha256:").is_none());
         let q = Need::Query("fraud".into());

@@ -80,7 +80,7 @@ pub struct Control {
     /// reloads keep it.
     pins: std::sync::Mutex<BTreeMap<String, RawTrafficConfig>>,
     /// Who may call, as the config in force says (a reload rotates tokens).
-    access: std::sync::RwLock<Access>,
+    access: std::sync::RwLock<Arc<Access>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -118,7 +118,7 @@ impl Control {
             })
             .collect();
         let file_text = source.as_ref().and_then(|s| std::fs::read_to_string(&s.path).ok());
-        let access = std::sync::RwLock::new(Access::of(&config));
+        let access = std::sync::RwLock::new(Arc::new(Access::of(&config)));
         Control {
             gateway,
             state: Mutex::new(State { config, history, file_text }),
@@ -133,11 +133,11 @@ impl Control {
     /// The admin API's bearer token now: the config file's (or `SLUICE_ADMIN_TOKEN`'s) at the
     /// last load, so editing it in the file rotates it without a restart.
     pub fn admin_token(&self) -> Option<Secret> {
-        self.access().admin_token
+        self.access().admin_token.clone()
     }
 
     /// The admin token and the `[[auth.tokens]]` principals in force.
-    pub fn access(&self) -> Access {
+    pub fn access(&self) -> Arc<Access> {
         self.access.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -431,7 +431,7 @@ impl Control {
             return Err(ControlError::Invalid(e.to_string()));
         }
         self.gateway.swap(snapshot);
-        *self.access.write().unwrap_or_else(|e| e.into_inner()) = Access::of(&new);
+        *self.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Access::of(&new));
         crate::metrics::config_change(source.label(), "applied");
         self.monitors.reconcile(&new);
         let time = now_rfc3339();

@@ -265,7 +265,12 @@ pub fn worker_panic(model: &str, version: u64) {
 /// A request of a principal (`[[auth.tokens]]` name, `admin`, or `anonymous` for a missing or
 /// invalid token), `allowed` or `denied`.
 pub fn principal_request(principal: &str, outcome: &'static str) {
-    counter!(PRINCIPAL_REQUESTS_TOTAL, "principal" => principal.to_string(), "outcome" => outcome).increment(1);
+    principal_counter(principal, outcome).increment(1);
+}
+
+/// The counter of [`principal_request`], to keep and increment without a lookup.
+pub fn principal_counter(principal: &str, outcome: &'static str) -> Counter {
+    counter!(PRINCIPAL_REQUESTS_TOTAL, "principal" => principal.to_string(), "outcome" => outcome)
 }
 
 pub fn rejected(protocol: &'static str, reason: &'static str) {

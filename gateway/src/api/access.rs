@@ -82,7 +82,16 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Whether `token` may do what `need` says, with the tokens of `access`: the caller on success.
+/// Counted per principal (`sluice_principal_requests_total`) when a token was needed.
 pub fn authorize(access: &Access, need: &Need, token: Option<&str>) -> Result<Caller, AuthError> {
+    let decided = decide(access, need, token);
+    if let Err(AuthError::Missing | AuthError::Invalid) = &decided {
+        crate::metrics::principal_request("anonymous", "denied");
+    }
+    decided
+}
+
+fn decide(access: &Access, need: &Need, token: Option<&str>) -> Result<Caller, AuthError> {
     let required = match need {
         Need::Open => false,
         n if n.is_admin() => access.any_token(),
@@ -96,22 +105,17 @@ pub fn authorize(access: &Access, need: &Need, token: Option<&str>) -> Result<Ca
         && let Some(admin) = &access.admin_token
         && constant_time_eq(token.as_bytes(), admin.0.as_bytes())
     {
+        crate::metrics::principal_request(ADMIN_PRINCIPAL, "allowed");
         let scopes = vec![crate::auth::Scope::Manage];
         return Ok(Caller(Some(Arc::new(Principal { name: ADMIN_PRINCIPAL.into(), scopes }))));
     }
-    let principal = access.principals.find(token).ok_or(AuthError::Invalid)?;
-    if principal.may(need) {
-        Ok(Caller(Some(Arc::new(principal.clone()))))
+    let entry = access.principals.find(token).ok_or(AuthError::Invalid)?;
+    if entry.principal.may(need) {
+        entry.count(true);
+        Ok(Caller(Some(entry.principal.clone())))
     } else {
-        Err(AuthError::Denied { principal: principal.name.clone(), need: need.to_string() })
-    }
-}
-
-/// The name a refused caller is counted under: its principal when the token was valid.
-pub fn refused_as(e: &AuthError) -> &str {
-    match e {
-        AuthError::Denied { principal, .. } => principal,
-        AuthError::Missing | AuthError::Invalid => "anonymous",
+        entry.count(false);
+        Err(AuthError::Denied { principal: entry.principal.name.clone(), need: need.to_string() })
     }
 }
 

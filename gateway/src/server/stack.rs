@@ -149,17 +149,15 @@ async fn authenticate(State(guard): State<Guard>, mut req: Request, next: Next) 
         access::http_need(guard.port, req.method(), req.uri().path(), &guard.control.gateway().snapshot(), &access);
     match access::authorize(&access, &need, access::bearer(req.headers())) {
         Ok(caller) => {
-            if let Some(p) = &caller.0 {
-                crate::metrics::principal_request(&p.name, "allowed");
-                if guard.port == Port::Inference {
-                    name_requester(req.headers_mut(), &p.name);
-                }
+            if let Some(p) = &caller.0
+                && guard.port == Port::Inference
+            {
+                name_requester(req.headers_mut(), &p.name);
             }
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => {
-            crate::metrics::principal_request(access::refused_as(&e), "denied");
             let e = ApiError::from(e);
             crate::metrics::rejected(if guard.port == Port::Admin { "admin" } else { "http" }, e.kind());
             let unauthenticated = matches!(e, ApiError::Unauthorized(_));
@@ -391,13 +389,11 @@ where
         match access::authorize(&access, &access::grpc_need(req.uri().path()), access::bearer(req.headers())) {
             Ok(caller) => {
                 if let Some(p) = &caller.0 {
-                    crate::metrics::principal_request(&p.name, "allowed");
                     name_requester(req.headers_mut(), &p.name);
                 }
                 req.extensions_mut().insert(caller);
             }
             Err(e) => {
-                crate::metrics::principal_request(access::refused_as(&e), "denied");
                 let e = ApiError::from(e);
                 crate::metrics::rejected("grpc", e.kind());
                 return Box::pin(std::future::ready(Ok(tonic::Status::from(e).into_http())));
