@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod meta;
 pub mod mlflow;
+pub mod rate;
 pub mod request_id;
 pub mod v2;
 

@@ -127,6 +127,8 @@ pub struct ServerConfig {
     pub test_clock: bool,
     /// Memory of each DataFusion session of the table reads ([`crate::analysis`]).
     pub analysis_memory_bytes: usize,
+    /// Labels each principal may post per second.
+    pub labels_per_second: u64,
 }
 
 /// What a client can hold of the listeners, and for how long (`[server]` keys of the same

@@ -303,35 +303,59 @@ impl Gateway {
     }
 
     /// Writes late ground-truth labels for an endpoint's inference table.
-    pub async fn post_labels(&self, endpoint: &str, body: &[u8]) -> Result<LabelsResult, CoreError> {
+    ///
+    /// Only labels of ids the table logged are kept unless the table accepts unknown ids
+    /// (`inference_table.labels_accept_unknown_ids`); a post none of whose ids is known is a
+    /// 400. `budget` is charged the number of labels first (the caller's rate limit).
+    pub async fn post_labels(
+        &self,
+        endpoint: &str,
+        body: &[u8],
+        budget: impl FnOnce(usize) -> Result<(), CoreError>,
+    ) -> Result<LabelsResult, CoreError> {
         let snap = self.snapshot();
         let ep = snap.endpoint(Some(endpoint))?;
         let table = ep.table().ok_or_else(|| {
             CoreError::BadRequest(format!("endpoint '{endpoint}' has no inference table; enable inference_table on it"))
         })?;
         let items = crate::inference_log::labels::parse(body).map_err(|e| CoreError::BadRequest(e.to_string()))?;
-        let unknown = items.iter().filter(|i| !table.knows(i.id())).count();
-        let dir = labels_dir(table);
-        let n = items.len();
-        tokio::task::spawn_blocking(move || crate::inference_log::labels::write(&dir, &items))
-            .await
-            .map_err(|e| CoreError::Internal(format!("label writer panicked: {e}")))?
-            .map_err(|e| CoreError::Unavailable(format!("labels were not written: {e}")))?;
-        Ok(LabelsResult { accepted: n, unknown })
+        if let Err(e) = budget(items.len()) {
+            crate::metrics::labels(endpoint, "rate_limited", items.len());
+            return Err(e);
+        }
+        let (known, unknown): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| table.knows(i.id()));
+        let unknown_ids: Vec<String> = unknown.iter().take(10).map(|i| i.id().to_string()).collect();
+        let n_unknown = unknown.len();
+        let keep = if table.options().labels_accept_unknown_ids {
+            known.into_iter().chain(unknown).collect()
+        } else {
+            crate::metrics::labels(endpoint, "unknown_id", n_unknown);
+            if known.is_empty() {
+                return Err(CoreError::BadRequest(format!(
+                    "none of the {n_unknown} labels refers to a request this endpoint logged (first ids: {unknown_ids:?}); \
+                     label the request_id or client_request_id of an answer, or set \
+                     inference_table.labels_accept_unknown_ids = true"
+                )));
+            }
+            known
+        };
+        let accepted = keep.len();
+        table.write_labels(keep).await.map_err(|e| CoreError::Unavailable(format!("labels were not written: {e}")))?;
+        crate::metrics::labels(endpoint, "accepted", accepted);
+        Ok(LabelsResult { accepted, unknown: n_unknown, unknown_ids })
     }
 }
 
-/// The labels table beside an inference table: `<data_dir>/<table>_labels`.
-pub fn labels_dir(table: &crate::inference_log::Table) -> std::path::PathBuf {
-    crate::inference_log::labels::dir_of(&table.options().dir)
-}
-
 /// The answer to a labels post.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LabelsResult {
+    /// Labels written.
     pub accepted: usize,
-    /// Labels whose id was not logged recently (kept all the same).
+    /// Labels whose id the table did not log (refused, unless the table accepts unknown ids).
     pub unknown: usize,
+    /// The first (at most 10) of those ids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_ids: Vec<String>,
 }
 
 /// A resolved target.

@@ -59,6 +59,8 @@ pub struct TableOptions {
     /// Log raw request and response JSON (`/predict` only), each capped at `max_payload_bytes`.
     pub log_payloads: bool,
     pub max_payload_bytes: usize,
+    /// Keep labels whose id this table never logged (default: refuse them).
+    pub labels_accept_unknown_ids: bool,
 }
 
 /// One feature column: values come from `inputs[input]` at `offset + row * width`.
@@ -255,6 +257,8 @@ struct TableInner {
     /// Unix second of the last drop warning (at most one a second).
     last_drop_warning: AtomicU64,
     ids: Mutex<IdIndex>,
+    /// The writer of the labels table beside this one.
+    labels: labels::LabelSink,
 }
 
 impl Table {
@@ -281,6 +285,15 @@ impl Table {
             .name(format!("log-{}", options.table))
             .spawn(move || drain(rx))
             .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?;
+        let label_sink = labels::LabelSink::start(labels::dir_of(&options.dir), &options.table)
+            .map_err(|source| LogError::StartWriter { table: format!("{}_labels", options.table), source })?;
+        // what the table logged before this process: labels may refer to it
+        let mut ids = IdIndex::default();
+        let mut recent = read::recent_ids(&options.dir, ID_INDEX_CAPACITY);
+        recent.reverse();
+        for id in recent {
+            ids.insert(Arc::from(id));
+        }
         Ok(Table {
             inner: Arc::new(TableInner {
                 options,
@@ -290,7 +303,8 @@ impl Table {
                 thread: Mutex::new(Some(thread)),
                 metrics,
                 last_drop_warning: AtomicU64::new(0),
-                ids: Mutex::new(IdIndex::default()),
+                ids: Mutex::new(ids),
+                labels: label_sink,
             }),
         })
     }
@@ -388,6 +402,12 @@ impl Table {
     /// Bytes of records queued or buffered and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.inner.budget.used()
+    }
+
+    /// Writes labels to the labels table beside this one, gathered with other posts into one
+    /// file; returns once they are on disk.
+    pub async fn write_labels(&self, items: Vec<labels::LabelItem>) -> Result<(), String> {
+        self.inner.labels.write(items).await
     }
 
     /// Whether `id` (request id or client request id) was logged recently.

@@ -17,6 +17,7 @@ pub const MODEL_ROWS_TOTAL: &str = "sluice_model_inference_rows_total";
 pub const MODEL_BATCH_ROWS: &str = "sluice_model_batch_rows";
 pub const REJECTED_TOTAL: &str = "sluice_rejected_requests_total";
 pub const PRINCIPAL_REQUESTS_TOTAL: &str = "sluice_principal_requests_total";
+pub const LABELS_TOTAL: &str = "sluice_labels_total";
 pub const SHADOW_MIRRORED_TOTAL: &str = "sluice_shadow_mirrored_total";
 pub const SHADOW_DROPPED_TOTAL: &str = "sluice_shadow_dropped_total";
 pub const SHADOW_COMPLETED_TOTAL: &str = "sluice_shadow_completed_total";
@@ -81,6 +82,11 @@ fn describe() {
         "Connections refused at accept or closed before sending anything, by listener and reason (max_connections, fd_exhausted, silent)."
     );
     describe_counter!(ACCEPT_ERRORS_TOTAL, Unit::Count, "Errors accepting a connection, by listener and kind.");
+    describe_counter!(
+        LABELS_TOTAL,
+        Unit::Count,
+        "Labels posted, by endpoint and outcome (accepted, unknown_id, rate_limited)."
+    );
     describe_counter!(
         PRINCIPAL_REQUESTS_TOTAL,
         Unit::Count,
@@ -266,6 +272,14 @@ pub fn worker_panic(model: &str, version: u64) {
 /// invalid token), `allowed` or `denied`.
 pub fn principal_request(principal: &str, outcome: &'static str) {
     principal_counter(principal, outcome).increment(1);
+}
+
+/// Labels posted to an endpoint: `accepted`, `unknown_id` (refused: an id the table did not
+/// log), `rate_limited` (refused: the principal's label rate).
+pub fn labels(endpoint: &str, outcome: &'static str, n: usize) {
+    if n > 0 {
+        counter!(LABELS_TOTAL, "endpoint" => endpoint.to_string(), "outcome" => outcome).increment(n as u64);
+    }
 }
 
 /// The counter of [`principal_request`], to keep and increment without a lookup.

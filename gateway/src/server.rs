@@ -97,7 +97,17 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     listen::raise_descriptor_limit();
     // One pool of slots for inference in progress, over HTTP and gRPC alike.
     let admission = stack::Admission::new(&limits, config.server.max_body_bytes);
-    let state = HttpState { gateway: gateway.clone(), max_body_bytes: config.server.max_body_bytes, metrics };
+    // a burst of one second's labels, and at least one full post
+    let labels_rate = crate::api::rate::RateLimiter::new(
+        config.server.labels_per_second,
+        config.server.labels_per_second.max(crate::inference_log::labels::MAX_LABELS_PER_POST as u64),
+    );
+    let state = HttpState {
+        gateway: gateway.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        metrics,
+        labels_rate: Arc::new(labels_rate),
+    };
     let guard = |port| stack::Guard { control: control.clone(), port };
     let http_router = stack::http_stack(
         http::router(state.clone()),

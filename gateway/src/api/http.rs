@@ -22,6 +22,8 @@ pub struct HttpState {
     pub gateway: Arc<Gateway>,
     pub max_body_bytes: usize,
     pub metrics: PrometheusHandle,
+    /// Labels each principal may post (`server.labels_per_second`).
+    pub labels_rate: Arc<super::rate::RateLimiter>,
 }
 
 /// The inference port's routes: `/predict` formats, KServe V2 REST, `/metrics`.

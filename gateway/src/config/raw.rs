@@ -101,6 +101,9 @@ pub struct RawServer {
     /// Memory of each DataFusion session of the table reads (monitor, rollouts, experiments,
     /// dashboard); a query over it fails.
     pub analysis_memory_bytes: Option<u64>,
+    /// Labels each principal may post per second (token bucket; a burst of one second's worth,
+    /// at least one full post).
+    pub labels_per_second: Option<u64>,
 }
 
 /// A secret string: `Debug` never shows it.
@@ -260,6 +263,9 @@ pub struct RawInferenceTable {
     pub log_payloads: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_payload_bytes: Option<u64>,
+    /// Keep labels whose request id this table never logged (default false: refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels_accept_unknown_ids: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

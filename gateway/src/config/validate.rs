@@ -316,8 +316,19 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
             None => crate::analysis::DEFAULT_MEMORY_BYTES,
         },
+        labels_per_second: match s.labels_per_second {
+            Some(0) => {
+                issues.add("server.labels_per_second", "must be at least 1 (default 10000)");
+                DEFAULT_LABELS_PER_SECOND
+            }
+            Some(n) => n,
+            None => DEFAULT_LABELS_PER_SECOND,
+        },
     }
 }
+
+/// Labels a principal may post per second unless `server.labels_per_second` says otherwise.
+pub const DEFAULT_LABELS_PER_SECOND: u64 = 10_000;
 
 /// A `[server]` duration in milliseconds that must be positive.
 fn positive_ms(issues: &mut Issues, field: &str, v: Option<u64>, default: u64) -> Duration {
@@ -794,5 +805,6 @@ fn validate_table(
         max_file_rows,
         log_payloads: t.log_payloads.unwrap_or(false),
         max_payload_bytes,
+        labels_accept_unknown_ids: t.labels_accept_unknown_ids.unwrap_or(false),
     })
 }

@@ -2,8 +2,9 @@
 //! table (`<data_dir>/<table>_labels/date=.../part-*.parquet`), joinable on `request_id` or
 //! `client_request_id`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use datafusion::arrow::datatypes::{Field, Schema};
@@ -25,6 +26,8 @@ pub enum LabelsError {
     NotArray,
     #[error("no labels in the body")]
     Empty,
+    #[error("{count} labels in one post; the limit is {limit}: split them")]
+    TooMany { count: usize, limit: usize },
     #[error("labels[{index}] must be an object")]
     NotObject { index: usize },
     #[error("labels[{index}] has unknown field '{field}'; use request_id or client_request_id, and label")]
@@ -38,6 +41,67 @@ pub enum LabelsError {
     IdCount { index: usize },
     #[error("labels[{index}].label must be a string, number or boolean")]
     BadLabel { index: usize },
+}
+
+/// Most labels in one post (a bigger batch is a 400: split it).
+pub const MAX_LABELS_PER_POST: usize = 10_000;
+/// Least time between two label files of a table while posts keep coming (group commit).
+pub const LABEL_BATCH_WINDOW: Duration = Duration::from_millis(200);
+/// Most labels gathered into one file.
+const MAX_LABELS_PER_FILE: usize = 100_000;
+
+/// Writes the labels posted to one table: a post to an idle table is written at once; while
+/// posts keep coming, those arriving within [`LABEL_BATCH_WINDOW`] of the last write go into one
+/// part file (so a flood of tiny posts makes at most a few files a second, not a file a post).
+/// A post is answered once its file is written: an accepted label is on disk.
+#[derive(Debug, Clone)]
+pub struct LabelSink {
+    tx: flume::Sender<Pending>,
+}
+
+struct Pending {
+    items: Vec<LabelItem>,
+    done: flume::Sender<Result<u64, String>>,
+}
+
+impl LabelSink {
+    /// Starts the writer thread of the labels table in `dir`; it stops when every sink is dropped.
+    pub fn start(dir: PathBuf, name: &str) -> Result<LabelSink, std::io::Error> {
+        let (tx, rx) = flume::unbounded::<Pending>();
+        std::thread::Builder::new().name(format!("labels-{name}")).spawn(move || {
+            // the start of the last write: the next waits until a window after it
+            let mut last: Option<Instant> = None;
+            while let Ok(first) = rx.recv() {
+                let mut n = first.items.len();
+                let mut batch = vec![first];
+                // an idle table writes at once; under a flood, posts gather for a window
+                let until = last.map_or_else(Instant::now, |l| l + LABEL_BATCH_WINDOW);
+                while n < MAX_LABELS_PER_FILE {
+                    let next = if Instant::now() < until { rx.recv_deadline(until).ok() } else { rx.try_recv().ok() };
+                    let Some(p) = next else { break };
+                    n += p.items.len();
+                    batch.push(p);
+                }
+                last = Some(Instant::now());
+                let items: Vec<LabelItem> = batch.iter().flat_map(|p| p.items.iter().cloned()).collect();
+                let written = write(&dir, &items).map_err(|e| e.to_string());
+                for p in batch {
+                    let _ = p.done.send(written.clone());
+                }
+            }
+        })?;
+        Ok(LabelSink { tx })
+    }
+
+    /// Writes `items` with the posts around it; returns once they are on disk.
+    pub async fn write(&self, items: Vec<LabelItem>) -> Result<(), String> {
+        let (done, wait) = flume::bounded(1);
+        self.tx.send(Pending { items, done }).map_err(|_| "the label writer has stopped".to_string())?;
+        match wait.recv_async().await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err("the label writer stopped before writing".into()),
+        }
+    }
 }
 
 /// The labels table beside the inference table in `table_dir`: `<data_dir>/<table>_labels`.
@@ -78,6 +142,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, LabelsError> {
     };
     if items.is_empty() {
         return Err(LabelsError::Empty);
+    }
+    if items.len() > MAX_LABELS_PER_POST {
+        return Err(LabelsError::TooMany { count: items.len(), limit: MAX_LABELS_PER_POST });
     }
     items
         .into_iter()

@@ -21,6 +21,7 @@ fn options(dir: &Path, on_full: OnFull, queue_capacity: usize, queue_max_bytes: 
         max_file_rows: 1000,
         log_payloads: false,
         max_payload_bytes: 0,
+        labels_accept_unknown_ids: false,
     }
 }
 

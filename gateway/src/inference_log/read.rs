@@ -35,6 +35,38 @@ pub fn list_parquet(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The request and client request ids of the newest rows of the table in `dir` (newest files
+/// first, at most `limit`), for a table that opens again to know what it logged before.
+/// Unreadable files are skipped.
+pub fn recent_ids(dir: &Path, limit: usize) -> Vec<String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for file in list_parquet(dir).into_iter().rev() {
+        let Ok(f) = std::fs::File::open(&file) else { continue };
+        let Ok(builder) = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f) else { continue };
+        let schema = builder.parquet_schema();
+        let wanted: Vec<usize> = (0..schema.num_columns())
+            .filter(|&i| matches!(schema.column(i).name(), "request_id" | "client_request_id"))
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::leaves(schema, wanted);
+        let Ok(reader) = builder.with_projection(mask).build() else { continue };
+        for batch in reader.flatten() {
+            for col in batch.columns() {
+                let Some(strings) = col.as_string_opt::<i32>() else { continue };
+                for i in 0..strings.len() {
+                    if strings.is_valid(i) {
+                        out.push(strings.value(i).to_string());
+                    }
+                }
+            }
+        }
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out
+}
+
 /// A session on one partition (results do not depend on scheduling), plain (non-view) strings,
 /// within the analysis memory limit (`server.analysis_memory_bytes`, [`crate::analysis`]).
 pub fn new_ctx() -> SessionContext {

@@ -432,3 +432,113 @@ fn with<T>(req: T, token: Option<&str>) -> tonic::Request<T> {
     }
     r
 }
+
+/// Labels feed the monitor and the rollout quality guardrail, so only the right callers may
+/// post them and only about answers the gateway gave: a `query`-only principal is refused; ids
+/// the table never logged are refused (named, counted) unless the table opts in; a flood from a
+/// `labels`-scoped principal is rate-limited (429, counted) and written as a few files, not a
+/// file a post; after a restart the table still knows what it logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_are_scoped_known_capped_and_batched() {
+    if common::skip_without_ort() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let text = config_text()
+        .replacen("[server]\n", "[server]\nlabels_per_second = 500\n", 1)
+        .replace("data_dir = \"data\"", &format!("data_dir = \"{}\"", data.path().display()));
+    let t = common::start_with(common::config(&text)).await;
+    // a few answers to label
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let r = t
+            .client
+            .post(t.url("/endpoints/fraud/predict"))
+            .bearer_auth(secret("app"))
+            .header("x-request-id", format!("known-{i}"))
+            .json(&common::fraud_body(1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(format!("known-{i}"));
+    }
+    let post = |who: &'static str, body: Value| {
+        let r = t.client.post(t.url("/endpoints/fraud/labels")).bearer_auth(secret(who)).json(&body).send();
+        async move {
+            let r = r.await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let label = |id: &str| json!({"request_id": id, "label": "fraud"});
+    let (s, v) = post("app", json!([label(&ids[0])])).await;
+    assert_eq!(s, 403, "a query-only principal cannot post labels: {v}");
+    // unknown ids: refused and named; a post of only unknown ids is a 400
+    let (s, v) = post("labeller", json!([label(&ids[0]), label("never-answered")])).await;
+    assert_eq!((s, v["accepted"].as_u64(), v["unknown"].as_u64()), (200, Some(1), Some(1)), "{v}");
+    assert_eq!(v["unknown_ids"], json!(["never-answered"]));
+    let (s, v) = post("labeller", json!([label("forged-1"), label("forged-2")])).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("labels_accept_unknown_ids"), "{v}");
+    // a post over the item cap
+    let many: Vec<Value> = (0..10_001).map(|i| label(&ids[i % 4])).collect();
+    let (s, v) = post("labeller", Value::Array(many)).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("10000"), "{v}");
+    // a flood: 8 posters, 40 posts each of 100 labels, over a burst of 10,000 at 500 a second
+    let labels_dir = data.path().join("fraud_labels");
+    let files_before = sluice::inference_log::read::list_parquet(&labels_dir).len();
+    let began = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, url, ids) = (t.client.clone(), t.url("/endpoints/fraud/labels"), ids.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for k in 0..40 {
+                let body: Vec<Value> =
+                    (0..100).map(|i| json!({"request_id": ids[(k + i) % 4], "label": "legit"})).collect();
+                let r = client.post(&url).bearer_auth(secret("labeller")).json(&body).send().await.unwrap();
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.extend(task.await.unwrap());
+    }
+    let (ok, limited) =
+        (statuses.iter().filter(|s| **s == 200).count(), statuses.iter().filter(|s| **s == 429).count());
+    assert_eq!(ok + limited, 320, "only 200 and 429: {statuses:?}");
+    // a burst of 10,000 labels (less the 4 charged above: 99 posts), then 500 a second
+    let most = (10_000.0 + 500.0 * began.elapsed().as_secs_f64()) / 100.0;
+    assert!(ok >= 99 && ok as f64 <= most + 1.0, "{ok} posts accepted; at most {most:.1}");
+    let files = sluice::inference_log::read::list_parquet(&labels_dir).len() - files_before;
+    assert!(files >= 1 && files * 4 <= ok, "{ok} accepted posts were written as {files} files");
+    let metric = |labels: &'static str| {
+        let r = t.client.get(format!("{}/metrics", t.admin)).bearer_auth(secret("viewer")).send();
+        async move {
+            let text = r.await.unwrap().text().await.unwrap();
+            let prefix = format!("sluice_labels_total{{{labels}}} ");
+            text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+        }
+    };
+    assert_eq!(metric("endpoint=\"fraud\",outcome=\"rate_limited\"").await, (limited * 100) as f64);
+    assert_eq!(metric("endpoint=\"fraud\",outcome=\"unknown_id\"").await, 3.0);
+    assert_eq!(metric("endpoint=\"fraud\",outcome=\"accepted\"").await, (1 + ok * 100) as f64);
+    t.stop().await;
+
+    // after a restart the table still knows the ids it logged
+    let t = common::start_with(common::config(&text)).await;
+    let r = t
+        .client
+        .post(t.url("/endpoints/fraud/labels"))
+        .bearer_auth(secret("labeller"))
+        .json(&json!([{"request_id": "known-3", "label": "fraud"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["accepted"], 1);
+    t.stop().await;
+}

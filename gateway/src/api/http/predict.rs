@@ -8,10 +8,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::{HttpState, json_response, media_type, read_body};
 use crate::api::ApiError;
+use crate::api::access::Caller;
 use crate::api::meta::{MODEL_VERSION_HEADER, SERVED_MODEL_HEADER, request_meta};
 use crate::api::mlflow::{self, Predictions};
 use crate::api::request_id::RequestId;
-use crate::core::{Inputs, Request, Target, Transport};
+use crate::core::{CoreError, Inputs, Request, Target, Transport};
 
 pub async fn default_endpoint(
     State(state): State<HttpState>,
@@ -98,9 +99,11 @@ pub(crate) fn rejected(e: ApiError) -> Response {
 pub async fn labels(
     State(state): State<HttpState>,
     Path(endpoint): Path<String>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let who = caller.and_then(|Extension(c)| c.0.map(|p| p.name.clone())).unwrap_or_else(|| "anonymous".into());
     let result = async {
         match media_type(&headers)?.as_deref() {
             None | Some("application/json") => {}
@@ -111,7 +114,16 @@ pub async fn labels(
             }
         }
         let bytes = read_body(body, state.max_body_bytes).await?;
-        Ok(state.gateway.post_labels(&endpoint, &bytes).await?)
+        let budget = |n: usize| {
+            state.labels_rate.take(&who, n).map_err(|wait| {
+                CoreError::Overloaded(format!(
+                    "principal '{who}' is over its label rate (server.labels_per_second = {}); retry in {:.1} s",
+                    state.labels_rate.per_second(),
+                    wait.as_secs_f64()
+                ))
+            })
+        };
+        Ok(state.gateway.post_labels(&endpoint, &bytes, budget).await?)
     }
     .await;
     match result {
