@@ -1,7 +1,8 @@
 //! Fuzz targets for every request parser, run as tests on the pinned stable toolchain:
 //! MLflow `/predict` JSON, V2 JSON, V2 binary (header + tensor bytes) and gRPC `ModelInferRequest`
 //! (protobuf decode, then into tensors), each followed by validation against real model schemas;
-//! and the auth path (`Authorization` header, route need, token check, scope and hash parsing).
+//! labels posts; and the auth path (`Authorization` header, route need, token check, scope and
+//! hash parsing).
 //!
 //! Each target mutates the committed corpus (`gateway/fuzz/corpus/<target>/`) with a seeded
 //! generator for a bounded time (`SLUICE_FUZZ_SECS`, default 4 s a target; `SLUICE_FUZZ_SEED`
@@ -181,6 +182,11 @@ fn grpc(m: &Models, input: &[u8]) {
     }
 }
 
+/// A labels post, parsed as `POST /endpoints/{name}/labels` does.
+fn labels(_: &Models, input: &[u8]) {
+    let _ = crate::inference_log::labels::parse(input);
+}
+
 /// The auth path of a request: the input's first line is the `Authorization` header, the second
 /// the path. The bearer token is checked against a fixed set of principals (and the admin
 /// token) for the route's need on both ports; the other lines are parsed as scopes and hashes,
@@ -353,6 +359,11 @@ fn fuzz_v2_json() {
 #[test]
 fn fuzz_v2_binary() {
     fuzz("v2_binary", v2_binary);
+}
+
+#[test]
+fn fuzz_labels() {
+    fuzz("labels", labels);
 }
 
 #[test]
