@@ -129,6 +129,18 @@ pub struct ServerConfig {
     pub analysis_memory_bytes: usize,
     /// Labels each principal may post per second.
     pub labels_per_second: u64,
+    /// TLS on every listener; `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// A CA to trust for `https://` webhooks besides the system's.
+    pub webhook_ca_file: Option<PathBuf>,
+}
+
+/// The files of `[server.tls]`, resolved against the config's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// What a client can hold of the listeners, and for how long (`[server]` keys of the same

@@ -18,6 +18,7 @@ pub const MODEL_BATCH_ROWS: &str = "sluice_model_batch_rows";
 pub const REJECTED_TOTAL: &str = "sluice_rejected_requests_total";
 pub const PRINCIPAL_REQUESTS_TOTAL: &str = "sluice_principal_requests_total";
 pub const LABELS_TOTAL: &str = "sluice_labels_total";
+pub const TLS_RELOADS_TOTAL: &str = "sluice_tls_reloads_total";
 pub const SHADOW_MIRRORED_TOTAL: &str = "sluice_shadow_mirrored_total";
 pub const SHADOW_DROPPED_TOTAL: &str = "sluice_shadow_dropped_total";
 pub const SHADOW_COMPLETED_TOTAL: &str = "sluice_shadow_completed_total";
@@ -82,6 +83,7 @@ fn describe() {
         "Connections refused at accept or closed before sending anything, by listener and reason (max_connections, fd_exhausted, silent)."
     );
     describe_counter!(ACCEPT_ERRORS_TOTAL, Unit::Count, "Errors accepting a connection, by listener and kind.");
+    describe_counter!(TLS_RELOADS_TOTAL, Unit::Count, "Reloads of the TLS certificate, by outcome (ok, error).");
     describe_counter!(
         LABELS_TOTAL,
         Unit::Count,
@@ -252,6 +254,11 @@ impl EndpointMetrics {
 }
 
 /// Counts a request rejected before it reached a model.
+/// A reload of the TLS certificate: `ok` or `error` (the previous one stays).
+pub fn tls_reload(outcome: &'static str) {
+    counter!(TLS_RELOADS_TOTAL, "outcome" => outcome).increment(1);
+}
+
 pub fn connection_refused(listener: &'static str, reason: &'static str) {
     counter!(CONNECTIONS_REFUSED_TOTAL, "listener" => listener, "reason" => reason).increment(1);
 }

@@ -4,6 +4,7 @@
 
 pub mod listen;
 pub mod stack;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,6 +24,7 @@ use crate::control::{ConfigSource, Control};
 use crate::core::{BuildError, Gateway, Snapshot, TableSet};
 use crate::monitor::service::Monitors;
 use crate::runtime::{RuntimeError, library};
+pub use tls::{Tls, TlsError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum StartError {
     Build(#[from] BuildError),
     #[error("cannot bind {what} address {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("{0}")]
     Other(String),
 }
@@ -58,6 +62,10 @@ pub struct RunningServer {
 /// (`server.watch_config`) and reloaded on SIGHUP.
 pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<RunningServer, StartError> {
     let metrics = crate::metrics::install().map_err(|e| StartError::Other(e.to_string()))?;
+    // TLS first: a certificate that does not load stops the start before any model is loaded
+    let tls = config.server.tls.as_ref().map(Tls::new).transpose()?;
+    crate::webhook::configure(config.server.webhook_ca_file.as_deref())
+        .map_err(|e| StartError::Other(format!("server.webhook_ca_file: {e}")))?;
     let lib = config.runtime.onnxruntime_lib.clone();
     library::environment(lib.as_deref())?;
     let tasks = TaskTracker::new();
@@ -117,7 +125,13 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         guard(Port::Inference),
     );
     let http_acceptor = listen::Acceptor::new(http_listener, "http", limits.max_connections, true);
-    servers.spawn(listen::serve_http(http_acceptor, http_router, limits, token.clone()));
+    servers.spawn(listen::serve_http(
+        http_acceptor,
+        http_router,
+        limits,
+        token.clone(),
+        tls.as_ref().map(|t| t.http.clone()),
+    ));
     let admin = AdminState {
         control: control.clone(),
         rollouts: rollouts.clone(),
@@ -128,18 +142,33 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let admin_router =
         stack::http_stack(admin::router(state, admin), &limits, config.server.max_body_bytes, None, guard(Port::Admin));
     let admin_acceptor = listen::Acceptor::new(admin_listener, "admin", limits.max_connections, true);
-    servers.spawn(listen::serve_http(admin_acceptor, admin_router, limits, token.clone()));
+    servers.spawn(listen::serve_http(
+        admin_acceptor,
+        admin_router,
+        limits,
+        token.clone(),
+        tls.as_ref().map(|t| t.http.clone()),
+    ));
+    if let Some(tls) = &tls {
+        tasks.spawn(tls.clone().watch(config.server.watch_interval, token.clone()));
+    }
     let grpc = stack::GrpcAdmit::new(
         GrpcService::server(gateway.clone(), config.server.max_body_bytes),
         admission,
         control.clone(),
     );
     let grpc_acceptor = listen::Acceptor::new(grpc_listener, "grpc", limits.max_connections, false);
+    let incoming = listen::incoming(
+        grpc_acceptor,
+        tls.as_ref().map(|t| t.grpc.clone()),
+        limits.header_read_timeout,
+        token.clone(),
+    );
     let t = token.clone();
     servers.spawn(async move {
         if let Err(e) = stack::grpc_builder(&limits)
             .add_service(grpc)
-            .serve_with_incoming_shutdown(listen::incoming(grpc_acceptor), t.cancelled_owned())
+            .serve_with_incoming_shutdown(incoming, t.cancelled_owned())
             .await
         {
             tracing::error!("grpc server: {e}");

@@ -66,11 +66,14 @@ pub async fn run(cli: Cli) -> Result<Verdict, Error> {
 
 /// Runs the load and builds the report, printing nothing but progress.
 pub async fn execute(settings: &Settings) -> Result<(Report, Verdict), Error> {
-    let http = HttpClient::new(settings.headers.clone());
+    let http = HttpClient::new(settings.headers.clone(), settings.ca_cert.as_deref())?;
     let payload_file = settings.payload.as_deref().map(crate::payload::load).transpose()?;
     let (sender, url) = match settings.target {
         Target::Grpc => (
-            Sender::Grpc { client: GrpcClient::connect(&settings.url, settings.headers.clone()).await? },
+            Sender::Grpc {
+                client: GrpcClient::connect(&settings.url, settings.headers.clone(), settings.ca_cert.as_deref())
+                    .await?,
+            },
             settings.url.clone(),
         ),
         _ => {

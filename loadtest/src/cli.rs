@@ -149,6 +149,10 @@ pub struct Cli {
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
 
+    /// A CA certificate (PEM) to trust for https:// URLs, besides the system's
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Scenario file (TOML): phases run in order, with optional drift; flags override its settings
     #[arg(long)]
     pub scenario: Option<PathBuf>,

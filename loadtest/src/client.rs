@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -37,20 +38,21 @@ impl Outcome {
     }
 }
 
-/// An HTTP/1.1 client with a keep-alive pool (one connection per concurrent request).
+/// An HTTP/1.1 client with a keep-alive pool (one connection per concurrent request), over TLS
+/// for `https://` URLs.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     headers: HeaderMap,
 }
 
 impl HttpClient {
-    /// A client that adds `headers` to every request.
-    pub fn new(headers: HeaderMap) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+    /// A client that adds `headers` to every request and trusts `ca_cert` (PEM) besides the
+    /// system's CAs.
+    pub fn new(headers: HeaderMap, ca_cert: Option<&std::path::Path>) -> Result<HttpClient, Error> {
+        let connector = sluice_wire::tls::https_connector(ca_cert).map_err(|e| Error::usage(e.to_string()))?;
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        HttpClient { client, headers }
+        Ok(HttpClient { client, headers })
     }
 
     /// POSTs a body; 2xx is a success and reads `x-sluice-served-model`.
@@ -136,12 +138,26 @@ pub struct GrpcClient {
 }
 
 impl GrpcClient {
-    /// Connects to `url` (`http://host:port`); `headers` become request metadata.
-    pub async fn connect(url: &str, headers: HeaderMap) -> Result<GrpcClient, Error> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+    /// Connects to `url` (`http://host:port`, or `https://` over TLS trusting the system's CAs
+    /// and `ca_cert`); `headers` become request metadata.
+    pub async fn connect(
+        url: &str,
+        headers: HeaderMap,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<GrpcClient, Error> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
             .map_err(|e| Error::usage(format!("bad gRPC URL {url}: {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10));
+        if url.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = ca_cert {
+                let pem = std::fs::read(path)
+                    .map_err(|e| Error::usage(format!("cannot read CA file {}: {e}", path.display())))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| Error::usage(format!("TLS for {url}: {e}")))?;
+        }
         let channel = endpoint
             .connect()
             .await

@@ -36,6 +36,8 @@ pub struct Settings {
     pub payload: Option<PathBuf>,
     pub predict_format: PredictFormat,
     pub headers: HeaderMap,
+    /// A CA to trust for `https://` URLs besides the system's.
+    pub ca_cert: Option<PathBuf>,
     pub warmup: Duration,
     pub timeout: Duration,
     pub max_in_flight: usize,
@@ -78,9 +80,6 @@ impl Settings {
         let url = url.trim_end_matches('/').to_string();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Error::usage(format!("--url {url}: give a URL like http://127.0.0.1:8000")));
-        }
-        if url.starts_with("https://") {
-            return Err(Error::usage("--url: https is not supported; use http://"));
         }
         let endpoint = cli.endpoint.or(file.endpoint);
         let model = cli.model.or(file.model);
@@ -191,6 +190,7 @@ impl Settings {
             payload: cli.payload.or(file.payload),
             predict_format: cli.predict_format.or(file.predict_format).unwrap_or_default(),
             headers,
+            ca_cert: cli.ca_cert,
             warmup,
             timeout,
             max_in_flight,

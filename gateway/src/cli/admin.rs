@@ -107,8 +107,8 @@ pub fn request(call: AdminCall) -> Result<Request, CliError> {
 /// with `error: ...` on stderr.
 pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
     let Some(rt) = super::runtime() else { return ExitCode::FAILURE };
-    let client = AdminClient::new(&admin.admin_url, admin.token);
     let result = rt.block_on(async {
+        let client = AdminClient::new(&admin.admin_url, admin.token, admin.ca_cert.as_deref())?;
         let req = request(call)?;
         let answer = client.call(req.method, &req.path, req.body.as_ref()).await?;
         show(req.show, answer)

@@ -105,6 +105,9 @@ pub struct AdminArgs {
     /// Bearer token of the admin API.
     #[arg(long, global = true, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// admin URL, besides the system's.
+    #[arg(long, global = true, env = "SLUICE_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

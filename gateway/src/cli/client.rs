@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Method;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -16,17 +17,19 @@ use super::CliError;
 pub struct AdminClient {
     base: String,
     token: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl AdminClient {
-    /// `base`: e.g. `http://127.0.0.1:8002`.
-    pub fn new(base: &str, token: Option<String>) -> AdminClient {
-        AdminClient {
+    /// `base`: e.g. `http://127.0.0.1:8002`, or `https://` trusting the system's CAs and
+    /// `ca_cert`.
+    pub fn new(base: &str, token: Option<String>, ca_cert: Option<&std::path::Path>) -> Result<AdminClient, CliError> {
+        let connector = sluice_wire::tls::https_connector(ca_cert).map_err(|e| CliError::Tls(e.to_string()))?;
+        Ok(AdminClient {
             base: base.trim_end_matches('/').to_string(),
             token,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
     }
 
     /// Sends a request; a non-2xx answer is an error carrying the server's `error` text.
@@ -46,11 +49,16 @@ impl AdminClient {
             None => Bytes::new(),
         };
         let req = req.body(Full::new(payload)).map_err(|source| CliError::Request { url: url.clone(), source })?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|source| CliError::Unreachable { base: self.base.clone(), source })?;
+        let resp = self.client.request(req).await.map_err(|e| {
+            let mut detail = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                detail.push_str(": ");
+                detail.push_str(&c.to_string());
+                cause = c.source();
+            }
+            CliError::Unreachable { base: self.base.clone(), detail }
+        })?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         let value: Value =

@@ -24,14 +24,18 @@ pub enum CliError {
     Json(#[from] serde_json::Error),
     #[error("bad request for {url}: {source}")]
     Request { url: String, source: hyper::http::Error },
-    #[error("cannot reach the admin API at {base}: {source} (is sluice running? see --admin-url)")]
-    Unreachable { base: String, source: hyper_util::client::legacy::Error },
+    /// `detail`: the error and its causes (a refused connection, an untrusted certificate).
+    #[error("cannot reach the admin API at {base}: {detail} (is sluice running? see --admin-url, --ca-cert)")]
+    Unreachable { base: String, detail: String },
     /// The answer's body could not be read.
     #[error(transparent)]
     Body(#[from] hyper::Error),
     /// The admin API answered with a non-2xx status and its `error` text.
     #[error("{status} {message}")]
     Status { status: u16, message: String },
+    /// The TLS client could not be set up (`--ca-cert`).
+    #[error("{0}")]
+    Tls(String),
     #[error("no table at {}", dir.display())]
     NoTable { dir: PathBuf },
     #[error("no table at {}: {source}", dir.display())]

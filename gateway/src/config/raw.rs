@@ -104,6 +104,22 @@ pub struct RawServer {
     /// Labels each principal may post per second (token bucket; a burst of one second's worth,
     /// at least one full post).
     pub labels_per_second: Option<u64>,
+    /// TLS on every listener (HTTP, gRPC, admin).
+    pub tls: Option<RawTls>,
+    /// A CA (PEM) to trust for `https://` webhooks besides the system's.
+    pub webhook_ca_file: Option<String>,
+}
+
+/// `[server.tls]`: PEM files, relative to the config file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// The certificate chain, leaf first.
+    pub cert_file: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// When set, clients must present a certificate this CA signed (mutual TLS).
+    pub client_ca_file: Option<String>,
 }
 
 /// A secret string: `Debug` never shows it.

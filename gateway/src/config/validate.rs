@@ -31,6 +31,12 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
     let mut issues = Issues::default();
     let mut server = validate_server(&mut issues, &raw);
     server.data_dir = base.join(raw.server.data_dir.as_deref().unwrap_or("data"));
+    server.tls = raw.server.tls.as_ref().map(|t| super::TlsFiles {
+        cert_file: base.join(&t.cert_file),
+        key_file: base.join(&t.key_file),
+        client_ca_file: t.client_ca_file.as_ref().map(|c| base.join(c)),
+    });
+    server.webhook_ca_file = raw.server.webhook_ca_file.as_ref().map(|c| base.join(c));
     let runtime = RuntimeConfig {
         onnxruntime_lib: raw.runtime.onnxruntime_lib.as_ref().map(|p| base.join(p)),
         model_repository: base.join(raw.runtime.model_repository.as_deref().unwrap_or("models")),
@@ -324,6 +330,8 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
             Some(n) => n,
             None => DEFAULT_LABELS_PER_SECOND,
         },
+        tls: None,
+        webhook_ca_file: None,
     }
 }
 

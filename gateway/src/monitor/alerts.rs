@@ -151,19 +151,33 @@ pub async fn notify(t: &Transition) -> bool {
     crate::webhook::post_json(url, body, "monitor").await
 }
 
-/// Sends every transition and records the outcome in the alert's state and counters.
-pub async fn deliver(monitor: &mut Monitor, endpoint: &str, transitions: &[Transition]) {
-    for t in transitions {
-        let ok = notify(t).await;
-        let result = if ok { "delivered" } else { "failed" };
-        metrics::counter!(crate::metrics::MONITOR_NOTIFICATIONS_TOTAL, "endpoint" => endpoint.to_string(), "alert" => t.alert.clone(), "result" => result)
-            .increment(1);
-        let st: &mut AlertState = monitor.state_mut().alerts.entry(t.alert.clone()).or_default();
+/// Counts the webhooks answered since the last call into the alerts' state.
+pub fn count_deliveries(monitor: &mut Monitor) {
+    let done: Vec<(String, bool)> = std::mem::take(&mut *monitor.deliveries.lock().unwrap_or_else(|e| e.into_inner()));
+    for (alert, ok) in done {
+        let st: &mut AlertState = monitor.state_mut().alerts.entry(alert).or_default();
         if ok {
             st.notifications_sent += 1;
         } else {
             st.notifications_failed += 1;
         }
-        tracing::info!(alert = %t.alert, state = t.state, value = ?t.value, delivered = ok, "monitor alert");
+    }
+}
+
+/// Sends every transition in the background (a slow or dead webhook never holds up a refresh)
+/// and counts the outcomes of earlier sends into the alerts' state.
+pub async fn deliver(monitor: &mut Monitor, endpoint: &str, transitions: &[Transition]) {
+    count_deliveries(monitor);
+    for t in transitions {
+        tracing::info!(alert = %t.alert, state = t.state, value = ?t.value, "monitor alert");
+        let (t, endpoint, outcomes) = (t.clone(), endpoint.to_string(), monitor.deliveries.clone());
+        tokio::spawn(async move {
+            let ok = notify(&t).await;
+            let result = if ok { "delivered" } else { "failed" };
+            metrics::counter!(crate::metrics::MONITOR_NOTIFICATIONS_TOTAL, "endpoint" => endpoint, "alert" => t.alert.clone(), "result" => result)
+                .increment(1);
+            tracing::info!(alert = %t.alert, delivered = ok, "monitor alert webhook");
+            outcomes.lock().unwrap_or_else(|e| e.into_inner()).push((t.alert, ok));
+        });
     }
 }

@@ -54,6 +54,9 @@ pub struct Monitor {
     pub out_dir: PathBuf,
     state: State,
     baseline: Option<(String, Arc<BaselineGroups>)>,
+    /// Outcomes of alert webhooks sent in the background (alert, delivered), counted into the
+    /// state at the next refresh.
+    pub(super) deliveries: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
 }
 
 /// A column name quoted for SQL.
@@ -83,7 +86,16 @@ impl Monitor {
     /// A monitor over `table_dir`, writing to `out_dir`; resumes from its state file if any.
     pub fn new(spec: MonitorSpec, table_dir: PathBuf, labels_dir: Option<PathBuf>, out_dir: PathBuf) -> Monitor {
         let table = table_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "table".into());
-        let mut m = Monitor { spec, table, table_dir, labels_dir, out_dir, state: State::default(), baseline: None };
+        let mut m = Monitor {
+            spec,
+            table,
+            table_dir,
+            labels_dir,
+            out_dir,
+            state: State::default(),
+            baseline: None,
+            deliveries: Arc::default(),
+        };
         // a torn state file falls back to its previous version (counted); none: recompute
         if let Some(s) = crate::durable::load_json::<State>(&m.state_path(), "monitor").into_option() {
             m.state = s;

@@ -51,6 +51,8 @@ struct Handle {
     key: String,
     tx: mpsc::Sender<Cmd>,
     status: Arc<Mutex<Status>>,
+    /// Webhook outcomes not yet counted by a refresh (the status adds them).
+    deliveries: Arc<Mutex<Vec<(String, bool)>>>,
     cancel: CancellationToken,
 }
 
@@ -244,13 +246,20 @@ async fn run_monitor(
 ) {
     let mut tick = tokio::time::interval(monitor.spec.refresh_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // stopping between refreshes: what the background webhooks answered is kept
+    let stop = |monitor: &mut Monitor| {
+        super::alerts::count_deliveries(monitor);
+        if let Err(e) = monitor.save_state() {
+            tracing::warn!(%endpoint, "monitor state not saved at stop: {e}");
+        }
+    };
     loop {
         let reply = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return stop(&mut monitor),
             _ = tick.tick() => None,
             cmd = rx.recv() => match cmd {
                 Some(Cmd::Refresh(tx)) => Some(tx),
-                None => return,
+                None => return stop(&mut monitor),
             },
         };
         let result = tokio::select! {
@@ -322,8 +331,9 @@ impl Monitors {
             }));
             let (tx, rx) = mpsc::channel(16);
             let cancel = self.stop.child_token();
+            let deliveries = monitor.deliveries.clone();
             self.tasks.spawn_on(run_monitor(name.clone(), monitor, rx, status.clone(), cancel.clone()), &self.runtime);
-            handles.insert(name, Handle { key: k, tx, status, cancel });
+            handles.insert(name, Handle { key: k, tx, status, deliveries, cancel });
         }
     }
 
@@ -337,7 +347,22 @@ impl Monitors {
     pub fn status(&self, endpoint: &str) -> Result<Status, MonitorCallError> {
         let handles = self.handles.lock().map_err(|_| MonitorCallError::Failed("monitor lock poisoned".into()))?;
         let h = handles.get(endpoint).ok_or_else(|| not_found(endpoint))?;
-        h.status.lock().map(|s| s.clone()).map_err(|_| MonitorCallError::Failed("monitor status lock poisoned".into()))
+        let mut status = h
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .map_err(|_| MonitorCallError::Failed("monitor status lock poisoned".into()))?;
+        // webhooks answered since the last refresh count too
+        let pending: Vec<(String, bool)> = h.deliveries.lock().map(|d| d.clone()).unwrap_or_default();
+        for a in &mut status.alerts {
+            let name = a.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+            for (_, ok) in pending.iter().filter(|(alert, _)| *alert == name) {
+                let key = if *ok { "notifications_sent" } else { "notifications_failed" };
+                let n = a.get(key).and_then(Value::as_u64).unwrap_or(0);
+                a[key] = Value::from(n + 1);
+            }
+        }
+        Ok(status)
     }
 
     /// Runs a refresh now and waits for it (at most `timeout`).

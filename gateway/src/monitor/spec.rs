@@ -491,9 +491,12 @@ pub fn validate(
         }
         let webhook_url = a.webhook_url.clone().or_else(|| raw.webhook_url.clone());
         if let Some(u) = &webhook_url
-            && !u.starts_with("http://")
+            && !crate::webhook::valid_url(u)
         {
-            err(&format!("{f}.webhook_url"), format!("alert '{}': webhook '{u}' must be an http:// URL", a.name));
+            err(
+                &format!("{f}.webhook_url"),
+                format!("alert '{}': webhook '{u}' must be an http:// or https:// URL", a.name),
+            );
         }
         alerts.push(AlertRule {
             name: a.name.clone(),
@@ -512,9 +515,9 @@ pub fn validate(
         });
     }
     if let Some(u) = &raw.webhook_url
-        && !u.starts_with("http://")
+        && !crate::webhook::valid_url(u)
     {
-        err("webhook_url", format!("'{u}' must be an http:// URL"));
+        err("webhook_url", format!("'{u}' must be an http:// or https:// URL"));
     }
     let non_empty =
         |s: &Option<String>, default: &str| s.clone().filter(|s| !s.trim().is_empty()).unwrap_or(default.into());

@@ -270,9 +270,9 @@ pub fn parse(raw: &RawRollout, field: &str) -> Result<RolloutSpec, Vec<(String, 
         errs.push((format!("{field}.min_requests"), "use at least 1 (default 100)".into()));
     }
     if let Some(u) = &raw.webhook_url
-        && !u.starts_with("http://")
+        && !crate::webhook::valid_url(u)
     {
-        errs.push((format!("{field}.webhook_url"), format!("'{u}' must be an http:// URL")));
+        errs.push((format!("{field}.webhook_url"), format!("'{u}' must be an http:// or https:// URL")));
     }
     let g = raw.guardrails.clone().unwrap_or_default();
     let d = Guardrails::default();

@@ -15,6 +15,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ListenerLimits;
@@ -33,8 +34,42 @@ pub struct Acceptor {
 
 /// A connection and the slot it holds until it closes.
 pub struct Slotted {
-    stream: TcpStream,
+    stream: Io,
     _slot: OwnedSemaphorePermit,
+}
+
+/// A connection's bytes: plain TCP, or TLS over it.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl Slotted {
+    /// The TLS handshake of a plain connection, within `limit`; counted and `None` on failure.
+    async fn handshake(self, tls: &TlsAcceptor, limit: Duration, name: &'static str) -> Option<Slotted> {
+        let Slotted { stream: Io::Plain(tcp), _slot } = self else { return Some(self) };
+        match tokio::time::timeout(limit, tls.accept(tcp)).await {
+            Ok(Ok(s)) => Some(Slotted { stream: Io::Tls(Box::new(s)), _slot }),
+            Ok(Err(e)) => {
+                crate::metrics::connection_refused(name, "tls_handshake");
+                tracing::debug!(listener = name, "TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                crate::metrics::connection_refused(name, "tls_handshake");
+                None
+            }
+        }
+    }
 }
 
 impl Acceptor {
@@ -69,7 +104,7 @@ impl Acceptor {
                 Ok((stream, _)) => match self.slots.clone().try_acquire_owned() {
                     Ok(slot) => {
                         let _ = stream.set_nodelay(true);
-                        return Slotted { stream, _slot: slot };
+                        return Slotted { stream: Io::Plain(stream), _slot: slot };
                     }
                     Err(_) => self.refuse(stream, "max_connections"),
                 },
@@ -123,7 +158,13 @@ pub fn raise_descriptor_limit() {
 
 /// Serves `router` on `acceptor` until `token` is cancelled, then lets open connections finish
 /// their requests (graceful shutdown) and returns.
-pub async fn serve_http(mut acceptor: Acceptor, router: Router, limits: ListenerLimits, token: CancellationToken) {
+pub async fn serve_http(
+    mut acceptor: Acceptor,
+    router: Router,
+    limits: ListenerLimits,
+    token: CancellationToken,
+    tls: Option<TlsAcceptor>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     builder
@@ -138,8 +179,7 @@ pub async fn serve_http(mut acceptor: Acceptor, router: Router, limits: Listener
             _ = token.cancelled() => break,
             conn = acceptor.next() => conn,
         };
-        let Slotted { stream, _slot } = conn;
-        let (builder, router, token) = (builder.clone(), router.clone(), token.clone());
+        let (builder, router, token, tls) = (builder.clone(), router.clone(), token.clone(), tls.clone());
         let name = acceptor.name;
         let first_bytes = limits.header_read_timeout;
         // Counted by `graceful` from here: shutdown waits for this task too.
@@ -150,50 +190,99 @@ pub async fn serve_http(mut acceptor: Acceptor, router: Router, limits: Listener
             // (`peek`, not `readable`: readiness can be reported before any byte is there.)
             let mut first = [0u8; 1];
             let spoke = tokio::select! {
-                r = tokio::time::timeout(first_bytes, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
+                r = tokio::time::timeout(first_bytes, conn.stream.tcp().peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
                 _ = token.cancelled() => false,
             };
             if !spoke {
                 crate::metrics::connection_refused(name, "silent");
                 return;
             }
+            // the handshake within the same header read timeout
+            let conn = match &tls {
+                Some(tls) => match conn.handshake(tls, first_bytes, name).await {
+                    Some(c) => c,
+                    None => return,
+                },
+                None => conn,
+            };
             let service = TowerToHyperService::new(router);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(conn), service);
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(listener = name, "connection ended: {e}");
             }
-            drop(_slot);
         });
     }
     drop(acceptor);
     graceful.shutdown().await;
 }
 
-/// The accepted connections of `acceptor` as the stream tonic serves.
-pub fn incoming(acceptor: Acceptor) -> impl futures::Stream<Item = io::Result<Slotted>> {
-    futures::stream::unfold(acceptor, |mut a| async move {
-        let conn = a.next().await;
-        Some((Ok(conn), a))
-    })
+/// The accepted connections of `acceptor` as the stream tonic serves. With `tls`, each
+/// connection's handshake runs on its own task (within `handshake_limit`; a slow client holds up
+/// no other) and the stream yields the connections whose handshake succeeded; the accept loop
+/// stops when `token` is cancelled.
+pub fn incoming(
+    acceptor: Acceptor,
+    tls: Option<TlsAcceptor>,
+    handshake_limit: Duration,
+    token: CancellationToken,
+) -> std::pin::Pin<Box<dyn futures::Stream<Item = io::Result<Slotted>> + Send>> {
+    let Some(tls) = tls else {
+        return Box::pin(futures::stream::unfold(acceptor, |mut a| async move {
+            let conn = a.next().await;
+            Some((Ok(conn), a))
+        }));
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Slotted>(64);
+    tokio::spawn(async move {
+        let mut acceptor = acceptor;
+        loop {
+            let conn = tokio::select! {
+                _ = token.cancelled() => return,
+                conn = acceptor.next() => conn,
+            };
+            let (tls, tx, name) = (tls.clone(), tx.clone(), acceptor.name);
+            tokio::spawn(async move {
+                if let Some(c) = conn.handshake(&tls, handshake_limit, name).await {
+                    let _ = tx.send(c).await;
+                }
+            });
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (Ok(c), rx)) }))
+}
+
+macro_rules! io {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &mut $self.stream {
+            Io::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Io::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
 }
 
 impl AsyncRead for Slotted {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        io!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Slotted {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        io!(self, s => s.poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        io!(self, s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        io!(self, s => s.poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -201,11 +290,14 @@ impl AsyncWrite for Slotted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        io!(self, s => s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -213,6 +305,6 @@ impl tonic::transport::server::Connected for Slotted {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.stream.tcp().connect_info()
     }
 }

@@ -188,6 +188,13 @@ async fn drift_alert_and_restart() {
     }
     assert!(pa["amount"] > 1e-3, "{pa:?}");
 
+    // webhooks go out in the background: wait for the receiver, and for the count
+    common::eventually("the alert's webhook", || async { !got.lock().unwrap().is_empty() }).await;
+    common::eventually("the webhook counted", || async {
+        let r = t.client.get(format!("{}/monitors/fraud", t.admin)).send().await.unwrap();
+        r.json::<Value>().await.unwrap()["alerts"][0]["notifications_sent"] == 1
+    })
+    .await;
     {
         let got = got.lock().unwrap();
         assert_eq!(got.len(), 1, "one notification when the alert triggers: {got:?}");
@@ -226,14 +233,22 @@ async fn drift_alert_and_restart() {
     }
     let pc = pvalues(data.path(), c).await;
     assert!(pc["amount"] > 1e-3, "{pc:?}");
+    common::eventually("the clearing webhook", || async { got.lock().unwrap().len() >= 2 }).await;
     {
         let got = got.lock().unwrap();
         assert_eq!(got.len(), 2, "one more notification when it clears: {got:?}");
         assert_eq!(got[1]["state"], "cleared");
     }
-    let status: Value = t.client.get(format!("{}/monitors/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(status["alerts"][0]["firing"], false, "{status}");
-    assert_eq!(status["alerts"][0]["notifications_sent"], 2, "{status}");
+    let status = || async {
+        let r = t.client.get(format!("{}/monitors/fraud", t.admin)).send().await.unwrap();
+        r.json::<Value>().await.unwrap()
+    };
+    assert_eq!(status().await["alerts"][0]["firing"], false);
+    // webhooks are sent in the background: counted once the answer is back
+    common::eventually("both notifications counted", || async {
+        status().await["alerts"][0]["notifications_sent"] == 2
+    })
+    .await;
     t.stop().await;
 }
 
