@@ -33,6 +33,22 @@ fn live_config(repo: &std::path::Path, extra_server: &str) -> String {
     )
 }
 
+/// A gateway started from `file` (watched and reloadable), its listeners and library as
+/// `sluice serve --http/--grpc/--admin/--ort-lib` set them: every reload applies them again.
+async fn start_watched(file: &std::path::Path) -> common::TestServer {
+    let any = Some("127.0.0.1:0".parse().unwrap());
+    let overrides = sluice::config::Overrides {
+        http_addr: any,
+        grpc_addr: any,
+        admin_addr: any,
+        onnxruntime_lib: Some(std::path::absolute(common::ort_lib()).unwrap().display().to_string()),
+        test_clock: false,
+    };
+    let cfg = sluice::config::Config::load_with(file, None, &overrides).unwrap();
+    let source = sluice::control::ConfigSource { path: file.to_path_buf(), env: None, overrides };
+    common::start_from(cfg, Some(source)).await
+}
+
 /// A temporary repository holding a copy of the fraud classifier (v1-v3).
 fn temp_repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -283,19 +299,7 @@ async fn history_rollback_file_reload_and_cli() {
     let file = dir.path().join("sluice.toml");
     let text = live_config(repo.path(), "watch_interval_ms = 20");
     std::fs::write(&file, &text).unwrap();
-    // listeners and library as `sluice serve --http/--grpc/--admin/--ort-lib` set them: every
-    // reload below applies them again
-    let any = Some("127.0.0.1:0".parse().unwrap());
-    let overrides = sluice::config::Overrides {
-        http_addr: any,
-        grpc_addr: any,
-        admin_addr: any,
-        onnxruntime_lib: Some(std::path::absolute(common::ort_lib()).unwrap().display().to_string()),
-        test_clock: false,
-    };
-    let cfg = sluice::config::Config::load_with(&file, None, &overrides).unwrap();
-    let source = sluice::control::ConfigSource { path: file.clone(), env: None, overrides };
-    let t = common::start_from(cfg, Some(source)).await;
+    let t = start_watched(&file).await;
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(BIN).args(args).args(["--admin-url", &t.admin]).output().unwrap();
         assert!(out.status.success(), "sluice {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -454,17 +458,7 @@ async fn the_admin_token_rotates_on_reload() {
     let (old, new) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef");
     let text = live_config(repo.path(), &format!("watch_interval_ms = 20\nadmin_token = \"{old}\""));
     std::fs::write(&file, &text).unwrap();
-    let any = Some("127.0.0.1:0".parse().unwrap());
-    let overrides = sluice::config::Overrides {
-        http_addr: any,
-        grpc_addr: any,
-        admin_addr: any,
-        onnxruntime_lib: Some(std::path::absolute(common::ort_lib()).unwrap().display().to_string()),
-        test_clock: false,
-    };
-    let cfg = sluice::config::Config::load_with(&file, None, &overrides).unwrap();
-    let source = sluice::control::ConfigSource { path: file.clone(), env: None, overrides };
-    let t = common::start_from(cfg, Some(source)).await;
+    let t = start_watched(&file).await;
     let url = format!("{}/admin/endpoints", t.admin);
     let status = |token: &'static str| {
         let r = t.client.get(&url).bearer_auth(token).header("host", "gateway.internal:8002").send();
