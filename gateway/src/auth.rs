@@ -219,11 +219,6 @@ impl Principals {
         }
         found
     }
-
-    /// The names of every principal (the bounded label set of the per-principal metrics).
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|e| e.principal.name.as_str())
-    }
 }
 
 /// `sha256:<64 lowercase hex>` of `secret`: what `[[auth.tokens]] hash` holds.

@@ -130,12 +130,6 @@ impl Control {
         }
     }
 
-    /// The admin API's bearer token now: the config file's (or `SLUICE_ADMIN_TOKEN`'s) at the
-    /// last load, so editing it in the file rotates it without a restart.
-    pub fn admin_token(&self) -> Option<Secret> {
-        self.access().admin_token.clone()
-    }
-
     /// The admin token and the `[[auth.tokens]]` principals in force.
     pub fn access(&self) -> Arc<Access> {
         self.access.read().unwrap_or_else(|e| e.into_inner()).clone()

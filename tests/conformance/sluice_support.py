@@ -330,6 +330,14 @@ def stop_sluice(proc: subprocess.Popen, grace: float = 15.0) -> None:
         proc.wait()
 
 
+def demo_config_text(tmp: Path) -> str:
+    """sluice.toml with its tables in `tmp / "data"` and repository paths made absolute."""
+    text = (REPO / "sluice.toml").read_text()
+    text = text.replace('data_dir = "data"', f'data_dir = "{tmp / "data"}"')
+    text = text.replace('model_repository = "models"', f'model_repository = "{REPO / "models"}"')
+    return text.replace('baseline = "models/', f'baseline = "{REPO}/models/')
+
+
 def sluice_binary() -> str:
     return os.environ.get("SLUICE_BIN") or str(REPO / "target" / "debug" / "sluice")
 

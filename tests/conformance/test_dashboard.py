@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from sluice_support import REPO, get, http, post_json, start_sluice, stop_sluice
+from sluice_support import REPO, demo_config_text, get, http, post_json, start_sluice, stop_sluice
 
 TOKEN = "dashboard-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -54,12 +54,8 @@ def chromium() -> str:
 
 def demo_config(tmp: Path) -> Path:
     """sluice.toml with its data in `tmp` and repository paths made absolute."""
-    text = (REPO / "sluice.toml").read_text()
-    text = text.replace('data_dir = "data"', f'data_dir = "{tmp / "data"}"')
-    text = text.replace('model_repository = "models"', f'model_repository = "{REPO / "models"}"')
-    text = text.replace('baseline = "models/', f'baseline = "{REPO}/models/')
     path = tmp / "sluice.toml"
-    path.write_text(text)
+    path.write_text(demo_config_text(tmp))
     return path
 
 

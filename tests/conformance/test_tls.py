@@ -26,17 +26,13 @@ import numpy as np
 import pytest
 import trustme
 
-from sluice_support import REPO, Reference, batch_of, read_tail, start_sluice, stop_sluice
+from sluice_support import REPO, Reference, batch_of, demo_config_text, read_tail, start_sluice, stop_sluice
 
 FRAUD = "fraud_classifier"
 
 
 def demo_config(tmp: Path, tls: str, extra_server: str = "") -> Path:
-    text = (REPO / "sluice.toml").read_text()
-    text = text.replace('data_dir = "data"', f'data_dir = "{tmp / "data"}"')
-    text = text.replace('model_repository = "models"', f'model_repository = "{REPO / "models"}"')
-    text = text.replace('baseline = "models/', f'baseline = "{REPO}/models/')
-    text = text.replace("[server]\n", f"[server]\ntls = {{ {tls} }}\nwatch_interval_ms = 100\n{extra_server}", 1)
+    text = demo_config_text(tmp).replace("[server]\n", f"[server]\ntls = {{ {tls} }}\nwatch_interval_ms = 100\n{extra_server}", 1)
     path = tmp / "sluice.toml"
     path.write_text(text)
     return path
