@@ -348,6 +348,9 @@ fn injected_panic() {
 }
 
 /// Runs the jobs of one work item as a single execution and answers each of them.
+///
+/// The `batch` span is closed before any job is answered: an answered request can finish (and
+/// close its own spans) at once, and a child span must never outlive its parent.
 fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item: WorkItem) {
     let start = Instant::now();
     let jobs = item.jobs;
@@ -360,7 +363,23 @@ fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item
     for job in jobs.iter().skip(1) {
         span.follows_from(&job.span);
     }
-    let _entered = span.enter();
+    let answers = span.in_scope(|| compute(session, schema, stats, jobs, total_rows, start));
+    drop(span);
+    for (job, answer) in answers {
+        job.answer(answer);
+    }
+    drop(item._worker_slot);
+}
+
+/// The answer of every job of one execution, in the jobs' order.
+fn compute(
+    session: &mut Session,
+    schema: &ModelSchema,
+    stats: &ModelStats,
+    jobs: Vec<Job>,
+    total_rows: usize,
+    start: Instant,
+) -> Vec<(Job, Result<InferOutput, RuntimeError>)> {
     let stacked;
     let inputs: Vec<&Tensor> = if jobs.len() == 1 {
         jobs[0].inputs.iter().collect()
@@ -370,17 +389,13 @@ fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item
     };
     let input_ready = Instant::now();
     let result = run_session(session, schema, &inputs);
+    drop(inputs);
     let (outputs, infer_done) = match result {
         Ok(v) => v,
-        Err(e) => {
-            for job in jobs {
-                job.answer(Err(RuntimeError::Inference(e.clone())));
-            }
-            return;
-        }
+        Err(e) => return jobs.into_iter().map(|job| (job, Err(RuntimeError::Inference(e.clone())))).collect(),
     };
     let output_done = Instant::now();
-    let mut phases = PhaseTimes {
+    let phases = PhaseTimes {
         queue: Duration::ZERO,
         compute_input: input_ready - start,
         compute_infer: infer_done - input_ready,
@@ -388,22 +403,25 @@ fn execute(session: &mut Session, schema: &ModelSchema, stats: &ModelStats, item
     };
     stats.record_execution(total_rows, &phases);
     if jobs.len() == 1 {
-        let job = jobs.into_iter().next();
-        if let Some(job) = job {
-            phases.queue = start.saturating_duration_since(job.enqueued);
-            job.answer(Ok(InferOutput { outputs, phases, batch_rows: total_rows }));
+        // The common unbatched case: the outputs move to the one job, no slicing copy.
+        let mut jobs = jobs;
+        if let Some(job) = jobs.pop() {
+            let mut p = phases;
+            p.queue = start.saturating_duration_since(job.enqueued);
+            return vec![(job, Ok(InferOutput { outputs, phases: p, batch_rows: total_rows }))];
         }
-        return;
+        return Vec::new();
     }
     let mut offset = 0usize;
+    let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         let split = outputs.iter().map(|t| slice_rows(t, offset, offset + job.rows, total_rows)).collect();
         offset += job.rows;
         let mut p = phases;
         p.queue = start.saturating_duration_since(job.enqueued);
-        job.answer(Ok(InferOutput { outputs: split, phases: p, batch_rows: total_rows }));
+        answers.push((job, Ok(InferOutput { outputs: split, phases: p, batch_rows: total_rows })));
     }
-    drop(item._worker_slot);
+    answers
 }
 
 /// Concatenates every input of `jobs` along the first dimension.
