@@ -43,6 +43,9 @@ cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+step "supply chain: cargo deny (deny.toml)"
+scripts/supply-chain.sh
+
 step "cargo test (unit, in-process integration, black-box)"
 cargo test --locked --workspace
 
