@@ -1,15 +1,15 @@
 //! Inference tables: every answer an endpoint gives (primary and shadow, success and error) is
-//! logged to a directory of Parquet files partitioned Hive-style by date
-//! (`<data_dir>/<table>/date=YYYY-MM-DD/part-*.parquet`), readable as one table by pyarrow, DuckDB
-//! and Spark.
+//! logged to a Delta Lake table partitioned by `date` (`<data_dir>/<table>`: zstd Parquet files
+//! under `date=YYYY-MM-DD/` and the transaction log in `_delta_log/`), readable by Spark,
+//! Databricks, delta-rs, DuckDB and Polars.
 //!
 //! The request path only enqueues a record. The queue is bounded in records and in bytes (an
 //! estimate of each record's heap size, held until the record is written): `drop` counts
 //! what does not fit, `block` waits for room, at most [`Table::block_wait`]. One writer thread
-//! per table turns records into Arrow columns, writes zstd Parquet under a hidden
-//! temporary name, closes it and renames it into place, so readers never see a partial file.
-//! Files are published at least every `flush_interval` and rotate at `max_file_rows`. On clean
-//! shutdown the queue is drained and written. Every drop and write error is counted.
+//! per table turns records into Arrow columns and appends them as one Delta commit per flush
+//! (at least every `flush_interval`, and at `max_file_rows`): readers see a flush whole or not
+//! at all. On clean shutdown the queue is drained and written. Every drop and write error is
+//! counted.
 //!
 //! This module is a leaf: it knows tensors and its own record types, nothing of routing or APIs.
 
@@ -28,6 +28,10 @@ use std::time::Duration;
 use metrics::Counter;
 
 pub use error::LogError;
+
+/// Commits between two checkpoints of a table's Delta log (`delta.checkpointInterval`): readers
+/// replay at most this many commit files on top of the last checkpoint.
+pub const CHECKPOINT_INTERVAL: u32 = 100;
 
 use crate::budget::{ByteBudget, Reserved};
 use crate::tensor::Tensor;
@@ -194,12 +198,16 @@ struct TableMetrics {
     files: Counter,
     bytes: Counter,
     write_errors: Counter,
+    commits: Counter,
+    commit_retries: Counter,
+    commit_seconds: metrics::Histogram,
 }
 
 impl TableMetrics {
     fn new(table: &str) -> TableMetrics {
         use crate::metrics::{
-            LOG_BYTES_TOTAL, LOG_FILES_TOTAL, LOG_ROWS_DROPPED_TOTAL, LOG_ROWS_WRITTEN_TOTAL, LOG_WRITE_ERRORS_TOTAL,
+            LOG_BYTES_TOTAL, LOG_COMMIT_DURATION, LOG_COMMIT_RETRIES_TOTAL, LOG_COMMITS_TOTAL, LOG_FILES_TOTAL,
+            LOG_ROWS_DROPPED_TOTAL, LOG_ROWS_WRITTEN_TOTAL, LOG_WRITE_ERRORS_TOTAL,
         };
         let t = || ("table", table.to_string());
         let dropped = |r: &'static str| metrics::counter!(LOG_ROWS_DROPPED_TOTAL, &[t(), ("reason", r.to_string())]);
@@ -212,6 +220,9 @@ impl TableMetrics {
             files: metrics::counter!(LOG_FILES_TOTAL, &[t()]),
             bytes: metrics::counter!(LOG_BYTES_TOTAL, &[t()]),
             write_errors: metrics::counter!(LOG_WRITE_ERRORS_TOTAL, &[t()]),
+            commits: metrics::counter!(LOG_COMMITS_TOTAL, &[t()]),
+            commit_retries: metrics::counter!(LOG_COMMIT_RETRIES_TOTAL, &[t()]),
+            commit_seconds: metrics::histogram!(LOG_COMMIT_DURATION, &[t()]),
         }
     }
 }
@@ -265,7 +276,7 @@ impl Table {
     /// Starts the writer thread of a table.
     pub fn open(options: TableOptions, layout: TableLayout) -> Result<Table, LogError> {
         let metrics = TableMetrics::new(&options.table);
-        let w = writer::Writer::new(options.clone(), layout.clone(), metrics.clone());
+        let w = writer::Writer::new(options.clone(), layout.clone(), metrics.clone())?;
         Table::open_with(options, layout, metrics, move |rx| w.run(rx))
     }
 
@@ -450,8 +461,13 @@ pub fn civil_date(days: i64) -> (i64, u32, u32) {
 
 /// `date=YYYY-MM-DD` partition of a timestamp in microseconds.
 pub fn partition_of(timestamp_us: i64) -> String {
+    format!("date={}", date_of(timestamp_us))
+}
+
+/// The `date` partition value (`YYYY-MM-DD`, UTC) of a timestamp.
+pub fn date_of(timestamp_us: i64) -> String {
     let (y, m, d) = civil_date(timestamp_us.div_euclid(86_400_000_000));
-    format!("date={y:04}-{m:02}-{d:02}")
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Now, in microseconds since the epoch.

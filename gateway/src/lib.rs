@@ -40,6 +40,7 @@ pub mod registry;
 pub mod rollout;
 pub mod runtime;
 pub mod server;
+pub mod table_writer;
 pub mod telemetry;
 pub mod tensor;
 pub mod traffic_stats;

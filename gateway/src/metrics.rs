@@ -29,6 +29,9 @@ pub const LOG_ROWS_DROPPED_TOTAL: &str = "sluice_log_rows_dropped_total";
 pub const LOG_FILES_TOTAL: &str = "sluice_log_files_total";
 pub const LOG_BYTES_TOTAL: &str = "sluice_log_bytes_total";
 pub const LOG_WRITE_ERRORS_TOTAL: &str = "sluice_log_write_errors_total";
+pub const LOG_COMMITS_TOTAL: &str = "sluice_log_commits_total";
+pub const LOG_COMMIT_RETRIES_TOTAL: &str = "sluice_log_commit_retries_total";
+pub const LOG_COMMIT_DURATION: &str = "sluice_log_commit_duration_seconds";
 pub const ANALYSIS_READS_TOTAL: &str = "sluice_analysis_reads_total";
 pub const ANALYSIS_READ_DURATION: &str = "sluice_analysis_read_duration_seconds";
 pub const MONITOR_REFRESHES_TOTAL: &str = "sluice_monitor_refreshes_total";
@@ -139,6 +142,21 @@ fn describe() {
         ANALYSIS_READ_DURATION,
         Unit::Seconds,
         "Time a table read on the analysis threads took, by read."
+    );
+    describe_counter!(
+        LOG_COMMITS_TOTAL,
+        Unit::Count,
+        "Delta commits of inference-table flushes, by table (one per flush)."
+    );
+    describe_counter!(
+        LOG_COMMIT_RETRIES_TOTAL,
+        Unit::Count,
+        "Inference-table flushes tried again (object storage unreachable or failing, a commit race), by table."
+    );
+    describe_histogram!(
+        LOG_COMMIT_DURATION,
+        Unit::Seconds,
+        "Time from the start of a flush's upload to its commit in the table's log, retries included, by table."
     );
     describe_counter!(MONITOR_REFRESHES_TOTAL, Unit::Count, "Monitor refreshes, by endpoint and result (ok, error).");
     describe_histogram!(MONITOR_REFRESH_DURATION, Unit::Seconds, "Time a monitor refresh took.");

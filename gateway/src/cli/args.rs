@@ -141,6 +141,43 @@ pub enum TableCommand {
     Sql { table: String, query: String },
     /// Every file with OK or why readers skip it; exits 1 when any is skipped.
     Check { table: String },
+    /// Compact small files into bigger ones (safe while gateways append: rows unchanged).
+    Optimize {
+        table: String,
+        /// Size of the compacted files.
+        #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
+        target_size: u64,
+    },
+    /// Delete data files that no table version of the last `--retain` refers to, and old log
+    /// entries a checkpoint covers (safe while gateways append).
+    Vacuum {
+        table: String,
+        #[arg(long, default_value = "168h", value_parser = humantime::parse_duration)]
+        retain: std::time::Duration,
+    },
+    /// Turn a directory of plain Parquet files (the inference-table format before Delta) into
+    /// a Delta table in place: rows rewritten with today's column types, one commit, then the
+    /// old files removed.
+    Convert { table: String },
+}
+
+/// `128MiB`, `64MB`, `1048576`: a size in bytes.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("'{s}' is not a size (e.g. 128MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(format!("'{s}': unknown unit (B, KB, KiB, MB, MiB, GB, GiB)")),
+    };
+    n.checked_mul(mult).filter(|&b| b > 0).ok_or_else(|| format!("'{s}' is out of range"))
 }
 
 #[derive(Subcommand)]

@@ -44,6 +44,10 @@ pub enum CliError {
     TableUnreadable { dir: PathBuf, source: DataFusionError },
     #[error("query failed: {0}")]
     Query(DataFusionError),
+    #[error(transparent)]
+    Delta(#[from] sluice_tables::TableError),
+    #[error("{}: {why}", dir.display())]
+    Convert { dir: PathBuf, why: String },
     /// The result could not be printed.
     #[error(transparent)]
     Format(#[from] ArrowError),

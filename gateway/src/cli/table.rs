@@ -1,7 +1,10 @@
-//! `sluice table count|tail|sql|check`: look at an inference table (DataFusion over its Parquet
-//! files) without leaving Sluice. The table is registered as `t`, and its labels table (if any)
-//! as `labels`. `check` lists every file of the table and its labels with `OK` or the reason
-//! readers (monitor, rollouts, experiments) skip it.
+//! `sluice table count|tail|sql|check|optimize|vacuum|convert`: look at and look after an
+//! inference table without leaving Sluice. Queries read the table's latest Delta version
+//! (delta-rs' DataFusion table provider; `date` is a column), registered as `t`, and its labels
+//! table (if any) as `labels`; a directory without a Delta log (Parquet written elsewhere) is
+//! read as a `date`-partitioned listing. `check` lists every file of the table and its labels
+//! with `OK` or the reason readers (monitor, rollouts, experiments) skip it. `optimize`,
+//! `vacuum` and `convert` are in [`upkeep`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,12 +19,23 @@ use datafusion::prelude::SessionContext;
 use super::CliError;
 use super::args::TableCommand;
 
+mod upkeep;
+
 /// Runs a `table` subcommand over the tables under `data_dir`.
 pub fn run(command: TableCommand, data_dir: &Path) -> ExitCode {
     let (table, q) = match command {
         TableCommand::Count { table } => (table, TableQuery::Count),
         TableCommand::Tail { table, n } => (table, TableQuery::Tail(n)),
         TableCommand::Sql { table, query } => (table, TableQuery::Sql(query)),
+        TableCommand::Optimize { table, target_size } => {
+            return upkeep::run(upkeep::Job::Optimize(target_size), &table_dir(&table, data_dir));
+        }
+        TableCommand::Vacuum { table, retain } => {
+            return upkeep::run(upkeep::Job::Vacuum(retain), &table_dir(&table, data_dir));
+        }
+        TableCommand::Convert { table } => {
+            return upkeep::run(upkeep::Job::Convert, &table_dir(&table, data_dir));
+        }
         TableCommand::Check { table } => {
             return match check(&table_dir(&table, data_dir)) {
                 Ok((out, ok)) => {
@@ -63,6 +77,10 @@ pub fn table_dir(table: &str, data_dir: &Path) -> PathBuf {
 }
 
 async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<(), CliError> {
+    if dir.join("_delta_log").is_dir() {
+        let t = sluice_tables::Table::open(&sluice_tables::Location::Local(dir.to_path_buf())).await?;
+        return Ok(t.register(ctx, name, None).await?);
+    }
     let abs = std::fs::canonicalize(dir).map_err(|source| CliError::TableMissing { dir: dir.to_path_buf(), source })?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, MapBuilder, StringBuilder,
-    TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder, MapFieldNames,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -44,6 +44,15 @@ fn row_width(t: &Tensor, rows: usize) -> usize {
 }
 
 /// Appends row `r` of `t` to a list builder.
+/// A list's item field as Delta (and Spark) name it.
+fn element(t: DataType) -> Arc<Field> {
+    Arc::new(Field::new("element", t, true))
+}
+
+fn f64_list() -> ListBuilder<Float64Builder> {
+    ListBuilder::new(Float64Builder::new()).with_field(element(DataType::Float64))
+}
+
 fn push_row(b: &mut ListBuilder<Float64Builder>, t: Option<&Tensor>, rows: usize, r: usize) {
     match t {
         Some(t) if r < rows => {
@@ -69,33 +78,35 @@ pub fn batch(layout: &TableLayout, records: &[InferenceRecord]) -> Result<Record
     let mut model_name = StringBuilder::new();
     let mut model_version = StringBuilder::new();
     let mut is_shadow = BooleanBuilder::with_capacity(total);
-    let mut status_code = UInt16Builder::with_capacity(total);
+    let mut status_code = Int32Builder::with_capacity(total);
     let mut error = StringBuilder::new();
     let mut latency_ms = Float64Builder::with_capacity(total);
     let mut execution_ms = Float64Builder::with_capacity(total);
     let mut queue_ms = Float64Builder::with_capacity(total);
-    let mut batch_size = UInt32Builder::with_capacity(total);
+    let mut batch_size = Int32Builder::with_capacity(total);
     let mut sampling_fraction = Float64Builder::with_capacity(total);
     let mut requester = StringBuilder::new();
     let mut request_json = StringBuilder::new();
     let mut response_json = StringBuilder::new();
-    let mut error_codes = ListBuilder::new(StringBuilder::new());
+    let mut error_codes = ListBuilder::new(StringBuilder::new()).with_field(element(DataType::Utf8));
 
     let mut feature_cols: Vec<Float64Builder> = Vec::new();
     let mut tensor_cols: Vec<ListBuilder<Float64Builder>> = Vec::new();
     match &layout.inputs {
         InputColumns::Features(f) => feature_cols = f.iter().map(|_| Float64Builder::with_capacity(total)).collect(),
         InputColumns::Tensors(names) => {
-            tensor_cols = names.iter().map(|_| ListBuilder::new(Float64Builder::new())).collect()
+            tensor_cols = names.iter().map(|_| f64_list()).collect()
         }
     }
     let mut label = StringBuilder::new();
     let mut value = Float64Builder::with_capacity(total);
-    let mut probs = MapBuilder::new(None, StringBuilder::new(), Float64Builder::new());
+    // Delta's (and Spark's) names for a map's parts, so files and log agree without a cast
+    let names = MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() };
+    let mut probs = MapBuilder::new(Some(names), StringBuilder::new(), Float64Builder::new());
     let output_names: Vec<String> =
         records.iter().find_map(|r| r.prediction.as_ref().map(|p| p.output_names.clone())).unwrap_or_default();
     let mut output_cols: Vec<ListBuilder<Float64Builder>> =
-        output_names.iter().map(|_| ListBuilder::new(Float64Builder::new())).collect();
+        output_names.iter().map(|_| f64_list()).collect();
 
     for rec in records {
         let n = rec.rows.max(1);
@@ -110,12 +121,12 @@ pub fn batch(layout: &TableLayout, records: &[InferenceRecord]) -> Result<Record
             model_name.append_value(&*rec.model_name);
             model_version.append_value(&*rec.model_version);
             is_shadow.append_value(rec.is_shadow);
-            status_code.append_value(rec.status_code);
+            status_code.append_value(i32::from(rec.status_code));
             error.append_option(rec.error.as_deref());
             latency_ms.append_value(rec.latency_ms);
             execution_ms.append_value(rec.execution_ms);
             queue_ms.append_value(rec.queue_ms);
-            batch_size.append_value(rec.batch_size);
+            batch_size.append_value(i32::try_from(rec.batch_size).unwrap_or(i32::MAX));
             sampling_fraction.append_value(rec.sampling_fraction);
             requester.append_option(rec.requester.as_deref());
             request_json.append_option(request_payload.as_deref());

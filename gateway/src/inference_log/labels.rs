@@ -1,5 +1,5 @@
 //! Late ground truth: `POST /endpoints/{name}/labels` writes a labels table beside the inference
-//! table (`<data_dir>/<table>_labels/date=.../part-*.parquet`), joinable on `request_id` or
+//! Delta table (`<data_dir>/<table>_labels`, partitioned by `date`), joinable on `request_id` or
 //! `client_request_id`.
 
 use std::path::{Path, PathBuf};
@@ -7,11 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, Float64Builder, StringBuilder, TimestampMicrosecondBuilder};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::Value;
+use sluice_tables::{Location, TableSpec};
 
-use super::{LogError, now_us, partition_of};
+use super::writer::{add_date, with_date_field};
+use super::{CHECKPOINT_INTERVAL, LogError, date_of, now_us};
+use crate::table_writer::TableWriter;
+
+/// How long a label post waits for its commit while the table cannot be written (then the
+/// post fails, and the client may send it again).
+const LABEL_RETRY: Duration = Duration::from_secs(10);
 
 /// Why a labels body was refused: each message names the item and what is wrong, for the client.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +59,8 @@ const MAX_LABELS_PER_FILE: usize = 100_000;
 
 /// Writes the labels posted to one table: a post to an idle table is written at once; while
 /// posts keep coming, those arriving within [`LABEL_BATCH_WINDOW`] of the last write go into one
-/// part file (so a flood of tiny posts makes at most a few files a second, not a file a post).
-/// A post is answered once its file is written: an accepted label is on disk.
+/// commit (so a flood of tiny posts makes at most a few commits a second, not one a post).
+/// A post is answered once its commit is in the table's log: an accepted label is stored.
 #[derive(Debug, Clone)]
 pub struct LabelSink {
     tx: flume::Sender<Pending>,
@@ -68,6 +75,12 @@ impl LabelSink {
     /// Starts the writer thread of the labels table in `dir`; it stops when every sink is dropped.
     pub fn start(dir: PathBuf, name: &str) -> Result<LabelSink, std::io::Error> {
         let (tx, rx) = flume::unbounded::<Pending>();
+        let spec = TableSpec {
+            schema: with_date_field(&schema()),
+            partition_by: vec!["date".into()],
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+        };
+        let mut table = TableWriter::new(Location::Local(dir), spec)?;
         std::thread::Builder::new().name(format!("labels-{name}")).spawn(move || {
             // the start of the last write: the next waits until a window after it
             let mut last: Option<Instant> = None;
@@ -84,7 +97,13 @@ impl LabelSink {
                 }
                 last = Some(Instant::now());
                 let items: Vec<LabelItem> = batch.iter().flat_map(|p| p.items.iter().cloned()).collect();
-                let written = write(&dir, &items).map_err(|e| e.to_string());
+                let started = Instant::now();
+                let written = rows(&items, now_us())
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        table.append(&[b], || started.elapsed() < LABEL_RETRY).map_err(|e| e.to_string())
+                    })
+                    .map(|a| a.version);
                 for p in batch {
                     let _ = p.done.send(written.clone());
                 }
@@ -192,9 +211,20 @@ pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, LabelsError> {
         .collect()
 }
 
-/// Writes the labels as one new part file under `dir` (the labels table). Returns its size.
-pub fn write(dir: &Path, items: &[LabelItem]) -> Result<u64, LogError> {
-    let now = now_us();
+/// The columns of a labels table (`date`, the partition column, comes on top).
+pub fn schema() -> SchemaRef {
+    let tz = Some("UTC".into());
+    Arc::new(Schema::new(vec![
+        Field::new("request_id", DataType::Utf8, true),
+        Field::new("client_request_id", DataType::Utf8, true),
+        Field::new("label", DataType::Utf8, true),
+        Field::new("label_value", DataType::Float64, true),
+        Field::new("timestamp", DataType::Timestamp(TimeUnit::Microsecond, tz), true),
+    ]))
+}
+
+/// The rows of `items`, posted at `now` (µs since the epoch), with their `date`.
+pub fn rows(items: &[LabelItem], now: i64) -> Result<RecordBatch, LogError> {
     let mut request_id = StringBuilder::new();
     let mut client_request_id = StringBuilder::new();
     let mut label = StringBuilder::new();
@@ -207,18 +237,15 @@ pub fn write(dir: &Path, items: &[LabelItem]) -> Result<u64, LogError> {
         label_value.append_option(it.label_value);
         timestamp.append_value(now);
     }
-    let cols: Vec<(&str, ArrayRef)> = vec![
-        ("request_id", Arc::new(request_id.finish())),
-        ("client_request_id", Arc::new(client_request_id.finish())),
-        ("label", Arc::new(label.finish())),
-        ("label_value", Arc::new(label_value.finish())),
-        ("timestamp", Arc::new(timestamp.finish())),
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(request_id.finish()),
+        Arc::new(client_request_id.finish()),
+        Arc::new(label.finish()),
+        Arc::new(label_value.finish()),
+        Arc::new(timestamp.finish()),
     ];
-    let schema = Arc::new(Schema::new(
-        cols.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
-    ));
-    let batch = RecordBatch::try_new(schema, cols.into_iter().map(|(_, a)| a).collect()).map_err(LogError::Schema)?;
-    super::writer::write_batch(&dir.join(partition_of(now)), &batch)
+    let b = RecordBatch::try_new(schema(), cols).map_err(LogError::Schema)?;
+    add_date(&b, &date_of(now)).map_err(LogError::Schema)
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! Reading inference tables back (the monitor, experiment analysis and rollout guardrails): the
-//! published files of a table, a DataFusion session that reads them reproducibly, and the join
-//! of each row with its latest label. Readers list a table with [`usable_files`], which skips
-//! (and counts) files that cannot be read safely ([`check`]).
+//! files of a table's current version, a DataFusion session that reads them reproducibly, and
+//! the join of each row with its latest label. Readers list a table with [`usable_files`], which
+//! skips (and counts) files that cannot be read safely ([`check`]).
+//!
+//! A Delta table's files are the ones its log lists at the latest version (never a file being
+//! uploaded, or one compaction or retention removed); a directory without a log (Parquet
+//! written by another tool) is listed as it is.
 
 use std::path::{Path, PathBuf};
 
@@ -9,11 +13,16 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
 pub mod check;
+mod delta;
 pub use check::{expect_schema, usable_files};
 
-/// The published Parquet files under `dir` (recursively; hidden temporary files skipped), sorted,
-/// whether readable or not: readers want [`usable_files`].
+/// The data files of the table in `dir`, sorted, whether readable or not (readers want
+/// [`usable_files`]): a Delta table's from its log, else the Parquet files under `dir`
+/// (recursively; hidden temporary files skipped).
 pub fn list_parquet(dir: &Path) -> Vec<PathBuf> {
+    if let Some(files) = delta::log_files(dir) {
+        return files;
+    }
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -1,34 +1,44 @@
 //! The writer thread of one table: buffers records, and at least every `flush_interval` (or at
-//! `max_file_rows`) writes them as zstd Parquet files, one per date partition, each published
-//! atomically (hidden temporary name, fsync, rename; see [`crate::durable`]).
+//! `max_file_rows`) appends them to the table's Delta log as one commit (one zstd Parquet file per
+//! date partition; see [`crate::table_writer`]). A flush that cannot be committed yet (object
+//! storage unreachable) is retried with backoff while records wait in the queue, whose bound and
+//! `on_queue_full` policy decide what happens to new ones; after the queue closes, for at most
+//! [`CLOSE_RETRY`], then its rows are dropped and counted.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use sluice_tables::{Location, TableSpec};
 
-use super::{InferenceRecord, LogError, Queued, TableLayout, TableMetrics, TableOptions, columns, partition_of};
-use crate::budget::Reserved;
+use super::{CHECKPOINT_INTERVAL, InferenceRecord, LogError, Queued, TableLayout, TableMetrics, TableOptions, columns, date_of};
+use crate::table_writer::TableWriter;
 
-/// Rows per Parquet row group.
-const ROW_GROUP_ROWS: usize = 64 * 1024;
-
-static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
+/// How long a closing writer keeps retrying a flush that cannot be committed.
+pub(super) const CLOSE_RETRY: Duration = Duration::from_secs(30);
 
 pub(super) struct Writer {
     options: TableOptions,
     layout: TableLayout,
     metrics: TableMetrics,
+    table: TableWriter,
     last_error_log: Option<Instant>,
 }
 
 impl Writer {
-    pub fn new(options: TableOptions, layout: TableLayout, metrics: TableMetrics) -> Writer {
-        Writer { options, layout, metrics, last_error_log: None }
+    pub fn new(options: TableOptions, layout: TableLayout, metrics: TableMetrics) -> Result<Writer, LogError> {
+        let schema = columns::batch(&layout, &[]).map_err(LogError::Columns)?.schema();
+        let spec = TableSpec {
+            schema: with_date_field(&schema),
+            partition_by: vec!["date".into()],
+            checkpoint_interval: CHECKPOINT_INTERVAL,
+        };
+        let table = TableWriter::new(Location::Local(options.dir.clone()), spec)
+            .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?;
+        Ok(Writer { options, layout, metrics, table, last_error_log: None })
     }
 
     /// Runs until every sender is gone, then writes what is left. The budget bytes of buffered
@@ -36,7 +46,7 @@ impl Writer {
     /// early, so the queue always has room to fill while a file is being written.
     pub fn run(mut self, rx: flume::Receiver<Queued>) {
         let mut buffer: Vec<InferenceRecord> = Vec::new();
-        let mut held: Vec<Reserved> = Vec::new();
+        let mut held: Vec<crate::budget::Reserved> = Vec::new();
         let mut held_bytes = 0usize;
         let early = (self.options.queue_max_bytes / 2).max(1);
         let mut rows = 0usize;
@@ -49,83 +59,86 @@ impl Writer {
                     buffer.push(record);
                     held.push(h);
                     if rows >= self.options.max_file_rows || held_bytes >= early {
-                        self.flush(&mut buffer);
+                        self.flush(&mut buffer, None);
                         held.clear();
                         (rows, held_bytes) = (0, 0);
                     }
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {
-                    self.flush(&mut buffer);
+                    self.flush(&mut buffer, None);
                     held.clear();
                     (rows, held_bytes) = (0, 0);
                     deadline = Instant::now() + self.options.flush_interval;
                 }
                 Err(flume::RecvTimeoutError::Disconnected) => {
-                    self.flush(&mut buffer);
+                    self.flush(&mut buffer, Some(Instant::now() + CLOSE_RETRY));
                     return;
                 }
             }
         }
     }
 
-    /// Writes the buffered records (one file per date partition) and empties the buffer.
-    fn flush(&mut self, buffer: &mut Vec<InferenceRecord>) {
+    /// Appends the buffered records (one file per date partition, one commit) and empties the
+    /// buffer. Retries while the commit can still succeed, up to `until` when closing.
+    fn flush(&mut self, buffer: &mut Vec<InferenceRecord>, until: Option<Instant>) {
         if buffer.is_empty() {
             return;
         }
         let mut by_date: BTreeMap<String, Vec<InferenceRecord>> = BTreeMap::new();
         for rec in buffer.drain(..) {
-            by_date.entry(partition_of(rec.timestamp_us)).or_default().push(rec);
+            by_date.entry(date_of(rec.timestamp_us)).or_default().push(rec);
         }
-        for (partition, recs) in by_date {
-            let rows: u64 = recs.iter().map(|r| r.rows.max(1) as u64).sum();
-            let dir = self.options.dir.join(&partition);
-            match write_file(&dir, &self.layout, &recs) {
-                Ok(bytes) => {
-                    self.metrics.rows_written.increment(rows);
-                    self.metrics.files.increment(1);
-                    self.metrics.bytes.increment(bytes);
+        let mut batches = Vec::new();
+        let mut rows = 0u64;
+        for (date, recs) in by_date {
+            let n: u64 = recs.iter().map(|r| r.rows.max(1) as u64).sum();
+            match columns::batch(&self.layout, &recs).and_then(|b| add_date(&b, &date)) {
+                Ok(b) => {
+                    batches.push(b);
+                    rows += n;
                 }
-                Err(e) => {
-                    self.metrics.write_errors.increment(1);
-                    self.metrics.dropped_write_error.increment(rows);
-                    let now = Instant::now();
-                    if self.last_error_log.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
-                        self.last_error_log = Some(now);
-                        tracing::error!(table = %self.options.table, dir = %dir.display(), "cannot write inference log ({rows} rows dropped): {e}");
-                    }
-                }
+                Err(e) => self.failed(n, &format!("cannot build the rows: {e}")),
             }
+        }
+        if batches.is_empty() {
+            return;
+        }
+        let keep_trying = || until.is_none_or(|u| Instant::now() < u);
+        match self.table.append(&batches, keep_trying) {
+            Ok(a) => {
+                self.metrics.rows_written.increment(rows);
+                self.metrics.files.increment(a.files as u64);
+                self.metrics.bytes.increment(a.bytes);
+                self.metrics.commits.increment(1);
+                self.metrics.commit_retries.increment(u64::from(a.tries - 1));
+                self.metrics.commit_seconds.record(a.commit_seconds);
+            }
+            Err(e) => self.failed(rows, &e.to_string()),
+        }
+    }
+
+    /// Counts `rows` dropped by a failed write; logs at most once a second.
+    fn failed(&mut self, rows: u64, e: &str) {
+        self.metrics.write_errors.increment(1);
+        self.metrics.dropped_write_error.increment(rows);
+        let now = Instant::now();
+        if self.last_error_log.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
+            self.last_error_log = Some(now);
+            tracing::error!(table = %self.options.table, location = %self.table.location(), "cannot write inference log ({rows} rows dropped): {e}");
         }
     }
 }
 
-/// Writes one Parquet file into `dir` under a hidden name, then renames it into place.
-/// Returns the file's size.
-pub(super) fn write_file(dir: &Path, layout: &TableLayout, recs: &[InferenceRecord]) -> Result<u64, LogError> {
-    let batch = columns::batch(layout, recs).map_err(LogError::Columns)?;
-    write_batch(dir, &batch)
+/// `schema` with the `date` partition column (`YYYY-MM-DD`) last.
+pub(crate) fn with_date_field(schema: &Schema) -> Arc<Schema> {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("date", DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
 }
 
-/// Writes a record batch as a new part file in `dir`, atomically and durably
-/// ([`crate::durable`]). Returns the file's size.
-pub(crate) fn write_batch(dir: &Path, batch: &datafusion::arrow::record_batch::RecordBatch) -> Result<u64, LogError> {
-    let dst = dir.join(part_name());
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    crate::durable::write_atomic_with(&dst, |file| {
-        let mut w = ArrowWriter::try_new(&mut *file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
-        w.write(batch).map_err(std::io::Error::other)?;
-        w.close().map_err(std::io::Error::other)?;
-        Ok(file.metadata().map(|m| m.len()).unwrap_or(0))
-    })
-    .map_err(|source| LogError::Write { path: dst.clone(), source })
-}
-
-/// `part-<unix micros>-<pid>-<seq>.parquet`: unique per process, sortable by time.
-fn part_name() -> String {
-    let us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
-    format!("part-{us:016}-{}-{:06}.parquet", std::process::id(), FILE_SEQ.fetch_add(1, Ordering::Relaxed))
+/// `batch` with a `date` column holding `date` on every row.
+pub(crate) fn add_date(batch: &RecordBatch, date: &str) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let mut cols = batch.columns().to_vec();
+    cols.push(Arc::new(StringArray::from(vec![date; batch.num_rows()])));
+    RecordBatch::try_new(with_date_field(batch.schema_ref()), cols)
 }

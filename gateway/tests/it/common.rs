@@ -195,3 +195,53 @@ pub async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_js
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, got)
 }
+
+/// The data files of the Delta table in `dir` at its latest version, read from the JSON commits
+/// of `_delta_log` by this function alone (not delta-rs): every `add` path not later removed.
+/// Sluice never cleans up commit files that a reader would need, so no checkpoint is read.
+pub fn delta_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir.join("_delta_log")) else { return Vec::new() };
+    let mut commits: Vec<(u64, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let v = name.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((v, e.path()))
+        })
+        .collect();
+    commits.sort();
+    for (i, (v, _)) in commits.iter().enumerate() {
+        assert_eq!(*v, i as u64, "a gap in the log of {}", dir.display());
+    }
+    let mut live = std::collections::BTreeSet::new();
+    for (_, path) in commits {
+        for line in std::fs::read_to_string(&path).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(p) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+                live.insert(percent_decode(p));
+            }
+            if let Some(p) = action.pointer("/remove/path").and_then(|p| p.as_str()) {
+                live.remove(&percent_decode(p));
+            }
+        }
+    }
+    live.into_iter().map(|p| dir.join(p)).collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(x) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(x);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}

@@ -37,16 +37,9 @@ fn config(data: &Path) -> String {
 /// Every row of the table, as column -> displayed value, in timestamp order.
 pub(crate) fn table_rows(dir: &Path) -> Vec<BTreeMap<String, String>> {
     let mut batches: Vec<RecordBatch> = Vec::new();
-    let Ok(parts) = std::fs::read_dir(dir) else { return Vec::new() };
-    for p in parts.flatten() {
-        for f in std::fs::read_dir(p.path()).unwrap().flatten() {
-            if f.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let file = std::fs::File::open(f.path()).unwrap();
-            batches
-                .extend(ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap()));
-        }
+    for f in crate::common::delta_files(dir) {
+        let file = std::fs::File::open(f).unwrap();
+        batches.extend(ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap()));
     }
     let mut rows = Vec::new();
     for b in &batches {

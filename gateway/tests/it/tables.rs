@@ -4,29 +4,21 @@
 use std::path::Path;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt16Type};
+use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::json;
 
 use crate::common::{self, eventually, fraud_body, metric};
 
-/// Every published part file of a table, read with the parquet crate.
+/// Every row of a table: the files its Delta log lists, read with the parquet crate.
 fn read_table(dir: &Path) -> Vec<RecordBatch> {
     let mut out = Vec::new();
-    let Ok(parts) = std::fs::read_dir(dir) else { return out };
-    for p in parts.flatten() {
-        assert!(p.file_name().to_string_lossy().starts_with("date="), "{:?}", p.file_name());
-        for f in std::fs::read_dir(p.path()).unwrap().flatten() {
-            let name = f.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') {
-                continue; // a file being written
-            }
-            let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f.path()).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
-            out.extend(reader.map(|b| b.unwrap()));
-        }
+    for f in common::delta_files(dir) {
+        let rel = f.strip_prefix(dir).unwrap().to_string_lossy().to_string();
+        assert!(rel.starts_with("date="), "{rel}");
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap().build().unwrap();
+        out.extend(reader.map(|b| b.unwrap()));
     }
     out
 }
@@ -125,9 +117,9 @@ async fn every_answer_is_a_row_primary_shadow_and_errors() {
             (0..a.len()).map(move |i| a.value(i)).collect::<Vec<_>>()
         })
         .collect();
-    let status: Vec<u16> = b
+    let status: Vec<i32> = b
         .iter()
-        .flat_map(|x| x.column_by_name("status_code").unwrap().as_primitive::<UInt16Type>().values().to_vec())
+        .flat_map(|x| x.column_by_name("status_code").unwrap().as_primitive::<Int32Type>().values().to_vec())
         .collect();
     let served = strings(&b, "served_model");
     let pred = strings(&b, "prediction");
