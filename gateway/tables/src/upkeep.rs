@@ -1,0 +1,129 @@
+//! Table upkeep, each safe while gateways keep appending: compaction of small files
+//! (`optimize`: its removes carry `dataChange=false`, so appends never conflict with it),
+//! `vacuum` of files no version within the retention refers to, and retention (whole old
+//! partitions removed by a Delta delete: a commit, never files deleted behind the log).
+
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use deltalake_core::DeltaTable;
+use deltalake_core::checkpoints::{cleanup_metadata, create_checkpoint};
+use deltalake_core::kernel::transaction::CommitProperties;
+use deltalake_core::operations::vacuum::VacuumMode;
+use deltalake_core::parquet::basic::{Compression, ZstdLevel};
+use deltalake_core::parquet::file::properties::WriterProperties;
+
+use crate::{Table, TableError};
+
+/// What `optimize` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Optimized {
+    pub files_removed: u64,
+    pub files_added: u64,
+    pub version: u64,
+}
+
+/// What `vacuum` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vacuumed {
+    pub files_deleted: usize,
+    /// Log entries removed (older than the log retention and covered by a checkpoint).
+    pub log_entries_deleted: usize,
+}
+
+/// What retention removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retained {
+    pub files_removed: usize,
+    pub rows_removed: Option<usize>,
+    pub version: u64,
+}
+
+impl Table {
+    fn take(&mut self) -> DeltaTable {
+        let log = self.delta().log_store();
+        std::mem::replace(self.delta_mut(), DeltaTable::new(log))
+    }
+
+    /// Compacts each partition's small files into files of about `target_bytes`.
+    pub async fn optimize(&mut self, target_bytes: u64) -> Result<Optimized, TableError> {
+        self.refresh().await?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| self.derr(e.into()))?))
+            .build();
+        let t = self.take();
+        let target = NonZeroU64::new(target_bytes.max(1)).unwrap_or(NonZeroU64::MIN);
+        match t.clone().optimize().with_target_size(target).with_writer_properties(props).await {
+            Ok((t, m)) => {
+                *self.delta_mut() = t;
+                Ok(Optimized {
+                    files_removed: m.num_files_removed,
+                    files_added: m.num_files_added,
+                    version: self.version().unwrap_or(0),
+                })
+            }
+            Err(e) => {
+                *self.delta_mut() = t;
+                Err(self.derr(e))
+            }
+        }
+    }
+
+    /// Deletes data files that no version of the last `retain` refers to (removed by optimize
+    /// or retention, and files of appends that never committed), then checkpoints and drops log
+    /// entries older than the table's log retention that a checkpoint covers.
+    pub async fn vacuum(&mut self, retain: Duration) -> Result<Vacuumed, TableError> {
+        self.refresh().await?;
+        let period = chrono::Duration::from_std(retain).unwrap_or(chrono::Duration::MAX);
+        let t = self.take();
+        let res = t
+            .clone()
+            .vacuum()
+            .with_retention_period(period)
+            // `--retain` below the table's deletedFileRetentionDuration is the operator's call
+            .with_enforce_retention_duration(false)
+            .with_mode(VacuumMode::Full)
+            .await;
+        let files_deleted = match res {
+            Ok((t, m)) => {
+                *self.delta_mut() = t;
+                m.files_deleted.len()
+            }
+            Err(e) => {
+                *self.delta_mut() = t;
+                return Err(self.derr(e));
+            }
+        };
+        create_checkpoint(self.delta(), None).await.map_err(|e| self.derr(e))?;
+        let log_entries_deleted = cleanup_metadata(self.delta(), None).await.map_err(|e| self.derr(e))?;
+        Ok(Vacuumed { files_deleted, log_entries_deleted })
+    }
+
+    /// Removes the rows of partitions whose `column` value is before `first_kept` (a string
+    /// comparison: `date` values `YYYY-MM-DD` sort as dates) in one delete commit.
+    pub async fn remove_partitions_before(&mut self, column: &str, first_kept: &str) -> Result<Retained, TableError> {
+        if !first_kept.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':' || c == ' ') {
+            return Err(TableError::Location {
+                location: self.location().to_string(),
+                why: format!("bad partition bound {first_kept:?}"),
+            });
+        }
+        self.refresh().await?;
+        let t = self.take();
+        let predicate = format!("\"{}\" < '{first_kept}'", column.replace('"', "\"\""));
+        match t.clone().delete().with_predicate(predicate).with_commit_properties(CommitProperties::default()).await {
+            Ok((t, m)) => {
+                *self.delta_mut() = t;
+                Ok(Retained {
+                    files_removed: m.num_removed_files,
+                    rows_removed: m.num_deleted_rows,
+                    version: self.version().unwrap_or(0),
+                })
+            }
+            Err(e) => {
+                *self.delta_mut() = t;
+                Err(self.derr(e))
+            }
+        }
+    }
+}
