@@ -233,8 +233,11 @@ async fn maps_and_lists_are_written_whatever_their_arrow_field_names() {
         Field::new("codes", l.data_type().clone(), true),
         Field::new("date", DataType::Utf8, false),
     ]));
-    let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(m), Arc::new(l), Arc::new(StringArray::from(vec!["2026-12-05"]))])
-        .unwrap();
+    let b = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(m), Arc::new(l), Arc::new(StringArray::from(vec!["2026-12-05"]))],
+    )
+    .unwrap();
     let loc = Location::Local(temp_dir("nested"));
     let spec = TableSpec { schema, partition_by: vec!["date".into()], checkpoint_interval: 10 };
     let mut t = Table::open_or_create(&loc, &spec).await.unwrap();
