@@ -336,7 +336,11 @@ impl Table {
             match b.schema().index_of(t.name()) {
                 Ok(i) => {
                     let c = b.column(i);
-                    let c = if c.data_type() == t.data_type() { c.clone() } else { cast(c, t.data_type()).map_err(aerr)? };
+                    let c = if c.data_type() == t.data_type() {
+                        c.clone()
+                    } else {
+                        cast(c, t.data_type()).map_err(aerr)?
+                    };
                     cols.push(c);
                     fields.push(t.as_ref().clone().with_nullable(t.is_nullable() || b.schema().field(i).is_nullable()));
                 }

@@ -233,12 +233,15 @@ async fn maps_and_lists_are_written_whatever_their_arrow_field_names() {
         Field::new("codes", l.data_type().clone(), true),
         Field::new("date", DataType::Utf8, false),
     ]));
-    let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(m), Arc::new(l), Arc::new(StringArray::from(vec!["2026-12-05"]))])
-        .unwrap();
+    let b = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(m), Arc::new(l), Arc::new(StringArray::from(vec!["2026-12-05"]))],
+    )
+    .unwrap();
     let loc = Location::Local(temp_dir("nested"));
     let spec = TableSpec { schema, partition_by: vec!["date".into()], checkpoint_interval: 10 };
     let mut t = Table::open_or_create(&loc, &spec).await.unwrap();
-    t.append(&[b.clone()]).await.unwrap();
+    t.append(std::slice::from_ref(&b)).await.unwrap();
     t.append(&[b]).await.unwrap();
     assert_eq!(query_i64(&t, "SELECT count(*) FROM t WHERE p['fraud'] = 0.25 AND codes[1] = 'E1'").await, vec![2]);
 }
