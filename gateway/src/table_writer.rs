@@ -87,10 +87,7 @@ impl TableWriter {
     }
 
     /// Runs `f` on the open table (opening it first), on this writer's runtime.
-    pub fn with_table<T>(
-        &mut self,
-        f: impl AsyncFnOnce(&mut Table) -> Result<T, TableError>,
-    ) -> Result<T, TableError> {
+    pub fn with_table<T>(&mut self, f: impl AsyncFnOnce(&mut Table) -> Result<T, TableError>) -> Result<T, TableError> {
         self.rt.block_on(async {
             if self.table.is_none() {
                 self.table = Some(Table::open_or_create(&self.location, &self.spec).await?);

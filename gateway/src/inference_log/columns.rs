@@ -94,9 +94,7 @@ pub fn batch(layout: &TableLayout, records: &[InferenceRecord]) -> Result<Record
     let mut tensor_cols: Vec<ListBuilder<Float64Builder>> = Vec::new();
     match &layout.inputs {
         InputColumns::Features(f) => feature_cols = f.iter().map(|_| Float64Builder::with_capacity(total)).collect(),
-        InputColumns::Tensors(names) => {
-            tensor_cols = names.iter().map(|_| f64_list()).collect()
-        }
+        InputColumns::Tensors(names) => tensor_cols = names.iter().map(|_| f64_list()).collect(),
     }
     let mut label = StringBuilder::new();
     let mut value = Float64Builder::with_capacity(total);
@@ -105,8 +103,7 @@ pub fn batch(layout: &TableLayout, records: &[InferenceRecord]) -> Result<Record
     let mut probs = MapBuilder::new(Some(names), StringBuilder::new(), Float64Builder::new());
     let output_names: Vec<String> =
         records.iter().find_map(|r| r.prediction.as_ref().map(|p| p.output_names.clone())).unwrap_or_default();
-    let mut output_cols: Vec<ListBuilder<Float64Builder>> =
-        output_names.iter().map(|_| f64_list()).collect();
+    let mut output_cols: Vec<ListBuilder<Float64Builder>> = output_names.iter().map(|_| f64_list()).collect();
 
     for rec in records {
         let n = rec.rows.max(1);

@@ -100,9 +100,7 @@ impl LabelSink {
                 let started = Instant::now();
                 let written = rows(&items, now_us())
                     .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        table.append(&[b], || started.elapsed() < LABEL_RETRY).map_err(|e| e.to_string())
-                    })
+                    .and_then(|b| table.append(&[b], || started.elapsed() < LABEL_RETRY).map_err(|e| e.to_string()))
                     .map(|a| a.version);
                 for p in batch {
                     let _ = p.done.send(written.clone());

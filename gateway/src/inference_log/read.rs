@@ -16,9 +16,9 @@ pub mod check;
 mod delta;
 pub use check::{expect_schema, usable_files};
 
-/// The data files of the table in `dir`, sorted, whether readable or not (readers want
-/// [`usable_files`]): a Delta table's from its log, else the Parquet files under `dir`
-/// (recursively; hidden temporary files skipped).
+/// The data files of the table in `dir`, oldest first, whether readable or not (readers want
+/// [`usable_files`]): a Delta table's from its log (in the order written), else the Parquet
+/// files under `dir` sorted by path (recursively; hidden temporary files skipped).
 pub fn list_parquet(dir: &Path) -> Vec<PathBuf> {
     if let Some(files) = delta::log_files(dir) {
         return files;

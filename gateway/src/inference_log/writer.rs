@@ -14,7 +14,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use sluice_tables::{Location, TableSpec};
 
-use super::{CHECKPOINT_INTERVAL, InferenceRecord, LogError, Queued, TableLayout, TableMetrics, TableOptions, columns, date_of};
+use super::{
+    CHECKPOINT_INTERVAL, InferenceRecord, LogError, Queued, TableLayout, TableMetrics, TableOptions, columns, date_of,
+};
 use crate::table_writer::TableWriter;
 
 /// How long a closing writer keeps retrying a flush that cannot be committed.

@@ -3,6 +3,7 @@
 
 use deltalake_core::DeltaTableError;
 
+/// (Sources are boxed: delta-rs' errors are large, and a `Result` carries its error's size.)
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("table location {location:?}: {why}")]
@@ -21,19 +22,19 @@ pub enum TableError {
     Delta {
         location: String,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("{location}: {source}")]
     DataFusion {
         location: String,
         #[source]
-        source: deltalake_core::datafusion::error::DataFusionError,
+        source: Box<deltalake_core::datafusion::error::DataFusionError>,
     },
     #[error("{location}: {source}")]
     Arrow {
         location: String,
         #[source]
-        source: deltalake_core::arrow::error::ArrowError,
+        source: Box<deltalake_core::arrow::error::ArrowError>,
     },
 }
 

@@ -38,7 +38,7 @@ impl Table {
         name: &str,
         only: Option<&[DataFile]>,
     ) -> Result<(), TableError> {
-        let derr = |source| TableError::DataFusion { location: self.location().to_string(), source };
+        let derr = |source| TableError::DataFusion { location: self.location().to_string(), source: Box::new(source) };
         self.delta().update_datafusion_session(&ctx.state()).map_err(|e| self.derr(e))?;
         let provider: Arc<dyn TableProvider> = match only {
             Some([]) => Arc::new(EmptyTable::new(self.arrow_schema()?)),

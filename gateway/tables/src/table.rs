@@ -84,6 +84,8 @@ pub struct DataFile {
     /// Relative to the table's root, as the log writes it (`date=2026-12-05/part-...parquet`).
     pub path: String,
     pub size: i64,
+    /// When the file was written (ms since the epoch, as its add action says).
+    pub modified: i64,
     pub rows: Option<usize>,
     pub partition: HashMap<String, Option<String>>,
     /// Smallest and largest value of each Long or Timestamp column with statistics.
@@ -106,7 +108,7 @@ impl Table {
         }
         let inner = builder(location)?.load().await.map_err(|e| match e {
             DeltaTableError::NotATable(_) => TableError::NotATable { location: location.to_string() },
-            source => TableError::Delta { location: location.to_string(), source },
+            source => TableError::Delta { location: location.to_string(), source: Box::new(source) },
         })?;
         Ok(Table::wrap(location, inner))
     }
@@ -118,7 +120,7 @@ impl Table {
             Err(TableError::NotATable { .. }) => {}
             other => return other,
         }
-        let derr = |source| TableError::Delta { location: location.to_string(), source };
+        let derr = |source| TableError::Delta { location: location.to_string(), source: Box::new(source) };
         let schema: StructType = spec.schema.as_ref().try_into_kernel().map_err(|e| derr(e.into()))?;
         let table = builder(location)?.build().map_err(derr)?;
         let created = table
@@ -158,7 +160,7 @@ impl Table {
     }
 
     pub(crate) fn derr(&self, source: DeltaTableError) -> TableError {
-        TableError::Delta { location: self.location.to_string(), source }
+        TableError::Delta { location: self.location.to_string(), source: Box::new(source) }
     }
 
     /// Loads what other writers committed since the loaded version.
@@ -180,6 +182,7 @@ impl Table {
             .map(|f| DataFile {
                 path: f.path().into_owned(),
                 size: f.size(),
+                modified: f.modification_time(),
                 rows: f.num_records(),
                 partition: f.partition_values_map(),
                 min: long_stats(f.min_values()),
@@ -326,7 +329,7 @@ impl Table {
     /// columns as NULL; same-type columns whose Arrow nesting names differ (a map's `entries`
     /// vs Delta's `key_value`, a list's `item` vs `element`) cast to the table's.
     fn conform(&self, b: &RecordBatch, table: &Schema) -> Result<RecordBatch, TableError> {
-        let aerr = |source| TableError::Arrow { location: self.location.to_string(), source };
+        let aerr = |source| TableError::Arrow { location: self.location.to_string(), source: Box::new(source) };
         if b.schema().fields() == table.fields() {
             return Ok(b.clone());
         }
@@ -359,7 +362,7 @@ pub(crate) fn builder(location: &Location) -> Result<DeltaTableBuilder, TableErr
     let url = location.url()?;
     DeltaTableBuilder::from_url(url)
         .map(|b| b.with_storage_options(location.storage_options()))
-        .map_err(|source| TableError::Delta { location: location.to_string(), source })
+        .map_err(|source| TableError::Delta { location: location.to_string(), source: Box::new(source) })
 }
 
 fn partition_columns(t: &DeltaTable) -> Option<Vec<String>> {

@@ -1,5 +1,6 @@
-//! Bad data must not poison the gateway: a Parquet file cut in half and one with a foreign
-//! schema dropped into a live inference table are skipped and counted, while a monitor refresh,
+//! Bad data must not poison the gateway: a committed Parquet file cut in half and one replaced
+//! by a file of a foreign schema in a live inference table are skipped and counted (a stray
+//! file beside the Delta log is not part of the table at all), while a monitor refresh,
 //! a rollout step and an experiment report still work on the good files and `sluice table
 //! check` names the bad ones. A shadow queue's byte budget drops (and counts) mirrored copies
 //! that do not fit.
@@ -63,9 +64,21 @@ async fn admin(t: &TestServer, method: reqwest::Method, path: &str, body: Option
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-/// The published part files of the table, oldest first.
+/// The committed data files of the table, oldest first.
 fn parts(table: &Path) -> Vec<PathBuf> {
     sluice::inference_log::read::list_parquet(table)
+}
+
+/// The rows a Parquet file holds, from its footer.
+fn file_rows(path: &Path) -> u64 {
+    let f = std::fs::File::open(path).unwrap();
+    let b = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    b.metadata().file_metadata().num_rows() as u64
+}
+
+/// The rows of the table's committed files.
+fn committed_rows(table: &Path) -> u64 {
+    parts(table).iter().map(|p| file_rows(p)).sum()
 }
 
 /// A Parquet file whose columns share names with the table's but not their types.
@@ -96,22 +109,25 @@ async fn corrupt_and_foreign_parquet_files_are_skipped_counted_and_reported() {
     let data = tempfile::tempdir().unwrap();
     let table = data.path().join("fraud");
     let t = common::start_with(config(data.path())).await;
-    // at least two good files, so that the offline check (which has no writer's schema to go
-    // by) takes the schema most files share
-    send(&t, 20).await;
-    eventually("a published part file", || async { !parts(&table).is_empty() }).await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    send(&t, 20).await;
-    eventually("two published part files", || async { parts(&table).len() >= 2 }).await;
+    // at least three committed files, so that the offline check (which has no writer's schema
+    // to go by) takes the schema most files share
+    let rows_per_send: u64 = (0..20).map(|i| 1 + i % 3).sum(); // as `send` sends them
+    for n in 1..=3 {
+        send(&t, 20).await;
+        eventually("the rows committed", || async { committed_rows(&table) == rows_per_send * n }).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
 
-    // a copy cut in half, and a foreign file, in the live table's newest partition
+    // two committed files go bad: one is cut in half, one is replaced by a foreign tool's file
+    // (another writer's mistake); a third foreign file lies beside the log, never committed
     let good = parts(&table);
-    let partition = good[0].parent().unwrap().to_path_buf();
-    let bytes = std::fs::read(&good[0]).unwrap();
-    let cut = partition.join("part-9999999999999998-cut.parquet");
-    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let foreign = partition.join("part-9999999999999999-foreign.parquet");
+    let (cut, foreign) = (good[0].clone(), good[1].clone());
+    let lost = file_rows(&cut) + file_rows(&foreign);
+    let (cut_bytes, foreign_bytes) = (std::fs::read(&cut).unwrap(), std::fs::read(&foreign).unwrap());
+    std::fs::write(&cut, &cut_bytes[..cut_bytes.len() / 2]).unwrap();
     write_foreign(&foreign);
+    let stray = cut.parent().unwrap().join("part-99999-stray.parquet");
+    write_foreign(&stray);
     let (unreadable0, incompatible0) = (
         metric(&t, "sluice_table_files_skipped_total", &skipped("unreadable")).await,
         metric(&t, "sluice_table_files_skipped_total", &skipped("incompatible_schema")).await,
@@ -120,7 +136,7 @@ async fn corrupt_and_foreign_parquet_files_are_skipped_counted_and_reported() {
     // the monitor refreshes over the good files
     let (s, v) = admin(&t, reqwest::Method::POST, "/monitors/fraud/refresh", None).await;
     assert_eq!(s, 200, "{v}");
-    assert!(v["refresh"]["report"]["rows_read"].as_u64().unwrap() >= 40, "{v}");
+    assert_eq!(v["refresh"]["report"]["rows_read"].as_u64().unwrap(), 3 * rows_per_send - lost, "{v}");
     assert_eq!(metric(&t, "sluice_table_files_skipped_total", &skipped("unreadable")).await, unreadable0 + 1.0);
     assert_eq!(
         metric(&t, "sluice_table_files_skipped_total", &skipped("incompatible_schema")).await,
@@ -172,17 +188,18 @@ async fn corrupt_and_foreign_parquet_files_are_skipped_counted_and_reported() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    let line = |name: &str| text.lines().find(|l| l.contains(name)).unwrap_or_default().to_string();
-    assert!(line("-cut.parquet").starts_with("SKIP") && line("-cut.parquet").contains("unreadable"), "{text}");
-    assert!(
-        line("-foreign.parquet").starts_with("SKIP") && line("-foreign.parquet").contains("incompatible_schema"),
-        "{text}"
-    );
+    let line = |p: &Path| {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        text.lines().find(|l| l.contains(&name)).unwrap_or_default().to_string()
+    };
+    assert!(line(&cut).starts_with("SKIP") && line(&cut).contains("unreadable"), "{text}");
+    assert!(line(&foreign).starts_with("SKIP") && line(&foreign).contains("incompatible_schema"), "{text}");
+    assert_eq!(line(&stray), "", "a file the log does not list is not part of the table: {text}");
     let ok = text.lines().filter(|l| l.starts_with("OK")).count();
-    assert!(ok >= 2, "{text}");
-    // without the bad files the table checks clean
-    std::fs::remove_file(&cut).unwrap();
-    std::fs::remove_file(&foreign).unwrap();
+    assert!(ok >= 1, "{text}");
+    // with the committed files restored the table checks clean (the stray file still lies there)
+    std::fs::write(&cut, &cut_bytes).unwrap();
+    std::fs::write(&foreign, &foreign_bytes).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sluice")).args(["table", "check"]).arg(&table).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -122,7 +122,9 @@ fn signed(b: &RecordBatch) -> Result<RecordBatch, CliError> {
     let mut date = None;
     for (f, c) in b.schema().fields().iter().zip(b.columns()) {
         let to = match f.data_type() {
-            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 if matches!(f.name().as_str(), "status_code" | "batch_size") => {
+            DataType::UInt8 | DataType::UInt16 | DataType::UInt32
+                if matches!(f.name().as_str(), "status_code" | "batch_size") =>
+            {
                 Some(DataType::Int32)
             }
             DataType::UInt8 | DataType::UInt16 => Some(DataType::Int32),
@@ -146,4 +148,3 @@ fn signed(b: &RecordBatch) -> Result<RecordBatch, CliError> {
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
-

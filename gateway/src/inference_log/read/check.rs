@@ -78,7 +78,7 @@ pub fn expect_schema(dir: &Path, schema: SchemaRef) {
     }
 }
 
-/// The usable Parquet files under `dir`, sorted; skipped ones are counted and warned about.
+/// The usable Parquet files under `dir`, oldest first; skipped ones are counted and warned about.
 pub fn usable_files(dir: &Path) -> Vec<PathBuf> {
     let checks = check_dir(dir);
     let mut out = Vec::with_capacity(checks.len());
@@ -146,7 +146,8 @@ fn footers(dir: &Path, files: &[PathBuf]) -> Vec<Footer> {
         Ok(mut dirs) => {
             let d = dirs.entry(dir.to_path_buf()).or_default();
             // forget files that are gone
-            d.files.retain(|p, _| files.binary_search(p).is_ok());
+            let listed: std::collections::HashSet<&PathBuf> = files.iter().collect();
+            d.files.retain(|p, _| listed.contains(p));
             files
                 .iter()
                 .zip(&stats)

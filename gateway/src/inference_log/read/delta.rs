@@ -27,7 +27,7 @@ static OPEN: LazyLock<tokio::sync::Mutex<HashMap<PathBuf, Table>>> = LazyLock::n
 static LAST_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// The absolute paths of the data files of the Delta table in `dir` at its latest version,
-/// sorted; `None` when `dir` has no Delta log. A log that cannot be read gives no files (and a
+/// oldest first (by the time each add action gives, then path); `None` when `dir` has no Delta log. A log that cannot be read gives no files (and a
 /// warning): listing the directory instead would show uncommitted and removed files.
 pub(super) fn log_files(dir: &Path) -> Option<Vec<PathBuf>> {
     if !dir.join("_delta_log").is_dir() {
@@ -58,8 +58,9 @@ async fn files(dir: PathBuf) -> Result<Vec<PathBuf>, sluice_tables::TableError> 
         }
         None => Table::open(&Location::Local(dir.clone())).await?,
     };
-    let mut out: Vec<PathBuf> = table.files()?.into_iter().map(|f| dir.join(f.path)).collect();
-    out.sort();
+    let mut files = table.files()?;
+    files.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+    let out: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f.path)).collect();
     open.insert(dir, table);
     Ok(out)
 }
