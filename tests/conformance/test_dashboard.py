@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
+import deltalake
 import pyarrow.parquet as pq
 import pytest
 
@@ -96,7 +97,8 @@ def gateway(tmp_path_factory):
 
 
 def read_table(path: Path):
-    return pq.read_table(path) if any(path.rglob("*.parquet")) else None
+    """The gateway's inference table, through its Delta log (None before its first commit)."""
+    return deltalake.DeltaTable(str(path)).to_pyarrow_table() if (path / "_delta_log").is_dir() else None
 
 
 def wait_for_flush(path: Path) -> None:

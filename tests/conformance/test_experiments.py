@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import deltalake
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
@@ -203,9 +204,9 @@ TABLE_COLUMNS = ["request_id", "row_index", "timestamp", "served_model", "is_sha
 
 def read_table(gw: Gateway, table: str) -> list[dict]:
     d = gw.data_dir / table
-    if not d.is_dir():
+    if not (d / "_delta_log").is_dir():
         return []
-    t = pads.dataset(str(d), format="parquet", partitioning="hive").to_table(columns=TABLE_COLUMNS)
+    t = deltalake.DeltaTable(str(d)).to_pyarrow_table(columns=TABLE_COLUMNS)  # through the Delta log
     t = t.set_column(t.schema.get_field_index("timestamp"), "timestamp", t.column("timestamp").cast(pa.int64()))
     return t.to_pylist()
 

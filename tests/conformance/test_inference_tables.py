@@ -1,4 +1,6 @@
-"""Inference tables: what the gateway logs to Parquet, read back with pyarrow, DuckDB and the CLI.
+"""Inference tables: what the gateway logs to Delta Lake tables, read back through the Delta log
+with delta-rs' Python binding (`deltalake`, an independent reader and writer), with DuckDB and
+pyarrow over the files the log lists, and with the CLI.
 
 Every test starts its own gateway on ephemeral ports with a config written here (fraud_classifier
 v1 as the only route, v3 mirrored to a shadow at 100%, the table under a pytest tmp dir), drives
@@ -26,7 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import deltalake
 import duckdb
+import pyarrow as pa
 import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -276,13 +280,15 @@ COLUMNS = ["request_id", "row_index", "is_shadow", "status_code", "served_model"
 
 
 def read_table_rows(table_dir: Path, columns=COLUMNS) -> list[dict]:
-    assert table_dir.is_dir(), f"no table directory {table_dir}"
-    return pads.dataset(str(table_dir), format="parquet", partitioning="hive").to_table(columns=columns).to_pylist()
+    """The table's rows at its latest version, read through its Delta log by delta-rs (Python)."""
+    assert (table_dir / "_delta_log").is_dir(), f"no Delta table at {table_dir}"
+    return deltalake.DeltaTable(str(table_dir)).to_pyarrow_table(columns=columns).to_pylist()
 
 
-def visible_parts(table_dir: Path) -> list[Path]:
-    return sorted(p for p in table_dir.rglob("*.parquet")
-                  if not any(part.startswith((".", "_")) for part in p.relative_to(table_dir).parts))
+def committed_parts(table_dir: Path) -> list[Path]:
+    """The data files the table's Delta log lists at its latest version."""
+    dt = deltalake.DeltaTable(str(table_dir))
+    return sorted(Path(u.removeprefix("file://")) for u in dt.file_uris())
 
 
 def split_rows(rows: list[dict]):
@@ -336,8 +342,10 @@ def assert_rows_match_inputs(rows, sent: dict[str, Sent], what: str) -> None:
     assert not bad, f"{what}: rows that do not match what was sent:\n" + "\n".join(bad)
 
 
-def duck_path(table_dir: Path) -> str:
-    return f"{table_dir}/**/*.parquet"
+def duck_source(table_dir: Path) -> str:
+    """DuckDB's `read_parquet` over the files the Delta log lists (no delta extension offline)."""
+    files = ", ".join(f"'{p}'" for p in committed_parts(table_dir))
+    return f"read_parquet([{files}], hive_partitioning = true)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,9 +417,9 @@ def test_sigkill_under_load_loses_only_the_last_flush_interval(gateway_factory, 
     load.join(timeout=90)
     load.assert_clean()
 
-    # Every file a reader can see is whole.
-    parts = visible_parts(gw.table_dir)
-    assert parts, f"no part files published in 3 s of load with flush_interval_ms=500\n{gw.log()}"
+    # Every file the log lists is whole (a file uploaded but never committed is not in the table).
+    parts = committed_parts(gw.table_dir)
+    assert parts, f"no files committed in 3 s of load with flush_interval_ms=500\n{gw.log()}"
     for p in parts:
         try:
             t = pq.read_table(p)
@@ -483,7 +491,9 @@ def test_duckdb_and_cli_read_the_same_table(gateway_factory):
     gw.terminate()
 
     n_rows = 2 * sum(s.n for s in answered.values())  # a primary and a shadow row per request row
-    dataset = pads.dataset(str(gw.table_dir), format="parquet", partitioning="hive")
+    dataset = pads.dataset([str(p) for p in committed_parts(gw.table_dir)], format="parquet",
+                           partitioning=pads.HivePartitioning(pa.schema([("date", pa.string())])),
+                           partition_base_dir=str(gw.table_dir))
     arrow_rows = dataset.count_rows()
     arrow_dates = sorted({str(d) for d in dataset.to_table(columns=["date"]).column("date").to_pylist()})
     dir_dates = sorted(p.name.split("=", 1)[1] for p in gw.table_dir.iterdir()
@@ -494,7 +504,7 @@ def test_duckdb_and_cli_read_the_same_table(gateway_factory):
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", d), f"date partition {d!r} is not YYYY-MM-DD"
 
     con = duckdb.connect()
-    src = f"read_parquet('{duck_path(gw.table_dir)}', hive_partitioning = true)"
+    src = duck_source(gw.table_dir)
     (duck_rows,) = con.execute(f"SELECT count(*) FROM {src}").fetchone()
     duck_dates = sorted(str(d) for (d,) in con.execute(f"SELECT DISTINCT date FROM {src}").fetchall())
     (duck_ids,) = con.execute(f"SELECT count(DISTINCT request_id) FROM {src} WHERE NOT is_shadow").fetchone()
@@ -528,8 +538,8 @@ def test_labels_join_the_inference_table(gateway_factory):
     gw.terminate()
 
     con = duckdb.connect()
-    t = f"read_parquet('{duck_path(gw.table_dir)}', hive_partitioning = true)"
-    lab = f"read_parquet('{duck_path(gw.labels_dir)}', hive_partitioning = true)"
+    t = duck_source(gw.table_dir)
+    lab = duck_source(gw.labels_dir)
     got = con.execute(f"""
         SELECT t.request_id, t.row_index, l.label
         FROM {t} AS t JOIN {lab} AS l ON t.request_id = l.request_id
@@ -568,3 +578,61 @@ def test_sampling_fraction(gateway_factory):
     assert len(shadow) == len(primary), f"{len(primary)} primary rows but {len(shadow)} shadow rows"
     assert set(keys(shadow)) == set(keys(primary)), \
         describe_diff(set(keys(shadow)), set(keys(primary)), "shadow rows vs the sampled primary rows")
+
+
+def test_the_table_is_a_delta_table_that_another_writer_appends_to_at_once(gateway_factory):
+    """The table is what Spark and Databricks read (a Delta log, partitioned by date, no unsigned
+    column types, a checkpoint interval), and while the gateway appends a flush every 100 ms an
+    independent writer (delta-rs' Python binding) appends to the same table: each side's commits
+    race the other's, and in the end every row of both writers is in the table exactly once."""
+    gw = gateway_factory(on_queue_full="block", flush_interval_ms=100)
+    load = Load(gw.base, "delta", threads=4, total=600).start()
+    deadline = time.monotonic() + 60
+    while not committed_rows(gw.table_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sample = deltalake.DeltaTable(str(gw.table_dir)).to_pyarrow_table().slice(0, 1)
+    assert sample.num_rows == 1, f"nothing committed in 60 s\n{gw.log()}"
+    foreign = 0
+    for i in range(20):  # one commit each, interleaved with the gateway's
+        ids = pa.array([f"foreign-{i}-{j}" for j in range(3)])
+        batch = pa.concat_tables([sample] * 3)
+        batch = batch.set_column(batch.schema.get_field_index("request_id"), "request_id", ids)
+        deltalake.write_deltalake(str(gw.table_dir), batch, mode="append")
+        foreign += 3
+        time.sleep(0.03)
+    load.join(timeout=120)
+    load.assert_clean()
+    answered = load.answered()
+    assert len(answered) == 600, load.summary()
+    gw.terminate()
+
+    dt = deltalake.DeltaTable(str(gw.table_dir))
+    meta, protocol = dt.metadata(), dt.protocol()
+    assert meta.partition_columns == ["date"], meta.partition_columns
+    assert meta.configuration.get("delta.checkpointInterval") == "100", meta.configuration
+    assert (protocol.min_reader_version, protocol.min_writer_version) <= (3, 7), protocol
+    table = dt.to_pyarrow_table()
+    unsigned = [f.name for f in table.schema if pa.types.is_unsigned_integer(f.type)]
+    assert not unsigned, f"unsigned columns (Spark and Delta have none): {unsigned}"
+    types = {f.name: f.type for f in table.schema}
+    assert types["status_code"] == pa.int32() and types["batch_size"] == pa.int32(), types
+
+    ids = table.column("request_id").to_pylist()
+    got_foreign = sorted(r for r in ids if r.startswith("foreign-"))
+    want_foreign = sorted(f"foreign-{i}-{j}" for i in range(20) for j in range(3))
+    assert got_foreign == want_foreign, f"{len(got_foreign)} of the other writer's {foreign} rows in the table"
+    rows = [r for r in table.select(COLUMNS).to_pylist() if not r["request_id"].startswith("foreign-")]
+    primary, shadow = split_rows(rows)
+    assert_unique(primary, "primary rows")
+    assert_unique(shadow, "shadow rows")
+    assert set(keys(primary)) == expected_rows(answered), \
+        describe_diff(set(keys(primary)), expected_rows(answered), "the gateway's primary rows")
+    history = dt.history()
+    writes = [h for h in history if h.get("operation") == "WRITE"]
+    assert len(writes) >= 20 + 2, f"{len(writes)} WRITE commits: {history[:3]}"
+
+
+def committed_rows(table_dir: Path) -> int:
+    if not (table_dir / "_delta_log").is_dir():
+        return 0
+    return deltalake.DeltaTable(str(table_dir)).count()
