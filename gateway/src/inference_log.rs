@@ -65,6 +65,8 @@ pub struct TableOptions {
     pub max_payload_bytes: usize,
     /// Keep labels whose id this table never logged (default: refuse them).
     pub labels_accept_unknown_ids: bool,
+    /// Days of `date` partitions kept, today included (older ones removed by a Delta delete).
+    pub retention_days: Option<u32>,
 }
 
 /// One feature column: values come from `inputs[input]` at `offset + row * width`.
@@ -470,6 +472,14 @@ pub fn date_of(timestamp_us: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The first `date` partition that `retention_days` keeps at `now_us` (today is the first day).
+pub fn first_kept_date(now_us: i64, retention_days: u32) -> String {
+    date_of(now_us - (i64::from(retention_days) - 1) * 86_400_000_000)
+}
+
+/// How often writers apply a table's retention (and once when they start).
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
 /// Now, in microseconds since the epoch.
 pub fn now_us() -> i64 {
     crate::clock::system_now_us()
@@ -486,6 +496,14 @@ mod tests {
         assert_eq!(civil_date(20_513), (2026, 3, 1));
         assert_eq!(partition_of(1_795_665_647_794_000), "date=2026-11-26");
         assert_eq!(partition_of(-1), "date=1969-12-31");
+    }
+
+    #[test]
+    fn retention_keeps_today_and_the_days_before() {
+        let noon = 1_796_558_400_000_000; // 2026-12-06 12:00 UTC
+        assert_eq!(first_kept_date(noon, 1), "2026-12-06");
+        assert_eq!(first_kept_date(noon, 7), "2026-11-30");
+        assert_eq!(first_kept_date(noon, 30), "2026-11-07");
     }
 
     #[test]

@@ -636,3 +636,65 @@ def committed_rows(table_dir: Path) -> int:
     if not (table_dir / "_delta_log").is_dir():
         return 0
     return deltalake.DeltaTable(str(table_dir)).count()
+
+
+def test_retention_removes_old_partitions_by_a_delta_delete_and_vacuum_deletes_their_files(gateway_factory):
+    """Old `date` partitions (appended by another writer, as if logged long ago) are removed by a
+    Delta delete when a gateway with `retention_days` starts, in the table and its labels table:
+    the latest version has no rows before the first kept day, the version before still has them
+    (time travel), and their files stay on disk until `sluice table vacuum` deletes them."""
+    gw = gateway_factory(on_queue_full="block", flush_interval_ms=100)
+    load = Load(gw.base, "keep", threads=2, total=40).start()
+    load.join(timeout=60)
+    load.assert_clean()
+    answered = load.answered()
+    labelled = {rid: "fraud" for rid in list(answered)[:5]}
+    r = post_json(f"{gw.base}/endpoints/{ENDPOINT}/labels",
+                  [{"request_id": rid, "label": lab} for rid, lab in labelled.items()])
+    assert r.status == 200, r.describe()
+    gw.terminate()
+
+    # rows of 2020 in both tables, from an independent writer
+    for table_dir, id_col in ((gw.table_dir, "request_id"), (gw.labels_dir, "request_id")):
+        dt = deltalake.DeltaTable(str(table_dir))
+        sample = dt.to_pyarrow_table().slice(0, 1)
+        old = pa.concat_tables([sample] * 4)
+        old = old.set_column(old.schema.get_field_index(id_col), id_col, pa.array([f"old-{i}" for i in range(4)]))
+        old = old.set_column(old.schema.get_field_index("date"), "date", pa.array(["2020-01-01"] * 4))
+        deltalake.write_deltalake(str(table_dir), old, mode="append")
+    before = {d: deltalake.DeltaTable(str(d)) for d in (gw.table_dir, gw.labels_dir)}
+    old_files = {d: [Path(u.removeprefix("file://")) for u in t.file_uris() if "date=2020-01-01" in u]
+                 for d, t in before.items()}
+    assert all(old_files.values()), old_files
+
+    gw2 = gateway_factory(on_queue_full="block", flush_interval_ms=100, retention_days=30)
+    deadline = time.monotonic() + 60
+    for d in (gw.table_dir, gw.labels_dir):
+        while time.monotonic() < deadline:
+            t = deltalake.DeltaTable(str(d))
+            if t.version() > before[d].version():
+                break
+            time.sleep(0.1)
+        assert t.version() == before[d].version() + 1, f"{d}: no retention commit in 60 s\n{gw2.log()}"
+        assert t.history(1)[0]["operation"] == "DELETE", t.history(1)
+        dates = set(t.to_pyarrow_table(columns=["date"]).column("date").to_pylist())
+        assert "2020-01-01" not in dates and dates, dates
+        assert t.count() == before[d].count() - 4, (t.count(), before[d].count())
+        t.load_as_version(before[d].version())
+        assert t.count() == before[d].count(), "the version before the delete still has the old rows"
+        assert all(p.exists() for p in old_files[d]), "a delete leaves the files to vacuum"
+    # still serving and logging after the delete
+    r = post_json(f"{gw2.base}/endpoints/{ENDPOINT}/predict",
+                  {"dataframe_split": {"columns": FEATURES, "data": rows_for(0, 1)}})
+    assert r.status == 200, r.describe()
+    gw2.terminate()
+    assert deltalake.DeltaTable(str(gw.table_dir)).count() == before[gw.table_dir].count() - 4 + 2
+
+    for d in (gw.table_dir, gw.labels_dir):
+        cmd = [sluice_binary(), "table", "vacuum", str(d), "--retain", "0h"]
+        cp = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+        assert cp.returncode == 0, f"{' '.join(cmd)} -> {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+        assert not any(p.exists() for p in old_files[d]), f"vacuum left {old_files[d]}\n{cp.stdout}"
+        t = deltalake.DeltaTable(str(d))
+        assert "2020-01-01" not in set(t.to_pyarrow_table(columns=["date"]).column("date").to_pylist())
+        assert t.to_pyarrow_table().num_rows == t.count()  # every listed file still reads

@@ -282,6 +282,10 @@ pub struct RawInferenceTable {
     /// Keep labels whose request id this table never logged (default false: refused).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels_accept_unknown_ids: Option<bool>,
+    /// Days of `date` partitions kept (today and the days before); older ones are removed by a
+    /// Delta delete, in the table and its labels table. Default: kept forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -802,6 +802,7 @@ fn validate_table(
     let flush_interval = Duration::from_millis(bounded("flush_interval_ms", t.flush_interval_ms, 1000, 3_600_000));
     let max_file_rows = bounded("max_file_rows", t.max_file_rows, 1_000_000, 1 << 30) as usize;
     let max_payload_bytes = bounded("max_payload_bytes", t.max_payload_bytes, 65_536, 1 << 26) as usize;
+    let retention_days = t.retention_days.map(|d| bounded("retention_days", Some(d), 1, 365_000) as u32);
     Some(TableOptions {
         dir: data_dir.join(&table),
         table,
@@ -814,5 +815,6 @@ fn validate_table(
         log_payloads: t.log_payloads.unwrap_or(false),
         max_payload_bytes,
         labels_accept_unknown_ids: t.labels_accept_unknown_ids.unwrap_or(false),
+        retention_days,
     })
 }

@@ -75,12 +75,7 @@ impl LabelSink {
     /// Starts the writer thread of the labels table in `dir`; it stops when every sink is dropped.
     pub fn start(dir: PathBuf, name: &str) -> Result<LabelSink, std::io::Error> {
         let (tx, rx) = flume::unbounded::<Pending>();
-        let spec = TableSpec {
-            schema: with_date_field(&schema()),
-            partition_by: vec!["date".into()],
-            checkpoint_interval: CHECKPOINT_INTERVAL,
-        };
-        let mut table = TableWriter::new(Location::Local(dir), spec)?;
+        let mut table = TableWriter::new(Location::Local(dir), spec())?;
         std::thread::Builder::new().name(format!("labels-{name}")).spawn(move || {
             // the start of the last write: the next waits until a window after it
             let mut last: Option<Instant> = None;
@@ -210,6 +205,15 @@ pub fn parse(body: &[u8]) -> Result<Vec<LabelItem>, LabelsError> {
 }
 
 /// The columns of a labels table (`date`, the partition column, comes on top).
+/// The labels table as its writers create it: [`schema`] and `date`, partitioned by `date`.
+pub fn spec() -> TableSpec {
+    TableSpec {
+        schema: with_date_field(&schema()),
+        partition_by: vec!["date".into()],
+        checkpoint_interval: CHECKPOINT_INTERVAL,
+    }
+}
+
 pub fn schema() -> SchemaRef {
     let tz = Some("UTC".into());
     Arc::new(Schema::new(vec![

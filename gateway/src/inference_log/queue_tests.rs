@@ -22,6 +22,7 @@ fn options(dir: &Path, on_full: OnFull, queue_capacity: usize, queue_max_bytes: 
         log_payloads: false,
         max_payload_bytes: 0,
         labels_accept_unknown_ids: false,
+        retention_days: None,
     }
 }
 

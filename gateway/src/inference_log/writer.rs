@@ -15,7 +15,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use sluice_tables::{Location, TableSpec};
 
 use super::{
-    CHECKPOINT_INTERVAL, InferenceRecord, LogError, Queued, TableLayout, TableMetrics, TableOptions, columns, date_of,
+    CHECKPOINT_INTERVAL, InferenceRecord, LogError, Queued, RETENTION_EVERY, TableLayout, TableMetrics, TableOptions,
+    columns, date_of,
 };
 use crate::table_writer::TableWriter;
 
@@ -27,6 +28,8 @@ pub(super) struct Writer {
     layout: TableLayout,
     metrics: TableMetrics,
     table: TableWriter,
+    /// The labels table, for retention only (its rows are written by the label sink).
+    labels: Option<TableWriter>,
     last_error_log: Option<Instant>,
 }
 
@@ -40,7 +43,14 @@ impl Writer {
         };
         let table = TableWriter::new(Location::Local(options.dir.clone()), spec)
             .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?;
-        Ok(Writer { options, layout, metrics, table, last_error_log: None })
+        let labels = match options.retention_days {
+            Some(_) => Some(
+                TableWriter::new(Location::Local(super::labels::dir_of(&options.dir)), super::labels::spec())
+                    .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?,
+            ),
+            None => None,
+        };
+        Ok(Writer { options, layout, metrics, table, labels, last_error_log: None })
     }
 
     /// Runs until every sender is gone, then writes what is left. The budget bytes of buffered
@@ -53,7 +63,12 @@ impl Writer {
         let early = (self.options.queue_max_bytes / 2).max(1);
         let mut rows = 0usize;
         let mut deadline = Instant::now() + self.options.flush_interval;
+        let mut next_retention = Instant::now();
         loop {
+            if Instant::now() >= next_retention {
+                self.apply_retention();
+                next_retention = Instant::now() + RETENTION_EVERY;
+            }
             match rx.recv_deadline(deadline) {
                 Ok(Queued { record, held: h }) => {
                     rows += record.rows.max(1);
@@ -116,6 +131,25 @@ impl Writer {
                 self.metrics.commit_seconds.record(a.commit_seconds);
             }
             Err(e) => self.failed(rows, &e.to_string()),
+        }
+    }
+
+    /// Removes the `date` partitions older than `retention_days` from the table and its labels
+    /// table (one Delta delete each, only when there are some).
+    fn apply_retention(&mut self) {
+        let Some(days) = self.options.retention_days else { return };
+        let first_kept = super::first_kept_date(super::now_us(), days);
+        for t in std::iter::once(&mut self.table).chain(self.labels.as_mut()) {
+            match t.with_table(async |t| t.remove_partitions_before("date", &first_kept).await) {
+                Ok(r) if r.files_removed > 0 => tracing::info!(
+                    table = %t.location(), first_kept, files = r.files_removed, rows = ?r.rows_removed, version = r.version,
+                    "retention: removed the partitions before {first_kept}"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(table = %t.location(), "retention: cannot remove old partitions (next try in an hour): {e}")
+                }
+            }
         }
     }
 

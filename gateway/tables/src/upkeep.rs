@@ -109,6 +109,12 @@ impl Table {
             });
         }
         self.refresh().await?;
+        let old =
+            |f: &crate::DataFile| f.partition.get(column).is_some_and(|v| v.as_deref().is_some_and(|v| v < first_kept));
+        if !self.files()?.iter().any(old) {
+            // nothing to remove: no commit
+            return Ok(Retained { files_removed: 0, rows_removed: Some(0), version: self.version().unwrap_or(0) });
+        }
         let t = self.take();
         let predicate = format!("\"{}\" < '{first_kept}'", column.replace('"', "\"\""));
         match t.clone().delete().with_predicate(predicate).with_commit_properties(CommitProperties::default()).await {
