@@ -82,6 +82,19 @@ pub struct Config {
     pub raw: RawConfig,
     /// Directory relative paths are resolved from.
     pub base: PathBuf,
+    /// `[storage]`: where tables live.
+    pub storage: StorageConfig,
+}
+
+/// Where inference and labels tables live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    /// `storage.tables` when it is object storage (`s3://...`); `None`: local tables under
+    /// `server.data_dir` (or `storage.tables` when that is a local path).
+    pub remote: Option<sluice_tables::Location>,
+    /// The local directory of the tables: the tables themselves, or for remote tables the
+    /// readers' copies of their files.
+    pub local: PathBuf,
 }
 
 /// How the process logs and traces (`[telemetry]`; applied at startup, not on reload).

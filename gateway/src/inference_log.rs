@@ -49,9 +49,13 @@ pub enum OnFull {
 /// Settings of one inference table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableOptions {
-    /// Table name: the directory under `data_dir`.
+    /// Table name: the directory under `data_dir` (or under `storage.tables`).
     pub table: String,
+    /// The table's local directory: the table, or for a remote table the readers' copy of its
+    /// files.
     pub dir: PathBuf,
+    /// Where the table lives when that is object storage.
+    pub remote: Option<sluice_tables::Location>,
     /// Share of requests logged (each request is in or out as a whole, with its shadows).
     pub sampling_fraction: f64,
     pub on_full: OnFull,
@@ -67,6 +71,22 @@ pub struct TableOptions {
     pub labels_accept_unknown_ids: bool,
     /// Days of `date` partitions kept, today included (older ones removed by a Delta delete).
     pub retention_days: Option<u32>,
+}
+
+impl TableOptions {
+    /// Where the table is written: its remote location, else its directory.
+    pub fn location(&self) -> sluice_tables::Location {
+        self.remote.clone().unwrap_or_else(|| sluice_tables::Location::Local(self.dir.clone()))
+    }
+
+    /// Where its labels table is written (`<table>_labels` beside it).
+    pub fn labels_location(&self) -> sluice_tables::Location {
+        let name = format!("{}_labels", self.table);
+        match &self.remote {
+            Some(r) => r.sibling(&name),
+            None => sluice_tables::Location::Local(labels::dir_of(&self.dir)),
+        }
+    }
 }
 
 /// One feature column: values come from `inputs[input]` at `offset + row * width`.
@@ -298,7 +318,12 @@ impl Table {
             .name(format!("log-{}", options.table))
             .spawn(move || drain(rx))
             .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?;
-        let label_sink = labels::LabelSink::start(labels::dir_of(&options.dir), &options.table)
+        if let Some(remote) = &options.remote {
+            // readers see the remote tables through local copies of their files
+            read::mirror(&options.dir, remote.clone());
+            read::mirror(&labels::dir_of(&options.dir), options.labels_location());
+        }
+        let label_sink = labels::LabelSink::start(options.labels_location(), &options.table)
             .map_err(|source| LogError::StartWriter { table: format!("{}_labels", options.table), source })?;
         // what the table logged before this process: labels may refer to it
         let mut ids = IdIndex::default();

@@ -32,6 +32,8 @@ pub struct TableWriter {
     spec: TableSpec,
     table: Option<Table>,
     last_error_log: Option<Instant>,
+    /// Counts each retried append as it happens (not only once it succeeds).
+    retries: Option<metrics::Counter>,
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -44,7 +46,13 @@ impl TableWriter {
     /// A writer for the table at `location` (created with `spec` if absent, on first append).
     pub fn new(location: Location, spec: TableSpec) -> std::io::Result<TableWriter> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(TableWriter { rt, location, spec, table: None, last_error_log: None })
+        Ok(TableWriter { rt, location, spec, table: None, last_error_log: None, retries: None })
+    }
+
+    /// Counts every retry of an append in `counter`, when it is decided.
+    pub fn count_retries(mut self, counter: metrics::Counter) -> TableWriter {
+        self.retries = Some(counter);
+        self
     }
 
     pub fn location(&self) -> &Location {
@@ -74,6 +82,9 @@ impl TableWriter {
                 }
                 Err(e) if e.is_permanent() || !keep_trying() => return Err(e),
                 Err(e) => {
+                    if let Some(c) = &self.retries {
+                        c.increment(1);
+                    }
                     let now = Instant::now();
                     if self.last_error_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
                         self.last_error_log = Some(now);

@@ -24,7 +24,10 @@ use crate::config::{LogFormat, TelemetryConfig};
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The default filter when `SLUICE_LOG` is not set.
-const DEFAULT_FILTER: &str = "info,ort=warn";
+/// delta-rs and its kernel log their own internals (the kernel logs an expected "no files in log
+/// segment" as an error whenever a table does not exist yet); their failures reach the log
+/// through Sluice's own messages.
+const DEFAULT_FILTER: &str = "info,ort=warn,deltalake_core=warn,buoyant_kernel=off,buoyant_kernel_engine=off";
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]

@@ -28,13 +28,13 @@ pub fn run(command: TableCommand, data_dir: &Path) -> ExitCode {
         TableCommand::Tail { table, n } => (table, TableQuery::Tail(n)),
         TableCommand::Sql { table, query } => (table, TableQuery::Sql(query)),
         TableCommand::Optimize { table, target_size } => {
-            return upkeep::run(upkeep::Job::Optimize(target_size), &table_dir(&table, data_dir));
+            return with_location(&table, data_dir, |l| upkeep::run(upkeep::Job::Optimize(target_size), l));
         }
         TableCommand::Vacuum { table, retain } => {
-            return upkeep::run(upkeep::Job::Vacuum(retain), &table_dir(&table, data_dir));
+            return with_location(&table, data_dir, |l| upkeep::run(upkeep::Job::Vacuum(retain), l));
         }
         TableCommand::Convert { table } => {
-            return upkeep::run(upkeep::Job::Convert, &table_dir(&table, data_dir));
+            return with_location(&table, data_dir, |l| upkeep::run(upkeep::Job::Convert, l));
         }
         TableCommand::Check { table } => {
             return match check(&table_dir(&table, data_dir)) {
@@ -50,7 +50,14 @@ pub fn run(command: TableCommand, data_dir: &Path) -> ExitCode {
         }
     };
     let Some(rt) = super::runtime() else { return ExitCode::FAILURE };
-    match rt.block_on(query(&table_dir(&table, data_dir), &q)) {
+    let location = match table_location(&table, data_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(query_location(&location, &q)) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS
@@ -70,7 +77,26 @@ pub enum TableQuery {
     Sql(String),
 }
 
-/// Resolves a table argument: an existing directory, or `<data_dir>/<name>`.
+/// Resolves a table argument: `s3://bucket/prefix/table` (endpoint, region and credentials
+/// from the `AWS_*` environment variables), an existing directory, or `<data_dir>/<name>`.
+pub fn table_location(table: &str, data_dir: &Path) -> Result<sluice_tables::Location, CliError> {
+    if table.starts_with("s3://") {
+        return Ok(sluice_tables::Location::parse(table, &sluice_tables::S3Options::default())?);
+    }
+    Ok(sluice_tables::Location::Local(table_dir(table, data_dir)))
+}
+
+fn with_location(table: &str, data_dir: &Path, f: impl FnOnce(&sluice_tables::Location) -> ExitCode) -> ExitCode {
+    match table_location(table, data_dir) {
+        Ok(l) => f(&l),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves a local table argument: an existing directory, or `<data_dir>/<name>`.
 pub fn table_dir(table: &str, data_dir: &Path) -> PathBuf {
     let p = PathBuf::from(table);
     if p.is_dir() { p } else { data_dir.join(table) }
@@ -93,11 +119,30 @@ async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<(), Cl
 
 /// Runs a query over the table in `dir` and returns it as a printed table.
 pub async fn query(dir: &Path, q: &TableQuery) -> Result<String, CliError> {
+    query_location(&sluice_tables::Location::Local(dir.to_path_buf()), q).await
+}
+
+/// Runs a query over the table at `location` (and its labels table, when there is one).
+pub async fn query_location(location: &sluice_tables::Location, q: &TableQuery) -> Result<String, CliError> {
     let ctx = SessionContext::new();
-    register(&ctx, "t", dir).await?;
-    let labels = crate::inference_log::labels::dir_of(dir);
-    if labels.is_dir() {
-        register(&ctx, "labels", &labels).await?;
+    match location.local_path() {
+        Some(dir) => {
+            register(&ctx, "t", dir).await?;
+            let labels = crate::inference_log::labels::dir_of(dir);
+            if labels.is_dir() {
+                register(&ctx, "labels", &labels).await?;
+            }
+        }
+        None => {
+            sluice_tables::Table::open(location).await?.register(&ctx, "t", None).await?;
+            let name = location.to_string();
+            let name = name.rsplit('/').next().unwrap_or_default();
+            match sluice_tables::Table::open(&location.sibling(&format!("{name}_labels"))).await {
+                Ok(l) => l.register(&ctx, "labels", None).await?,
+                Err(sluice_tables::TableError::NotATable { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
     let sql = match q {
         TableQuery::Count => "SELECT count(*) AS rows FROM t".to_string(),

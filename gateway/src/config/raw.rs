@@ -21,6 +21,36 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     #[serde(default, skip_serializing_if = "RawAuth::is_empty")]
     pub auth: RawAuth,
+    #[serde(default, skip_serializing_if = "RawStorage::is_empty")]
+    pub storage: RawStorage,
+}
+
+/// `[storage]`: where inference and labels tables live. Credentials are never
+/// in the config: they come from the standard `AWS_*` environment variables.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// `s3://bucket/prefix`, or a local directory; default: `server.data_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tables: Option<String>,
+    /// The S3-compatible server, e.g. `http://127.0.0.1:8333`; default: `AWS_ENDPOINT_URL`, else AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Default: `AWS_REGION` (or `AWS_DEFAULT_REGION`), else `us-east-1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow a plain `http://` endpoint (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// Where readers keep the files of remote tables (default `<data_dir>/_table_cache`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<String>,
+}
+
+impl RawStorage {
+    fn is_empty(&self) -> bool {
+        self == &RawStorage::default()
+    }
 }
 
 /// `[auth]`: the principals allowed to use the gateway (`[[auth.tokens]]`). Without any, the

@@ -230,3 +230,46 @@ fn queue_byte_budgets_default_and_are_range_checked() {
         assert!(issues.iter().any(|i| i.field == field && i.message.contains("out of range")), "{field}: {issues:?}");
     }
 }
+
+#[test]
+fn storage_puts_tables_in_s3_with_a_local_cache_and_checks_its_settings() {
+    let with_table = GOOD.replace(
+        "traffic_config = { routes = [{ served_model_name = \"a\", traffic_percentage = 90 },",
+        "inference_table = { retention_days = 7 }\n    traffic_config = { routes = [{ served_model_name = \"a\", traffic_percentage = 90 },",
+    );
+    // default: local tables under data_dir
+    let c = check(&with_table).unwrap();
+    assert_eq!(c.storage.remote, None);
+    let t = c.endpoints[0].table.as_ref().unwrap();
+    assert_eq!(t.dir, repo().join("data/fraud"));
+    assert_eq!(t.location(), sluice_tables::Location::Local(repo().join("data/fraud")));
+    assert_eq!(t.retention_days, Some(7));
+
+    let s3 = format!(
+        "{with_table}\n[storage]\ntables = \"s3://lake/sluice\"\nendpoint = \"http://127.0.0.1:8333\"\nallow_http = true\n"
+    );
+    let c = check(&s3).unwrap();
+    let t = c.endpoints[0].table.as_ref().unwrap();
+    assert_eq!(t.location().to_string(), "s3://lake/sluice/fraud");
+    assert_eq!(t.labels_location().to_string(), "s3://lake/sluice/fraud_labels");
+    assert_eq!(t.dir, repo().join("data/_table_cache/fraud"), "readers' copies");
+    match t.location() {
+        sluice_tables::Location::S3 { options, .. } => {
+            assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+            assert!(options.allow_http);
+            assert_eq!(options.secret_access_key, None, "credentials come from the environment only");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let field_of = |extra: &str| -> Vec<String> {
+        issues_of(&format!("{with_table}\n[storage]\n{extra}\n")).into_iter().map(|i| i.field).collect()
+    };
+    assert_eq!(field_of("tables = \"s3://lake\"\nendpoint = \"http://127.0.0.1:8333\""), ["storage.endpoint"]);
+    assert_eq!(field_of("tables = \"s3://Bad_Bucket/x\""), ["storage.tables"]);
+    assert_eq!(field_of("tables = \"gs://lake/x\""), ["storage.tables"]);
+    assert_eq!(field_of("endpoint = \"https://s3.example\""), ["storage.tables"]);
+    assert_eq!(field_of("tables = \"/var/tables\"\nregion = \"eu-west-1\""), ["storage.tables"]);
+    assert_eq!(field_of("tables = \"s3://lake\"\nendpoint = \"ftp://x\""), ["storage.endpoint"]);
+    assert!(check(&format!("{with_table}\n[storage]\ntables = \"s3://lake\"\nsecret_access_key = \"x\"\n")).is_err());
+}

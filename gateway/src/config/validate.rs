@@ -31,6 +31,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
     let mut issues = Issues::default();
     let mut server = validate_server(&mut issues, &raw);
     server.data_dir = base.join(raw.server.data_dir.as_deref().unwrap_or("data"));
+    let storage = validate_storage(&mut issues, &raw.storage, &server.data_dir, base);
     server.tls = raw.server.tls.as_ref().map(|t| super::TlsFiles {
         cert_file: base.join(&t.cert_file),
         key_file: base.join(&t.key_file),
@@ -88,7 +89,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         if !endpoint_names.insert(e.name.clone()) {
             issues.add(format!("{field}.name"), format!("endpoint '{}' is defined twice; rename one", e.name));
         }
-        if let Some(ep) = validate_endpoint(&mut issues, &field, e, &server.data_dir, base) {
+        if let Some(ep) = validate_endpoint(&mut issues, &field, e, &storage, base) {
             for (j, (s, rs)) in ep.served_entities.iter().zip(&e.served_entities).enumerate() {
                 let f = format!("{field}.served_entities[{j}]");
                 let key = (s.model.clone(), s.version);
@@ -172,6 +173,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         versions,
         raw,
         base: base.to_path_buf(),
+        storage,
     })
 }
 
@@ -496,11 +498,62 @@ fn sorted(set: &HashSet<String>) -> Vec<&String> {
     v
 }
 
+/// `[storage]`: tables on a local path (default `data_dir`) or under an `s3://` prefix.
+fn validate_storage(
+    issues: &mut Issues,
+    raw: &super::raw::RawStorage,
+    data_dir: &Path,
+    base: &Path,
+) -> super::StorageConfig {
+    use sluice_tables::{Location, S3Options};
+    let local = super::StorageConfig { remote: None, local: data_dir.to_path_buf() };
+    let Some(tables) = raw.tables.as_deref() else {
+        if raw.endpoint.is_some() || raw.region.is_some() || raw.allow_http.is_some() || raw.cache_dir.is_some() {
+            issues.add("storage.tables", "storage settings without `tables`: set tables = \"s3://bucket/prefix\"");
+        }
+        return local;
+    };
+    if let Some(ep) = &raw.endpoint {
+        match url::Url::parse(ep) {
+            Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && raw.allow_http == Some(true)) => {}
+            Ok(u) if u.scheme() == "http" => {
+                issues.add("storage.endpoint", format!("'{ep}' is plain http; set allow_http = true to allow it"))
+            }
+            _ => issues.add("storage.endpoint", format!("'{ep}' is not an http(s) URL")),
+        }
+    }
+    let options = S3Options {
+        endpoint: raw.endpoint.clone(),
+        region: raw.region.clone(),
+        allow_http: raw.allow_http.unwrap_or(false),
+        ..S3Options::default()
+    };
+    match Location::parse(tables, &options) {
+        Ok(Location::Local(p)) => {
+            if raw.endpoint.is_some() || raw.region.is_some() || raw.allow_http.is_some() {
+                issues.add(
+                    "storage.tables",
+                    format!("'{tables}' is a local path; endpoint, region and allow_http are for s3://"),
+                );
+            }
+            super::StorageConfig { remote: None, local: base.join(p) }
+        }
+        Ok(remote) => {
+            let cache = raw.cache_dir.as_deref().map_or_else(|| data_dir.join("_table_cache"), |c| base.join(c));
+            super::StorageConfig { remote: Some(remote), local: cache }
+        }
+        Err(e) => {
+            issues.add("storage.tables", e.to_string());
+            local
+        }
+    }
+}
+
 fn validate_endpoint(
     issues: &mut Issues,
     field: &str,
     e: &RawEndpoint,
-    data_dir: &Path,
+    storage: &super::StorageConfig,
     base: &Path,
 ) -> Option<EndpointConfig> {
     let before = issues.0.len();
@@ -672,7 +725,7 @@ fn validate_endpoint(
             DEFAULT_SHADOW_QUEUE_MAX_BYTES
         }
     };
-    let table = e.inference_table.as_ref().and_then(|t| validate_table(issues, field, &e.name, t, data_dir));
+    let table = e.inference_table.as_ref().and_then(|t| validate_table(issues, field, &e.name, t, storage));
     let monitor = match &e.monitor {
         Some(m) if m.enabled.unwrap_or(true) => {
             if table.is_none() {
@@ -761,7 +814,7 @@ fn validate_table(
     field: &str,
     endpoint: &str,
     t: &super::raw::RawInferenceTable,
-    data_dir: &Path,
+    storage: &super::StorageConfig,
 ) -> Option<crate::inference_log::TableOptions> {
     use crate::inference_log::{OnFull, TableOptions};
     if !t.enabled.unwrap_or(true) {
@@ -804,7 +857,8 @@ fn validate_table(
     let max_payload_bytes = bounded("max_payload_bytes", t.max_payload_bytes, 65_536, 1 << 26) as usize;
     let retention_days = t.retention_days.map(|d| bounded("retention_days", Some(d), 1, 365_000) as u32);
     Some(TableOptions {
-        dir: data_dir.join(&table),
+        dir: storage.local.join(&table),
+        remote: storage.remote.as_ref().map(|r| r.child(&table)),
         table,
         sampling_fraction,
         on_full,

@@ -2,7 +2,7 @@
 //! Delta table (`<data_dir>/<table>_labels`, partitioned by `date`), joinable on `request_id` or
 //! `client_request_id`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,9 +73,9 @@ struct Pending {
 
 impl LabelSink {
     /// Starts the writer thread of the labels table in `dir`; it stops when every sink is dropped.
-    pub fn start(dir: PathBuf, name: &str) -> Result<LabelSink, std::io::Error> {
+    pub fn start(location: Location, name: &str) -> Result<LabelSink, std::io::Error> {
         let (tx, rx) = flume::unbounded::<Pending>();
-        let mut table = TableWriter::new(Location::Local(dir), spec())?;
+        let mut table = TableWriter::new(location, spec())?;
         std::thread::Builder::new().name(format!("labels-{name}")).spawn(move || {
             // the start of the last write: the next waits until a window after it
             let mut last: Option<Instant> = None;

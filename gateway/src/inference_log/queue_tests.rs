@@ -13,6 +13,7 @@ fn options(dir: &Path, on_full: OnFull, queue_capacity: usize, queue_max_bytes: 
     TableOptions {
         table: "q".into(),
         dir: dir.to_path_buf(),
+        remote: None,
         sampling_fraction: 1.0,
         on_full,
         queue_capacity,

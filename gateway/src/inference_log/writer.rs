@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use sluice_tables::{Location, TableSpec};
+use sluice_tables::TableSpec;
 
 use super::{
     CHECKPOINT_INTERVAL, InferenceRecord, LogError, Queued, RETENTION_EVERY, TableLayout, TableMetrics, TableOptions,
@@ -41,11 +41,12 @@ impl Writer {
             partition_by: vec!["date".into()],
             checkpoint_interval: CHECKPOINT_INTERVAL,
         };
-        let table = TableWriter::new(Location::Local(options.dir.clone()), spec)
-            .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?;
+        let table = TableWriter::new(options.location(), spec)
+            .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?
+            .count_retries(metrics.commit_retries.clone());
         let labels = match options.retention_days {
             Some(_) => Some(
-                TableWriter::new(Location::Local(super::labels::dir_of(&options.dir)), super::labels::spec())
+                TableWriter::new(options.labels_location(), super::labels::spec())
                     .map_err(|source| LogError::StartWriter { table: options.table.clone(), source })?,
             ),
             None => None,
@@ -127,7 +128,6 @@ impl Writer {
                 self.metrics.files.increment(a.files as u64);
                 self.metrics.bytes.increment(a.bytes);
                 self.metrics.commits.increment(1);
-                self.metrics.commit_retries.increment(u64::from(a.tries - 1));
                 self.metrics.commit_seconds.record(a.commit_seconds);
             }
             Err(e) => self.failed(rows, &e.to_string()),

@@ -104,6 +104,21 @@ impl Location {
         }
     }
 
+    /// The location `name` beside this one (same parent).
+    pub fn sibling(&self, name: &str) -> Location {
+        match self {
+            Location::Local(p) => Location::Local(p.with_file_name(name)),
+            Location::S3 { bucket, prefix, options } => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: match prefix.rsplit_once('/') {
+                    Some((parent, _)) => format!("{parent}/{name}"),
+                    None => name.to_string(),
+                },
+                options: options.clone(),
+            },
+        }
+    }
+
     /// The local directory, for a local location.
     pub fn local_path(&self) -> Option<&Path> {
         match self {

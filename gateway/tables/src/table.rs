@@ -155,6 +155,29 @@ impl Table {
         &self.inner
     }
 
+    /// Copies a data file of the table (`path` as [`DataFile::path`] gives it) into the local
+    /// file `dest`, chunk by chunk as it arrives (never the whole file in memory). Answers the
+    /// bytes written.
+    pub async fn download(&self, path: &str, dest: &std::path::Path) -> Result<u64, TableError> {
+        use futures::StreamExt as _;
+        use object_store::ObjectStoreExt as _;
+        use std::io::Write as _;
+        let store = self.inner.log_store().object_store(None);
+        let p = object_store::path::Path::parse(path)
+            .map_err(|e| TableError::Location { location: format!("{}/{path}", self.location), why: e.to_string() })?;
+        let io = |e: std::io::Error| TableError::Location { location: dest.display().to_string(), why: e.to_string() };
+        let mut stream = store.get(&p).await.map_err(|e| self.derr(e.into()))?.into_stream();
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dest).map_err(io)?);
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.derr(e.into()))?;
+            out.write_all(&chunk).map_err(io)?;
+            n += chunk.len() as u64;
+        }
+        out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+        Ok(n)
+    }
+
     pub(crate) fn delta_mut(&mut self) -> &mut DeltaTable {
         &mut self.inner
     }

@@ -8,7 +8,7 @@ use deltalake_core::arrow::array::{AsArray, Float64Array, Int64Array, RecordBatc
 use deltalake_core::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use deltalake_core::datafusion::prelude::SessionContext;
 
-use crate::{Location, Table, TableError, TableSpec};
+use crate::{Location, S3Options, Table, TableError, TableSpec};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sluice-tables-{name}-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
@@ -244,4 +244,14 @@ async fn maps_and_lists_are_written_whatever_their_arrow_field_names() {
     t.append(std::slice::from_ref(&b)).await.unwrap();
     t.append(&[b]).await.unwrap();
     assert_eq!(query_i64(&t, "SELECT count(*) FROM t WHERE p['fraud'] = 0.25 AND codes[1] = 'E1'").await, vec![2]);
+}
+
+#[test]
+fn siblings_share_the_parent() {
+    let o = S3Options::default();
+    let s3 = Location::parse("s3://bucket/tables/fraud", &o).unwrap();
+    assert_eq!(s3.sibling("fraud_labels"), Location::parse("s3://bucket/tables/fraud_labels", &o).unwrap());
+    let top = Location::parse("s3://bucket/fraud", &o).unwrap();
+    assert_eq!(top.sibling("fraud_labels"), Location::parse("s3://bucket/fraud_labels", &o).unwrap());
+    assert_eq!(Location::Local("/d/fraud".into()).sibling("fraud_labels"), Location::Local("/d/fraud_labels".into()));
 }

@@ -25,9 +25,9 @@ pub enum Job {
     Convert,
 }
 
-pub fn run(job: Job, dir: &Path) -> ExitCode {
+pub fn run(job: Job, table: &Location) -> ExitCode {
     let Some(rt) = super::super::runtime() else { return ExitCode::FAILURE };
-    match rt.block_on(go(job, dir)) {
+    match rt.block_on(go(job, table)) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS
@@ -39,31 +39,28 @@ pub fn run(job: Job, dir: &Path) -> ExitCode {
     }
 }
 
-async fn go(job: Job, dir: &Path) -> Result<String, CliError> {
-    let loc = Location::Local(dir.to_path_buf());
+async fn go(job: Job, loc: &Location) -> Result<String, CliError> {
     match job {
         Job::Optimize(target) => {
-            let mut t = Table::open(&loc).await?;
+            let mut t = Table::open(loc).await?;
             let o = t.optimize(target).await?;
-            Ok(format!(
-                "{}: {} files compacted into {} (version {})",
-                dir.display(),
-                o.files_removed,
-                o.files_added,
-                o.version
-            ))
+            Ok(format!("{loc}: {} files compacted into {} (version {})", o.files_removed, o.files_added, o.version))
         }
         Job::Vacuum(retain) => {
-            let mut t = Table::open(&loc).await?;
+            let mut t = Table::open(loc).await?;
             let v = t.vacuum(retain).await?;
             Ok(format!(
-                "{}: {} unreferenced files deleted, {} old log entries removed",
-                dir.display(),
-                v.files_deleted,
-                v.log_entries_deleted
+                "{loc}: {} unreferenced files deleted, {} old log entries removed",
+                v.files_deleted, v.log_entries_deleted
             ))
         }
-        Job::Convert => convert(dir).await,
+        Job::Convert => match loc.local_path() {
+            Some(dir) => convert(dir).await,
+            None => Err(CliError::Convert {
+                dir: loc.to_string().into(),
+                why: "convert works on a local directory (tables in object storage were never plain Parquet)".into(),
+            }),
+        },
     }
 }
 

@@ -1,6 +1,12 @@
-//! The files of a local Delta table's latest version, from its log. Tables stay open between
-//! calls (each call reads only the commits made since the last), on one runtime thread of their
-//! own, so that sync and async callers alike can ask without nesting runtimes.
+//! The files of a Delta table's latest version, from its log. Tables stay open between calls
+//! (each call reads only the commits made since the last), on one runtime thread of their own,
+//! so that sync and async callers alike can ask without nesting runtimes.
+//!
+//! A table in object storage is read through a local directory that holds copies of the files
+//! of its latest version (a read-through cache, as Databricks' disk cache): each listing syncs
+//! it with the log, downloading the files added since the last (whichever process wrote them)
+//! and deleting the copies of files the log removed (compaction, retention). Data files of a
+//! Delta table never change once written, so a copy is valid as long as the log lists its file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,21 @@ static RUNTIME: LazyLock<Option<tokio::runtime::Runtime>> = LazyLock::new(|| {
 /// Open tables by directory.
 static OPEN: LazyLock<tokio::sync::Mutex<HashMap<PathBuf, Table>>> = LazyLock::new(Default::default);
 
+/// Remote tables by the local directory their copies are kept in.
+static REMOTE: LazyLock<Mutex<HashMap<PathBuf, Location>>> = LazyLock::new(Default::default);
+
+/// Makes `dir` the local copy of the table at `remote`: listings of `dir` list the remote
+/// table's files, copied into `dir` first.
+pub fn mirror(dir: &Path, remote: Location) {
+    if let Ok(mut m) = REMOTE.lock() {
+        m.insert(dir.to_path_buf(), remote);
+    }
+}
+
+fn remote_of(dir: &Path) -> Option<Location> {
+    REMOTE.lock().ok().and_then(|m| m.get(dir).cloned())
+}
+
 /// When a log read last failed (warnings at most once a second).
 static LAST_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
 
@@ -30,14 +51,15 @@ static LAST_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
 /// oldest first (by the time each add action gives, then path); `None` when `dir` has no Delta log. A log that cannot be read gives no files (and a
 /// warning): listing the directory instead would show uncommitted and removed files.
 pub(super) fn log_files(dir: &Path) -> Option<Vec<PathBuf>> {
-    if !dir.join("_delta_log").is_dir() {
+    let remote = remote_of(dir);
+    if remote.is_none() && !dir.join("_delta_log").is_dir() {
         return None;
     }
     let rt = RUNTIME.as_ref()?;
     let key = dir.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
-        let _ = tx.send(files(key).await);
+        let _ = tx.send(files(key, remote).await);
     });
     match rx.recv() {
         Ok(Ok(files)) => Some(files),
@@ -49,20 +71,90 @@ pub(super) fn log_files(dir: &Path) -> Option<Vec<PathBuf>> {
     }
 }
 
-async fn files(dir: PathBuf) -> Result<Vec<PathBuf>, sluice_tables::TableError> {
+async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<PathBuf>, sluice_tables::TableError> {
     let mut open = OPEN.lock().await;
     let table = match open.remove(&dir) {
         Some(mut t) => {
             t.refresh().await?;
             t
         }
-        None => Table::open(&Location::Local(dir.clone())).await?,
+        None => {
+            let location = remote.clone().unwrap_or_else(|| Location::Local(dir.clone()));
+            match Table::open(&location).await {
+                Ok(t) => t,
+                // a remote table nobody has written yet: no files
+                Err(sluice_tables::TableError::NotATable { .. }) if remote.is_some() => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            }
+        }
     };
     let mut files = table.files()?;
     files.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
-    let out: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f.path)).collect();
-    open.insert(dir, table);
+    let out = if remote.is_some() { sync_copies(&dir, &table, &files).await } else { Ok(Vec::new()) };
+    open.insert(dir.clone(), table);
+    match out {
+        Err(e) => Err(e),
+        Ok(copies) if remote.is_some() => Ok(copies),
+        Ok(_) => Ok(files.into_iter().map(|f| dir.join(f.path)).collect()),
+    }
+}
+
+/// Brings the copies in `dir` in line with `files` (the remote table's latest version, in log
+/// order): downloads the missing ones (under a hidden name, then renamed, so a listing never
+/// sees half a file), deletes copies of files the version no longer has. Answers the copies,
+/// in the same order; a file that cannot be downloaded now is left out (and warned about) and
+/// tried again at the next listing.
+async fn sync_copies(
+    dir: &Path,
+    table: &Table,
+    files: &[sluice_tables::DataFile],
+) -> Result<Vec<PathBuf>, sluice_tables::TableError> {
+    let mut out = Vec::with_capacity(files.len());
+    let mut keep = std::collections::HashSet::new();
+    for f in files {
+        let local = dir.join(&f.path);
+        keep.insert(local.clone());
+        let have = std::fs::metadata(&local).map(|m| m.len() as i64 == f.size).unwrap_or(false);
+        if !have && let Err(e) = download(table, f, &local).await {
+            warn(dir, &e);
+            continue;
+        }
+        out.push(local);
+    }
+    // copies of files the version no longer lists (and downloads a crash left behind)
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !keep.contains(&p) {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
     Ok(out)
+}
+
+async fn download(table: &Table, f: &sluice_tables::DataFile, local: &Path) -> Result<(), sluice_tables::TableError> {
+    let io = |e: std::io::Error| sluice_tables::TableError::Location {
+        location: local.display().to_string(),
+        why: format!("cannot write the local copy: {e}"),
+    };
+    let parent = local.parent().unwrap_or(local);
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let name = local.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.download"));
+    let n = table.download(&f.path, &tmp).await?;
+    if n as i64 != f.size {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(sluice_tables::TableError::Location {
+            location: local.display().to_string(),
+            why: format!("downloaded {n} bytes, the log says the file has {}", f.size),
+        });
+    }
+    std::fs::rename(&tmp, local).map_err(io)
 }
 
 fn warn(dir: &Path, e: &sluice_tables::TableError) {
