@@ -6,7 +6,7 @@ pub mod history;
 mod overlay;
 pub mod overrides;
 pub mod raw;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;

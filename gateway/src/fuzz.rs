@@ -1,7 +1,7 @@
 //! Fuzz targets for every request parser, run as tests on the pinned stable toolchain:
 //! MLflow `/predict` JSON, V2 JSON, V2 binary (header + tensor bytes) and gRPC `ModelInferRequest`
 //! (protobuf decode, then into tensors), each followed by validation against real model schemas;
-//! labels posts; and the auth path (`Authorization` header, route need, token check, scope and
+//! labels posts; the `[storage]` config section and table locations; and the auth path (`Authorization` header, route need, token check, scope and
 //! hash parsing).
 //!
 //! Each target mutates the committed corpus (`gateway/fuzz/corpus/<target>/`) with a seeded
@@ -187,6 +187,28 @@ fn labels(_: &Models, input: &[u8]) {
     let _ = crate::inference_log::labels::parse(input);
 }
 
+/// The `[storage]` section's validation and the table locations it derives. Input lines are the
+/// section's values (`tables`, `endpoint`, `region`, `cache_dir`, `allow_http` when the fifth
+/// line is `true`); the TOML parser itself is the `toml` crate's, not Sluice's.
+fn storage(_: &Models, input: &[u8]) {
+    let text = String::from_utf8_lossy(input);
+    let mut lines = text.lines();
+    let mut next = || lines.next().map(str::to_string);
+    let raw = crate::config::raw::RawStorage {
+        tables: next(),
+        endpoint: next(),
+        region: next(),
+        cache_dir: next(),
+        allow_http: next().map(|l| l == "true"),
+    };
+    if let Ok(s) = crate::config::validate::storage_of(&raw, Path::new("/nonexistent/data"), Path::new("/nonexistent"))
+        && let Some(remote) = s.remote
+    {
+        let t = remote.child("fraud");
+        let _ = (t.sibling("fraud_labels").to_string(), t.url(), t.storage_options());
+    }
+}
+
 /// The auth path of a request: the input's first line is the `Authorization` header, the second
 /// the path. The bearer token is checked against a fixed set of principals (and the admin
 /// token) for the route's need on both ports; the other lines are parsed as scopes and hashes,
@@ -364,6 +386,11 @@ fn fuzz_v2_binary() {
 #[test]
 fn fuzz_labels() {
     fuzz("labels", labels);
+}
+
+#[test]
+fn fuzz_storage() {
+    fuzz("storage", storage);
 }
 
 #[test]

@@ -498,6 +498,17 @@ fn sorted(set: &HashSet<String>) -> Vec<&String> {
     v
 }
 
+/// The `[storage]` section alone (the fuzz target's entry).
+pub(crate) fn storage_of(
+    raw: &super::raw::RawStorage,
+    data_dir: &Path,
+    base: &Path,
+) -> Result<super::StorageConfig, Vec<ConfigIssue>> {
+    let mut issues = Issues::default();
+    let s = validate_storage(&mut issues, raw, data_dir, base);
+    if issues.0.is_empty() { Ok(s) } else { Err(issues.0) }
+}
+
 /// `[storage]`: tables on a local path (default `data_dir`) or under an `s3://` prefix.
 fn validate_storage(
     issues: &mut Issues,
