@@ -499,6 +499,7 @@ fn sorted(set: &HashSet<String>) -> Vec<&String> {
 }
 
 /// The `[storage]` section alone (the fuzz target's entry).
+#[cfg(test)]
 pub(crate) fn storage_of(
     raw: &super::raw::RawStorage,
     data_dir: &Path,
