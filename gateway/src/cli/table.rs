@@ -37,6 +37,12 @@ pub fn run(command: TableCommand, data_dir: &Path) -> ExitCode {
             return with_location(&table, data_dir, |l| upkeep::run(upkeep::Job::Convert, l));
         }
         TableCommand::Check { table } => {
+            if table.starts_with("s3://") {
+                eprintln!(
+                    "error: `sluice table check` reads local files; for a table in object storage, check the gateway's copies under storage.cache_dir"
+                );
+                return ExitCode::FAILURE;
+            }
             return match check(&table_dir(&table, data_dir)) {
                 Ok((out, ok)) => {
                     println!("{out}");
