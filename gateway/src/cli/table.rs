@@ -63,7 +63,12 @@ pub fn run(command: TableCommand, data_dir: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(query_location(&location, &q)) {
+    print_outcome(rt.block_on(query_location(&location, &q)))
+}
+
+/// Prints a command's output (exit 0) or its error (exit 1).
+pub(crate) fn print_outcome(r: Result<String, CliError>) -> ExitCode {
+    match r {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS

@@ -24,23 +24,13 @@ pub fn list_parquet(dir: &Path) -> Vec<PathBuf> {
     if let Some(files) = delta::log_files(dir) {
         return files;
     }
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let hidden = e.file_name().to_string_lossy().starts_with('.');
-            if hidden {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p);
-            }
-        }
-    }
+    let hidden = |p: &PathBuf| {
+        p.strip_prefix(dir).is_ok_and(|r| r.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')))
+    };
+    let mut out: Vec<PathBuf> = sluice_tables::files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !hidden(p))
+        .collect();
     out.sort();
     out
 }

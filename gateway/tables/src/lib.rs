@@ -15,7 +15,7 @@ mod table;
 mod upkeep;
 
 pub use error::TableError;
-pub use location::{Location, S3Options, register_s3};
+pub use location::{Location, S3Options, files_under, register_s3};
 pub use read::Changes;
 pub use table::{DataFile, Staged, Table, TableSpec};
 pub use upkeep::{Optimized, Retained, Vacuumed};

@@ -393,19 +393,7 @@ fn partition_columns(t: &DeltaTable) -> Option<Vec<String>> {
 }
 
 fn has_parquet(dir: &std::path::Path) -> bool {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                return true;
-            }
-        }
-    }
-    false
+    crate::files_under(dir).iter().any(|p| p.extension().is_some_and(|x| x == "parquet"))
 }
 
 /// Whether two Arrow types are the same Delta type (Delta has one string, one binary, and names

@@ -27,16 +27,7 @@ pub enum Job {
 
 pub fn run(job: Job, table: &Location) -> ExitCode {
     let Some(rt) = super::super::runtime() else { return ExitCode::FAILURE };
-    match rt.block_on(go(job, table)) {
-        Ok(out) => {
-            println!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    super::print_outcome(rt.block_on(go(job, table)))
 }
 
 async fn go(job: Job, loc: &Location) -> Result<String, CliError> {

@@ -122,16 +122,9 @@ async fn sync_copies(
         out.push(local);
     }
     // copies of files the version no longer lists (and downloads a crash left behind)
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !keep.contains(&p) {
-                let _ = std::fs::remove_file(&p);
-            }
+    for p in sluice_tables::files_under(dir) {
+        if !keep.contains(&p) {
+            let _ = std::fs::remove_file(&p);
         }
     }
     Ok(out)
