@@ -4,15 +4,20 @@
 
 writes, under OUTDIR (every number comes from numpy generators with fixed seeds):
 
-  payments/date=2024-03-05/part-00000.parquet        classification inference table (gateway layout)
+  payments/                                          classification inference table: a Delta table
+                                                     (gateway layout, partitioned by date), written
+                                                     by delta-rs' Python binding, one commit
   payments/date=2024-03-05/.part-00099.parquet.tmp   a hidden temp file the engine must ignore
-  payments_labels/date=2024-03-0{5,6,7}/part-00000.parquet  labels (request_id or client_request_id),
-                                                     partitioned by the labels' own timestamps
+  payments/date=2024-03-05/part-99999-uncommitted.parquet  a file beside the log that no commit
+                                                     added (an upload that never committed): the
+                                                     engine must read the log, not the directory
+  payments_labels/                                   labels (request_id or client_request_id), a
+                                                     Delta table partitioned by the labels' own dates
   payments_baseline.parquet                          baseline: feature columns + prediction
   eta/..., eta_labels/..., eta_baseline.parquet      regression table (prediction double)
   triage/..., triage_labels/..., triage_baseline.parquet  3-class table (multiclass ROC AUC)
 
-`write_payments_increment(table_dir)` adds payments/date=2024-03-05/part-00001.parquet: new rows
+`write_payments_increment(table_dir)` appends one commit with one new file to payments: new rows
 in the last hour only (the incremental-run test).
 
 Every table spans three consecutive hours of 2024-03-05 (10:00, 11:00, 12:00 UTC), so the "1 hour"
@@ -26,8 +31,8 @@ the default filter `status_code = 200` must drop) carries these edge cases:
 
   amount    lognormal, below 1000 except: exactly one status-200 row in hour 1 (a champion row,
             1500.0) so the slice `amount > 1000` = "true" has a single row there; several in hours
-            2 and 3. The 500 rows and the hidden file use amounts 5000 / 7777 so that reading
-            either would change that slice.
+            2 and 3. The 500 rows and the hidden and uncommitted files use amounts 5000 / 7777 so
+            that reading any of them would change that slice.
   shifted   N(0, 1) in hours 1-2 and in the baseline, N(3, 1) in hour 3 (drift in hour 3 only)
   stable    N(10, 2) rounded to 0.1 everywhere (ties; no drift)
   all_null  NULL in every row (table and baseline)
@@ -50,6 +55,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+import deltalake
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,6 +137,21 @@ def _write(table: pa.Table, path: Path) -> Path:
     return path
 
 
+def _append(table: pa.Table, table_dir: Path, day: str) -> Path:
+    """Appends `table` (its rows all of `day`) to the Delta table at table_dir, partitioned by
+    `date` as the gateway writes it, in one commit; returns the data file that commit added."""
+    dated = table.append_column("date", pa.array([day] * table.num_rows, pa.string()))
+    if not (table_dir / "_delta_log").is_dir():
+        # created first, so that every append is cast to the Delta schema and writes map entries
+        # as `key_value` (as Spark and the gateway do), not pyarrow's `entries`
+        deltalake.DeltaTable.create(str(table_dir), schema=dated.schema, partition_by=["date"])
+    before = set(deltalake.DeltaTable(str(table_dir)).file_uris())
+    deltalake.write_deltalake(str(table_dir), dated, mode="append", partition_by=["date"])
+    added = sorted(set(deltalake.DeltaTable(str(table_dir)).file_uris()) - before)
+    assert len(added) == 1, added
+    return Path(added[0].removeprefix("file://"))
+
+
 def _rows_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
 
@@ -141,10 +162,7 @@ def _write_labels(labels: list[dict], labels_dir: Path) -> list[Path]:
     for lab in labels:
         day = dt.datetime.fromtimestamp(lab["timestamp"] / 1e6, tz=UTC).strftime("%Y-%m-%d")
         by_date.setdefault(day, []).append(lab)
-    out = []
-    for day, rows in sorted(by_date.items()):
-        out.append(_write(_rows_table(rows, LABELS_SCHEMA), labels_dir / f"date={day}" / "part-00000.parquet"))
-    return out
+    return [_append(_rows_table(rows, LABELS_SCHEMA), labels_dir, day) for day, rows in sorted(by_date.items())]
 
 
 def _offset_us(rng: np.random.Generator) -> int:
@@ -355,7 +373,7 @@ def write_payments(root: Path) -> dict:
     rows, labels = payments_rows()
     table_dir = root / PAYMENTS
     part = table_dir / f"date={DAY}"
-    _write(_rows_table(rows, PAYMENTS_SCHEMA), part / "part-00000.parquet")
+    _append(_rows_table(rows, PAYMENTS_SCHEMA), table_dir, DAY)
     # A temp file as the gateway leaves it mid-write: valid Parquet, hidden name; never read.
     rng = np.random.default_rng(5)
     hidden = []
@@ -365,6 +383,8 @@ def write_payments(root: Path) -> dict:
         req = {"request_id": f"hidden-{k}", "client_request_id": None, "timestamp": START_US + _offset_us(rng)}
         hidden += _request_rows(req, [f], "champion", rng, 0.8, "payments", "fraud_classifier")
     _write(_rows_table(hidden, PAYMENTS_SCHEMA), part / ".part-00099.parquet.tmp")
+    # the same rows in a visible Parquet file that no commit added: only the log says it is not data
+    _write(_rows_table(hidden, PAYMENTS_SCHEMA), part / "part-99999-uncommitted.parquet")
     labels_dir = root / f"{PAYMENTS}_labels"
     _write_labels(labels, labels_dir)
     baseline = _write(payments_baseline(), root / f"{PAYMENTS}_baseline.parquet")
@@ -395,7 +415,7 @@ def write_payments_increment(table_dir: Path, seed: int = INCREMENT_SEED) -> Pat
                  "model_name": "fraud_classifier", "model_version": "1", "is_shadow": False,
                  "status_code": 500, "error": "model execution failed: simulated", "latency_ms": 2.0,
                  **f, "prediction": None, "probabilities": None})
-    return _write(_rows_table(rows, PAYMENTS_SCHEMA), table_dir / f"date={DAY}" / "part-00001.parquet")
+    return _append(_rows_table(rows, PAYMENTS_SCHEMA), table_dir, DAY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,7 +485,7 @@ def eta_rows(seed: int = ETA_SEED) -> tuple[list[dict], list[dict]]:
 def write_eta(root: Path) -> dict:
     rows, labels = eta_rows()
     table_dir = root / ETA
-    _write(_rows_table(rows, ETA_SCHEMA), table_dir / f"date={DAY}" / "part-00000.parquet")
+    _append(_rows_table(rows, ETA_SCHEMA), table_dir, DAY)
     labels_dir = root / f"{ETA}_labels"
     _write_labels(labels, labels_dir)
     rng = np.random.default_rng(BASELINE_SEED + 1)
@@ -519,7 +539,7 @@ def triage_rows(seed: int = TRIAGE_SEED) -> tuple[list[dict], list[dict]]:
 def write_triage(root: Path) -> dict:
     rows, labels = triage_rows()
     table_dir = root / TRIAGE
-    _write(_rows_table(rows, TRIAGE_SCHEMA), table_dir / f"date={DAY}" / "part-00000.parquet")
+    _append(_rows_table(rows, TRIAGE_SCHEMA), table_dir, DAY)
     labels_dir = root / f"{TRIAGE}_labels"
     _write_labels(labels, labels_dir)
     rng = np.random.default_rng(BASELINE_SEED + 2)
