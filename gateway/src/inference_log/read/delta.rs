@@ -89,6 +89,19 @@ async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<PathBuf>, s
         }
     };
     let mut files = table.files()?;
+    // a log names its files relative to the table; anything else (an absolute path or URL, `..`)
+    // would make a reader read, or a copy land, outside the table's directory
+    let outside: Vec<String> = files.iter().filter(|f| !inside(&f.path)).map(|f| f.path.clone()).collect();
+    if !outside.is_empty() {
+        files.retain(|f| inside(&f.path));
+        warn(
+            &dir,
+            &sluice_tables::TableError::Location {
+                location: dir.display().to_string(),
+                why: format!("the log names files outside the table, not read: {outside:?}"),
+            },
+        );
+    }
     files.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
     let out = if remote.is_some() { sync_copies(&dir, &table, &files).await } else { Ok(Vec::new()) };
     open.insert(dir.clone(), table);
@@ -97,6 +110,14 @@ async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<PathBuf>, s
         Ok(copies) if remote.is_some() => Ok(copies),
         Ok(_) => Ok(files.into_iter().map(|f| dir.join(f.path)).collect()),
     }
+}
+
+/// Whether a data file path from a log stays inside the table's directory: relative, with
+/// normal components only.
+fn inside(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains("://")
+        && Path::new(path).components().all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// Brings the copies in `dir` in line with `files` (the remote table's latest version, in log
@@ -157,5 +178,16 @@ fn warn(dir: &Path, e: &sluice_tables::TableError) {
     {
         *last = Some(now);
         tracing::warn!(table = %dir.display(), "cannot read the table's Delta log; reading no files of it: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_paths_must_stay_inside_the_table() {
+        assert!(super::inside("date=2026-12-06/part-00000-1.parquet"));
+        for bad in ["", "../x.parquet", "date=1/../../x.parquet", "/etc/passwd", "s3://other/x.parquet", "./x"] {
+            assert!(!super::inside(bad), "{bad}");
+        }
     }
 }
