@@ -11,14 +11,16 @@ Three release gateways run side by side, each with fraud_classifier v1 behind en
 (`[storage] tables = "s3://..."` on a SeaweedFS started here, the `weed` of the test venv). The
 load tool drives /predict on one at a time, closed loop, --clients connections, the first 2 s
 warm-up excluded, rounds alternated (off local s3, off local s3, ...) so machine noise hits all
-three alike. Commit times come from each gateway's `sluice_log_commit_duration_seconds` (all
+three alike. Commits are counted over the whole run (divided by the seconds under load: with
+no rows a writer commits nothing). Commit times come from each gateway's `sluice_log_commit_duration_seconds` (all
 commits of the run, warm-up included; p50 and p99 as the upper bound of the histogram bucket
-that holds them); commits per hour from the commits counted over the run.
+that holds them).
 """
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -101,7 +103,7 @@ def load(args, g: Gateway) -> dict:
             "p99_ms": r["latency_ms"]["p99"], "errors": r["requests"]["errors"]}
 
 
-def commit_stats(g: Gateway) -> dict:
+def commit_stats(g: Gateway, loaded_s: float) -> dict:
     m = g.metrics()
     t = 'table="fraud"'
     get = lambda name, extra="": next((v for k, v in m.items() if k.startswith(name + "{") and t in k  # noqa: E731
@@ -110,12 +112,11 @@ def commit_stats(g: Gateway) -> dict:
     total = get("sluice_log_commit_duration_seconds_sum")
     count = get("sluice_log_commit_duration_seconds_count")
     # quantiles from the histogram's buckets: the upper bound of the bucket that holds them
-    buckets = sorted((float(k.split('le="')[1].split('"')[0]), v) for k, v in m.items()
+    buckets = sorted((float(re.search(r'[{,]le="([^"]+)"', k).group(1)), v) for k, v in m.items()
                      if k.startswith("sluice_log_commit_duration_seconds_bucket{") and t in k and "+Inf" not in k)
     bound = lambda p: next((le for le, n in buckets if n >= p * count), None) if count else None  # noqa: E731
     q = {"0.5": bound(0.5), "0.99": bound(0.99)}
-    hours = (time.monotonic() - g.started) / 3600
-    return {"commits": commits, "commits_per_hour": commits / hours if hours else 0.0,
+    return {"commits": commits, "commits_per_loaded_s": commits / loaded_s,
             "mean_ms": 1000 * total / count if count else None,
             "p50_ms": 1000 * q["0.5"] if q["0.5"] else None, "p99_ms": 1000 * q["0.99"] if q["0.99"] else None,
             "retries": get("sluice_log_commit_retries_total"), "rows": get("sluice_log_rows_written_total"),
@@ -141,7 +142,7 @@ def main():
                 for g in gws:
                     runs[g.name].append(load(args, g))
             time.sleep(2)  # the last flushes
-            commits = {g.name: commit_stats(g) for g in gws[1:]}
+            commits = {g.name: commit_stats(g, args.rounds * args.seconds) for g in gws[1:]}
         finally:
             for g in gws:
                 g.stop()
@@ -154,7 +155,7 @@ def main():
     for n in ("off", "local", "s3"):
         m, c = mean[n], commits.get(n)
         fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-        cs = (f"{c['commits']:.0f} ({c['commits_per_hour']:.0f}/h) | {fmt(c['mean_ms'])} / {fmt(c['p50_ms'])} / "
+        cs = (f"{c['commits']:.0f} ({c['commits_per_loaded_s']:.2f}/s of load) | {fmt(c['mean_ms'])} / {fmt(c['p50_ms'])} / "
               f"{fmt(c['p99_ms'])} | {c['retries']:.0f}") if c else "- | - | -"
         print(f"| {n} | {m['rps']:,.0f} | {m['rps'] / off:.3f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {cs} |")
     if args.json:
