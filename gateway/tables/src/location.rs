@@ -208,10 +208,18 @@ impl ObjectStoreFactory for S3Stores {
                 b = b.with_config(key, v.clone());
             }
         }
+        // object_store retries a failed request itself for up to 3 minutes by default; Sluice's
+        // writers retry whole appends with their own backoff and a bound at shutdown, so one
+        // attempt gives up after 15 s of the store's retries (and 30 s for one request)
+        let retry = object_store::RetryConfig {
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..object_store::RetryConfig::default()
+        };
         let b = b
             .with_bucket_name(bucket)
             .with_virtual_hosted_style_request(false)
-            .with_conditional_put(S3ConditionalPut::ETagMatch);
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_retry(retry);
         let store = b.build().map_err(|e| DeltaTableError::GenericError { source: Box::new(e) })?;
         let path = object_store::path::Path::parse(url.path().trim_start_matches('/'))
             .map_err(|e| DeltaTableError::GenericError { source: Box::new(e) })?;
