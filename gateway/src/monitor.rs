@@ -30,11 +30,49 @@ pub use spec::{MonitorSpec, RawMonitor};
 /// What `sluice monitor run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct OfflineRun {
-    pub table: PathBuf,
+    /// A local directory or `s3://bucket/prefix/table`.
+    pub table: String,
     pub labels: Option<PathBuf>,
     pub baseline: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub out: Option<PathBuf>,
+}
+
+/// An `s3://` table of an offline run: it is read through copies of its files under
+/// `<out>/_table_cache/<table>` (as a gateway reads one), and so is its `<table>_labels` table
+/// when it exists and `--labels` names no local one. Returns (copy dir, labels dir, out).
+async fn remote_table(
+    run: &OfflineRun,
+    spec: &MonitorSpec,
+) -> Result<(PathBuf, Option<PathBuf>, PathBuf), MonitorError> {
+    let location = sluice_tables::Location::parse(&run.table, &sluice_tables::S3Options::default())
+        .map_err(|e| MonitorError::Config(e.to_string()))?;
+    let name = run.table.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+    let Some(out) = run.out.clone().or_else(|| spec.output_dir.clone()) else {
+        return Err(MonitorError::Config(format!(
+            "{}: an s3:// table needs --out (or the monitor's output_dir): where the metric tables go",
+            run.table
+        )));
+    };
+    // the table must exist: a missing one is an error, not an empty monitor
+    sluice_tables::Table::open(&location).await.map_err(|e| MonitorError::Config(e.to_string()))?;
+    let cache = out.join("_table_cache").join(&name);
+    crate::inference_log::read::mirror(&cache, location.clone());
+    let labels = match &run.labels {
+        Some(l) => Some(l.clone()),
+        None => {
+            let remote = location.sibling(&format!("{name}_labels"));
+            match sluice_tables::Table::open(&remote).await {
+                Ok(_) => {
+                    let dir = crate::inference_log::labels::dir_of(&cache);
+                    crate::inference_log::read::mirror(&dir, remote);
+                    Some(dir)
+                }
+                Err(_) => None,
+            }
+        }
+    };
+    Ok((cache, labels, out))
 }
 
 /// Reads a monitor config file (the keys of an endpoint's `monitor` table, at top level).
@@ -62,20 +100,26 @@ pub fn load_spec(path: Option<&Path>, baseline: Option<&Path>) -> Result<Monitor
 /// output directory already holds a state file), then the alert rules.
 pub async fn run_offline(run: &OfflineRun) -> Result<(RefreshReport, Vec<alerts::Transition>), MonitorError> {
     let spec = load_spec(run.config.as_deref(), run.baseline.as_deref())?;
-    if !run.table.is_dir() {
-        return Err(MonitorError::Config(format!("no table directory at {}", run.table.display())));
-    }
-    let name = run.table.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let labels = run.labels.clone().or_else(|| {
-        let l = crate::inference_log::labels::dir_of(&run.table);
-        l.is_dir().then_some(l)
-    });
-    let out = run
-        .out
-        .clone()
-        .or_else(|| spec.output_dir.clone())
-        .unwrap_or_else(|| run.table.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")));
-    let mut monitor = Monitor::new(spec, run.table.clone(), labels, out);
+    let (table, labels, out) = if run.table.starts_with("s3://") {
+        remote_table(run, &spec).await?
+    } else {
+        let table = PathBuf::from(&run.table);
+        if !table.is_dir() {
+            return Err(MonitorError::Config(format!("no table directory at {}", table.display())));
+        }
+        let labels = run.labels.clone().or_else(|| {
+            let l = crate::inference_log::labels::dir_of(&table);
+            l.is_dir().then_some(l)
+        });
+        let out = run
+            .out
+            .clone()
+            .or_else(|| spec.output_dir.clone())
+            .unwrap_or_else(|| table.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")));
+        (table, labels, out)
+    };
+    let name = table.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut monitor = Monitor::new(spec, table, labels, out);
     let report = monitor.refresh().await?;
     let transitions = alerts::evaluate(&mut monitor).await?;
     alerts::deliver(&mut monitor, &name, &transitions).await;

@@ -117,7 +117,8 @@ pub async fn execute(settings: &Settings) -> Result<(Report, Verdict), Error> {
         format!("the {SERVED_MODEL_HEADER} response header")
     };
 
-    let collector = Arc::new(Collector::new(plan.phases.len())?);
+    let request_log = settings.request_log.as_deref().map(crate::request_log::RequestLog::create).transpose()?;
+    let collector = Arc::new(Collector::new(plan.phases.len())?.with_request_log(request_log));
     let work = Arc::new(Workload { sender, source });
     let start = Instant::now();
     let show_progress = settings.progress || (plan.total().as_secs_f64() > 10.0 && std::io::stderr().is_terminal());
@@ -125,7 +126,8 @@ pub async fn execute(settings: &Settings) -> Result<(Report, Verdict), Error> {
         let names = settings.phases.iter().map(|p| p.name.clone()).collect();
         tokio::spawn(crate::progress::report_every_second(collector.clone(), start, plan.total(), plan.warmup, names))
     });
-    let tallies = crate::runner::run(&plan, work, collector, start).await;
+    let tallies = crate::runner::run(&plan, work, collector.clone(), start).await;
+    collector.finish()?;
     if let Some(p) = progress {
         p.abort();
         let _aborted = p.await;

@@ -198,6 +198,12 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
+    /// Write one JSON line per request sent (warm-up included) to this file: the request id the
+    /// server answered with (`x-request-id`, or the ModelInferResponse id), rows, outcome and
+    /// served model; for checking what the server logged against what it answered
+    #[arg(long, value_name = "FILE")]
+    pub request_log: Option<PathBuf>,
+
     /// Print a progress line to stderr every second (default: only on runs over 10 s when stderr is
     /// a terminal)
     #[arg(long)]

@@ -19,14 +19,18 @@ use tonic::transport::Channel;
 use crate::encode::{HttpBody, Prepared};
 use crate::error::Error;
 
+/// The response header that carries the server's request id (Sluice, and most gateways).
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// Longest error detail kept as an example in the report.
 const DETAIL_CHARS: usize = 200;
 
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// A success; `served` is the served model the server named, if it named one.
-    Ok { served: Option<String> },
+    /// A success; `served` is the served model the server named, if it named one, and `id` the
+    /// request id it answered with, if any.
+    Ok { served: Option<String>, id: Option<String> },
     /// A failure: its kind (the report's error key) and a short detail.
     Failed { kind: String, detail: String },
 }
@@ -72,12 +76,13 @@ impl HttpClient {
         };
         let status = resp.status();
         let served = resp.headers().get(SERVED_MODEL_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let id = resp.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = match resp.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => return Outcome::failed("transport", format!("reading the answer: {}", error_chain(&e))),
         };
         if status.is_success() {
-            Outcome::Ok { served }
+            Outcome::Ok { served, id }
         } else {
             Outcome::failed(format!("http_{}", status.as_u16()), error_text(&bytes))
         }
@@ -187,7 +192,8 @@ impl GrpcClient {
                         Some(pb::infer_parameter::ParameterChoice::StringParam(s)) => Some(s.clone()),
                         _ => None,
                     });
-                Outcome::Ok { served: from_param.or(from_meta) }
+                let id = Some(resp.get_ref().id.clone()).filter(|id| !id.is_empty());
+                Outcome::Ok { served: from_param.or(from_meta), id }
             }
             Err(status) => {
                 // A status with a source was made by the client from a transport failure; one the

@@ -14,6 +14,7 @@ pub mod payload;
 pub mod progress;
 pub mod recorder;
 pub mod report;
+pub mod request_log;
 pub mod runner;
 pub mod scenario;
 pub mod schema;

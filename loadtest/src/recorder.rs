@@ -58,7 +58,7 @@ impl Tally {
     pub fn record(&mut self, latency: Duration, rows: usize, outcome: &Outcome) {
         self.total += 1;
         match outcome {
-            Outcome::Ok { served } => {
+            Outcome::Ok { served, .. } => {
                 self.ok += 1;
                 self.ok_rows += rows as u64;
                 let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);

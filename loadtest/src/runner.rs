@@ -22,6 +22,7 @@ use crate::encode::{Encoder, Prepared};
 use crate::error::Error;
 use crate::payload::{Rows, Shift};
 use crate::recorder::{CLIENT_OVERLOAD, Tally};
+use crate::request_log::RequestLog;
 use crate::scenario::Mode;
 
 /// A phase ready to run.
@@ -108,13 +109,26 @@ pub struct Live {
 pub struct Collector {
     tallies: Mutex<Vec<Tally>>,
     pub live: Live,
+    /// Every request sent, when `--request-log` asks for it.
+    request_log: Option<RequestLog>,
 }
 
 impl Collector {
     /// A collector for `phases` phases.
     pub fn new(phases: usize) -> Result<Collector, Error> {
         let tallies = (0..phases).map(|_| Tally::new()).collect::<Result<Vec<_>, _>>()?;
-        Ok(Collector { tallies: Mutex::new(tallies), live: Live::default() })
+        Ok(Collector { tallies: Mutex::new(tallies), live: Live::default(), request_log: None })
+    }
+
+    /// Also writes a line per request to `log`.
+    pub fn with_request_log(mut self, log: Option<RequestLog>) -> Collector {
+        self.request_log = log;
+        self
+    }
+
+    /// Flushes the request log, if there is one.
+    pub fn finish(&self) -> Result<(), Error> {
+        self.request_log.as_ref().map_or(Ok(()), RequestLog::finish)
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Tally>> {
@@ -128,6 +142,9 @@ impl Collector {
             Outcome::Ok { .. } => self.live.ok.fetch_add(1, Ordering::Relaxed),
             Outcome::Failed { .. } => self.live.failed.fetch_add(1, Ordering::Relaxed),
         };
+        if let Some(log) = &self.request_log {
+            log.record(phase, measured, rows, outcome);
+        }
         if !measured {
             return;
         }

@@ -47,6 +47,7 @@ pub struct Settings {
     pub slo: SloLimits,
     pub output: Output,
     pub json: Option<PathBuf>,
+    pub request_log: Option<PathBuf>,
     pub progress: bool,
     pub scenario: Option<PathBuf>,
 }
@@ -200,6 +201,7 @@ impl Settings {
             slo,
             output: cli.output,
             json: cli.json,
+            request_log: cli.request_log,
             progress: cli.progress,
             scenario: cli.scenario,
         })

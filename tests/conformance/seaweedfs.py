@@ -112,11 +112,13 @@ class Weed:
             assert status == 200, f"creating bucket {BUCKET} answered {status}\n{self.log()}"
             self.bucket_created = True
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds (its filer waits 15 s for gRPC streams to
+        end on a graceful stop; what it has written is on disk either way)."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
@@ -128,6 +130,19 @@ class Weed:
 
     def storage_options(self) -> dict:
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ALLOW_HTTP": "true", **CREDENTIALS}
+
+    def fs(self):
+        """pyarrow's S3 filesystem on this server (listing objects, copying a table out)."""
+        from pyarrow import fs
+        return fs.S3FileSystem(access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"], secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                               region=CREDENTIALS["AWS_REGION"], endpoint_override=f"127.0.0.1:{self.s3}",
+                               scheme="http", force_virtual_addressing=False)
+
+    def objects(self, prefix: str) -> list[str]:
+        """Keys of the objects under `prefix` (of the test bucket), sorted."""
+        from pyarrow import fs
+        infos = self.fs().get_file_info(fs.FileSelector(f"{BUCKET}/{prefix}", recursive=True, allow_not_found=True))
+        return sorted(i.path.removeprefix(f"{BUCKET}/") for i in infos if i.type == fs.FileType.File)
 
 
 class FaultProxy:

@@ -202,7 +202,8 @@ class Load:
             seq += 1
             offset, n = rnd.randrange(len(POOL)), rnd.randint(*self.rows)
             rec = Sent(offset, n, time.monotonic())
-            self.sent[rid] = rec
+            with self._lock:  # readers snapshot `sent` under the lock while clients add to it
+                self.sent[rid] = rec
             conn = httplib.HTTPConnection(self.host, self.port, timeout=60)
             try:
                 conn.request("POST", f"/endpoints/{ENDPOINT}/predict", body=self._bodies[(offset, n)],
@@ -252,11 +253,16 @@ class Load:
                 f"every client stopped early: {self.summary()}"
             time.sleep(0.05)
 
+    def records(self) -> dict[str, Sent]:
+        """A snapshot of every request sent so far (safe while the clients run)."""
+        with self._lock:
+            return dict(self.sent)
+
     def answered(self) -> dict[str, Sent]:
-        return {rid: s for rid, s in list(self.sent.items()) if s.status == 200}
+        return {rid: s for rid, s in self.records().items() if s.status == 200}
 
     def summary(self) -> str:
-        recs = list(self.sent.values())
+        recs = list(self.records().values())
         statuses: dict = {}
         for s in recs:
             statuses[s.status] = statuses.get(s.status, 0) + 1

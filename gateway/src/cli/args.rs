@@ -185,9 +185,11 @@ pub enum MonitorCommand {
     /// Write (or bring up to date) `<table>_profile_metrics` and `<table>_drift_metrics` for an
     /// inference table directory. Incremental: a second run reads only files added since.
     Run {
-        /// The inference table directory (e.g. data/fraud).
+        /// The inference table: a directory (e.g. data/fraud) or `s3://bucket/prefix/table`
+        /// (endpoint, region and credentials from the `AWS_*` environment variables; its files
+        /// are read through copies under `<out>/_table_cache`).
         #[arg(long)]
-        table: PathBuf,
+        table: String,
         /// Baseline Parquet file (a training sample); overrides the config's `baseline`.
         #[arg(long)]
         baseline: Option<PathBuf>,
@@ -197,7 +199,8 @@ pub enum MonitorCommand {
         /// Labels table directory (default: <table>_labels beside the table, if present).
         #[arg(long)]
         labels: Option<PathBuf>,
-        /// Where the metric tables go (default: the table's parent directory).
+        /// Where the metric tables go (default: the table's parent directory; required for an
+        /// `s3://` table).
         #[arg(long)]
         out: Option<PathBuf>,
     },
