@@ -126,3 +126,34 @@ pub async fn run_offline(run: &OfflineRun) -> Result<(RefreshReport, Vec<alerts:
     monitor.save_state()?;
     Ok((report, transitions))
 }
+
+#[cfg(test)]
+mod offline_tests {
+    use super::*;
+
+    fn run(table: &str, out: Option<PathBuf>) -> OfflineRun {
+        let baseline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fraud_classifier/1/baseline.parquet");
+        OfflineRun { table: table.to_string(), labels: None, baseline: Some(baseline), config: None, out }
+    }
+
+    async fn error_of(r: &OfflineRun) -> String {
+        match run_offline(r).await {
+            Ok(_) => panic!("{} ran", r.table),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_tables_are_refused_by_name_before_any_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = error_of(&run("s3://bucket/prefix/fraud", None)).await;
+        assert!(e.contains("needs --out"), "{e}");
+        let e = error_of(&run("s3://Bad_Bucket/fraud", Some(dir.path().to_path_buf()))).await;
+        assert!(e.contains("not an S3 bucket name"), "{e}");
+        let e = error_of(&run("s3://bucket/../fraud", Some(dir.path().to_path_buf()))).await;
+        assert!(e.contains("'..'"), "{e}");
+        let missing = dir.path().join("no-such-table");
+        let e = error_of(&run(&missing.display().to_string(), None)).await;
+        assert!(e.contains("no table directory"), "{e}");
+    }
+}
