@@ -33,6 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REL = ROOT / "target" / "release"
+
+from bench_support import start_gateway  # noqa: E402  (scripts/ is on sys.path: the script's own dir)
+
 PAYLOAD = ROOT / "tests" / "fixtures" / "inputs" / "fraud_classifier.json"
 
 CONFIG = """
@@ -74,19 +77,7 @@ class Gateway:
         self.dir = Path(tempfile.mkdtemp(dir=tmp))
         cfg = self.dir / "sluice.toml"
         cfg.write_text(CONFIG.format(data=self.dir / "data", root=ROOT, mlp_batching=str(mlp_batching).lower()))
-        ports = self.dir / "ports.json"
-        self.log = open(self.dir / "sluice.log", "w")
-        self.proc = subprocess.Popen(
-            [str(binary or REL / "sluice"), "serve", "--config", str(cfg), "--ort-lib", str(ROOT / ".ort/lib/libonnxruntime.so"),
-             "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ports-file", str(ports)],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(240):
-            if ports.exists() and ports.stat().st_size:
-                break
-            if self.proc.poll() is not None:
-                sys.exit(f"gateway exited; see {self.dir / 'sluice.log'}")
-            time.sleep(0.25)
-        p = json.loads(ports.read_text())
+        self.proc, p, self.log = start_gateway(self.dir, cfg, binary)
         self.http, self.grpc = f"http://127.0.0.1:{p['http']}", f"http://127.0.0.1:{p['grpc']}"
 
     def stop(self):

@@ -19,7 +19,6 @@ that holds them).
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -33,6 +32,8 @@ REL = ROOT / "target" / "release"
 PAYLOAD = ROOT / "tests" / "fixtures" / "inputs" / "fraud_classifier.json"
 sys.path.insert(0, str(ROOT / "tests" / "conformance"))
 from seaweedfs import BUCKET, CREDENTIALS, Weed  # noqa: E402
+
+from bench_support import start_gateway  # noqa: E402
 
 CONFIG = """
 [server]
@@ -58,19 +59,7 @@ class Gateway:
         cfg = self.dir / "sluice.toml"
         cfg.write_text(CONFIG.format(data=self.dir / "data", root=ROOT, storage=storage,
                                      table="inference_table = { enabled = true }" if table else ""))
-        ports = self.dir / "ports.json"
-        self.log = open(self.dir / "sluice.log", "w")
-        self.proc = subprocess.Popen(
-            [str(REL / "sluice"), "serve", "--config", str(cfg), "--ort-lib", str(ROOT / ".ort/lib/libonnxruntime.so"),
-             "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ports-file", str(ports)],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **CREDENTIALS})
-        for _ in range(240):
-            if ports.exists() and ports.stat().st_size:
-                break
-            if self.proc.poll() is not None:
-                sys.exit(f"gateway {name} exited; see {self.dir / 'sluice.log'}")
-            time.sleep(0.25)
-        p = json.loads(ports.read_text())
+        self.proc, p, self.log = start_gateway(self.dir, cfg, env=CREDENTIALS)
         self.http, self.admin = f"http://127.0.0.1:{p['http']}", f"http://127.0.0.1:{p['admin']}"
         self.started = time.monotonic()
 

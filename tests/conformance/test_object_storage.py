@@ -313,7 +313,7 @@ def test_sigkill_of_one_of_two_writers_leaves_every_version_readable(tmp_path, w
     load_k = Load(killed.base, "kill", threads=3).start()
     load_o = Load(other.base, "other", threads=2, seed=2).start()
     try:
-        # both have committed before the measured part starts
+        # the table has its first versions before the measured part starts
         wait_for_rows(weed, 1, killed, "after the start")
         load_k.run_for(3.0, min_answered=150)
         t_kill = time.monotonic()
