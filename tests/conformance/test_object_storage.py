@@ -384,12 +384,14 @@ def test_a_10s_object_store_outage_under_load(tmp_path, weed, policy):
         want = 2 * sum(s.n for s in answered.values())  # a primary and a shadow row per request row
         wait_for_rows(weed, lambda: want - gw.metric_sum(DROPPED, f'table="{TABLE}"'), gw, "after the outage")
         dropped = gw.metric_sum(DROPPED, f'table="{TABLE}"')
+        drop_lines = [line for line in gw.metrics().splitlines() if line.startswith(DROPPED + "{")]
         retries = gw.metric("sluice_log_commit_retries_total", f'table="{TABLE}"')
         print(f"{policy}: {len(answered)} answered, {during} of them while the store was down "
               f"({time.monotonic() - t_down:.1f} s ago); {dropped:.0f} rows dropped, {retries:.0f} commit retries")
     finally:
         if gw.proc.poll() is None:
             gw.terminate()
+    log = gw.log()
     rows = table_rows(weed)
     if policy == "block":
         assert dropped == 0, f"{dropped} rows dropped with on_queue_full = block"
@@ -404,8 +406,12 @@ def test_a_10s_object_store_outage_under_load(tmp_path, weed, policy):
            {("shadow",) + k for k in keys(shadow)}
     want_all = want | {("shadow",) + k for k in want}
     assert have <= want_all, f"rows nobody sent: {sorted(have - want_all)[:8]}"
-    missing = len(want_all - have)
-    assert missing == dropped, f"{missing} rows are missing from the table, {dropped:.0f} were counted as dropped"
+    missing = want_all - have
+    missing_shadow = sum(1 for k in missing if k[0] == "shadow")
+    assert len(missing) == dropped, (
+        f"{len(missing)} rows are missing from the table ({len(missing) - missing_shadow} primary, "
+        f"{missing_shadow} shadow), {dropped:.0f} were counted as dropped: "
+        f"{[line for line in drop_lines if line]}\n{log}")
 
 
 def test_throttling_and_slow_answers_are_ridden_out_and_nothing_is_lost(tmp_path, weed):
@@ -488,7 +494,9 @@ def test_optimize_and_vacuum_while_a_gateway_appends(tmp_path, weed):
         f"optimize left {len(still_listed)} of the {len(listed_before)} files it started from\n{out}"
     assert compacted and compacted <= deleted, \
         f"vacuum deleted {len(deleted & compacted)} of the {len(compacted)} files optimize removed\n{vac}"
-    assert not (deleted - compacted), f"vacuum deleted files optimize did not remove: {sorted(deleted - compacted)[:5]}"
+    # (it may delete more: files appended after the listing above that optimize compacted too)
+    live = deleted & listed_keys(weed)
+    assert not live, f"vacuum deleted files the table still lists: {sorted(live)[:5]}"
     assert_all_answered_logged_once(table_rows(weed), {rid: s.n for rid, s in load.answered().items()},
                                     "through optimize and vacuum")
     assert_log_whole(weed, every_version=False)  # vacuum deleted what the early versions list

@@ -3,9 +3,11 @@
 //! so that sync and async callers alike can ask without nesting runtimes.
 //!
 //! A table in object storage is read through a local directory that holds copies of the files
-//! of its latest version (a read-through cache, as Databricks' disk cache): each listing syncs
-//! it with the log, downloading the files added since the last (whichever process wrote them)
-//! and deleting the copies of files the log removed (compaction, retention). Data files of a
+//! of its latest version (a read-through cache, as Databricks' disk cache): a listing that
+//! finds a new version syncs it with the log, downloading the files added since the last
+//! (whichever process wrote them) and deleting the copies of files the log removed (compaction,
+//! retention); one at the version already synced answers the copies without touching the
+//! disk. Data files of a
 //! Delta table never change once written, so a copy is valid as long as the log lists its file.
 
 use std::collections::HashMap;
@@ -42,6 +44,20 @@ pub fn mirror(dir: &Path, remote: Location) {
 
 fn remote_of(dir: &Path) -> Option<Location> {
     REMOTE.lock().ok().and_then(|m| m.get(dir).cloned())
+}
+
+/// Per copy directory: the version its copies were last brought in line with, and the copies
+/// (all of that version's files). A listing at the same version answers them without looking
+/// at the disk; a new version (or an incomplete last sync) syncs again.
+static SYNCED: LazyLock<Mutex<HashMap<PathBuf, Synced>>> = LazyLock::new(Default::default);
+
+/// A version and the copies of its files.
+type Synced = (u64, Vec<PathBuf>);
+
+fn synced(dir: &Path, version: Option<u64>) -> Option<Vec<PathBuf>> {
+    let version = version?;
+    let m = SYNCED.lock().ok()?;
+    m.get(dir).filter(|(v, _)| *v == version).map(|(_, copies)| copies.clone())
 }
 
 /// When a log read last failed (warnings at most once a second).
@@ -103,7 +119,21 @@ async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<PathBuf>, s
         );
     }
     files.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
-    let out = if remote.is_some() { sync_copies(&dir, &table, &files).await } else { Ok(Vec::new()) };
+    let version = table.version();
+    let out = match (&remote, synced(&dir, version)) {
+        (None, _) => Ok(Vec::new()),
+        (Some(_), Some(copies)) => Ok(copies),
+        (Some(_), None) => {
+            let out = sync_copies(&dir, &table, &files).await;
+            if let (Ok(copies), Some(v)) = (&out, version)
+                && copies.len() == files.len()
+                && let Ok(mut m) = SYNCED.lock()
+            {
+                m.insert(dir.clone(), (v, copies.clone()));
+            }
+            out
+        }
+    };
     open.insert(dir.clone(), table);
     match out {
         Err(e) => Err(e),
