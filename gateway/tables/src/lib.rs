@@ -17,7 +17,7 @@ mod upkeep;
 pub use error::TableError;
 pub use location::{Location, S3Options, files_under, register_s3};
 pub use read::Changes;
-pub use table::{DataFile, Staged, Table, TableSpec};
+pub use table::{DataFile, Selector, Staged, Table, TableSpec};
 pub use upkeep::{Optimized, Retained, Vacuumed};
 
 /// The Delta crates this one is built on, for callers that need their types.

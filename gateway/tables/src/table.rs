@@ -20,7 +20,7 @@ use deltalake_core::arrow::compute::cast;
 use deltalake_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake_core::kernel::{Action, Add, StructField, StructType, Transaction};
+use deltalake_core::kernel::{Action, Add, LogicalFileView, StructField, StructType, Transaction};
 use deltalake_core::parquet::basic::{Compression, ZstdLevel};
 use deltalake_core::parquet::file::properties::WriterProperties;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
@@ -76,6 +76,13 @@ impl Staged {
     pub fn files(&self) -> usize {
         self.adds.len()
     }
+
+    /// Adds `other`'s files to these, to be committed together (under this one's transaction).
+    pub fn merge(&mut self, other: Staged) {
+        self.adds.extend(other.adds);
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
 }
 
 /// One data file of a table's version.
@@ -88,10 +95,48 @@ pub struct DataFile {
     pub modified: i64,
     pub rows: Option<usize>,
     pub partition: HashMap<String, Option<String>>,
-    /// Smallest and largest value of each Long or Timestamp column with statistics.
+    /// Smallest and largest value of each Long or Timestamp column with statistics; a field of
+    /// a struct column by its dotted path (`window.start`).
     pub min: HashMap<String, i64>,
     pub max: HashMap<String, i64>,
+    /// The same for String columns.
+    pub min_text: HashMap<String, String>,
+    pub max_text: HashMap<String, String>,
 }
+
+impl DataFile {
+    fn of(f: &LogicalFileView) -> DataFile {
+        let (min, min_text) = stats(f.min_values());
+        let (max, max_text) = stats(f.max_values());
+        DataFile {
+            path: f.path().into_owned(),
+            size: f.size(),
+            modified: f.modification_time(),
+            rows: f.num_records(),
+            partition: f.partition_values_map(),
+            min,
+            max,
+            min_text,
+            max_text,
+        }
+    }
+
+    /// Whether every row of the file has `value` in String column `column` (by its statistics).
+    pub fn all_text(&self, column: &str, value: &str) -> bool {
+        self.min_text.get(column).is_some_and(|v| v == value) && self.max_text.get(column).is_some_and(|v| v == value)
+    }
+
+    /// Whether every row of the file has the timestamp `micros` in column `column`, to the
+    /// millisecond: Delta keeps timestamp statistics in milliseconds, the minimum truncated and
+    /// the maximum rounded up (delta-rs writes a whole-millisecond maximum `v` as `v + 1 ms`).
+    pub fn all_time(&self, column: &str, micros: i64) -> bool {
+        let ms = micros - micros.rem_euclid(1000);
+        self.min.get(column) == Some(&ms) && self.max.get(column).is_some_and(|&m| m >= ms && m <= ms + 1000)
+    }
+}
+
+/// Picks the data files a [`Table::replace`] removes.
+pub type Selector = dyn Fn(&DataFile) -> bool + Sync;
 
 impl Table {
     /// Opens an existing table (readers). A local directory of plain Parquet files without a
@@ -199,19 +244,7 @@ impl Table {
     /// The data files of the loaded version.
     pub fn files(&self) -> Result<Vec<DataFile>, TableError> {
         let snap = self.inner.snapshot().map_err(|e| self.derr(e))?;
-        Ok(snap
-            .log_data()
-            .iter()
-            .map(|f| DataFile {
-                path: f.path().into_owned(),
-                size: f.size(),
-                modified: f.modification_time(),
-                rows: f.num_records(),
-                partition: f.partition_values_map(),
-                min: long_stats(f.min_values()),
-                max: long_stats(f.max_values()),
-            })
-            .collect())
+        Ok(snap.log_data().iter().map(|f| DataFile::of(&f)).collect())
     }
 
     /// Uploads `batches` as Parquet files of the table (not yet visible to readers). Columns the
@@ -250,6 +283,29 @@ impl Table {
         if staged.adds.is_empty() {
             return Ok(self.version().unwrap_or(0));
         }
+        self.commit_with(staged, None).await
+    }
+
+    /// Commits staged files in place of the files of the loaded version that `replaced` picks,
+    /// in one commit: an overwrite whose `predicate` (a SQL condition over the table's columns
+    /// that holds for exactly the replaced rows, as Spark's `replaceWhere`) is written to the
+    /// log. Readers see the old rows or the new ones, never both or neither. Retried as
+    /// [`Table::commit`]; a concurrent append of rows matching `predicate` is a conflict (the
+    /// table is reloaded and the files to remove picked again).
+    pub async fn replace(
+        &mut self,
+        staged: &mut Staged,
+        predicate: &str,
+        replaced: &Selector,
+    ) -> Result<u64, TableError> {
+        self.commit_with(staged, Some((predicate, replaced))).await
+    }
+
+    async fn commit_with(
+        &mut self,
+        staged: &mut Staged,
+        replacing: Option<(&str, &Selector)>,
+    ) -> Result<u64, TableError> {
         if staged.tried {
             self.refresh().await?;
             if self.landed(&staged.txn).await? {
@@ -258,19 +314,35 @@ impl Table {
         }
         let mut conflicts = 0;
         loop {
+            let snapshot = self.inner.snapshot().map_err(|e| self.derr(e))?;
+            let mut actions: Vec<Action> = staged.adds.iter().cloned().map(Action::Add).collect();
+            let op = match replacing {
+                None => DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: partition_columns(&self.inner),
+                    predicate: None,
+                },
+                Some((predicate, replaced)) => {
+                    let log = snapshot.log_data();
+                    let removes = log.iter().filter(|f| replaced(&DataFile::of(f)));
+                    actions.extend(removes.map(|f| Action::Remove(f.remove_action(true))));
+                    DeltaOperation::Write {
+                        mode: SaveMode::Overwrite,
+                        partition_by: partition_columns(&self.inner),
+                        predicate: Some(predicate.to_string()),
+                    }
+                }
+            };
+            if actions.is_empty() {
+                return Ok(self.version().unwrap_or(0));
+            }
             staged.tried = true;
             let props = CommitProperties::default()
                 .with_application_transaction(staged.txn.clone())
                 // log cleanup lists `_delta_log` after each commit: `sluice table vacuum` does it
                 .with_cleanup_expired_logs(Some(false));
-            let op = DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: partition_columns(&self.inner),
-                predicate: None,
-            };
-            let snapshot = self.inner.snapshot().map_err(|e| self.derr(e))?;
             let done = CommitBuilder::from(props)
-                .with_actions(staged.adds.iter().cloned().map(Action::Add).collect())
+                .with_actions(actions)
                 .build(Some(snapshot), self.inner.log_store(), op)
                 .await;
             match done {
@@ -283,7 +355,7 @@ impl Table {
                     if conflicts < CONFLICT_RETRIES =>
                 {
                     conflicts += 1;
-                    tracing::debug!(table = %self.location, "append commit conflicted ({c}); reloading and committing again");
+                    tracing::debug!(table = %self.location, "commit conflicted ({c}); reloading and committing again");
                     self.refresh().await?;
                     if self.landed(&staged.txn).await? {
                         return Ok(self.version().unwrap_or(0));
@@ -415,15 +487,28 @@ fn same_type(a: &DataType, b: &DataType) -> bool {
     }
 }
 
-/// The Long and Timestamp values of a stats struct, by column name.
-fn long_stats(s: Option<Scalar>) -> HashMap<String, i64> {
-    let mut out = HashMap::new();
-    if let Some(Scalar::Struct(data)) = s {
+/// The Long and Timestamp values and the String values of a stats struct, by column name (fields
+/// of struct columns by dotted path).
+fn stats(s: Option<Scalar>) -> (HashMap<String, i64>, HashMap<String, String>) {
+    fn walk(prefix: &str, s: &Scalar, longs: &mut HashMap<String, i64>, texts: &mut HashMap<String, String>) {
+        let Scalar::Struct(data) = s else { return };
         for (f, v) in data.fields().iter().zip(data.values()) {
-            if let Scalar::Long(x) | Scalar::Timestamp(x) | Scalar::TimestampNtz(x) = v {
-                out.insert(f.name().to_string(), *x);
+            let name = if prefix.is_empty() { f.name().to_string() } else { format!("{prefix}.{}", f.name()) };
+            match v {
+                Scalar::Long(x) | Scalar::Timestamp(x) | Scalar::TimestampNtz(x) => {
+                    longs.insert(name, *x);
+                }
+                Scalar::String(x) => {
+                    texts.insert(name, x.clone());
+                }
+                Scalar::Struct(_) => walk(&name, v, longs, texts),
+                _ => {}
             }
         }
     }
-    out
+    let (mut longs, mut texts) = (HashMap::new(), HashMap::new());
+    if let Some(s) = s {
+        walk("", &s, &mut longs, &mut texts);
+    }
+    (longs, texts)
 }

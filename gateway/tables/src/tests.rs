@@ -255,3 +255,97 @@ fn siblings_share_the_parent() {
     assert_eq!(top.sibling("fraud_labels"), Location::parse("s3://bucket/fraud_labels", &o).unwrap());
     assert_eq!(Location::Local("/d/fraud".into()).sibling("fraud_labels"), Location::Local("/d/fraud_labels".into()));
 }
+
+fn window_schema() -> SchemaRef {
+    use deltalake_core::arrow::datatypes::{Fields, TimeUnit};
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let window = Fields::from(vec![Field::new("start", ts.clone(), false), Field::new("end", ts, false)]);
+    Arc::new(Schema::new(vec![
+        Field::new("window", DataType::Struct(window), true),
+        Field::new("granularity", DataType::Utf8, true),
+        Field::new("v", DataType::Int64, true),
+    ]))
+}
+
+/// `n` rows of window `w` (hours) of granularity `g`, with values `v`.
+fn window_batch(g: &str, w: i64, v: i64, n: usize) -> RecordBatch {
+    use deltalake_core::arrow::array::{StructArray, TimestampMicrosecondArray};
+    let h = 3_600_000_000i64;
+    let schema = window_schema();
+    let DataType::Struct(fields) = schema.field(0).data_type().clone() else { unreachable!() };
+    let start = TimestampMicrosecondArray::from(vec![w * h; n]).with_timezone("UTC");
+    let end = TimestampMicrosecondArray::from(vec![(w + 1) * h; n]).with_timezone("UTC");
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StructArray::new(fields, vec![Arc::new(start), Arc::new(end)], None)),
+            Arc::new(StringArray::from(vec![g; n])),
+            Arc::new(Int64Array::from(vec![v; n])),
+        ],
+    )
+    .unwrap()
+}
+
+/// Replaces the rows of windows `ws` of granularity `g` by `batches` (one file each), as the
+/// monitor does.
+async fn replace_windows(t: &mut Table, g: &str, ws: &[i64], batches: &[RecordBatch]) -> u64 {
+    let h = 3_600_000_000i64;
+    let mut staged = t.stage(&[]).await.unwrap();
+    for b in batches {
+        staged.merge(t.stage(std::slice::from_ref(b)).await.unwrap());
+    }
+    let list = ws.iter().map(|w| (w * h).to_string()).collect::<Vec<_>>().join(", ");
+    let predicate = format!("granularity = '{g}' AND CAST(\"window\"['start'] AS BIGINT) IN ({list})");
+    let starts: Vec<i64> = ws.iter().map(|w| w * h).collect();
+    let g = g.to_string();
+    t.replace(&mut staged, &predicate, &move |f| {
+        f.all_text("granularity", &g) && starts.iter().any(|s| f.all_time("window.start", *s))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn replace_swaps_exactly_the_selected_rows_in_one_commit_even_after_a_concurrent_commit() {
+    let loc = Location::Local(temp_dir("replace"));
+    let spec = TableSpec { schema: window_schema(), partition_by: vec![], checkpoint_interval: 10 };
+    let mut t = Table::open_or_create(&loc, &spec).await.unwrap();
+    let first = replace_windows(
+        &mut t,
+        "1 hour",
+        &[0, 1, 2],
+        &[window_batch("1 hour", 0, 1, 3), window_batch("1 hour", 1, 1, 4), window_batch("1 hour", 2, 1, 5)],
+    )
+    .await;
+    replace_windows(&mut t, "1 day", &[0], &[window_batch("1 day", 0, 1, 12)]).await;
+    let files = t.files().unwrap();
+    assert_eq!(files.len(), 4, "one file per window: {files:?}");
+    assert!(
+        files.iter().any(|f| f.all_time("window.start", 3_600_000_000) && f.all_text("granularity", "1 hour")),
+        "{files:?}"
+    );
+    // hour 1 recomputed: its 4 rows become 2, nothing else changes
+    let v = replace_windows(&mut t, "1 hour", &[1], &[window_batch("1 hour", 1, 7, 2)]).await;
+    assert_eq!(v, first + 2, "one commit");
+    let sum = "SELECT sum(v) FROM t";
+    let count = "SELECT count(*) FROM t";
+    assert_eq!(query_i64(&t, count).await, vec![3 + 2 + 5 + 12]);
+    assert_eq!(query_i64(&t, sum).await, vec![3 + 14 + 5 + 12]);
+    // a stale writer: another handle commits first (a window of its own, then hour 2 again);
+    // the stale handle's replace reloads and removes what is there now
+    let mut stale = Table::open(&loc).await.unwrap();
+    replace_windows(&mut t, "1 hour", &[3], &[window_batch("1 hour", 3, 1, 1)]).await;
+    replace_windows(&mut t, "1 hour", &[2], &[window_batch("1 hour", 2, 2, 6)]).await;
+    replace_windows(&mut stale, "1 hour", &[2], &[window_batch("1 hour", 2, 3, 1)]).await;
+    let t = Table::open(&loc).await.unwrap();
+    assert_eq!(query_i64(&t, count).await, vec![3 + 2 + 1 + 12 + 1]);
+    assert_eq!(query_i64(&t, sum).await, vec![3 + 14 + 3 + 12 + 1]);
+    // a window that now has no rows: only removes
+    let mut t = t;
+    replace_windows(&mut t, "1 day", &[0], &[]).await;
+    assert_eq!(query_i64(&t, count).await, vec![3 + 2 + 1 + 1]);
+    // the log says what each replace replaced
+    let log =
+        std::fs::read_to_string(loc.local_path().unwrap().join(format!("_delta_log/{:020}.json", first))).unwrap();
+    assert!(log.contains("\"mode\":\"Overwrite\"") && log.contains("predicate"), "{log}");
+}
