@@ -204,35 +204,24 @@ def run_monitor(table_dir: Path, out_dir: Path, config: Path, labels: Path | Non
     return Output(out_dir, prof, drift, prof_schema, drift_schema, _proc_text(p))
 
 
-def _visible_files(root: Path) -> list[Path]:
-    """Files under root whose path (below root) has no component starting with '.' or '_'."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
-        out += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith((".", "_"))]
-    return out
-
-
 def read_output_table(path: Path) -> tuple[list[dict], pa.Schema]:
-    """Every Parquet file under path (one level of nesting, hive-style `k=v` folders become
-    columns when the files lack them), concatenated; rows as dicts."""
-    assert path.is_dir(), f"output table {path} missing (contents of {path.parent}: " \
-                          f"{sorted(p.name for p in path.parent.iterdir()) if path.parent.is_dir() else 'no such folder'})"
-    tables = []
-    for f in _visible_files(path):
-        try:
-            t = pq.read_table(f)
-        except pa.ArrowInvalid:
-            if f.suffix == ".parquet":
-                raise
-            continue  # not a data file (e.g. a marker)
-        for part in f.relative_to(path).parts[:-1]:
-            if "=" in part:
-                k, v = part.split("=", 1)
-                if k not in t.column_names:
-                    t = t.append_column(k, pa.array([v] * t.num_rows, pa.string()))
-        tables.append(t)
-    assert tables, f"output table {path} has no Parquet files: {[str(p) for p in path.rglob('*')]}"
+    """A metric table, read as a lakehouse reader reads it: the files of its latest version
+    from its Delta log (deltalake, delta-rs' Python binding), each read by pyarrow; rows as
+    dicts. Checks the layout the monitor promises: one file per window and granularity, so a
+    refresh replaces exactly the windows it recomputed (and no window's rows appear twice)."""
+    assert (path / "_delta_log").is_dir(), \
+        f"output table {path} is not a Delta table (contents: " \
+        f"{sorted(p.name for p in path.iterdir()) if path.is_dir() else 'no such folder'})"
+    table = deltalake.DeltaTable(str(path))
+    tables = [pq.read_table(uri) for uri in table.file_uris()]
+    assert tables, f"output table {path} has no data files at version {table.version()}"
+    windows = Counter()
+    for t in tables:
+        keys = {(g, w["start"]) for g, w in zip(t.column("granularity").to_pylist(), t.column("window").to_pylist())}
+        assert len(keys) == 1, f"a data file of {path} holds {len(keys)} windows: {sorted(keys)}"
+        windows[keys.pop()] += 1
+    twice = [k for k, n in windows.items() if n > 1]
+    assert not twice, f"windows of {path} in more than one data file: {twice}"
     schema = tables[0].schema
     t = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     return [_norm_row(r) for r in t.to_pylist()], schema

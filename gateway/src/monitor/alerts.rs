@@ -54,10 +54,10 @@ async fn series(monitor: &Monitor, rule: &AlertRule) -> Result<Vec<(i64, Option<
     let Some(g) = monitor.spec.granularities.iter().find(|g| g.name == rule.granularity) else {
         return Ok(Vec::new());
     };
-    let dir = if rule.table == "drift" { monitor.drift_dir() } else { monitor.profile_dir() }.join(&g.tag);
+    let dir = if rule.table == "drift" { monitor.drift_dir() } else { monitor.profile_dir() };
     // One file per window: the newest `consecutive_windows` of them.
     let n = rule.consecutive_windows as usize;
-    let files = super::view::newest(&dir, n);
+    let files = super::view::newest(&dir, &g.name, n);
     if files.is_empty() {
         return Ok(Vec::new());
     }

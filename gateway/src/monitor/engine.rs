@@ -41,6 +41,7 @@ use self::layout::Layout;
 pub use self::state::{AlertState, FileInfo, RefreshReport, State};
 use super::accum::GroupAcc;
 use super::error::{MonitorError, ioerr, qerr};
+use super::output::MetricTables;
 use super::rows::{DriftRow, ProfileRow};
 use super::spec::{CustomKind, Granularity, MonitorSpec};
 use crate::inference_log::now_us;
@@ -54,6 +55,8 @@ pub struct Monitor {
     pub out_dir: PathBuf,
     state: State,
     baseline: Option<(String, Arc<BaselineGroups>)>,
+    /// The metric tables, open once the first refresh writes.
+    tables: Option<MetricTables>,
     /// Outcomes of alert webhooks sent in the background (alert, delivered), counted into the
     /// state at the next refresh.
     pub(super) deliveries: Arc<std::sync::Mutex<Vec<(String, bool)>>>,
@@ -94,6 +97,7 @@ impl Monitor {
             out_dir,
             state: State::default(),
             baseline: None,
+            tables: None,
             deliveries: Arc::default(),
         };
         // a torn state file falls back to its previous version (counted); none: recompute
@@ -174,25 +178,40 @@ impl Monitor {
             layout: &layout,
             baseline: baseline.as_deref(),
         };
+        let mut tables = match self.tables.take() {
+            Some(t) => t,
+            None => self.open_tables().await?,
+        };
         for g in &self.spec.granularities {
-            let latest = self.refresh_granularity(g, &pass, &mut report).await?;
+            // on an error the tables are dropped and reopened at the next refresh (what it left
+            // staged is never committed; the windows are recomputed)
+            let latest = self.refresh_granularity(g, &pass, &mut tables, &mut report).await?;
             if let Some((p, d)) = latest {
                 report.latest_profile.extend(p);
                 report.latest_drift.extend(d);
             }
         }
+        self.tables = Some(tables);
         self.remember_files(diff, &labels);
         self.count_refresh()?;
         report.duration_ms = elapsed_ms(started);
         Ok(report)
     }
 
+    async fn open_tables(&self) -> Result<MetricTables, MonitorError> {
+        let custom_profile = self.custom_names(&[CustomKind::Aggregate, CustomKind::Derived]);
+        let custom_drift = self.custom_names(&[CustomKind::Drift]);
+        MetricTables::open(&self.profile_dir(), &self.drift_dir(), &custom_profile, &custom_drift).await
+    }
+
     /// Recomputes the windows of granularity `g` that the changed files and new labels touch,
-    /// chunk by chunk; answers the rows of the newest recomputed window that has any.
+    /// chunk by chunk, and replaces them in the metric tables (one commit per table); answers
+    /// the rows of the newest recomputed window that has any.
     async fn refresh_granularity(
         &self,
         g: &Granularity,
         pass: &Pass<'_>,
+        tables: &mut MetricTables,
         report: &mut RefreshReport,
     ) -> Result<Option<(Vec<ProfileRow>, Vec<DriftRow>)>, MonitorError> {
         let Pass { diff, labels, new_labels, layout, baseline } = *pass;
@@ -215,6 +234,7 @@ impl Monitor {
         let chunks = windows::chunks(needed, |w| windows::estimate_rows(&diff.all, g, w));
         let mut carried: HashMap<GroupKey, GroupAcc> = HashMap::new();
         let mut latest: Option<(Vec<ProfileRow>, Vec<DriftRow>)> = None;
+        let mut pending = tables.pending(&g.name).await?;
         for chunk in chunks {
             let chunk_files = windows::files_of(&diff.all, g, &chunk);
             let (mut groups, custom) = self.chunk_groups(&chunk_files, labels, layout, g, &chunk, report).await?;
@@ -227,7 +247,7 @@ impl Monitor {
             }
             for &w in chunk.iter().filter(|w| touched.contains(w)) {
                 let (p, d) = self.window_rows(g, w, &groups, &custom, layout, baseline).await?;
-                self.write_window(g, w, &p, &d)?;
+                self.stage_window(tables, &mut pending, w, &p, &d).await?;
                 report.profile_rows += p.len();
                 report.drift_rows += d.len();
                 report.windows_recomputed += 1;
@@ -238,6 +258,7 @@ impl Monitor {
             let last = chunk.last().copied().unwrap_or(0);
             carried = groups.into_iter().filter(|(k, _)| k.window == last).collect();
         }
+        tables.commit(pending).await?;
         Ok(latest)
     }
 

@@ -1,9 +1,13 @@
-//! Metric rows -> Arrow -> Parquet, in Lakehouse Monitoring's column layout. Each window of each
-//! granularity is one file (`<table>_profile_metrics/<granularity>/<window start>.parquet`),
-//! written under a hidden name and renamed into place, so a refresh replaces exactly the windows
-//! it recomputed and readers never see a partial file.
+//! Metric rows -> Arrow -> Delta tables, in Lakehouse Monitoring's column layout
+//! (`<table>_profile_metrics`, `<table>_drift_metrics`, unpartitioned: they are small). Each
+//! window of each granularity is one data file, so a refresh replaces exactly the windows it
+//! recomputed: the new files of a granularity's windows are staged, then one commit per table
+//! removes the files of those windows (picked by their statistics: every row of a file has the
+//! same `granularity` and `window.start`) and adds the new ones. Readers see a window's old rows
+//! or its new ones, never both or neither; the log's `replaceWhere`-style predicate says which
+//! windows each commit replaced.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -14,10 +18,9 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use sluice_tables::{DataFile, Location, Staged, Table, TableError, TableSpec};
 
+use super::error::{ioerr, qerr};
 use super::rows::{DriftRow, ProfileRow, RowKey};
 
 fn ts_type() -> DataType {
@@ -255,41 +258,121 @@ pub fn drift_batch(rows: &[DriftRow], custom: &[String]) -> Result<RecordBatch, 
     batch(cols)
 }
 
-/// `YYYYMMDDTHHMMSSZ` for a UTC instant in microseconds (file names).
-pub fn stamp(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::inference_log::civil_date(days);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", sod / 3600, sod % 3600 / 60, sod % 60)
-}
-
 /// RFC 3339 UTC time of an instant in microseconds (JSON answers and webhooks).
 pub fn rfc3339(us: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
     humantime::format_rfc3339_micros(t).to_string()
 }
 
-/// Path of a window's file in table directory `dir`.
-pub fn window_file(dir: &Path, granularity_tag: &str, window_start: i64) -> PathBuf {
-    dir.join(granularity_tag).join(format!("{}.parquet", stamp(window_start)))
+/// The monitor's two metric tables, open for writing.
+pub struct MetricTables {
+    pub profile: Table,
+    pub drift: Table,
 }
 
-/// Writes `batch` to `path` atomically and durably ([`crate::durable`]); an empty batch removes
-/// it.
-pub fn write_file(path: &Path, batch: &RecordBatch) -> std::io::Result<()> {
-    if batch.num_rows() == 0 {
-        return match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+/// The new files of one granularity's recomputed windows, staged, not yet committed.
+pub struct Pending {
+    granularity: String,
+    windows: Vec<i64>,
+    profile: Staged,
+    drift: Staged,
+}
+
+fn table_err(e: TableError) -> super::MonitorError {
+    super::MonitorError::Io(format!("metric table: {e}"))
+}
+
+impl MetricTables {
+    /// Opens the tables in `profile_dir` and `drift_dir`, creating them with the schemas of
+    /// `custom_profile` and `custom_drift` (the custom metric columns) where there are none.
+    pub async fn open(
+        profile_dir: &Path,
+        drift_dir: &Path,
+        custom_profile: &[String],
+        custom_drift: &[String],
+    ) -> Result<MetricTables, super::MonitorError> {
+        let spec = |schema| TableSpec {
+            schema,
+            partition_by: Vec::new(),
+            checkpoint_interval: crate::inference_log::CHECKPOINT_INTERVAL,
         };
+        let p = spec(profile_batch(&[], custom_profile).map_err(qerr)?.schema());
+        let d = spec(drift_batch(&[], custom_drift).map_err(qerr)?.schema());
+        Ok(MetricTables {
+            profile: Table::open_or_create(&Location::Local(profile_dir.to_path_buf()), &p).await.map_err(table_err)?,
+            drift: Table::open_or_create(&Location::Local(drift_dir.to_path_buf()), &d).await.map_err(table_err)?,
+        })
     }
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-    crate::durable::write_atomic_with(path, |file| {
-        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(std::io::Error::other)?;
-        w.write(batch).map_err(std::io::Error::other)?;
-        w.close().map(|_| ()).map_err(std::io::Error::other)
-    })
+
+    /// Nothing staged yet for granularity `g`.
+    pub async fn pending(&mut self, granularity: &str) -> Result<Pending, super::MonitorError> {
+        Ok(Pending {
+            granularity: granularity.to_string(),
+            windows: Vec::new(),
+            profile: self.profile.stage(&[]).await.map_err(table_err)?,
+            drift: self.drift.stage(&[]).await.map_err(table_err)?,
+        })
+    }
+
+    /// Stages window `w`'s new rows (one file per table; none for a window without rows).
+    pub async fn stage(
+        &mut self,
+        pending: &mut Pending,
+        w: i64,
+        profile: &RecordBatch,
+        drift: &RecordBatch,
+    ) -> Result<(), super::MonitorError> {
+        for (table, staged, b) in
+            [(&mut self.profile, &mut pending.profile, profile), (&mut self.drift, &mut pending.drift, drift)]
+        {
+            if b.num_rows() > 0 {
+                staged.merge(table.stage(std::slice::from_ref(b)).await.map_err(table_err)?);
+            }
+        }
+        pending.windows.push(w);
+        Ok(())
+    }
+
+    /// Commits the staged windows: one commit per table that replaces those windows' rows.
+    pub async fn commit(&mut self, mut pending: Pending) -> Result<(), super::MonitorError> {
+        if pending.windows.is_empty() {
+            return Ok(());
+        }
+        let predicate = replaced_predicate(&pending.granularity, &pending.windows);
+        let (g, windows) = (pending.granularity.clone(), pending.windows.clone());
+        let pick = move |f: &DataFile| in_windows(f, &g, &windows);
+        self.profile.replace(&mut pending.profile, &predicate, &pick).await.map_err(table_err)?;
+        self.drift.replace(&mut pending.drift, &predicate, &pick).await.map_err(table_err)?;
+        Ok(())
+    }
+}
+
+/// Empties the metric table in `dir` (one commit removing every file: a new spec starts the
+/// outputs over). A directory of plain Parquet files (the layout before metric tables were
+/// Delta tables: derived data) is deleted.
+pub async fn clear(dir: &Path) -> Result<(), super::MonitorError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.join("_delta_log").is_dir() {
+        tracing::info!(dir = %dir.display(), "removing a metric table of plain Parquet files (now written as a Delta table)");
+        return std::fs::remove_dir_all(dir).map_err(|e| ioerr("cannot clear", dir, e));
+    }
+    let mut t = Table::open(&Location::Local(dir.to_path_buf())).await.map_err(table_err)?;
+    let mut nothing = t.stage(&[]).await.map_err(table_err)?;
+    t.replace(&mut nothing, "true", &|_| true).await.map_err(table_err)?;
+    Ok(())
+}
+
+/// Whether every row of data file `f` is in one of `windows` (starts, µs) of granularity `g`.
+pub fn in_windows(f: &DataFile, g: &str, windows: &[i64]) -> bool {
+    f.all_text("granularity", g) && windows.iter().any(|w| f.all_time("window.start", *w))
+}
+
+/// The SQL condition that holds for exactly the rows of `windows` of granularity `g`.
+fn replaced_predicate(g: &str, windows: &[i64]) -> String {
+    let list = windows.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    format!("granularity = '{}' AND CAST(\"window\"['start'] AS BIGINT) IN ({list})", g.replace('\'', "''"))
 }
 
 #[cfg(test)]
@@ -297,9 +380,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stamps_are_utc_civil_times() {
-        assert_eq!(stamp(0), "19700101T000000Z");
-        assert_eq!(stamp(1_795_651_200_000_000 + 3_723_000_000), "20261126T010203Z");
-        assert_eq!(stamp(951_782_400_000_000), "20000229T000000Z");
+    fn the_replaced_predicate_names_the_granularity_and_window_starts() {
+        assert_eq!(
+            replaced_predicate("1 hour", &[0, 3_600_000_000]),
+            "granularity = '1 hour' AND CAST(\"window\"['start'] AS BIGINT) IN (0, 3600000000)"
+        );
+        assert!(replaced_predicate("it's", &[1]).starts_with("granularity = 'it''s'"));
     }
 }

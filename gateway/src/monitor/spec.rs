@@ -115,8 +115,6 @@ pub struct Granularity {
     pub width_us: i64,
     /// Window starts are `offset_us + k * width_us`.
     pub offset_us: i64,
-    /// Directory name for the output files, e.g. `1h`.
-    pub tag: String,
 }
 
 /// Why a granularity such as `5 minutes` was refused; each names the text as written.
@@ -144,19 +142,19 @@ impl Granularity {
         if n <= 0 {
             return Err(GranularityError::NotPositive { text: text() });
         }
-        let (unit_us, tag, singular) = match unit.trim() {
-            "second" | "seconds" => (1_000_000, "s", "second"),
-            "minute" | "minutes" => (60_000_000, "m", "minute"),
-            "hour" | "hours" => (3_600_000_000, "h", "hour"),
-            "day" | "days" => (86_400_000_000, "d", "day"),
-            "week" | "weeks" => (7 * 86_400_000_000, "w", "week"),
+        let (unit_us, singular) = match unit.trim() {
+            "second" | "seconds" => (1_000_000, "second"),
+            "minute" | "minutes" => (60_000_000, "minute"),
+            "hour" | "hours" => (3_600_000_000, "hour"),
+            "day" | "days" => (86_400_000_000, "day"),
+            "week" | "weeks" => (7 * 86_400_000_000, "week"),
             other => return Err(GranularityError::UnknownUnit { text: text(), unit: other.to_string() }),
         };
         let width_us = n.checked_mul(unit_us).ok_or_else(|| GranularityError::TooLarge { text: text() })?;
         // 1970-01-05 was a Monday: weeks start on Mondays, like Spark's date_trunc('week').
-        let offset_us = if tag == "w" { 4 * 86_400_000_000 } else { 0 };
+        let offset_us = if singular == "week" { 4 * 86_400_000_000 } else { 0 };
         let name = if n == 1 { format!("1 {singular}") } else { format!("{n} {singular}s") };
-        Ok(Granularity { name, width_us, offset_us, tag: format!("{n}{tag}") })
+        Ok(Granularity { name, width_us, offset_us })
     }
 
     /// Start of the window holding `ts_us`.
@@ -549,7 +547,7 @@ mod tests {
     #[test]
     fn granularities_parse_and_align() {
         let h = Granularity::parse("1 hour").unwrap();
-        assert_eq!((h.name.as_str(), h.width_us, h.tag.as_str()), ("1 hour", 3_600_000_000, "1h"));
+        assert_eq!((h.name.as_str(), h.width_us), ("1 hour", 3_600_000_000));
         assert_eq!(h.window_of(3_600_000_001), 3_600_000_000);
         assert_eq!(h.window_of(-1), -3_600_000_000);
         let w = Granularity::parse("1 week").unwrap();

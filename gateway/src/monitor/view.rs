@@ -2,6 +2,7 @@
 //! of one granularity), and the baseline and current distributions of one column in the latest
 //! window as histograms.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -12,7 +13,7 @@ use sluice_stats::descriptive::quantile_sorted;
 
 use super::error::{MonitorError, qerr};
 use super::spec::{Granularity, MonitorSpec};
-use crate::inference_log::read::{new_ctx, register_files, register_labelled, usable_files};
+use crate::inference_log::read::{log_file_details, new_ctx, register_files, register_labelled, usable_files};
 
 fn q(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -22,12 +23,25 @@ fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The newest `n` usable files (one per window) of a metric table's granularity directory.
-pub(crate) fn newest(dir: &Path, n: usize) -> Vec<PathBuf> {
-    let mut files = usable_files(dir);
-    let skip = files.len().saturating_sub(n);
-    files.drain(..skip);
-    files
+/// The files of the newest `n` windows of granularity `g` in the metric table in `dir` (one
+/// file per window and table: the log's statistics say which), oldest first. Files a reader
+/// cannot use are left out (and counted, as for every table).
+pub(crate) fn newest(dir: &Path, g: &str, n: usize) -> Vec<PathBuf> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let Some(listed) = log_file_details(dir) else { return Vec::new() };
+    let mut windows: Vec<(i64, PathBuf)> = listed
+        .into_iter()
+        .filter(|(_, f)| f.all_text("granularity", g))
+        .filter_map(|(path, f)| f.min.get("window.start").map(|&start| (start, path)))
+        .collect();
+    windows.sort();
+    let mut starts: Vec<i64> = windows.iter().map(|(start, _)| *start).collect();
+    starts.dedup();
+    let from = starts.len().checked_sub(n).and_then(|i| starts.get(i)).copied().unwrap_or(i64::MIN);
+    let usable: HashSet<PathBuf> = usable_files(dir).into_iter().collect();
+    windows.into_iter().filter(|(start, path)| *start >= from && usable.contains(path)).map(|(_, path)| path).collect()
 }
 
 /// Flat JSON rows of `batches`: numbers as numbers, everything else as strings.
@@ -82,13 +96,13 @@ pub async fn series(
 ) -> Result<Value, MonitorError> {
     let window = "CAST(\"window\"['start'] AS BIGINT) / 1000 AS window_ms";
     let profile = query(
-        &newest(&profile_dir.join(&g.tag), windows),
+        &newest(profile_dir, &g.name, windows),
         &format!("{window}, model_id, column_name, count, avg, stddev, min, max, median, percent_null"),
         "slice_key IS NULL",
     )
     .await?;
     let drift = query(
-        &newest(&drift_dir.join(&g.tag), windows),
+        &newest(drift_dir, &g.name, windows),
         &format!(
             "{window}, model_id, column_name, drift_type, \"ks_test\"['statistic'] AS ks_statistic, \
              \"ks_test\"['pvalue'] AS ks_pvalue, wasserstein_distance, population_stability_index, js_distance, \

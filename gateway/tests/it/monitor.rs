@@ -115,7 +115,7 @@ async fn refresh(t: &common::TestServer) -> Value {
 /// BASELINE KS p-values of window `start_ms` (all models, whole table) by column.
 async fn pvalues(data: &Path, start_ms: i64) -> BTreeMap<String, f64> {
     let ctx = SessionContext::new();
-    let files = files(&data.join("fraud_drift_metrics"));
+    let files = files(&data.join("fraud_drift_metrics")).await;
     let df = ctx
         .read_parquet(files.keys().map(|p| p.to_string()).collect::<Vec<_>>(), ParquetReadOptions::default())
         .await
@@ -141,17 +141,14 @@ async fn pvalues(data: &Path, start_ms: i64) -> BTreeMap<String, f64> {
 }
 
 /// Every file under `dir` with its bytes.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+/// The data files of the metric table in `dir` at its latest version (as its Delta log lists
+/// them), by path, with their bytes.
+async fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let table = sluice_tables::Table::open(&sluice_tables::Location::Local(dir.to_path_buf())).await.unwrap();
     let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else if !e.file_name().to_string_lossy().starts_with('.') {
-                out.insert(e.path().display().to_string(), std::fs::read(e.path()).unwrap());
-            }
-        }
+    for f in table.files().unwrap() {
+        let path = dir.join(&f.path);
+        out.insert(path.display().to_string(), std::fs::read(&path).unwrap());
     }
     out
 }
@@ -217,14 +214,14 @@ async fn drift_alert_and_restart() {
     }
 
     // restart between two refreshes: nothing already computed changes, nothing is re-sent
-    let before = files(&data.path().join("fraud_profile_metrics"));
-    let before_drift = files(&data.path().join("fraud_drift_metrics"));
+    let before = files(&data.path().join("fraud_profile_metrics")).await;
+    let before_drift = files(&data.path().join("fraud_drift_metrics")).await;
     t.stop().await;
     let t = common::start_with(common::config(&cfg)).await;
     let c = phase(&t, &rows, 400, false).await;
     refresh(&t).await;
-    let after = files(&data.path().join("fraud_profile_metrics"));
-    let after_drift = files(&data.path().join("fraud_drift_metrics"));
+    let after = files(&data.path().join("fraud_profile_metrics")).await;
+    let after_drift = files(&data.path().join("fraud_drift_metrics")).await;
     for (old, new) in [(&before, &after), (&before_drift, &after_drift)] {
         for (path, bytes) in old {
             assert_eq!(new.get(path), Some(bytes), "{path} changed across the restart");

@@ -125,14 +125,9 @@ pub fn report_skip(dir: &Path, path: &Path, reason: SkipReason, detail: &str) {
     );
 }
 
-/// The `table` label of a directory: its name, with its parent's for a metric table's
-/// granularity directory (`fraud_drift_metrics/1h`).
+/// The `table` label of a directory: its name.
 fn table_label(dir: &Path) -> String {
-    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    match dir.parent() {
-        Some(p) if name(p).ends_with("_metrics") => format!("{}/{}", name(p), name(dir)),
-        _ => name(dir),
-    }
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The footers of `files`, from the cache or read now (outside the lock).

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
-use sluice_tables::{Location, Table};
+use sluice_tables::{DataFile, Location, Table};
 
 /// The runtime the table reads run on (one worker: reads of the log are small).
 static RUNTIME: LazyLock<Option<tokio::runtime::Runtime>> = LazyLock::new(|| {
@@ -51,10 +51,13 @@ fn remote_of(dir: &Path) -> Option<Location> {
 /// at the disk; a new version (or an incomplete last sync) syncs again.
 static SYNCED: LazyLock<Mutex<HashMap<PathBuf, Synced>>> = LazyLock::new(Default::default);
 
-/// A version and the copies of its files.
-type Synced = (u64, Vec<PathBuf>);
+/// A version and the copies of its files (with what the log says of each).
+type Synced = (u64, Vec<Listed>);
 
-fn synced(dir: &Path, version: Option<u64>) -> Option<Vec<PathBuf>> {
+/// A data file: its local path (the file itself, or its copy) and what the log says of it.
+pub type Listed = (PathBuf, DataFile);
+
+fn synced(dir: &Path, version: Option<u64>) -> Option<Vec<Listed>> {
     let version = version?;
     let m = SYNCED.lock().ok()?;
     m.get(dir).filter(|(v, _)| *v == version).map(|(_, copies)| copies.clone())
@@ -67,6 +70,11 @@ static LAST_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
 /// oldest first (by the time each add action gives, then path); `None` when `dir` has no Delta log. A log that cannot be read gives no files (and a
 /// warning): listing the directory instead would show uncommitted and removed files.
 pub(super) fn log_files(dir: &Path) -> Option<Vec<PathBuf>> {
+    log_file_details(dir).map(|files| files.into_iter().map(|(path, _)| path).collect())
+}
+
+/// [`log_files`] with what the log says of each file (size, rows, statistics).
+pub fn log_file_details(dir: &Path) -> Option<Vec<Listed>> {
     let remote = remote_of(dir);
     if remote.is_none() && !dir.join("_delta_log").is_dir() {
         return None;
@@ -87,7 +95,7 @@ pub(super) fn log_files(dir: &Path) -> Option<Vec<PathBuf>> {
     }
 }
 
-async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<PathBuf>, sluice_tables::TableError> {
+async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<Listed>, sluice_tables::TableError> {
     let mut open = OPEN.lock().await;
     let table = match open.remove(&dir) {
         Some(mut t) => {
@@ -138,7 +146,7 @@ async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<PathBuf>, s
     match out {
         Err(e) => Err(e),
         Ok(copies) if remote.is_some() => Ok(copies),
-        Ok(_) => Ok(files.into_iter().map(|f| dir.join(f.path)).collect()),
+        Ok(_) => Ok(files.into_iter().map(|f| (dir.join(&f.path), f)).collect()),
     }
 }
 
@@ -155,11 +163,7 @@ fn inside(path: &str) -> bool {
 /// sees half a file), deletes copies of files the version no longer has. Answers the copies,
 /// in the same order; a file that cannot be downloaded now is left out (and warned about) and
 /// tried again at the next listing.
-async fn sync_copies(
-    dir: &Path,
-    table: &Table,
-    files: &[sluice_tables::DataFile],
-) -> Result<Vec<PathBuf>, sluice_tables::TableError> {
+async fn sync_copies(dir: &Path, table: &Table, files: &[DataFile]) -> Result<Vec<Listed>, sluice_tables::TableError> {
     let mut out = Vec::with_capacity(files.len());
     let mut keep = std::collections::HashSet::new();
     for f in files {
@@ -170,7 +174,7 @@ async fn sync_copies(
             warn(dir, &e);
             continue;
         }
-        out.push(local);
+        out.push((local, f.clone()));
     }
     // copies of files the version no longer lists (and downloads a crash left behind)
     for p in sluice_tables::files_under(dir) {
@@ -181,7 +185,7 @@ async fn sync_copies(
     Ok(out)
 }
 
-async fn download(table: &Table, f: &sluice_tables::DataFile, local: &Path) -> Result<(), sluice_tables::TableError> {
+async fn download(table: &Table, f: &DataFile, local: &Path) -> Result<(), sluice_tables::TableError> {
     let io = |e: std::io::Error| sluice_tables::TableError::Location {
         location: local.display().to_string(),
         why: format!("cannot write the local copy: {e}"),

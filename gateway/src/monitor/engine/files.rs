@@ -66,7 +66,7 @@ impl Monitor {
             && files.iter().all(|p| self.state.files.get(&self.file_key(p)).is_some_and(|i| i.size == size(p)));
         let same_labels = labels.len() == self.state.label_files.len()
             && labels.iter().all(|p| self.state.label_files.get(&p.display().to_string()) == Some(&size(p)));
-        let same_spec = self.state.fingerprint.starts_with(&format!("v1|{:?}|", self.spec_for_fingerprint()));
+        let same_spec = self.state.fingerprint.starts_with(&format!("v2|{:?}|", self.spec_for_fingerprint()));
         same_files && same_labels && same_spec
     }
 
@@ -122,13 +122,12 @@ impl Monitor {
     }
 
     /// Starts the state over for a new fingerprint (alert state is kept) and clears the outputs.
-    pub(super) fn reset_outputs(&mut self, fingerprint: String) -> Result<(), super::MonitorError> {
+    pub(super) async fn reset_outputs(&mut self, fingerprint: String) -> Result<(), super::MonitorError> {
         let alerts = std::mem::take(&mut self.state.alerts);
         self.state = State { fingerprint, alerts, ..State::default() };
+        self.tables = None;
         for d in [self.profile_dir(), self.drift_dir()] {
-            if d.exists() {
-                std::fs::remove_dir_all(&d).map_err(|e| super::ioerr("cannot clear", &d, e))?;
-            }
+            crate::monitor::output::clear(&d).await?;
         }
         Ok(())
     }

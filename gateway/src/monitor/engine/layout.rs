@@ -60,7 +60,7 @@ impl Monitor {
         let layout = self.layout(vschema, !labels.is_empty())?;
         let fp = self.fingerprint(&layout);
         if self.state.fingerprint != fp {
-            self.reset_outputs(fp)?;
+            self.reset_outputs(fp).await?;
         }
         Ok(layout)
     }
@@ -123,7 +123,7 @@ impl Monitor {
     }
 
     fn fingerprint(&self, layout: &Layout) -> String {
-        format!("v1|{:?}|{:?}", self.spec_for_fingerprint(), layout.names)
+        format!("v2|{:?}|{:?}", self.spec_for_fingerprint(), layout.names)
     }
 
     pub(super) fn spec_for_fingerprint(&self) -> String {

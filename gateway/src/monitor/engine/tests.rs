@@ -1,5 +1,6 @@
-//! The monitor's persisted state: saved durably with its previous version, and a torn state file
-//! falls back to that version instead of silently recomputing everything and forgetting alerts.
+//! The monitor's persisted state (saved durably with its previous version; a torn state file
+//! falls back to that version instead of silently recomputing everything and forgetting alerts),
+//! and the reset of its outputs when its spec changes.
 
 use std::path::Path;
 
@@ -34,4 +35,35 @@ fn a_torn_state_file_falls_back_to_the_previous_one() {
     // with no usable version at all, the monitor starts fresh
     std::fs::write(crate::durable::prev_path(&path), b"{").unwrap();
     assert_eq!(monitor(out.path()).state().refreshes, 0);
+}
+
+/// A spec change (or an upgrade that bumps the fingerprint) starts the outputs over: a Delta
+/// metric table is emptied by one commit (its history stays), and a metric table of the layout
+/// before Delta (plain Parquet files per granularity directory) is deleted, to be recomputed.
+#[tokio::test]
+async fn resetting_the_outputs_empties_delta_metric_tables_and_deletes_the_plain_parquet_layout() {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use sluice_tables::{Location, Table, TableSpec};
+
+    let out = tempfile::tempdir().unwrap();
+    let mut m = monitor(out.path());
+    let old = m.profile_dir().join("1h");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("20261126T000000Z.parquet"), b"PAR1").unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+    let spec = TableSpec { schema: schema.clone(), partition_by: Vec::new(), checkpoint_interval: 100 };
+    let drift = Location::Local(m.drift_dir());
+    let mut t = Table::open_or_create(&drift, &spec).await.unwrap();
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2]))]).unwrap();
+    let before = t.append(&[batch]).await.unwrap();
+    assert_eq!(t.files().unwrap().len(), 1);
+
+    m.reset_outputs("v2|new".into()).await.unwrap();
+    assert!(!m.profile_dir().exists(), "the plain-Parquet metric table is deleted");
+    let t = Table::open(&drift).await.unwrap();
+    assert_eq!(t.files().unwrap(), Vec::new(), "the Delta metric table is emptied");
+    assert_eq!(t.version(), Some(before + 1), "by one commit");
+    assert_eq!(m.state().fingerprint, "v2|new");
 }

@@ -1,5 +1,5 @@
 //! One recomputed window: its profile rows per group, its drift rows (against the window before
-//! and against the baseline), custom derived and drift metrics, and its two output files.
+//! and against the baseline), custom derived and drift metrics, and its rows staged into the two metric tables.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::accumulate::{CustomValues, GroupKey};
 use super::baseline::BaselineGroups;
 use super::layout::Layout;
-use super::{Monitor, MonitorError, ioerr, qerr};
+use super::{Monitor, MonitorError, qerr};
 use crate::monitor::accum::GroupAcc;
+use crate::monitor::output::{MetricTables, Pending};
 use crate::monitor::rows::{self, DriftRow, ProfileRow, RowKey};
 use crate::monitor::spec::{CustomKind, Granularity};
 use crate::monitor::{custom, output};
@@ -95,10 +96,12 @@ impl Monitor {
         Ok((profile, drift))
     }
 
-    /// Replaces window `w`'s profile and drift files.
-    pub(super) fn write_window(
+    /// Stages window `w`'s profile and drift rows (committed with the granularity's other
+    /// recomputed windows).
+    pub(super) async fn stage_window(
         &self,
-        g: &Granularity,
+        tables: &mut MetricTables,
+        pending: &mut Pending,
         w: i64,
         profile: &[ProfileRow],
         drift: &[DriftRow],
@@ -107,10 +110,6 @@ impl Monitor {
         let custom_drift = self.custom_names(&[CustomKind::Drift]);
         let pb = output::profile_batch(profile, &custom_profile).map_err(qerr)?;
         let db = output::drift_batch(drift, &custom_drift).map_err(qerr)?;
-        let pf = output::window_file(&self.profile_dir(), &g.tag, w);
-        let df = output::window_file(&self.drift_dir(), &g.tag, w);
-        output::write_file(&pf, &pb).map_err(|e| ioerr("cannot write", &pf, e))?;
-        output::write_file(&df, &db).map_err(|e| ioerr("cannot write", &df, e))?;
-        Ok(())
+        tables.stage(pending, w, &pb, &db).await
     }
 }

@@ -145,6 +145,6 @@ fn a_replaced_file_is_checked_again() {
 
 #[test]
 fn metric_tables_are_labelled_with_their_granularity() {
-    assert_eq!(table_label(Path::new("/d/fraud_drift_metrics/1h")), "fraud_drift_metrics/1h");
+    assert_eq!(table_label(Path::new("/d/fraud_drift_metrics")), "fraud_drift_metrics");
     assert_eq!(table_label(Path::new("/d/fraud")), "fraud");
 }
