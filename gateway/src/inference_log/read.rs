@@ -15,7 +15,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 pub mod check;
 mod delta;
 pub use check::{expect_schema, usable_files};
-pub use delta::{Listed, log_file_details, mirror};
+pub use delta::{log_file_details, mirror};
 
 /// The data files of the table in `dir`, oldest first, whether readable or not (readers want
 /// [`usable_files`]): a Delta table's from its log (in the order written), else the Parquet

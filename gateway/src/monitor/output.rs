@@ -266,8 +266,8 @@ pub fn rfc3339(us: i64) -> String {
 
 /// The monitor's two metric tables, open for writing.
 pub struct MetricTables {
-    pub profile: Table,
-    pub drift: Table,
+    profile: Table,
+    drift: Table,
 }
 
 /// The new files of one granularity's recomputed windows, staged, not yet committed.
@@ -365,7 +365,7 @@ pub async fn clear(dir: &Path) -> Result<(), super::MonitorError> {
 }
 
 /// Whether every row of data file `f` is in one of `windows` (starts, µs) of granularity `g`.
-pub fn in_windows(f: &DataFile, g: &str, windows: &[i64]) -> bool {
+fn in_windows(f: &DataFile, g: &str, windows: &[i64]) -> bool {
     f.all_text("granularity", g) && windows.iter().any(|w| f.all_time("window.start", *w))
 }
 

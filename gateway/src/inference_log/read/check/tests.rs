@@ -144,7 +144,7 @@ fn a_replaced_file_is_checked_again() {
 }
 
 #[test]
-fn metric_tables_are_labelled_with_their_granularity() {
+fn tables_are_labelled_with_their_directory_name() {
     assert_eq!(table_label(Path::new("/d/fraud_drift_metrics")), "fraud_drift_metrics");
     assert_eq!(table_label(Path::new("/d/fraud")), "fraud");
 }
