@@ -195,7 +195,13 @@ async fn every_answer_is_a_row_primary_shadow_and_errors() {
             .zip(&ids)
             .any(|(c, id)| id.as_deref() == Some("big-1") && c.contains(&"REQUEST_PAYLOAD_TOO_LARGE".to_string()))
     );
-    // no partial files are ever visible under a published name
+    // no partial files are ever visible under a published name. The writer counts its rows just
+    // after the commit that makes them readable, so the count can trail the rows read above by a
+    // moment: wait for it to reach them, then check it is exactly them
+    eventually("the written rows to be counted", || async {
+        metric(&t, "sluice_log_rows_written_total", r#"table="logged""#).await >= 95.0
+    })
+    .await;
     assert_eq!(metric(&t, "sluice_log_rows_written_total", r#"table="logged""#).await, 95.0);
     t.stop().await;
 }
