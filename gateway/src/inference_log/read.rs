@@ -14,8 +14,8 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
 pub mod check;
 mod delta;
-pub use check::{expect_schema, usable_files};
-pub use delta::{log_file_details, mirror};
+pub use check::{expect_schema, usable_files, usable_of};
+pub use delta::{Listing, log_file_details, log_listing, mirror};
 
 /// The data files of the table in `dir`, oldest first, whether readable or not (readers want
 /// [`usable_files`]): a Delta table's from its log (in the order written), else the Parquet

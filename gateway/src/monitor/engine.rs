@@ -1,8 +1,10 @@
 //! One monitor over one inference table: incremental refresh.
 //!
-//! A refresh lists the table's files, reads the Parquet footers of the files it has not seen
-//! (timestamp range, row count), and works out per granularity which windows those files (and
-//! new label files) touch. It re-reads only the files overlapping those windows (plus the window
+//! A refresh lists the table's files at its latest version, reads the Parquet footers of the
+//! files it has not seen (timestamp range, row count), and works out per granularity which
+//! windows the new and removed files (and new label files) touch; the Delta log's commits since
+//! the version last processed tell rewrites (optimize), which recompute nothing, from appends
+//! and deletes. It re-reads only the files overlapping those windows (plus the window
 //! before each, for consecutive drift), in time-ordered chunks of about [`windows::CHUNK_ROWS`]
 //! rows, streaming record batches through DataFusion (one partition, so the row order and every
 //! float sum are reproducible) into bounded accumulators. Each recomputed window's profile and
@@ -45,7 +47,6 @@ use super::output::MetricTables;
 use super::rows::{DriftRow, ProfileRow};
 use super::spec::{CustomKind, Granularity, MonitorSpec};
 use crate::inference_log::now_us;
-use crate::inference_log::read::usable_files;
 
 pub struct Monitor {
     pub spec: MonitorSpec,
@@ -133,10 +134,6 @@ impl Monitor {
         crate::durable::save_json(&path, &self.state).map_err(|e| ioerr("cannot write", &path, e))
     }
 
-    fn label_files(&self) -> Vec<PathBuf> {
-        self.labels_dir.as_deref().map(usable_files).unwrap_or_default()
-    }
-
     /// Names of the custom metrics of `kinds`, kind by kind (the order of `ProfileRow::custom`).
     fn custom_names(&self, kinds: &[CustomKind]) -> Vec<String> {
         kinds
@@ -155,25 +152,26 @@ impl Monitor {
         let started = Instant::now();
         let mut report = RefreshReport::default();
         let scan = self.scan_files();
-        if scan.files.is_empty() {
+        if scan.files().is_empty() {
             report.duration_ms = elapsed_ms(started);
             return Ok(report);
         }
         let labels = self.label_files();
         // nothing new and the same spec: nothing to read (no footers, no schema inference)
-        if self.unchanged(&scan.files, &labels) {
+        if self.unchanged(scan.files(), &labels.files) {
+            self.remember_versions(&scan, &labels);
             self.count_refresh()?;
             report.duration_ms = elapsed_ms(started);
             return Ok(report);
         }
-        let layout = self.prepare_layout(&scan.files, &labels).await?;
+        let layout = self.prepare_layout(scan.files(), &labels.files).await?;
         let diff = self.diff_files(scan, &mut report);
         let new_labels = self.new_label_files(&labels);
         report.new_label_files = new_labels.len();
         let baseline = self.baseline_groups(&layout).await?;
         let pass = Pass {
             diff: &diff,
-            labels: &labels,
+            labels: &labels.files,
             new_labels: &new_labels,
             layout: &layout,
             baseline: baseline.as_deref(),

@@ -21,12 +21,26 @@ pub struct Changes {
     pub added: Vec<String>,
     /// Paths of files removed with their rows (deletes, retention).
     pub removed: Vec<String>,
-    /// Paths of files rewritten without changing rows (optimize): added and removed.
-    pub rewritten_added: Vec<String>,
-    pub rewritten_removed: Vec<String>,
+    /// Files rewritten without changing rows (optimize, `dataChange = false`), commit by
+    /// commit in log order.
+    pub rewrites: Vec<Rewrite>,
     /// A commit in between is no longer in the log (cleaned up after a checkpoint), or the
     /// schema changed: the reader should start over from the current version's files.
     pub restart: bool,
+}
+
+/// One commit's rewrite: the files it removed and the files it added in their place, holding
+/// the same rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rewrite {
+    pub version: u64,
+    pub removed: Vec<String>,
+    pub added: Vec<String>,
+}
+
+/// A path as an action writes it (percent-encoded), as [`DataFile::path`] gives it.
+fn decoded(path: &str) -> String {
+    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
 }
 
 impl Table {
@@ -56,25 +70,35 @@ impl Table {
         Ok(())
     }
 
-    /// What the commits after `from` (up to the loaded version) changed.
+    /// What the commits after `from` (up to the loaded version) changed. Paths as
+    /// [`DataFile::path`] gives them.
     pub async fn changes_since(&self, from: u64) -> Result<Changes, TableError> {
         let to = self.version().unwrap_or(0);
         let mut c = Changes { version: to, ..Default::default() };
+        // a version past the table's: the table was made again since
+        if from > to {
+            c.restart = true;
+            return Ok(c);
+        }
         let log = self.delta().log_store();
         for v in (from + 1)..=to {
             let Some(bytes) = log.read_commit_entry(v).await.map_err(|e| self.derr(e))? else {
                 c.restart = true;
                 return Ok(c);
             };
+            let mut rewrite = Rewrite { version: v, ..Default::default() };
             for action in get_actions(v, &bytes).map_err(|e| self.derr(e))? {
                 match action {
-                    Action::Add(a) if a.data_change => c.added.push(a.path),
-                    Action::Add(a) => c.rewritten_added.push(a.path),
-                    Action::Remove(r) if r.data_change => c.removed.push(r.path),
-                    Action::Remove(r) => c.rewritten_removed.push(r.path),
+                    Action::Add(a) if a.data_change => c.added.push(decoded(&a.path)),
+                    Action::Add(a) => rewrite.added.push(decoded(&a.path)),
+                    Action::Remove(r) if r.data_change => c.removed.push(decoded(&r.path)),
+                    Action::Remove(r) => rewrite.removed.push(decoded(&r.path)),
                     Action::Metadata(_) => c.restart = true,
                     _ => {}
                 }
+            }
+            if !(rewrite.added.is_empty() && rewrite.removed.is_empty()) {
+                c.rewrites.push(rewrite);
             }
         }
         Ok(c)

@@ -174,7 +174,11 @@ async fn changes_since_lists_appends_rewrites_and_deletes() {
     let o = t.optimize(64 << 20).await.unwrap();
     assert_eq!((o.files_removed, o.files_added), (4, 1), "{o:?}");
     let c = t.changes_since(5).await.unwrap();
-    assert_eq!((c.added.len(), c.rewritten_added.len(), c.rewritten_removed.len()), (0, 1, 4), "{c:?}");
+    assert_eq!((c.added.len(), c.rewrites.len()), (0, 1), "{c:?}");
+    assert_eq!((c.rewrites[0].version, c.rewrites[0].added.len(), c.rewrites[0].removed.len()), (o.version, 1, 4));
+    // the paths are the ones the snapshot lists
+    let live: Vec<String> = t.files().unwrap().into_iter().map(|f| f.path).collect();
+    assert!(live.iter().any(|p| *p == c.rewrites[0].added[0]), "{live:?} {c:?}");
     assert_eq!(query_i64(&t, "SELECT count(*) FROM t").await, vec![50]);
     let r = t.remove_partitions_before("date", "2026-12-05").await.unwrap();
     assert_eq!(r.files_removed, 1, "{r:?}");
@@ -348,4 +352,50 @@ async fn replace_swaps_exactly_the_selected_rows_in_one_commit_even_after_a_conc
     let log =
         std::fs::read_to_string(loc.local_path().unwrap().join(format!("_delta_log/{:020}.json", first))).unwrap();
     assert!(log.contains("\"mode\":\"Overwrite\"") && log.contains("predicate"), "{log}");
+}
+
+/// A compaction by another handle (another process) is what a reader that refreshes lists, and
+/// the compacted files carry the same Arrow types as the appended ones (delta-rs' rewrite scan
+/// defaults to view types: `Utf8View` beside `Utf8` breaks readers that merge file schemas).
+#[tokio::test]
+async fn compacted_files_are_listed_after_a_refresh_and_keep_the_appends_arrow_types() {
+    use deltalake_core::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("s", DataType::Utf8, true),
+        Field::new("date", DataType::Utf8, false),
+    ]));
+    let spec = TableSpec { schema: schema.clone(), partition_by: vec!["date".into()], checkpoint_interval: 10 };
+    let loc = Location::Local(temp_dir("refresh-after-optimize"));
+    let dir = loc.local_path().unwrap().to_path_buf();
+    let mut w = Table::open_or_create(&loc, &spec).await.unwrap();
+    for k in 0..3 {
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(k * 10..k * 10 + 10)),
+                Arc::new(StringArray::from(vec!["v"; 10])),
+                Arc::new(StringArray::from(vec!["2026-12-04"; 10])),
+            ],
+        )
+        .unwrap();
+        w.append(&[b]).await.unwrap();
+    }
+    let file_schema = |path: &str| {
+        let f = std::fs::File::open(dir.join(path)).unwrap();
+        ParquetRecordBatchReaderBuilder::try_new(f).unwrap().schema().clone()
+    };
+    let mut r = Table::open(&loc).await.unwrap();
+    let appended = r.files().unwrap();
+    assert_eq!(appended.len(), 3);
+    let o = Table::open(&loc).await.unwrap().optimize(64 << 20).await.unwrap();
+    assert_eq!((o.files_removed, o.files_added), (3, 1));
+    r.refresh().await.unwrap();
+    assert_eq!(r.version(), Some(o.version));
+    let compacted = r.files().unwrap();
+    assert_eq!(compacted.len(), 1, "{compacted:?}");
+    let (before, after) = (file_schema(&appended[0].path), file_schema(&compacted[0].path));
+    assert_eq!(after.field_with_name("s").unwrap().data_type(), &DataType::Utf8);
+    assert_eq!(after.fields(), before.fields());
+    assert_eq!(query_i64(&r, "SELECT count(*) FROM t").await, vec![30]);
 }

@@ -3,11 +3,15 @@
 //! `vacuum` of files no version within the retention refers to, and retention (whole old
 //! partitions removed by a Delta delete: a commit, never files deleted behind the log).
 
+use std::collections::HashMap;
 use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deltalake_core::DeltaTable;
 use deltalake_core::checkpoints::{cleanup_metadata, create_checkpoint};
+use deltalake_core::datafusion::catalog::Session;
+use deltalake_core::delta_datafusion::DeltaSessionContext;
 use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::operations::vacuum::VacuumMode;
 use deltalake_core::parquet::basic::{Compression, ZstdLevel};
@@ -39,6 +43,16 @@ pub struct Retained {
     pub version: u64,
 }
 
+/// The DataFusion session the rewrites (optimize, delete) run in: delta-rs' defaults, but with
+/// plain (not view) string and binary types, so that the files they write carry the same Arrow
+/// types as the appends' (readers that merge the files' schemas would refuse `Utf8View` beside
+/// `Utf8`).
+fn rewrite_session() -> Result<Arc<dyn Session>, deltalake_core::DeltaTableError> {
+    let overrides =
+        HashMap::from([("datafusion.execution.parquet.schema_force_view_types".to_string(), "false".to_string())]);
+    Ok(Arc::new(DeltaSessionContext::new_with_session_overrides(&overrides)?.state()))
+}
+
 impl Table {
     fn take(&mut self) -> DeltaTable {
         let log = self.delta().log_store();
@@ -51,9 +65,11 @@ impl Table {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| self.derr(e.into()))?))
             .build();
+        let session = rewrite_session().map_err(|e| self.derr(e))?;
         let t = self.take();
         let target = NonZeroU64::new(target_bytes.max(1)).unwrap_or(NonZeroU64::MIN);
-        match t.clone().optimize().with_target_size(target).with_writer_properties(props).await {
+        let optimize = t.clone().optimize().with_target_size(target).with_writer_properties(props);
+        match optimize.with_session_state(session).await {
             Ok((t, m)) => {
                 *self.delta_mut() = t;
                 Ok(Optimized {
@@ -115,9 +131,11 @@ impl Table {
             // nothing to remove: no commit
             return Ok(Retained { files_removed: 0, rows_removed: Some(0), version: self.version().unwrap_or(0) });
         }
+        let session = rewrite_session().map_err(|e| self.derr(e))?;
         let t = self.take();
         let predicate = format!("\"{}\" < '{first_kept}'", column.replace('"', "\"\""));
-        match t.clone().delete().with_predicate(predicate).with_commit_properties(CommitProperties::default()).await {
+        let delete = t.clone().delete().with_predicate(predicate).with_commit_properties(CommitProperties::default());
+        match delete.with_session_state(session).await {
             Ok((t, m)) => {
                 *self.delta_mut() = t;
                 Ok(Retained {

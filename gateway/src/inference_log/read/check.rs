@@ -80,9 +80,13 @@ pub fn expect_schema(dir: &Path, schema: SchemaRef) {
 
 /// The usable Parquet files under `dir`, oldest first; skipped ones are counted and warned about.
 pub fn usable_files(dir: &Path) -> Vec<PathBuf> {
-    let checks = check_dir(dir);
-    let mut out = Vec::with_capacity(checks.len());
-    for c in checks {
+    usable_of(dir, super::list_parquet(dir))
+}
+
+/// [`usable_files`] of files listed already (a listing of `dir`'s log at one version).
+pub fn usable_of(dir: &Path, files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut out = Vec::with_capacity(files.len());
+    for c in check_files(dir, files) {
         match c.problem {
             None => out.push(c.path),
             Some((reason, detail)) => report_skip(dir, &c.path, reason, &detail),
@@ -93,7 +97,11 @@ pub fn usable_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Every Parquet file under `dir` (as [`super::list_parquet`] lists them) with its verdict.
 pub fn check_dir(dir: &Path) -> Vec<FileCheck> {
-    let files = super::list_parquet(dir);
+    check_files(dir, super::list_parquet(dir))
+}
+
+/// The verdict on each of `files` of the table in `dir`.
+fn check_files(dir: &Path, files: Vec<PathBuf>) -> Vec<FileCheck> {
     let footers = footers(dir, &files);
     let expected = EXPECTED.lock().ok().and_then(|m| m.get(dir).cloned());
     judge(&files, &footers, expected)

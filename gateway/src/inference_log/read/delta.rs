@@ -67,14 +67,33 @@ fn synced(dir: &Path, version: Option<u64>) -> Option<Vec<Listed>> {
 static LAST_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// The absolute paths of the data files of the Delta table in `dir` at its latest version,
-/// oldest first (by the time each add action gives, then path); `None` when `dir` has no Delta log. A log that cannot be read gives no files (and a
-/// warning): listing the directory instead would show uncommitted and removed files.
+/// oldest first (by the time each add action gives, then path); `None` when `dir` has no Delta
+/// log. A log that cannot be read gives no files (and a warning): listing the directory instead
+/// would show uncommitted and removed files.
 pub(super) fn log_files(dir: &Path) -> Option<Vec<PathBuf>> {
     log_file_details(dir).map(|files| files.into_iter().map(|(path, _)| path).collect())
 }
 
 /// [`log_files`] with what the log says of each file (size, rows, statistics).
 pub fn log_file_details(dir: &Path) -> Option<Vec<Listed>> {
+    log_listing(dir, None).map(|l| l.files)
+}
+
+/// A table's files at one version, and what changed since an earlier one.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The version listed (`None`: a remote table nobody has written yet, or an unreadable log).
+    pub version: Option<u64>,
+    pub files: Vec<Listed>,
+    /// What the commits after the version asked for changed, up to `version` (paths relative
+    /// to the table, as [`DataFile::path`]); `None` when not asked for or not known.
+    pub changes: Option<sluice_tables::Changes>,
+}
+
+/// The files of the Delta table in `dir` at its latest version (as [`log_file_details`]) and,
+/// when `since` is given, what the commits after `since` changed, read from the same snapshot;
+/// `None` when `dir` has no Delta log.
+pub fn log_listing(dir: &Path, since: Option<u64>) -> Option<Listing> {
     let remote = remote_of(dir);
     if remote.is_none() && !dir.join("_delta_log").is_dir() {
         return None;
@@ -83,19 +102,23 @@ pub fn log_file_details(dir: &Path) -> Option<Vec<Listed>> {
     let key = dir.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
-        let _ = tx.send(files(key, remote).await);
+        let _ = tx.send(files(key, remote, since).await);
     });
     match rx.recv() {
-        Ok(Ok(files)) => Some(files),
+        Ok(Ok(listing)) => Some(listing),
         Ok(Err(e)) => {
             warn(dir, &e);
-            Some(Vec::new())
+            Some(Listing::default())
         }
-        Err(_) => Some(Vec::new()),
+        Err(_) => Some(Listing::default()),
     }
 }
 
-async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<Listed>, sluice_tables::TableError> {
+async fn files(
+    dir: PathBuf,
+    remote: Option<Location>,
+    since: Option<u64>,
+) -> Result<Listing, sluice_tables::TableError> {
     let mut open = OPEN.lock().await;
     let table = match open.remove(&dir) {
         Some(mut t) => {
@@ -107,7 +130,7 @@ async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<Listed>, sl
             match Table::open(&location).await {
                 Ok(t) => t,
                 // a remote table nobody has written yet: no files
-                Err(sluice_tables::TableError::NotATable { .. }) if remote.is_some() => return Ok(Vec::new()),
+                Err(sluice_tables::TableError::NotATable { .. }) if remote.is_some() => return Ok(Listing::default()),
                 Err(e) => return Err(e),
             }
         }
@@ -128,6 +151,10 @@ async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<Listed>, sl
     }
     files.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
     let version = table.version();
+    let changes = match since {
+        Some(from) => Some(table.changes_since(from).await),
+        None => None,
+    };
     let out = match (&remote, synced(&dir, version)) {
         (None, _) => Ok(Vec::new()),
         (Some(_), Some(copies)) => Ok(copies),
@@ -143,11 +170,15 @@ async fn files(dir: PathBuf, remote: Option<Location>) -> Result<Vec<Listed>, sl
         }
     };
     open.insert(dir.clone(), table);
-    match out {
-        Err(e) => Err(e),
-        Ok(copies) if remote.is_some() => Ok(copies),
-        Ok(_) => Ok(files.into_iter().map(|f| (dir.join(&f.path), f)).collect()),
-    }
+    let files = match out {
+        Err(e) => return Err(e),
+        Ok(copies) if remote.is_some() => copies,
+        Ok(_) => files.into_iter().map(|f| (dir.join(&f.path), f)).collect(),
+    };
+    // changes that cannot be read (a log entry gone missing between two reads) are not known:
+    // the reader compares listings instead
+    let changes = changes.and_then(|c| c.map_err(|e| warn(&dir, &e)).ok());
+    Ok(Listing { version, files, changes })
 }
 
 /// Whether a data file path from a log stays inside the table's directory: relative, with

@@ -1,4 +1,5 @@
-//! What a monitor persists (files seen, fingerprint, alert state) and what a refresh reports.
+//! What a monitor persists (files seen and the table versions they are of, fingerprint, alert
+//! state) and what a refresh reports.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,12 @@ pub struct State {
     pub fingerprint: String,
     pub files: BTreeMap<String, FileInfo>,
     pub label_files: BTreeMap<String, u64>,
+    /// The versions of the inference and labels tables that `files` and `label_files` list (of
+    /// Delta tables): the next refresh reads the log's changes after them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_version: Option<u64>,
     pub refreshes: u64,
     pub last_refresh_us: Option<i64>,
     pub alerts: BTreeMap<String, AlertState>,
@@ -45,6 +52,9 @@ pub struct RefreshReport {
     pub new_files: usize,
     pub new_label_files: usize,
     pub removed_files: usize,
+    /// Files a rewrite of the table (optimize) put in place of files already read: their rows
+    /// are not read again and their windows not recomputed.
+    pub rewritten_files: usize,
     pub windows_recomputed: usize,
     pub rows_read: u64,
     pub profile_rows: usize,

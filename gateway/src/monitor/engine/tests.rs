@@ -67,3 +67,38 @@ async fn resetting_the_outputs_empties_delta_metric_tables_and_deletes_the_plain
     assert_eq!(t.version(), Some(before + 1), "by one commit");
     assert_eq!(m.state().fingerprint, "v2|new");
 }
+
+/// Rewrites (optimize) of files already read are renames; a rewrite that folds in a file not
+/// read yet is not, and neither is one that comes after a rewrite that was not.
+#[test]
+fn rewrites_of_files_already_read_are_renames() {
+    use super::files::renames;
+    use sluice_tables::Rewrite;
+    let rw = |version, removed: &[&str], added: &[&str]| Rewrite {
+        version,
+        removed: removed.iter().map(|s| s.to_string()).collect(),
+        added: added.iter().map(|s| s.to_string()).collect(),
+    };
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<std::collections::HashSet<_>>();
+    let read = |p: &str| ["a", "b", "c"].contains(&p);
+
+    // a, b compacted into x, then x and c into y: both renames, only y is new on disk
+    let r = renames(&[rw(5, &["a", "b"], &["x"]), rw(6, &["x", "c"], &["y"])], read);
+    assert_eq!((r.added, r.removed), (set(&["y"]), set(&["a", "b", "c"])));
+
+    // d was appended after the last refresh: compacting it with a is not a rename
+    let r = renames(&[rw(5, &["a", "d"], &["x"])], read);
+    assert_eq!((r.added, r.removed), (set(&[]), set(&[])));
+
+    // x holds unread rows, so a later rewrite of x is not a rename either
+    let r = renames(&[rw(5, &["a", "d"], &["x"]), rw(6, &["x", "b"], &["y"])], read);
+    assert_eq!((r.added, r.removed), (set(&[]), set(&[])));
+
+    // a file replaced twice (a log that names it again) is not read twice over
+    let r = renames(&[rw(5, &["a"], &["x"]), rw(6, &["a"], &["y"])], read);
+    assert_eq!((r.added, r.removed), (set(&["x"]), set(&["a"])));
+
+    // an add without a remove is no rename of anything
+    let r = renames(&[rw(5, &[], &["x"])], read);
+    assert_eq!((r.added, r.removed), (set(&[]), set(&[])));
+}
