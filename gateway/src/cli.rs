@@ -1,5 +1,6 @@
 //! The `sluice` command line: [`args`] is the schema (subcommands, flags, help), [`run`] sends
-//! each subcommand to the file that owns it: [`serve`], [`validate`], [`table`], [`monitor`], and
+//! each subcommand to the file that owns it: [`serve`], [`validate`], [`table`], [`monitor`],
+//! [`config_store`] (export and import, against the store), and
 //! [`admin`] for everything that talks to a running gateway (through [`client`], printed by
 //! [`render`]). The CLI sits above the library: it uses config, server and the table readers,
 //! and reads the admin API only through its wire format, never the handlers' types.
@@ -8,6 +9,7 @@ pub mod admin;
 pub mod args;
 pub mod auth;
 pub mod client;
+pub mod config_store;
 mod error;
 pub mod monitor;
 pub mod render;
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 pub use error::CliError;
 
 use admin::AdminCall;
-use args::{Cli, Command, ServeArgs};
+use args::{Cli, Command, ConfigCommand, ServeArgs};
 
 /// Runs a parsed command line and returns the process's exit status.
 pub fn run(cli: Cli) -> ExitCode {
@@ -29,6 +31,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate { file, env } => validate::validate(&file, env.as_deref()),
         Command::Endpoints { command, admin } => admin::run(admin, AdminCall::Endpoints(command)),
         Command::Traffic { command, admin } => admin::run(admin, AdminCall::Traffic(command)),
+        Command::Config { command: c @ (ConfigCommand::Export { .. } | ConfigCommand::Import { .. }), .. } => {
+            config_store::run(c)
+        }
         Command::Config { command, admin } => admin::run(admin, AdminCall::Config(command)),
         Command::Rollout { command, admin } => admin::run(admin, AdminCall::Rollout(command)),
         Command::Experiment { command, admin } => admin::run(admin, AdminCall::Experiment(command)),

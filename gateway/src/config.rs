@@ -95,6 +95,8 @@ pub struct StorageConfig {
     /// The local directory of the tables: the tables themselves, or for remote tables the
     /// readers' copies of their files.
     pub local: PathBuf,
+    /// `storage.config_store`: where the shared config versions live.
+    pub config_store: Option<sluice_tables::Location>,
 }
 
 /// How the process logs and traces (`[telemetry]`; applied at startup, not on reload).

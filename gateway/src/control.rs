@@ -4,6 +4,14 @@
 //!
 //! Changes are serialised by one lock. A change that fails validation or loading leaves the
 //! serving snapshot untouched.
+//!
+//! With a config store ([`store`]), each change is written to the store as its next version
+//! after it is prepared and before it is swapped in: a change that loses the race for that
+//! version is refused (409) and nothing is swapped. Every replica follows the store
+//! ([`Control::follow_store`]): versions written by others are validated, prepared and swapped
+//! in the same way, and their history is rebuilt from the store at start.
+
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +22,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::store::{ConfigStore, StoreError};
 pub use crate::config::history::{HistoryEntry, Source};
 use crate::config::raw::{RawConfig, RawEndpoint, RawTrafficConfig, Secret};
 use crate::config::{Config, ConfigError, Overrides};
@@ -35,6 +44,32 @@ pub enum ControlError {
     Load(#[from] BuildError),
     #[error("{0}")]
     Internal(String),
+    /// The config store cannot be reached: nothing was changed.
+    #[error("{0}")]
+    Store(String),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> ControlError {
+        match e {
+            StoreError::Conflict { .. } => ControlError::Conflict(e.to_string()),
+            _ => ControlError::Store(e.to_string()),
+        }
+    }
+}
+
+/// Who made a change, from where, and why.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub source: Source,
+    pub reason: Option<String>,
+    pub by: Option<String>,
+}
+
+impl Change {
+    pub fn new(source: Source, by: Option<String>) -> Change {
+        Change { source, reason: None, by }
+    }
 }
 
 impl From<ConfigError> for ControlError {
@@ -66,6 +101,10 @@ struct State {
     history: BTreeMap<String, Vec<HistoryEntry>>,
     /// Content of the file at the last (re)load, to notice edits.
     file_text: Option<String>,
+    /// The config store's version in force (0: none).
+    store_version: u64,
+    /// The store's newest version that failed to apply here (warned about once).
+    store_failed: Option<u64>,
 }
 
 /// Applies config changes to a running gateway.
@@ -81,6 +120,8 @@ pub struct Control {
     pins: std::sync::Mutex<BTreeMap<String, RawTrafficConfig>>,
     /// Who may call, as the config in force says (a reload rotates tokens).
     access: std::sync::RwLock<Arc<Access>>,
+    /// The shared config store, when the config lives in one.
+    store: Option<ConfigStore>,
 }
 
 impl std::fmt::Debug for Control {
@@ -90,44 +131,56 @@ impl std::fmt::Debug for Control {
 }
 
 impl Control {
-    /// Starts history at version 1 for every endpoint of the config the gateway started with.
-    /// `monitors` were started from that config.
+    /// Starts history at version 1 for every endpoint of the config the gateway started with,
+    /// or, with a config store, rebuilds it from the store's versions (`config` is then the
+    /// latest one's, as [`store::open_at_start`] made it). `monitors` were started from `config`.
     pub fn new(
         gateway: Arc<Gateway>,
         config: Config,
         source: Option<ConfigSource>,
         tasks: TaskTracker,
         monitors: Arc<Monitors>,
+        store: Option<(ConfigStore, Vec<store::Version>)>,
     ) -> Control {
-        let time = now_rfc3339();
-        let history = config
-            .raw
-            .endpoints
-            .iter()
-            .map(|e| {
-                (
-                    e.name.clone(),
-                    vec![HistoryEntry {
-                        version: 1,
-                        time: time.clone(),
-                        source: Source::Startup,
-                        reason: None,
-                        config: Some(e.clone()),
-                    }],
-                )
-            })
-            .collect();
+        let mut history = BTreeMap::new();
+        let mut store_version = 0;
+        match &store {
+            None => {
+                let change = Change::new(Source::Startup, None);
+                record(&mut history, &[], &config.raw.endpoints, &now_rfc3339(), &change, None);
+            }
+            Some((_, versions)) => {
+                let mut before: &[RawEndpoint] = &[];
+                for v in versions {
+                    let change = Change { source: v.source, reason: v.reason.clone(), by: v.by.clone() };
+                    record(&mut history, before, &v.config.endpoints, &v.time, &change, Some(v.version));
+                    before = &v.config.endpoints;
+                    store_version = v.version;
+                }
+            }
+        }
         let file_text = source.as_ref().and_then(|s| std::fs::read_to_string(&s.path).ok());
         let access = std::sync::RwLock::new(Arc::new(Access::of(&config)));
         Control {
             gateway,
-            state: Mutex::new(State { config, history, file_text }),
+            state: Mutex::new(State { config, history, file_text, store_version, store_failed: None }),
             source,
             tasks,
             monitors,
             pins: std::sync::Mutex::new(BTreeMap::new()),
             access,
+            store: store.map(|(s, _)| s),
         }
+    }
+
+    /// The config store, when the config lives in one.
+    pub fn store(&self) -> Option<&ConfigStore> {
+        self.store.as_ref()
+    }
+
+    /// The config store's version in force (0 without a store).
+    pub async fn store_version(&self) -> u64 {
+        self.state.lock().await.store_version
     }
 
     /// The admin token and the `[[auth.tokens]]` principals in force.
@@ -166,12 +219,12 @@ impl Control {
             .ok_or_else(|| ControlError::NotFound(format!("unknown endpoint '{endpoint}'")))
     }
 
-    /// Creates or replaces one endpoint.
-    pub async fn put_endpoint(&self, mut endpoint: RawEndpoint) -> Result<u64, ControlError> {
+    /// Creates or replaces one endpoint (`by`: the caller's principal).
+    pub async fn put_endpoint(&self, mut endpoint: RawEndpoint, by: Option<String>) -> Result<u64, ControlError> {
         self.check_pin(&endpoint.name, endpoint.traffic_config.as_ref())?;
         let name = endpoint.name.clone();
         endpoint.name = name.clone();
-        self.edit(Source::Api, &name, move |raw| {
+        self.edit(Change::new(Source::Api, by), &name, move |raw| {
             match raw.endpoints.iter_mut().find(|e| e.name == endpoint.name) {
                 Some(e) => *e = endpoint,
                 None => raw.endpoints.push(endpoint),
@@ -182,10 +235,15 @@ impl Control {
     }
 
     /// Replaces an endpoint's traffic routes only.
-    pub async fn set_traffic(&self, endpoint: &str, traffic: RawTrafficConfig) -> Result<u64, ControlError> {
+    pub async fn set_traffic(
+        &self,
+        endpoint: &str,
+        traffic: RawTrafficConfig,
+        by: Option<String>,
+    ) -> Result<u64, ControlError> {
         self.check_pin(endpoint, Some(&traffic))?;
         let name = endpoint.to_string();
-        self.edit(Source::Api, endpoint, move |raw| {
+        self.edit(Change::new(Source::Api, by), endpoint, move |raw| {
             let e = raw
                 .endpoints
                 .iter_mut()
@@ -223,8 +281,9 @@ impl Control {
     ) -> Result<u64, ControlError> {
         let name = endpoint.to_string();
         let t = traffic.clone();
+        let change = Change { source: Source::Rollout, reason: Some(reason), by: None };
         let version = self
-            .edit_with(Source::Rollout, Some(reason), endpoint, move |raw| {
+            .edit(change, endpoint, move |raw| {
                 let e = raw
                     .endpoints
                     .iter_mut()
@@ -255,9 +314,9 @@ impl Control {
     }
 
     /// Removes an endpoint.
-    pub async fn delete_endpoint(&self, endpoint: &str) -> Result<u64, ControlError> {
+    pub async fn delete_endpoint(&self, endpoint: &str, by: Option<String>) -> Result<u64, ControlError> {
         let name = endpoint.to_string();
-        self.edit(Source::Api, endpoint, move |raw| {
+        self.edit(Change::new(Source::Api, by), endpoint, move |raw| {
             let before = raw.endpoints.len();
             raw.endpoints.retain(|e| e.name != name);
             if raw.endpoints.len() == before {
@@ -272,7 +331,7 @@ impl Control {
     }
 
     /// Puts an endpoint back to the config it had at history version `version`.
-    pub async fn rollback(&self, endpoint: &str, version: u64) -> Result<u64, ControlError> {
+    pub async fn rollback(&self, endpoint: &str, version: u64, by: Option<String>) -> Result<u64, ControlError> {
         let target = {
             let st = self.state.lock().await;
             let h = st
@@ -293,7 +352,7 @@ impl Control {
         let target =
             target.ok_or_else(|| ControlError::Invalid(format!("version {version} of '{endpoint}' is its removal")))?;
         self.check_pin(endpoint, target.traffic_config.as_ref())?;
-        self.edit(Source::Rollback, endpoint, move |raw| {
+        self.edit(Change::new(Source::Rollback, by), endpoint, move |raw| {
             match raw.endpoints.iter_mut().find(|e| e.name == target.name) {
                 Some(e) => *e = target,
                 None => raw.endpoints.push(target),
@@ -323,7 +382,7 @@ impl Control {
                 return Err(e.into());
             }
         };
-        self.apply_locked(&mut st, new, Source::File, None).await
+        self.apply_locked(&mut st, new, Change::new(Source::File, None), None).await
     }
 
     /// Reloads when the file's content changed since the last load; errors are logged.
@@ -353,23 +412,11 @@ impl Control {
 
     /// Applies `f` to a copy of the raw config, then validates, prepares and swaps it in.
     /// Returns the endpoint's new config version.
-    async fn edit<F>(&self, source: Source, endpoint: &str, f: F) -> Result<u64, ControlError>
+    async fn edit<F>(&self, change: Change, endpoint: &str, f: F) -> Result<u64, ControlError>
     where
         F: FnOnce(&mut RawConfig) -> Result<(), ControlError>,
     {
-        self.edit_with(source, None, endpoint, f).await
-    }
-
-    async fn edit_with<F>(
-        &self,
-        source: Source,
-        reason: Option<String>,
-        endpoint: &str,
-        f: F,
-    ) -> Result<u64, ControlError>
-    where
-        F: FnOnce(&mut RawConfig) -> Result<(), ControlError>,
-    {
+        let source = change.source;
         let mut st = self.state.lock().await;
         let mut raw = st.config.raw.clone();
         if let Err(e) = f(&mut raw) {
@@ -383,24 +430,79 @@ impl Control {
                 return Err(e.into());
             }
         };
-        self.apply_locked(&mut st, new, source, reason).await?;
+        self.apply_locked(&mut st, new, change, None).await?;
         Ok(st.history.get(endpoint).and_then(|h| h.last()).map(|e| e.version).unwrap_or(0))
     }
 
-    /// Prepares the new snapshot off the request path and swaps it in; records history.
+    /// Applies the versions other replicas wrote to the config store since the one in force
+    /// (one swap, to the newest; each version in the history). Answers how many were applied.
+    pub async fn sync_store(&self) -> Result<usize, ControlError> {
+        let Some(store) = &self.store else { return Ok(0) };
+        let from = self.state.lock().await.store_version;
+        let mut versions = Vec::new();
+        while let Some(v) = store.get(from + 1 + versions.len() as u64).await? {
+            versions.push(v);
+        }
+        let Some(last) = versions.last() else { return Ok(0) };
+        let mut st = self.state.lock().await;
+        if st.store_version != from {
+            // a change made here landed in between: the next round reads on from it
+            return Ok(0);
+        }
+        let raw = store::shared(&st.config.raw, &last.config);
+        let new = Config::from_raw(raw, &format!("config store version {}", last.version), &st.config.base)
+            .inspect_err(|_| crate::metrics::config_change("store", "rejected"))?;
+        let change = Change { source: last.source, reason: last.reason.clone(), by: last.by.clone() };
+        self.apply_locked(&mut st, new, change, Some(&versions)).await?;
+        st.store_failed = None;
+        Ok(versions.len())
+    }
+
+    /// Follows the config store every `interval` until `token` is cancelled. A version that
+    /// cannot be applied here (a model that does not load on this machine) is logged once and
+    /// tried again each round; the replica keeps serving the config in force meanwhile.
+    pub async fn follow_store(self: Arc<Self>, interval: Duration, token: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.sync_store().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(versions = n, "config store: applied the versions written by other replicas"),
+                Err(e) => {
+                    let mut st = self.state.lock().await;
+                    let newest = st.store_version + 1;
+                    if st.store_failed != Some(newest) {
+                        st.store_failed = Some(newest);
+                        tracing::error!(
+                            "config store: version {newest} was not applied; still serving version {}: {e}",
+                            st.store_version
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Prepares the new snapshot off the request path, writes it to the config store (when
+    /// there is one and the change was made here) and swaps it in; records history. `stored`:
+    /// the store's versions this change applies (read from the store, not written to it).
     async fn apply_locked(
         &self,
         st: &mut State,
         mut new: Config,
-        source: Source,
-        reason: Option<String>,
+        change: Change,
+        stored: Option<&[store::Version]>,
     ) -> Result<Vec<String>, ControlError> {
-        if source == Source::File {
+        let source = change.source;
+        let local_file = source == Source::File && stored.is_none();
+        if local_file {
             new = self.keep_pinned(new)?;
         }
         // Listener addresses and limits are fixed at start; keep them, and say so when they changed.
         let kept = ServerKeep::keep(&st.config, &new);
-        if source == Source::File && !ServerKeep::same_fixed(&st.config, &new) {
+        if local_file && !ServerKeep::same_fixed(&st.config, &new) {
             tracing::warn!(
                 "server settings other than default_endpoint and admin_token changed in the config file; they apply after a restart"
             );
@@ -424,31 +526,60 @@ impl Control {
             crate::metrics::config_change(source.label(), "rejected");
             return Err(ControlError::Invalid(e.to_string()));
         }
+        let time = now_rfc3339();
+        // a change made here becomes the store's next version before it serves: of two
+        // replicas changing the same version, the one that loses the write changes nothing
+        let written = match (&self.store, stored) {
+            (Some(store), None) => {
+                let v = store::Version {
+                    version: st.store_version + 1,
+                    time: time.clone(),
+                    by: change.by.clone(),
+                    source,
+                    reason: change.reason.clone(),
+                    config: new.raw.clone(),
+                };
+                if let Err(e) = store.put(&v).await {
+                    crate::metrics::config_change(source.label(), "rejected");
+                    return Err(e.into());
+                }
+                Some(v)
+            }
+            _ => None,
+        };
         self.gateway.swap(snapshot);
         *self.access.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Access::of(&new));
-        crate::metrics::config_change(source.label(), "applied");
+        crate::metrics::config_change(if stored.is_some() { "store" } else { source.label() }, "applied");
         self.monitors.reconcile(&new);
-        let time = now_rfc3339();
         let mut changed = Vec::new();
-        let old: BTreeMap<&str, &RawEndpoint> = st.config.raw.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
-        let new_eps: BTreeMap<&str, &RawEndpoint> = new.raw.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
-        let names: std::collections::BTreeSet<&str> = old.keys().chain(new_eps.keys()).copied().collect();
-        for name in names {
-            let (before, after) = (old.get(name), new_eps.get(name));
-            if before == after {
-                continue;
+        match stored {
+            Some(versions) => {
+                let mut before = st.config.raw.endpoints.clone();
+                for v in versions {
+                    let c = Change { source: v.source, reason: v.reason.clone(), by: v.by.clone() };
+                    let eps = &v.config.endpoints;
+                    changed.extend(record(&mut st.history, &before, eps, &v.time, &c, Some(v.version)));
+                    before = eps.clone();
+                }
+                st.store_version = versions.last().map_or(st.store_version, |v| v.version);
             }
-            let h = st.history.entry(name.to_string()).or_default();
-            let version = h.last().map(|e| e.version + 1).unwrap_or(1);
-            h.push(HistoryEntry {
-                version,
-                time: time.clone(),
-                source,
-                reason: reason.clone(),
-                config: after.map(|e| (*e).clone()),
-            });
-            changed.push(name.to_string());
+            None => {
+                let store_version = written.as_ref().map(|v| v.version);
+                changed = record(
+                    &mut st.history,
+                    &st.config.raw.endpoints,
+                    &new.raw.endpoints,
+                    &time,
+                    &change,
+                    store_version,
+                );
+                if let Some(v) = store_version {
+                    st.store_version = v;
+                }
+            }
         }
+        changed.sort();
+        changed.dedup();
         tracing::info!(source = source.label(), ?changed, "config applied");
         st.config = new;
         Ok(changed)
@@ -500,7 +631,7 @@ impl Access {
 }
 
 /// Server settings that a live change may alter: the default endpoint and the admin token.
-struct ServerKeep;
+pub(crate) struct ServerKeep;
 
 impl ServerKeep {
     fn keep(old: &Config, new: &Config) -> crate::config::ServerConfig {
@@ -522,6 +653,41 @@ impl ServerKeep {
     }
 }
 
+/// Appends a history entry for each endpoint that differs between `before` and `after`;
+/// answers their names.
+fn record(
+    history: &mut BTreeMap<String, Vec<HistoryEntry>>,
+    before: &[RawEndpoint],
+    after: &[RawEndpoint],
+    time: &str,
+    change: &Change,
+    store_version: Option<u64>,
+) -> Vec<String> {
+    let old: BTreeMap<&str, &RawEndpoint> = before.iter().map(|e| (e.name.as_str(), e)).collect();
+    let new: BTreeMap<&str, &RawEndpoint> = after.iter().map(|e| (e.name.as_str(), e)).collect();
+    let names: std::collections::BTreeSet<&str> = old.keys().chain(new.keys()).copied().collect();
+    let mut changed = Vec::new();
+    for name in names {
+        let (b, a) = (old.get(name), new.get(name));
+        if b == a {
+            continue;
+        }
+        let h = history.entry(name.to_string()).or_default();
+        let version = h.last().map(|e| e.version + 1).unwrap_or(1);
+        h.push(HistoryEntry {
+            version,
+            time: time.to_string(),
+            source: change.source,
+            by: change.by.clone(),
+            reason: change.reason.clone(),
+            store_version,
+            config: a.map(|e| (*e).clone()),
+        });
+        changed.push(name.to_string());
+    }
+    changed
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -534,7 +700,7 @@ impl From<ControlError> for TrafficError {
             ControlError::Invalid(_) | ControlError::Load(_) => TrafficError::Invalid(message),
             ControlError::NotFound(_) => TrafficError::NotFound(message),
             ControlError::Conflict(_) => TrafficError::Conflict(message),
-            ControlError::Internal(_) => TrafficError::Internal(message),
+            ControlError::Internal(_) | ControlError::Store(_) => TrafficError::Internal(message),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Fuzz targets for every request parser, run as tests on the pinned stable toolchain:
 //! MLflow `/predict` JSON, V2 JSON, V2 binary (header + tensor bytes) and gRPC `ModelInferRequest`
 //! (protobuf decode, then into tensors), each followed by validation against real model schemas;
-//! labels posts; the `[storage]` config section and table locations; and the auth path (`Authorization` header, route need, token check, scope and
+//! labels posts; the `[storage]` config section and table locations; config store versions
+//! (JSON from the store, merged and validated as a following replica does); and the auth path (`Authorization` header, route need, token check, scope and
 //! hash parsing).
 //!
 //! Each target mutates the committed corpus (`gateway/fuzz/corpus/<target>/`) with a seeded
@@ -200,6 +201,7 @@ fn storage(_: &Models, input: &[u8]) {
         region: next(),
         cache_dir: next(),
         allow_http: next().map(|l| l == "true"),
+        config_store: next(),
     };
     if let Ok(s) = crate::config::validate::storage_of(&raw, Path::new("/nonexistent/data"), Path::new("/nonexistent"))
         && let Some(remote) = s.remote
@@ -207,6 +209,16 @@ fn storage(_: &Models, input: &[u8]) {
         let t = remote.child("fraud");
         let _ = (t.sibling("fraud_labels").to_string(), t.url(), t.storage_options());
     }
+}
+
+/// A version object of the config store, as another replica (or anything with write access
+/// to the bucket) left it: parsed, merged with a replica's own settings and validated, as a
+/// replica following the store does before it loads anything.
+fn config_version(_: &Models, input: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<crate::control::store::Version>(input) else { return };
+    let local = crate::config::raw::RawConfig::default();
+    let raw = crate::control::store::shared(&local, &v.config);
+    let _ = crate::config::Config::from_raw(raw, "fuzz store version", Path::new("/nonexistent"));
 }
 
 /// The auth path of a request: the input's first line is the `Authorization` header, the second
@@ -391,6 +403,11 @@ fn fuzz_labels() {
 #[test]
 fn fuzz_storage() {
     fuzz("storage", storage);
+}
+
+#[test]
+fn fuzz_config_version() {
+    fuzz("config_version", config_version);
 }
 
 #[test]

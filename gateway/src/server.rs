@@ -68,6 +68,16 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         .map_err(|e| StartError::Other(format!("server.webhook_ca_file: {e}")))?;
     let lib = config.runtime.onnxruntime_lib.clone();
     library::environment(lib.as_deref())?;
+    // with a config store, models and endpoints come from its latest version
+    let (config, store) = match config.storage.config_store.clone() {
+        Some(location) => {
+            let (c, store, versions) =
+                crate::control::store::open_at_start(&location, config).await.map_err(StartError::Other)?;
+            (c, Some((store, versions)))
+        }
+        None => (config, None),
+    };
+    let following = store.is_some();
     let tasks = TaskTracker::new();
     let cfg = config.clone();
     let t = tasks.clone();
@@ -83,7 +93,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     // Monitors first: the control plane restarts them on config changes.
     let monitors = Monitors::start(&config).map_err(|e| StartError::Other(e.to_string()))?;
     let control =
-        Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone(), monitors.clone()));
+        Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone(), monitors.clone(), store));
     // Running rollouts put their traffic back before anything is served.
     let clock = if config.server.test_clock { crate::clock::Clock::test() } else { crate::clock::Clock::system() };
     let rollouts =
@@ -174,8 +184,13 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
             tracing::error!("grpc server: {e}");
         }
     });
+    if following {
+        tasks.spawn(control.clone().follow_store(config.server.watch_interval, token.clone()));
+    }
     if source.is_some() {
-        if config.server.watch_config {
+        // with a config store the file only started the first replica: edits of it reach the
+        // store on SIGHUP or `POST /admin/reload`, not by watching
+        if config.server.watch_config && !following {
             tasks.spawn(control.clone().watch(config.server.watch_interval, token.clone()));
         }
         tasks.spawn(reload_on_sighup(control.clone(), token.clone()));

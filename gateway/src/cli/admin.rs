@@ -70,6 +70,10 @@ pub fn request(call: AdminCall) -> Result<Request, CliError> {
             Request::new(M::POST, format!("/admin/endpoints/{endpoint}/rollback"), Some(json!({ "version": version })))
         }
         AdminCall::Config(ConfigCommand::Reload) => Request::new(M::POST, "/admin/reload", None),
+        // run by `config_store`, against the store, without a gateway
+        AdminCall::Config(ConfigCommand::Export { .. } | ConfigCommand::Import { .. }) => {
+            return Err(CliError::ConfigStore("export and import read the config store, not a gateway".into()));
+        }
         AdminCall::Rollout(RolloutCommand::Start(args)) => {
             let endpoint = args.endpoint.clone();
             Request::new(M::POST, format!("/rollouts/{endpoint}"), Some(rollout_body(*args)))

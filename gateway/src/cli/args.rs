@@ -306,6 +306,32 @@ pub enum ConfigCommand {
     Rollback { endpoint: String, version: u64 },
     /// Re-read the config file the gateway was started with.
     Reload,
+    /// Write the latest config of a config store as TOML (to stdout or `--output`).
+    Export {
+        /// The store (`s3://bucket/prefix` or a directory); default: `storage.config_store` of
+        /// `--config`.
+        #[arg(long)]
+        store: Option<String>,
+        /// Config file whose `[storage]` settings (endpoint, region, allow_http) reach the store.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Validate a config file and write it to a config store as its next version (replicas
+    /// follow it within their watch interval).
+    Import {
+        file: PathBuf,
+        /// The store; default: the file's `storage.config_store`.
+        #[arg(long)]
+        store: Option<String>,
+        /// Environment overlay of the file to apply.
+        #[arg(long)]
+        env: Option<String>,
+        /// Why (kept in the version's history).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -338,6 +364,11 @@ pub struct ServeArgs {
     /// Run rollouts on a clock that `POST /debug/clock` moves forward (tests only).
     #[arg(long, hide = true)]
     pub test_clock: bool,
+    /// Shared config store (`s3://bucket/prefix` or a directory; overrides
+    /// storage.config_store): models and endpoints come from its latest version, every change
+    /// is a new version, and the gateway follows the versions other replicas write.
+    #[arg(long, env = "SLUICE_CONFIG_STORE")]
+    pub config_store: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -352,6 +383,7 @@ impl Default for ServeArgs {
             ports_file: None,
             shutdown_grace_secs: 30,
             test_clock: false,
+            config_store: None,
         }
     }
 }

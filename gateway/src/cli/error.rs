@@ -51,6 +51,9 @@ pub enum CliError {
     /// The result could not be printed.
     #[error(transparent)]
     Format(#[from] ArrowError),
+    /// `config export|import`: the store, the file, or the config in it.
+    #[error("{0}")]
+    ConfigStore(String),
 }
 
 #[cfg(test)]

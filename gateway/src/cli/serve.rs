@@ -86,6 +86,7 @@ fn overrides(args: &ServeArgs) -> Result<Overrides, super::CliError> {
         admin_addr: args.admin,
         onnxruntime_lib,
         test_clock: args.test_clock,
+        config_store: args.config_store.clone(),
     })
 }
 

@@ -1,12 +1,12 @@
 //! Each endpoint's numbered config history, as data: the control plane appends to it, the admin
 //! API shows it and the experiment analysis reads the traffic split of each version from it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::raw::RawEndpoint;
 
 /// Where a change came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Startup,
@@ -15,6 +15,8 @@ pub enum Source {
     Rollback,
     /// A rollout moved traffic (a step, a promotion, a rollback, an abort).
     Rollout,
+    /// `sluice config import` wrote it to the config store.
+    Import,
 }
 
 impl Source {
@@ -26,6 +28,7 @@ impl Source {
             Source::File => "file",
             Source::Rollback => "rollback",
             Source::Rollout => "rollout",
+            Source::Import => "import",
         }
     }
 }
@@ -37,9 +40,15 @@ pub struct HistoryEntry {
     /// RFC 3339, UTC.
     pub time: String,
     pub source: Source,
-    /// Why, when the change was made by the gateway itself (rollouts).
+    /// The principal that made the change (when tokens are configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Why, when the change was made by the gateway itself (rollouts) or an import says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The config store's version that made this change (with a config store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_version: Option<u64>,
     /// The endpoint config from this version on; `None` when the change removed the endpoint.
     pub config: Option<RawEndpoint>,
 }

@@ -1,4 +1,5 @@
-//! Command-line overrides (`sluice serve --http --grpc --admin --ort-lib --test-clock`). They are
+//! Command-line overrides (`sluice serve --http --grpc --admin --ort-lib --test-clock
+//! --config-store`). They are
 //! written into the raw config after the environment overlay and before validation, so the
 //! validator judges the config that will actually run (a `--admin` on a public address without a
 //! token is refused by the same rule, naming the same field, as `admin_addr` in the file). The
@@ -24,6 +25,8 @@ pub struct Overrides {
     /// Rollouts run on a clock that `POST /debug/clock` moves (tests only). Not a config key and
     /// nothing to validate: it is carried onto the validated server settings.
     pub test_clock: bool,
+    /// `storage.config_store` (`--config-store`).
+    pub config_store: Option<String>,
 }
 
 impl Overrides {
@@ -41,6 +44,9 @@ impl Overrides {
         }
         if let Some(lib) = &self.onnxruntime_lib {
             raw.runtime.onnxruntime_lib = Some(lib.clone());
+        }
+        if let Some(store) = &self.config_store {
+            raw.storage.config_store = Some(store.clone());
         }
     }
 }
@@ -79,11 +85,13 @@ mod tests {
             admin_addr: Some(any),
             onnxruntime_lib: Some("/opt/ort/libonnxruntime.so".into()),
             test_clock: true,
+            config_store: Some("s3://lake/sluice".into()),
         };
         let c = load(&text, &o).unwrap();
         assert_eq!((c.server.http_addr, c.server.grpc_addr, c.server.admin_addr), (any, any, any));
         assert_eq!(c.runtime.onnxruntime_lib.as_deref(), Some(Path::new("/opt/ort/libonnxruntime.so")));
         assert!(c.server.test_clock);
+        assert_eq!(c.storage.config_store.map(|l| l.to_string()).as_deref(), Some("s3://lake/sluice"));
         // what the validated config was built from carries them too (reloads compare it)
         assert_eq!(c.raw.server.http_addr.as_deref(), Some("127.0.0.1:0"));
         // unset overrides leave the file alone

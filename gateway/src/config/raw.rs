@@ -45,6 +45,11 @@ pub struct RawStorage {
     /// Where readers keep the files of remote tables (default `<data_dir>/_table_cache`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<String>,
+    /// The shared config store (`s3://bucket/prefix` or a local directory): replicas that name
+    /// the same store serve the same models and endpoints, and every change is a numbered
+    /// version in it. Default: none (the config file is the source of truth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_store: Option<String>,
 }
 
 impl RawStorage {

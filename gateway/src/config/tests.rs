@@ -272,4 +272,35 @@ fn storage_puts_tables_in_s3_with_a_local_cache_and_checks_its_settings() {
     assert_eq!(field_of("tables = \"/var/tables\"\nregion = \"eu-west-1\""), ["storage.tables"]);
     assert_eq!(field_of("tables = \"s3://lake\"\nendpoint = \"ftp://x\""), ["storage.endpoint"]);
     assert!(check(&format!("{with_table}\n[storage]\ntables = \"s3://lake\"\nsecret_access_key = \"x\"\n")).is_err());
+
+    // the config store: local tables with an s3:// store takes the S3 settings; a local store
+    // does not
+    let c = check(&format!(
+        "{with_table}\n[storage]\nconfig_store = \"s3://lake/sluice\"\nendpoint = \"http://127.0.0.1:8333\"\nallow_http = true\n"
+    ))
+    .unwrap();
+    assert_eq!(c.storage.remote, None);
+    match c.storage.config_store {
+        Some(sluice_tables::Location::S3 { bucket, prefix, options }) => {
+            assert_eq!((bucket.as_str(), prefix.as_str()), ("lake", "sluice"));
+            assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = check(&format!("{with_table}\n[storage]\nconfig_store = \"fleet\"\n")).unwrap();
+    assert_eq!(c.storage.config_store, Some(sluice_tables::Location::Local(repo().join("fleet"))));
+    assert_eq!(field_of("config_store = \"s3://Bad_Bucket\""), ["storage.config_store"]);
+    assert_eq!(field_of("config_store = \"fleet\"\nregion = \"eu-west-1\""), ["storage.config_store"]);
+    assert_eq!(field_of("config_store = \"gs://x/y\""), ["storage.config_store"]);
+}
+
+/// A config with thousands of mistakes gets the first hundred, and a count of the rest: the
+/// messages never cost more than a bounded list.
+#[test]
+fn issues_past_the_first_hundred_are_counted() {
+    let bad: String = (0..500).map(|i| format!("[[models]]\nname = \"bad name {i}\"\nversions = [1]\n")).collect();
+    let issues = issues_of(&bad);
+    assert_eq!(issues.len(), 101, "{:?}", issues.last());
+    let last = issues.last().unwrap();
+    assert!(last.field == "(more)" && last.message.starts_with("4"), "{last:?}");
 }

@@ -10,11 +10,42 @@ use super::*;
 use crate::runtime::{BatchingOptions, ExecutionOptions, Provider, RunnerOptions};
 
 #[derive(Default)]
-struct Issues(Vec<ConfigIssue>);
+struct Issues {
+    list: Vec<ConfigIssue>,
+    /// Issues found past [`MAX_ISSUES`]: counted, not kept (a config of thousands of bad
+    /// entries must not cost a message each).
+    more: usize,
+}
+
+/// Issues reported in full; the rest are counted in one last issue.
+const MAX_ISSUES: usize = 100;
 
 impl Issues {
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigIssue { field: field.into(), message: message.into() });
+        if self.list.len() < MAX_ISSUES {
+            self.list.push(ConfigIssue { field: field.into(), message: message.into() });
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Issues found so far (kept or counted).
+    fn len(&self) -> usize {
+        self.list.len() + self.more
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn into_vec(mut self) -> Vec<ConfigIssue> {
+        if self.more > 0 {
+            self.list.push(ConfigIssue {
+                field: "(more)".into(),
+                message: format!("{} more issues not listed; fix the ones above first", self.more),
+            });
+        }
+        self.list
     }
 }
 
@@ -51,7 +82,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
     let mut versions: BTreeMap<(String, u64), RunnerOptions> = BTreeMap::new();
     for (i, m) in raw.models.iter().enumerate() {
         let field = format!("models[{i}]");
-        let before = issues.0.len();
+        let before = issues.len();
         if !is_valid_name(&m.name) {
             issues.add(format!("{field}.name"), format!("'{}' is not a valid model name; {NAME_RULE}", m.name));
         }
@@ -69,7 +100,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
             check_model_file(&mut issues, &format!("{field}.versions"), &repo, &m.name, *v);
         }
         let options = runner_options(&mut issues, &field, &m.execution(), server.request_timeout);
-        if issues.0.len() == before {
+        if issues.len() == before {
             for v in &m.versions {
                 versions.insert((m.name.clone(), *v), options.clone());
             }
@@ -160,8 +191,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
     };
     let telemetry = validate_telemetry(&mut issues, &raw.telemetry);
     let auth = std::sync::Arc::new(validate_auth(&mut issues, &raw.auth));
-    if !issues.0.is_empty() {
-        return Err(issues.0);
+    if !issues.is_empty() {
+        return Err(issues.into_vec());
     }
     Ok(Config {
         server: ServerConfig { default_endpoint, ..server },
@@ -507,10 +538,11 @@ pub(crate) fn storage_of(
 ) -> Result<super::StorageConfig, Vec<ConfigIssue>> {
     let mut issues = Issues::default();
     let s = validate_storage(&mut issues, raw, data_dir, base);
-    if issues.0.is_empty() { Ok(s) } else { Err(issues.0) }
+    if issues.is_empty() { Ok(s) } else { Err(issues.into_vec()) }
 }
 
-/// `[storage]`: tables on a local path (default `data_dir`) or under an `s3://` prefix.
+/// `[storage]`: tables on a local path (default `data_dir`) or under an `s3://` prefix, and
+/// the shared config store (none by default) on either as well.
 fn validate_storage(
     issues: &mut Issues,
     raw: &super::raw::RawStorage,
@@ -518,13 +550,10 @@ fn validate_storage(
     base: &Path,
 ) -> super::StorageConfig {
     use sluice_tables::{Location, S3Options};
-    let local = super::StorageConfig { remote: None, local: data_dir.to_path_buf() };
-    let Some(tables) = raw.tables.as_deref() else {
-        if raw.endpoint.is_some() || raw.region.is_some() || raw.allow_http.is_some() || raw.cache_dir.is_some() {
-            issues.add("storage.tables", "storage settings without `tables`: set tables = \"s3://bucket/prefix\"");
-        }
-        return local;
-    };
+    let s3_settings = raw.endpoint.is_some() || raw.region.is_some() || raw.allow_http.is_some();
+    if raw.tables.is_none() && raw.config_store.is_none() && (s3_settings || raw.cache_dir.is_some()) {
+        issues.add("storage.tables", "storage settings without `tables`: set tables = \"s3://bucket/prefix\"");
+    }
     if let Some(ep) = &raw.endpoint {
         match url::Url::parse(ep) {
             Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && raw.allow_http == Some(true)) => {}
@@ -540,19 +569,36 @@ fn validate_storage(
         allow_http: raw.allow_http.unwrap_or(false),
         ..S3Options::default()
     };
+    let config_store = raw.config_store.as_deref().and_then(|c| match Location::parse(c, &options) {
+        Ok(Location::Local(p)) => Some(Location::Local(base.join(p))),
+        Ok(remote) => Some(remote),
+        Err(e) => {
+            issues.add("storage.config_store", e.to_string());
+            None
+        }
+    });
+    let store_is_s3 = config_store.as_ref().is_some_and(|l| !l.is_local());
+    let local =
+        super::StorageConfig { remote: None, local: data_dir.to_path_buf(), config_store: config_store.clone() };
+    let Some(tables) = raw.tables.as_deref() else {
+        if config_store.is_some() && !store_is_s3 && s3_settings {
+            issues.add("storage.config_store", "a local path; endpoint, region and allow_http are for s3:// locations");
+        }
+        return local;
+    };
     match Location::parse(tables, &options) {
         Ok(Location::Local(p)) => {
-            if raw.endpoint.is_some() || raw.region.is_some() || raw.allow_http.is_some() {
+            if s3_settings && !store_is_s3 {
                 issues.add(
                     "storage.tables",
                     format!("'{tables}' is a local path; endpoint, region and allow_http are for s3://"),
                 );
             }
-            super::StorageConfig { remote: None, local: base.join(p) }
+            super::StorageConfig { remote: None, local: base.join(p), config_store }
         }
         Ok(remote) => {
             let cache = raw.cache_dir.as_deref().map_or_else(|| data_dir.join("_table_cache"), |c| base.join(c));
-            super::StorageConfig { remote: Some(remote), local: cache }
+            super::StorageConfig { remote: Some(remote), local: cache, config_store }
         }
         Err(e) => {
             issues.add("storage.tables", e.to_string());
@@ -568,7 +614,7 @@ fn validate_endpoint(
     storage: &super::StorageConfig,
     base: &Path,
 ) -> Option<EndpointConfig> {
-    let before = issues.0.len();
+    let before = issues.len();
     if e.served_entities.is_empty() {
         issues.add(format!("{field}.served_entities"), "list at least one served entity (entity_name, entity_version)");
     }
@@ -795,7 +841,7 @@ fn validate_endpoint(
             }
         }
     };
-    if issues.0.len() > before {
+    if issues.len() > before {
         return None;
     }
     Some(EndpointConfig {

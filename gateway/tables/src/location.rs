@@ -155,6 +155,26 @@ impl Location {
         }
     }
 
+    /// An `object_store` client for plain objects under this location (not a table: the config
+    /// store), and the prefix its objects are under. A local directory is created if missing;
+    /// creating an object there with `PutMode::Create` is atomic (a hard link), as S3's
+    /// `If-None-Match: *` is.
+    pub fn object_store(&self) -> Result<(ObjectStoreRef, object_store::path::Path), TableError> {
+        let err = |why: String| TableError::Location { location: self.to_string(), why };
+        match self {
+            Location::Local(p) => {
+                std::fs::create_dir_all(p).map_err(|e| err(format!("cannot create the directory: {e}")))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(p).map_err(|e| err(e.to_string()))?;
+                Ok((Arc::new(fs), object_store::path::Path::default()))
+            }
+            Location::S3 { bucket, prefix, .. } => {
+                let store = s3_store(bucket, &self.storage_options()).map_err(|e| err(e.to_string()))?;
+                let prefix = object_store::path::Path::parse(prefix).map_err(|e| err(e.to_string()))?;
+                Ok((store, prefix))
+            }
+        }
+    }
+
     /// The storage options delta-rs passes to the object store (none for local paths).
     pub fn storage_options(&self) -> HashMap<String, String> {
         let mut m = HashMap::new();
@@ -198,33 +218,40 @@ impl ObjectStoreFactory for S3Stores {
         config: &StorageConfig,
     ) -> DeltaResult<(ObjectStoreRef, object_store::path::Path)> {
         let bucket = url.host_str().ok_or_else(|| DeltaTableError::InvalidTableLocation(url.to_string()))?;
-        let mut b = AmazonS3Builder::from_env();
-        // AWS_ENDPOINT_URL is the AWS tools' name for the endpoint; object_store reads AWS_ENDPOINT
-        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
-            b = b.with_endpoint(endpoint);
-        }
-        for (k, v) in &config.raw {
-            if let Ok(key) = AmazonS3ConfigKey::from_str(&k.to_ascii_lowercase()) {
-                b = b.with_config(key, v.clone());
-            }
-        }
-        // object_store retries a failed request itself for up to 3 minutes by default; Sluice's
-        // writers retry whole appends with their own backoff and a bound at shutdown, so one
-        // attempt gives up after 15 s of the store's retries (and 30 s for one request)
-        let retry = object_store::RetryConfig {
-            retry_timeout: std::time::Duration::from_secs(15),
-            ..object_store::RetryConfig::default()
-        };
-        let b = b
-            .with_bucket_name(bucket)
-            .with_virtual_hosted_style_request(false)
-            .with_conditional_put(S3ConditionalPut::ETagMatch)
-            .with_retry(retry);
-        let store = b.build().map_err(|e| DeltaTableError::GenericError { source: Box::new(e) })?;
+        let store = s3_store(bucket, &config.raw).map_err(|e| DeltaTableError::GenericError { source: Box::new(e) })?;
         let path = object_store::path::Path::parse(url.path().trim_start_matches('/'))
             .map_err(|e| DeltaTableError::GenericError { source: Box::new(e) })?;
-        Ok((Arc::new(store), path))
+        Ok((store, path))
     }
+}
+
+/// The bucket-rooted S3 client: `AWS_*` environment first, then `options` (storage option
+/// keys, as [`Location::storage_options`] gives them); path-style requests and `If-None-Match`
+/// conditional puts, whatever the environment says.
+fn s3_store(bucket: &str, options: &HashMap<String, String>) -> Result<ObjectStoreRef, object_store::Error> {
+    let mut b = AmazonS3Builder::from_env();
+    // AWS_ENDPOINT_URL is the AWS tools' name for the endpoint; object_store reads AWS_ENDPOINT
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+        b = b.with_endpoint(endpoint);
+    }
+    for (k, v) in options {
+        if let Ok(key) = AmazonS3ConfigKey::from_str(&k.to_ascii_lowercase()) {
+            b = b.with_config(key, v.clone());
+        }
+    }
+    // object_store retries a failed request itself for up to 3 minutes by default; Sluice's
+    // writers retry whole appends with their own backoff and a bound at shutdown, so one
+    // attempt gives up after 15 s of the store's retries (and 30 s for one request)
+    let retry = object_store::RetryConfig {
+        retry_timeout: std::time::Duration::from_secs(15),
+        ..object_store::RetryConfig::default()
+    };
+    let b = b
+        .with_bucket_name(bucket)
+        .with_virtual_hosted_style_request(false)
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_retry(retry);
+    Ok(Arc::new(b.build()?))
 }
 
 /// `s3://` tables use delta-rs' default log store: each commit is a conditional create of the

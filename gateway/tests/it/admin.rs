@@ -43,6 +43,7 @@ async fn start_watched(file: &std::path::Path) -> common::TestServer {
         admin_addr: any,
         onnxruntime_lib: Some(std::path::absolute(common::ort_lib()).unwrap().display().to_string()),
         test_clock: false,
+        config_store: None,
     };
     let cfg = sluice::config::Config::load_with(file, None, &overrides).unwrap();
     let source = sluice::control::ConfigSource { path: file.to_path_buf(), env: None, overrides };

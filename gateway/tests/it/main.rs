@@ -9,6 +9,7 @@ mod blackbox;
 mod common;
 mod errors;
 mod faults;
+mod fleet;
 mod grpc;
 mod monitor;
 mod onepath;

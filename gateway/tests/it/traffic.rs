@@ -119,7 +119,7 @@ async fn sticky_keys_keep_their_model_and_a_growing_canary_only_gains_keys() {
     assert!((before - 5.0).abs() < 1.0, "canary share {before}%");
 
     let traffic: sluice::config::raw::RawTrafficConfig = toml::from_str(&format!("routes = [{}]", routes(25))).unwrap();
-    t.control().set_traffic("sticky", traffic).await.unwrap();
+    t.control().set_traffic("sticky", traffic, None).await.unwrap();
     let after = assign(2).await;
     let left = first.iter().zip(&after).filter(|(b, a)| **b && !**a).count();
     let joined = first.iter().zip(&after).filter(|(b, a)| !**b && **a).count() as f64 / 100.0;

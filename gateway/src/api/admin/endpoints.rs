@@ -1,16 +1,17 @@
 //! Live endpoint config: list, read, replace, delete, change traffic, history and rollback, and
 //! reloading the config file (`/admin/...`).
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{AdminState, json_body};
 use crate::api::ApiError;
+use crate::api::access::Caller;
 use crate::api::http::json_ok;
 use crate::config::history::HistoryEntry;
 use crate::config::raw::{RawEndpoint, RawTrafficConfig};
@@ -98,6 +99,7 @@ async fn get_one(State(s): State<AdminState>, Path(name): Path<String>) -> Resul
 async fn put_one(
     State(s): State<AdminState>,
     Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -114,18 +116,23 @@ async fn put_one(
     }
     let endpoint: RawEndpoint =
         serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("invalid endpoint config: {e}")))?;
-    s.control.put_endpoint(endpoint).await?;
+    s.control.put_endpoint(endpoint, principal(caller)).await?;
     Ok(json_ok(&view(&s.control, &name).await?))
 }
 
-async fn delete_one(State(s): State<AdminState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    s.control.delete_endpoint(&name).await?;
+async fn delete_one(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Response, ApiError> {
+    s.control.delete_endpoint(&name, principal(caller)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn set_traffic(
     State(s): State<AdminState>,
     Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -134,7 +141,7 @@ async fn set_traffic(
     let value = value.get("traffic_config").cloned().unwrap_or(value);
     let traffic: RawTrafficConfig =
         serde_json::from_value(value).map_err(|e| ApiError::bad_request(format!("invalid traffic config: {e}")))?;
-    s.control.set_traffic(&name, traffic).await?;
+    s.control.set_traffic(&name, traffic, principal(caller)).await?;
     Ok(json_ok(&view(&s.control, &name).await?))
 }
 
@@ -158,15 +165,21 @@ struct RollbackBody {
 async fn rollback(
     State(s): State<AdminState>,
     Path(name): Path<String>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let b: RollbackBody = json_body(&s, &headers, body).await?;
-    s.control.rollback(&name, b.version).await?;
+    s.control.rollback(&name, b.version, principal(caller)).await?;
     Ok(json_ok(&view(&s.control, &name).await?))
 }
 
 async fn reload(State(s): State<AdminState>) -> Result<Response, ApiError> {
     let changed = s.control.reload_from_file().await?;
     Ok(json_ok(&serde_json::json!({ "reloaded": true, "changed_endpoints": changed })))
+}
+
+/// The name of the principal that called, for the config history.
+fn principal(caller: Option<Extension<Caller>>) -> Option<String> {
+    caller.and_then(|Extension(c)| c.0.map(|p| p.name.clone()))
 }

@@ -1,0 +1,155 @@
+//! Replicas sharing a config store (a directory here; `s3://` in the conformance suite): an
+//! edit on one replica reaches the other through the store, two edits of the same version get
+//! one success and one 409, the config and its history survive a restart, and
+//! `sluice config export|import` move a config between the store and a file.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn config(store: &Path, champion: u32, watch_ms: u64) -> String {
+    format!(
+        r#"
+        [server]
+        watch_interval_ms = {watch_ms}
+        [runtime]
+        model_repository = "{}"
+        [storage]
+        config_store = "{}"
+        [[models]]
+        name = "fraud_classifier"
+        versions = [1, 2]
+        [[endpoints]]
+        name = "fraud"
+        served_entities = [{{ name = "champion", entity_name = "fraud_classifier", entity_version = 1 }},
+                           {{ name = "challenger", entity_name = "fraud_classifier", entity_version = 2 }}]
+        traffic_config = {{ routes = [{{ served_model_name = "champion", traffic_percentage = {champion} }},
+                                      {{ served_model_name = "challenger", traffic_percentage = {} }}] }}
+        "#,
+        common::repo_root().join("models").display(),
+        store.display(),
+        100 - champion
+    )
+}
+
+fn routes(champion: u64) -> Value {
+    json!({"routes": [
+        {"served_model_name": "champion", "traffic_percentage": champion},
+        {"served_model_name": "challenger", "traffic_percentage": 100 - champion},
+    ]})
+}
+
+/// The champion's share of endpoint `fraud` as replica `t` serves it.
+async fn champion_share(t: &common::TestServer) -> u64 {
+    let v: Value =
+        t.client.get(format!("{}/admin/endpoints/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
+    let routes = v["config"]["traffic_config"]["routes"].as_array().cloned().unwrap_or_default();
+    routes.iter().find(|r| r["served_model_name"] == "champion").and_then(|r| r["traffic_percentage"].as_u64()).unwrap()
+}
+
+async fn history(t: &common::TestServer) -> Vec<Value> {
+    let v: Value =
+        t.client.get(format!("{}/admin/endpoints/fraud/history", t.admin)).send().await.unwrap().json().await.unwrap();
+    v["history"].as_array().cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_config_store() {
+    if common::skip_without_ort() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // the first replica writes its config as version 1; the second one's file says otherwise,
+    // but it serves the store's
+    let a = common::start_with(common::config(&config(&store, 90, 200))).await;
+    let b = common::start_with(common::config(&config(&store, 10, 200))).await;
+    assert_eq!((champion_share(&a).await, champion_share(&b).await), (90, 90));
+
+    // an edit on A reaches B through the store
+    let r =
+        a.client.patch(format!("{}/admin/endpoints/fraud/traffic", a.admin)).json(&routes(70)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = Instant::now();
+    common::eventually("B follows the store", || async { champion_share(&b).await == 70 }).await;
+    eprintln!("B applied A's edit {:?} after it was answered (watch interval 200 ms)", sent.elapsed());
+    let (ha, hb) = (history(&a).await, history(&b).await);
+    assert_eq!(ha, hb, "one history, read from one store");
+    assert_eq!(ha.last().unwrap()["store_version"], 2);
+    assert_eq!(ha.last().unwrap()["source"], "api");
+
+    // two edits of the same version at once: one is applied, the other refused with nothing changed
+    let (ra, rb) = tokio::join!(
+        a.control().set_traffic("fraud", serde_json::from_value(routes(60)).unwrap(), Some("alice".into())),
+        b.control().set_traffic("fraud", serde_json::from_value(routes(40)).unwrap(), Some("bob".into())),
+    );
+    assert!(ra.is_ok() != rb.is_ok(), "{ra:?} {rb:?}");
+    let loser = if ra.is_err() { &ra } else { &rb };
+    assert!(matches!(loser, Err(sluice::control::ControlError::Conflict(_))), "{loser:?}");
+    let (winner, share) = if ra.is_ok() { ("alice", 60) } else { ("bob", 40) };
+    common::eventually("both serve the winner", || async {
+        champion_share(&a).await == share && champion_share(&b).await == share
+    })
+    .await;
+    let h = history(&b).await;
+    assert_eq!(h.len(), 3, "one version for the two edits: {h:?}");
+    assert_eq!((h[2]["by"].as_str(), h[2]["store_version"].as_u64()), (Some(winner), Some(3)));
+    assert_eq!((a.control().store_version().await, b.control().store_version().await), (3, 3));
+
+    // the config and its history survive a restart of both (B's file still says 10%)
+    a.stop().await;
+    b.stop().await;
+    let b = common::start_with(common::config(&config(&store, 10, 200))).await;
+    assert_eq!(champion_share(&b).await, share);
+    assert_eq!(history(&b).await, h);
+
+    // export the store's config, change it, import it: the running replica follows
+    let out = std::process::Command::new(BIN)
+        .args(["config", "export", "--store", &store.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported = String::from_utf8(out.stdout).unwrap();
+    assert!(exported.starts_with("# config store") && exported.contains("version 3"), "{exported}");
+    let file = dir.path().join("exported.toml");
+    let needle = format!("traffic_percentage = {share}");
+    assert!(exported.contains(&needle), "{exported}");
+    std::fs::write(&file, exported.replacen(&needle, "traffic_percentage = 55", 1)).unwrap();
+    let fixed = std::fs::read_to_string(&file).unwrap().replacen(
+        &format!("traffic_percentage = {}", 100 - share),
+        "traffic_percentage = 45",
+        1,
+    );
+    std::fs::write(&file, fixed).unwrap();
+    let out = std::process::Command::new(BIN)
+        .current_dir(common::repo_root())
+        .args(["config", "import", &file.display().to_string(), "--reason", "from the runbook"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    common::eventually("B follows the import", || async { champion_share(&b).await == 55 }).await;
+    let last = history(&b).await.pop().unwrap();
+    assert_eq!((last["source"].as_str(), last["reason"].as_str()), (Some("import"), Some("from the runbook")));
+
+    // an invalid file is refused before it reaches the store
+    std::fs::write(
+        &file,
+        std::fs::read_to_string(&file).unwrap().replace("traffic_percentage = 55", "traffic_percentage = 56"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .current_dir(common::repo_root())
+        .args(["config", "import", &file.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("100"), "{}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(champion_share(&b).await, 55);
+    b.stop().await;
+}
