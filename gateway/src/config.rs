@@ -135,6 +135,8 @@ pub struct ServerConfig {
     pub default_endpoint: Option<String>,
     pub watch_config: bool,
     pub watch_interval: Duration,
+    /// `drain_delay_ms`: how long a stopping gateway keeps accepting after it reports not ready.
+    pub drain_delay: Duration,
     /// Where inference tables live.
     pub data_dir: PathBuf,
     /// Rollouts run on a clock that `POST /debug/clock` moves forward (`serve --test-clock`;

@@ -190,6 +190,8 @@ impl Snapshot {
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     ready: AtomicBool,
+    /// Stopping: health checks say not ready, inference is still served (the drain delay).
+    draining: AtomicBool,
     tables: Arc<TableSet>,
     /// Recent traffic per endpoint and served model (the dashboard's charts).
     traffic: crate::traffic_stats::TrafficStats,
@@ -200,6 +202,7 @@ impl Gateway {
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             tables,
             traffic: crate::traffic_stats::TrafficStats::default(),
         }
@@ -226,17 +229,29 @@ impl Gateway {
         self.snapshot.store(Arc::new(snapshot));
     }
 
-    /// Ready to serve inference (false while shutting down).
+    /// What health checks report: ready to serve inference (false while shutting down, and
+    /// during the drain delay before that).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
     }
 
+    /// Serving inference, or refusing it with 503.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Health checks report not ready from now on, while inference is still served: load
+    /// balancers take the replica out before it stops accepting.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
     fn check_ready(&self) -> Result<(), CoreError> {
-        if self.is_ready() { Ok(()) } else { Err(CoreError::Unavailable("server is shutting down".into())) }
+        if self.ready.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(CoreError::Unavailable("server is shutting down".into()))
+        }
     }
 
     /// Runs one request: resolve its target, route it, turn its inputs into the model's tensors,

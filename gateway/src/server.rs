@@ -51,6 +51,8 @@ pub struct RunningServer {
     pub control: Arc<Control>,
     pub rollouts: Arc<crate::rollout::Rollouts>,
     token: CancellationToken,
+    /// `server.drain_delay_ms`.
+    drain_delay: Duration,
     /// The listeners (HTTP, gRPC, admin).
     servers: TaskTracker,
     /// Everything else: batchers, shadow work, config watchers.
@@ -196,7 +198,19 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         tasks.spawn(reload_on_sighup(control.clone(), token.clone()));
     }
     tracing::info!(%http_addr, %grpc_addr, %admin_addr, "sluice serving");
-    Ok(RunningServer { http_addr, grpc_addr, admin_addr, gateway, control, rollouts, token, servers, tasks })
+    let drain_delay = config.server.drain_delay;
+    Ok(RunningServer {
+        http_addr,
+        grpc_addr,
+        admin_addr,
+        gateway,
+        control,
+        rollouts,
+        token,
+        drain_delay,
+        servers,
+        tasks,
+    })
 }
 
 impl RunningServer {
@@ -210,15 +224,23 @@ impl RunningServer {
         crate::durable::write_atomic(path, body.to_string().as_bytes())
     }
 
-    /// Stops accepting, lets in-flight requests and shadow work finish, writes out every queued
-    /// inference-table row, and returns: all within `deadline`. The last quarter of it (at least
+    /// Reports not ready, waits `server.drain_delay_ms` still accepting, then stops accepting,
+    /// lets in-flight requests and shadow work finish, writes out every queued inference-table
+    /// row, and returns: all within `deadline` after the drain delay. The last quarter of it (at least
     /// a second, when it allows) is kept for the table flush, so a slow drain cannot eat the
     /// time the rows need.
     pub async fn shutdown(self, deadline: Duration) {
+        // not ready at once; with a drain delay, go on accepting meanwhile, so that a load
+        // balancer's health check takes the replica out before its listeners close
+        if !self.drain_delay.is_zero() {
+            self.gateway.set_draining();
+            tracing::info!(delay = ?self.drain_delay, "not ready; still serving during the drain delay");
+            tokio::time::sleep(self.drain_delay).await;
+        }
+        self.gateway.set_ready(false);
         let start = tokio::time::Instant::now();
         let until = start + deadline;
         let drain_until = until - (deadline / 4).max(Duration::from_secs(1)).min(deadline);
-        self.gateway.set_ready(false);
         self.token.cancel();
         // Monitors stop first: an interrupted refresh is redone from its persisted state.
         let monitors = self.control.monitors().clone();

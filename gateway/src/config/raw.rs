@@ -133,6 +133,9 @@ pub struct RawServer {
     /// Reload when the config file changes (checked every `watch_interval_ms`).
     pub watch_config: Option<bool>,
     pub watch_interval_ms: Option<u64>,
+    /// On SIGTERM: report not ready at once, then keep accepting for this long (so that load
+    /// balancers see it and send no more) before the listeners close and in-flight work drains.
+    pub drain_delay_ms: Option<u64>,
     /// Memory of each DataFusion session of the table reads (monitor, rollouts, experiments,
     /// dashboard); a query over it fails.
     pub analysis_memory_bytes: Option<u64>,

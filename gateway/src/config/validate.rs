@@ -342,6 +342,13 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
         default_endpoint: None,
         watch_config: s.watch_config.unwrap_or(true),
         watch_interval: positive_ms(issues, "watch_interval_ms", s.watch_interval_ms, 1000),
+        drain_delay: match s.drain_delay_ms {
+            Some(n) if n > 600_000 => {
+                issues.add("server.drain_delay_ms", format!("{n} is more than 600000 (10 minutes)"));
+                Duration::ZERO
+            }
+            n => Duration::from_millis(n.unwrap_or(0)),
+        },
         test_clock: false,
         data_dir: PathBuf::new(),
         analysis_memory_bytes: match s.analysis_memory_bytes {

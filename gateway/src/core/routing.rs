@@ -360,3 +360,32 @@ mod tests {
         assert!(keys.iter().all(|k| sticky_pick("ep", k, [("a", 100), ("b", 0)].into_iter()) == 0));
     }
 }
+
+#[cfg(test)]
+mod sticky_table {
+    /// The sticky split as committed in `tests/fixtures/sticky_assignments.json`, computed once:
+    /// every replica, every restart and every later build must give each key the same served
+    /// model, so a change of the hash (or of its inputs) fails here.
+    #[test]
+    fn sticky_assignments_match_the_committed_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sticky_assignments.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let endpoint = table["endpoint"].as_str().unwrap();
+        let mut checked = 0;
+        for case in table["cases"].as_array().unwrap() {
+            let routes: Vec<(String, u32)> = case["routes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_u64().unwrap() as u32))
+                .collect();
+            for (key, want) in case["keys"].as_object().unwrap() {
+                let i = super::sticky_pick(endpoint, key, routes.iter().map(|(n, w)| (n.as_str(), *w)));
+                assert_eq!(routes[i].0, want.as_str().unwrap(), "key {key} with routes {routes:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 600, "{checked}");
+    }
+}

@@ -113,6 +113,13 @@ async fn not_ready_is_503() {
     assert_eq!(t.client.get(t.url("/v2/health/live")).send().await.unwrap().status(), 200);
     t.gateway().set_ready(true);
     assert_eq!(t.client.get(t.url("/v2/health/ready")).send().await.unwrap().status(), 200);
+    // draining (the drain delay after SIGTERM): health checks say not ready, inference goes on
+    t.gateway().set_draining();
+    assert_eq!(t.client.get(t.url("/v2/health/ready")).send().await.unwrap().status(), 503);
+    let (s, v) =
+        common::post_json(&t, "/predict", &json!({"dataframe_split": {"columns": cols, "data": [rows[0].clone()]}}))
+            .await;
+    assert_eq!(s, 200, "{v}");
     t.stop().await;
 }
 
