@@ -4,7 +4,9 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
+use metrics::{
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS_TOTAL: &str = "sluice_requests_total";
@@ -16,6 +18,9 @@ pub const MODEL_COMPUTE_DURATION: &str = "sluice_model_compute_duration_seconds"
 pub const MODEL_ROWS_TOTAL: &str = "sluice_model_inference_rows_total";
 pub const MODEL_BATCH_ROWS: &str = "sluice_model_batch_rows";
 pub const REJECTED_TOTAL: &str = "sluice_rejected_requests_total";
+/// Inference requests holding a slot (`server.max_concurrent_requests`), HTTP and gRPC: what a
+/// HorizontalPodAutoscaler scales on.
+pub const REQUESTS_IN_FLIGHT: &str = "sluice_requests_in_flight";
 pub const PRINCIPAL_REQUESTS_TOTAL: &str = "sluice_principal_requests_total";
 pub const LABELS_TOTAL: &str = "sluice_labels_total";
 pub const TLS_RELOADS_TOTAL: &str = "sluice_tls_reloads_total";
@@ -74,6 +79,8 @@ pub fn install() -> Result<PrometheusHandle, InstallError> {
                 .install_recorder()
                 .map_err(|e| InstallError(e.to_string()))?;
             describe();
+            // exported from the start (an autoscaler reads 0, not a missing series)
+            gauge!(REQUESTS_IN_FLIGHT).set(0.0);
             Ok(handle)
         })
         .clone()
@@ -166,6 +173,10 @@ fn describe() {
         "Latest drift value per endpoint, granularity, drift type, model id (:all = every primary model), column and metric."
     );
     describe_gauge!(MONITOR_ALERT_FIRING, "1 while a monitor alert is firing, else 0.");
+    describe_gauge!(
+        REQUESTS_IN_FLIGHT,
+        "Inference requests (HTTP and gRPC) in progress, out of server.max_concurrent_requests."
+    );
     describe_counter!(
         MONITOR_NOTIFICATIONS_TOTAL,
         Unit::Count,
@@ -358,6 +369,11 @@ pub fn table_file_skipped(table: &str, reason: &'static str) {
 }
 
 /// Counts a config change attempt.
+/// Adds `delta` to the inference requests in flight.
+pub fn in_flight(delta: f64) {
+    gauge!(REQUESTS_IN_FLIGHT).increment(delta);
+}
+
 pub fn config_change(source: &'static str, outcome: &'static str) {
     counter!(CONFIG_CHANGES_TOTAL, "source" => source, "outcome" => outcome).increment(1);
 }

@@ -38,9 +38,10 @@ DRAIN_MS = 1500
 
 
 class Replica:
-    def __init__(self, root: Path, http_port: int):
+    def __init__(self, root: Path, http_port: int, admin_port: int):
         self.root = root
         self.http_port = http_port
+        self.admin_port = admin_port
         self.data = root / "data"
         root.mkdir(parents=True, exist_ok=True)
         cfg = write_config(root / "sluice.toml", self.data, flush_interval_ms=200)
@@ -55,7 +56,7 @@ class Replica:
         self.log_path = self.root / f"sluice-{self.starts}.log"
         log = open(self.log_path, "wb")
         cmd = [sluice_binary(), "serve", "--config", str(self.config), "--http", f"127.0.0.1:{self.http_port}",
-               "--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--shutdown-grace-secs", "30"]
+               "--grpc", "127.0.0.1:0", "--admin", f"127.0.0.1:{self.admin_port}", "--shutdown-grace-secs", "30"]
         self.proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + 60
@@ -70,6 +71,11 @@ class Replica:
                 return r.status == 200
         except (urllib.error.URLError, ConnectionError, OSError):
             return False
+
+    def in_flight(self) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("sluice_requests_in_flight "))
 
     def stop(self) -> int:
         assert self.proc is not None
@@ -118,8 +124,9 @@ def test_rolling_restart_of_three_replicas_under_load_fails_no_request_and_loses
     haproxy = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if os.path.exists(p)), None)
     if haproxy is None:
         pytest.fail("haproxy not found: scripts/test.sh installs Debian's haproxy package", pytrace=False)
-    front, *ports = free_ports(4)
-    replicas = [Replica(tmp_path / f"r{i}", p) for i, p in enumerate(ports)]
+    front, *ports = free_ports(7)
+    replicas = [Replica(tmp_path / f"r{i}", ports[i], ports[3 + i]) for i in range(3)]
+    ports = ports[:3]
     for r in replicas:
         r.start()
     cfg = haproxy_config(tmp_path / "haproxy.cfg", front, ports)
@@ -146,7 +153,12 @@ def test_rolling_restart_of_three_replicas_under_load_fails_no_request_and_loses
              "--request-log", str(request_log)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started = time.monotonic()
-        time.sleep(3)
+        # the gauge an autoscaler scales on sees the load
+        seen = 0.0
+        while time.monotonic() - started < 3:
+            seen = max(seen, sum(r.in_flight() for r in replicas))
+            time.sleep(0.02)
+        assert seen >= 1, "sluice_requests_in_flight never above 0 under load"
         for r in replicas:
             t0 = time.monotonic()
             rc = r.stop()
@@ -163,6 +175,7 @@ def test_rolling_restart_of_three_replicas_under_load_fails_no_request_and_loses
         answered = [x["id"] for x in lines]
         assert all(answered) and len(set(answered)) == len(answered)
 
+        assert [r.in_flight() for r in replicas] == [0, 0, 0]
         for r in replicas:
             assert r.stop() == 0, r.log()
         logged: list[str] = []

@@ -65,6 +65,22 @@ pub struct Admission {
     max_body: usize,
 }
 
+/// A request slot held: counted in `sluice_requests_in_flight` while held.
+struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit) -> Slot {
+        crate::metrics::in_flight(1.0);
+        Slot(permit)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        crate::metrics::in_flight(-1.0);
+    }
+}
+
 impl Admission {
     pub fn new(limits: &ListenerLimits, max_body_bytes: usize) -> Admission {
         let limit = limits.max_concurrent_requests.max(1);
@@ -79,8 +95,8 @@ impl Admission {
     }
 
     /// A slot, or the 429 / RESOURCE_EXHAUSTED answer when every one is taken.
-    fn try_admit(&self, protocol: &'static str) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.slots.clone().try_acquire_owned().map_err(|_| {
+    fn try_admit(&self, protocol: &'static str) -> Result<Slot, ApiError> {
+        self.slots.clone().try_acquire_owned().map(Slot::new).map_err(|_| {
             crate::metrics::load_shed(protocol);
             ApiError::Core(CoreError::Overloaded(format!(
                 "the server has {} requests in progress, its limit (server.max_concurrent_requests); retry later",
