@@ -137,6 +137,8 @@ pub struct ServerConfig {
     pub watch_interval: Duration,
     /// `drain_delay_ms`: how long a stopping gateway keeps accepting after it reports not ready.
     pub drain_delay: Duration,
+    /// `leader_lease_ms`: the leader lease's slot.
+    pub leader_lease: Duration,
     /// Where inference tables live.
     pub data_dir: PathBuf,
     /// Rollouts run on a clock that `POST /debug/clock` moves forward (`serve --test-clock`;

@@ -11,6 +11,7 @@
 //! ([`Control::follow_store`]): versions written by others are validated, prepared and swapped
 //! in the same way, and their history is rebuilt from the store at start.
 
+pub mod lease;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -122,6 +123,8 @@ pub struct Control {
     access: std::sync::RwLock<Arc<Access>>,
     /// The shared config store, when the config lives in one.
     store: Option<ConfigStore>,
+    /// Whether this replica leads (always, without a config store).
+    leadership: Arc<lease::Leadership>,
 }
 
 impl std::fmt::Debug for Control {
@@ -141,6 +144,7 @@ impl Control {
         tasks: TaskTracker,
         monitors: Arc<Monitors>,
         store: Option<(ConfigStore, Vec<store::Version>)>,
+        leadership: Arc<lease::Leadership>,
     ) -> Control {
         let mut history = BTreeMap::new();
         let mut store_version = 0;
@@ -170,7 +174,13 @@ impl Control {
             pins: std::sync::Mutex::new(BTreeMap::new()),
             access,
             store: store.map(|(s, _)| s),
+            leadership,
         }
+    }
+
+    /// Whether this replica leads the fleet (always, without a config store).
+    pub fn leadership(&self) -> &Arc<lease::Leadership> {
+        &self.leadership
     }
 
     /// The config store, when the config lives in one.
@@ -729,6 +739,10 @@ impl TrafficControl for Control {
 
     fn unpin(&self, endpoint: &str) {
         Control::unpin(self, endpoint);
+    }
+
+    fn leads(&self) -> bool {
+        self.leadership.is_leader()
     }
 }
 

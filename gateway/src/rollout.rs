@@ -464,7 +464,10 @@ impl Rollouts {
         let config = self.control.config().await;
         let names: Vec<String> = {
             let mut states = self.states.lock().await;
-            self.start_declared(&config, &mut states).await;
+            // of replicas sharing a config store, the leader starts the declared rollouts
+            if self.control.leads() {
+                self.start_declared(&config, &mut states).await;
+            }
             states.iter().filter(|(_, s)| s.phase == Phase::Progressing).map(|(k, _)| k.clone()).collect()
         };
         for name in names {

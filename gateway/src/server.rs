@@ -80,6 +80,8 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         None => (config, None),
     };
     let following = store.is_some();
+    let lease = store.as_ref().map(|(s, _)| Arc::new(crate::control::lease::Lease::new(s, config.server.leader_lease)));
+    let leadership = lease.as_ref().map_or_else(crate::control::lease::Leadership::alone, |l| l.leadership.clone());
     let tasks = TaskTracker::new();
     let cfg = config.clone();
     let t = tasks.clone();
@@ -93,9 +95,16 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         .map_err(|e| StartError::Other(e.to_string()))?;
     let gateway = Arc::new(Gateway::new(snapshot, tables));
     // Monitors first: the control plane restarts them on config changes.
-    let monitors = Monitors::start(&config).map_err(|e| StartError::Other(e.to_string()))?;
-    let control =
-        Arc::new(Control::new(gateway.clone(), config.clone(), source.clone(), tasks.clone(), monitors.clone(), store));
+    let monitors = Monitors::start(&config, leadership.clone()).map_err(|e| StartError::Other(e.to_string()))?;
+    let control = Arc::new(Control::new(
+        gateway.clone(),
+        config.clone(),
+        source.clone(),
+        tasks.clone(),
+        monitors.clone(),
+        store,
+        leadership,
+    ));
     // Running rollouts put their traffic back before anything is served.
     let clock = if config.server.test_clock { crate::clock::Clock::test() } else { crate::clock::Clock::system() };
     let rollouts =
@@ -188,6 +197,9 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     });
     if following {
         tasks.spawn(control.clone().follow_store(config.server.watch_interval, token.clone()));
+    }
+    if let Some(lease) = lease {
+        tasks.spawn(lease.run(token.clone()));
     }
     if source.is_some() {
         // with a config store the file only started the first replica: edits of it reach the

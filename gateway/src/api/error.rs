@@ -205,6 +205,7 @@ impl From<MonitorCallError> for ApiError {
         match e {
             MonitorCallError::NotFound(m) => ApiError::Core(CoreError::NotFound(m)),
             MonitorCallError::Failed(m) => ApiError::Core(CoreError::Internal(format!("monitor refresh failed: {m}"))),
+            MonitorCallError::NotLeader(m) => ApiError::Conflict(m),
         }
     }
 }

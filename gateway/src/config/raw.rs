@@ -136,6 +136,9 @@ pub struct RawServer {
     /// On SIGTERM: report not ready at once, then keep accepting for this long (so that load
     /// balancers see it and send no more) before the listeners close and in-flight work drains.
     pub drain_delay_ms: Option<u64>,
+    /// With a config store: the leader lease's slot (how long a dead leader goes unnoticed,
+    /// about two of them at most).
+    pub leader_lease_ms: Option<u64>,
     /// Memory of each DataFusion session of the table reads (monitor, rollouts, experiments,
     /// dashboard); a query over it fails.
     pub analysis_memory_bytes: Option<u64>,

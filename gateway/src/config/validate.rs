@@ -342,6 +342,13 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
         default_endpoint: None,
         watch_config: s.watch_config.unwrap_or(true),
         watch_interval: positive_ms(issues, "watch_interval_ms", s.watch_interval_ms, 1000),
+        leader_lease: match s.leader_lease_ms {
+            Some(n) if !(200..=60_000).contains(&n) => {
+                issues.add("server.leader_lease_ms", format!("{n} is outside 200..=60000"));
+                Duration::from_secs(3)
+            }
+            n => Duration::from_millis(n.unwrap_or(3000)),
+        },
         drain_delay: match s.drain_delay_ms {
             Some(n) if n > 600_000 => {
                 issues.add("server.drain_delay_ms", format!("{n} is more than 600000 (10 minutes)"));

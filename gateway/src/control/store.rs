@@ -73,6 +73,11 @@ impl ConfigStore {
         &self.location
     }
 
+    /// The object store and the prefix the store's objects are under (the leader lease's too).
+    pub(super) fn parts(&self) -> (Arc<dyn ObjectStore>, ObjectPath) {
+        (self.store.clone(), self.prefix.clone())
+    }
+
     fn dir(&self) -> ObjectPath {
         self.prefix.clone().join("config").join("versions")
     }

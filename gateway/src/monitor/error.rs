@@ -30,6 +30,9 @@ pub enum MonitorError {
     /// A monitor's status lock was poisoned by a panic.
     #[error("monitor status lock poisoned")]
     Poisoned,
+    /// Asked of a replica that does not lead its fleet (only the leader refreshes).
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 /// A query error, explained (DataFusion's messages are nested).

@@ -59,6 +59,8 @@ struct Handle {
 /// Every monitor of the running gateway.
 pub struct Monitors {
     runtime: tokio::runtime::Handle,
+    /// Of replicas sharing a config store, only the leader refreshes (scheduled or asked).
+    leadership: Arc<crate::control::lease::Leadership>,
     handles: Mutex<HashMap<String, Handle>>,
     stop: CancellationToken,
     /// The monitor tasks, so that [`Monitors::stop`] can wait for them.
@@ -78,6 +80,9 @@ pub enum MonitorCallError {
     NotFound(String),
     #[error("{0}")]
     Failed(String),
+    /// This replica does not lead its fleet: the leader refreshes.
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 fn opt_json<T: Serialize>(v: &T) -> Value {
@@ -243,6 +248,7 @@ async fn run_monitor(
     mut rx: mpsc::Receiver<Cmd>,
     status: Arc<Mutex<Status>>,
     cancel: CancellationToken,
+    leadership: Arc<crate::control::lease::Leadership>,
 ) {
     let mut tick = tokio::time::interval(monitor.spec.refresh_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -262,6 +268,18 @@ async fn run_monitor(
                 None => return stop(&mut monitor),
             },
         };
+        // one replica of a fleet writes the metric tables: the leader
+        if !leadership.is_leader() {
+            if let Some(tx) = reply {
+                let leader = leadership.leader_id().unwrap_or_else(|| "none yet".into());
+                let _ = tx.send(Err(MonitorError::NotLeader(format!(
+                    "this replica ({}) does not lead the fleet, so it does not refresh monitors; the leader \
+                     (replica {leader}) does: ask it, or wait for its next refresh",
+                    leadership.id
+                ))));
+            }
+            continue;
+        }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
             r = refresh_once(&endpoint, &mut monitor, &status) => r,
@@ -290,11 +308,20 @@ fn wanted(config: &Config) -> Vec<(String, MonitorSpec, PathBuf, PathBuf, PathBu
 impl Monitors {
     /// Sets the analysis memory limit (`server.analysis_memory_bytes`) and starts the monitors
     /// of `config` on the analysis runtime.
-    pub fn start(config: &Config) -> Result<Arc<Monitors>, MonitorError> {
+    pub fn start(
+        config: &Config,
+        leadership: Arc<crate::control::lease::Leadership>,
+    ) -> Result<Arc<Monitors>, MonitorError> {
         crate::analysis::set_memory_limit(config.server.analysis_memory_bytes);
         let runtime = crate::analysis::handle()?;
         let stop = CancellationToken::new();
-        let m = Arc::new(Monitors { runtime, handles: Mutex::new(HashMap::new()), stop, tasks: TaskTracker::new() });
+        let m = Arc::new(Monitors {
+            runtime,
+            leadership,
+            handles: Mutex::new(HashMap::new()),
+            stop,
+            tasks: TaskTracker::new(),
+        });
         m.reconcile(config);
         Ok(m)
     }
@@ -332,7 +359,9 @@ impl Monitors {
             let (tx, rx) = mpsc::channel(16);
             let cancel = self.stop.child_token();
             let deliveries = monitor.deliveries.clone();
-            self.tasks.spawn_on(run_monitor(name.clone(), monitor, rx, status.clone(), cancel.clone()), &self.runtime);
+            let leads = self.leadership.clone();
+            self.tasks
+                .spawn_on(run_monitor(name.clone(), monitor, rx, status.clone(), cancel.clone(), leads), &self.runtime);
             handles.insert(name, Handle { key: k, tx, status, deliveries, cancel });
         }
     }
@@ -374,7 +403,10 @@ impl Monitors {
         let (reply, rx) = oneshot::channel();
         tx.send(Cmd::Refresh(reply)).await.map_err(|_| MonitorCallError::Failed("the monitor has stopped".into()))?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r.map_err(|e| MonitorCallError::Failed(e.to_string())),
+            Ok(Ok(r)) => r.map_err(|e| match e {
+                MonitorError::NotLeader(m) => MonitorCallError::NotLeader(m),
+                e => MonitorCallError::Failed(e.to_string()),
+            }),
             Ok(Err(_)) => Err(MonitorCallError::Failed("the monitor stopped during the refresh".into())),
             Err(_) => Err(MonitorCallError::Failed(format!("the refresh took longer than {timeout:?}; it goes on"))),
         }

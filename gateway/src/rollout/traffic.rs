@@ -43,4 +43,10 @@ pub trait TrafficControl: Send + Sync {
 
     /// Releases a rollout's hold on an endpoint's traffic.
     fn unpin(&self, endpoint: &str);
+
+    /// Whether this replica leads the fleet (starts config-declared rollouts); a replica
+    /// without a config store always does.
+    fn leads(&self) -> bool {
+        true
+    }
 }

@@ -12,11 +12,13 @@ use crate::common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
-fn config(store: &Path, champion: u32, watch_ms: u64) -> String {
+fn config(store: &Path, data: &Path, champion: u32, watch_ms: u64) -> String {
     format!(
         r#"
         [server]
         watch_interval_ms = {watch_ms}
+        leader_lease_ms = 1000
+        data_dir = "{}"
         [runtime]
         model_repository = "{}"
         [storage]
@@ -30,7 +32,12 @@ fn config(store: &Path, champion: u32, watch_ms: u64) -> String {
                            {{ name = "challenger", entity_name = "fraud_classifier", entity_version = 2 }}]
         traffic_config = {{ routes = [{{ served_model_name = "champion", traffic_percentage = {champion} }},
                                       {{ served_model_name = "challenger", traffic_percentage = {} }}] }}
+        inference_table = {{ enabled = true, flush_interval_ms = 100 }}
+        [endpoints.monitor]
+        granularities = ["1 hour"]
+        refresh_interval = "1h"
         "#,
+        data.display(),
         common::repo_root().join("models").display(),
         store.display(),
         100 - champion
@@ -67,8 +74,8 @@ async fn replicas_share_one_config_store() {
     let store = dir.path().join("store");
     // the first replica writes its config as version 1; the second one's file says otherwise,
     // but it serves the store's
-    let a = common::start_with(common::config(&config(&store, 90, 200))).await;
-    let b = common::start_with(common::config(&config(&store, 10, 200))).await;
+    let a = common::start_with(common::config(&config(&store, &dir.path().join("a"), 90, 200))).await;
+    let b = common::start_with(common::config(&config(&store, &dir.path().join("b"), 10, 200))).await;
     assert_eq!((champion_share(&a).await, champion_share(&b).await), (90, 90));
 
     // an edit on A reaches B through the store
@@ -101,10 +108,46 @@ async fn replicas_share_one_config_store() {
     assert_eq!((h[2]["by"].as_str(), h[2]["store_version"].as_u64()), (Some(winner), Some(3)));
     assert_eq!((a.control().store_version().await, b.control().store_version().await), (3, 3));
 
+    // one leader: only it refreshes the monitors (the metric tables have one writer); when it
+    // stops, the other replica takes the lease over
+    let replica = |t: &common::TestServer| {
+        let (c, url) = (t.client.clone(), format!("{}/admin/replica", t.admin));
+        async move { c.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    common::eventually("one leader", || async {
+        let (ra, rb) = (replica(&a).await, replica(&b).await);
+        ra["leader"] != rb["leader"] && ra["leader_id"] == rb["leader_id"]
+    })
+    .await;
+    let (leader, follower) = if replica(&a).await["leader"] == true { (&a, &b) } else { (&b, &a) };
+    let refresh = |t: &common::TestServer| {
+        let (c, url) = (t.client.clone(), format!("{}/monitors/fraud/refresh", t.admin));
+        async move {
+            let r = c.post(url).header("content-type", "application/json").send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = refresh(follower).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("does not lead"), "{body}");
+    let (status, body) = refresh(leader).await;
+    assert_eq!(status, 200, "{body}");
+    let leader_id = replica(leader).await["id"].clone();
+    let (leader, follower) = if replica(&a).await["leader"] == true { (a, b) } else { (b, a) };
+    leader.stop().await;
+    let took = Instant::now();
+    common::eventually("the other replica takes the lease over", || async {
+        replica(&follower).await["leader"] == true
+    })
+    .await;
+    eprintln!("lease taken over {:?} after the leader stopped (slots of 1 s)", took.elapsed());
+    assert_ne!(replica(&follower).await["leader_id"], leader_id);
+    let (status, body) = refresh(&follower).await;
+    assert_eq!(status, 200, "{body}");
+
     // the config and its history survive a restart of both (B's file still says 10%)
-    a.stop().await;
-    b.stop().await;
-    let b = common::start_with(common::config(&config(&store, 10, 200))).await;
+    follower.stop().await;
+    let b = common::start_with(common::config(&config(&store, &dir.path().join("b"), 10, 200))).await;
     assert_eq!(champion_share(&b).await, share);
     assert_eq!(history(&b).await, h);
 

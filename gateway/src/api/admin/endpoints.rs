@@ -19,6 +19,7 @@ use crate::control::Control;
 
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
+        .route("/admin/replica", get(replica))
         .route("/admin/endpoints", get(list))
         .route("/admin/endpoints/{name}", get(get_one).put(put_one).delete(delete_one))
         .route("/admin/endpoints/{name}/traffic", patch(set_traffic).put(set_traffic))
@@ -94,6 +95,18 @@ async fn list(State(s): State<AdminState>) -> Response {
 
 async fn get_one(State(s): State<AdminState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     Ok(json_ok(&view(&s.control, &name).await?))
+}
+
+/// This replica in its fleet: its id, whether it leads, the config store and the version in force.
+async fn replica(State(s): State<AdminState>) -> Result<Response, ApiError> {
+    let l = s.control.leadership();
+    Ok(json_ok(&serde_json::json!({
+        "id": l.id,
+        "leader": l.is_leader(),
+        "leader_id": l.leader_id(),
+        "config_store": s.control.store().map(|st| st.location().to_string()),
+        "store_version": s.control.store_version().await,
+    })))
 }
 
 async fn put_one(
