@@ -744,6 +744,12 @@ impl TrafficControl for Control {
     fn leads(&self) -> bool {
         self.leadership.is_leader()
     }
+
+    fn pin(&self, endpoint: &str, traffic: RawTrafficConfig) {
+        if let Ok(mut pins) = self.pins.lock() {
+            pins.insert(endpoint.to_string(), traffic);
+        }
+    }
 }
 
 #[cfg(test)]

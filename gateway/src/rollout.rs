@@ -11,6 +11,7 @@
 //! once a second, and at once when a test clock is advanced.
 
 pub mod guardrails;
+pub mod shared;
 pub mod spec;
 pub mod state;
 pub mod traffic;
@@ -55,6 +56,8 @@ pub struct Rollouts {
     tasks: TaskTracker,
     clock: Clock,
     dir: PathBuf,
+    /// With a config store: the states live there (see [`shared`]), not in `dir`.
+    shared: Option<shared::SharedStates>,
     /// Held only to read or change states, never across a table scan: reads of the rollout API
     /// and operator actions answer while a step is judged.
     states: Mutex<BTreeMap<String, RolloutState>>,
@@ -157,6 +160,7 @@ impl Rollouts {
         clock: Clock,
         data_dir: PathBuf,
         tasks: TaskTracker,
+        shared: Option<shared::SharedStates>,
     ) -> Arc<Rollouts> {
         let dir = data_dir.join("_rollouts");
         let r = Arc::new(Rollouts {
@@ -164,6 +168,7 @@ impl Rollouts {
             tasks,
             clock,
             dir,
+            shared,
             states: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
             reads: RwLock::new(()),
@@ -171,6 +176,12 @@ impl Rollouts {
             judged: Notify::new(),
         });
         let mut states = r.states.lock().await;
+        if r.shared.is_some() {
+            // the store's states; their traffic is in the config store already
+            r.sync(&mut states).await;
+            drop(states);
+            return r;
+        }
         for mut st in state::load_all(&r.dir) {
             if st.phase.is_active() {
                 let traffic = traffic_at(&st, st.candidate_percent);
@@ -193,7 +204,7 @@ impl Rollouts {
                     metrics::gauge!(crate::metrics::ROLLOUT_CANDIDATE_PERCENT, "endpoint" => st.endpoint.clone())
                         .set(f64::from(st.candidate_percent));
                 }
-                r.persist(&st);
+                let _ = r.persist(&mut st).await;
             }
             states.insert(st.endpoint.clone(), st);
         }
@@ -219,15 +230,73 @@ impl Rollouts {
         }
     }
 
+    /// The states, after reading what other replicas wrote (with a config store).
+    async fn synced(&self) -> tokio::sync::MutexGuard<'_, BTreeMap<String, RolloutState>> {
+        let mut states = self.states.lock().await;
+        self.sync(&mut states).await;
+        states
+    }
+
+    /// Reads the states other replicas wrote to the config store since the ones held here, and
+    /// holds (or frees) each endpoint's traffic as its state says. Answers the endpoints whose
+    /// state changed.
+    async fn sync(&self, states: &mut BTreeMap<String, RolloutState>) -> Vec<String> {
+        let Some(shared) = &self.shared else { return Vec::new() };
+        let known: BTreeMap<String, u64> = states.iter().map(|(k, s)| (k.clone(), s.seq)).collect();
+        match shared.newer(&known).await {
+            Ok(newer) => newer
+                .into_iter()
+                .map(|st| {
+                    if st.phase.is_active() {
+                        self.control.pin(&st.endpoint, traffic_at(&st, st.candidate_percent));
+                    } else {
+                        self.control.unpin(&st.endpoint);
+                    }
+                    let name = st.endpoint.clone();
+                    states.insert(name.clone(), st);
+                    name
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!("rollouts: cannot read the states in the config store: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The leader puts each endpoint's traffic where its rollout state says, when it is not:
+    /// after a state written by another replica (an abort that raced a step) or a step whose
+    /// traffic change was not followed by its state.
+    async fn reconcile(&self, config: &Config, states: &BTreeMap<String, RolloutState>, changed: &[String]) {
+        for st in states.values() {
+            if !(st.phase.is_active() || changed.contains(&st.endpoint)) {
+                continue;
+            }
+            let Some(e) = config.endpoint(&st.endpoint) else { continue };
+            let want = traffic_at(st, st.candidate_percent);
+            if e.raw.traffic_config.as_ref() == Some(&want) {
+                continue;
+            }
+            let drop_shadow = (!st.in_shadow_step()).then(|| st.candidate.clone());
+            let reason = format!(
+                "rollout of '{}': traffic put back to what its state says ({}%, {:?})",
+                st.candidate, st.candidate_percent, st.phase
+            );
+            let pin = st.phase.is_active();
+            if let Err(e) = self.control.rollout_traffic(&st.endpoint, want, drop_shadow, reason, pin).await {
+                tracing::error!(endpoint = %st.endpoint, "rollout: cannot put the traffic back to its state: {e}");
+            }
+        }
+    }
+
     /// Every rollout.
     pub async fn list(&self) -> Vec<RolloutState> {
-        self.states.lock().await.values().cloned().collect()
+        self.synced().await.values().cloned().collect()
     }
 
     /// One endpoint's rollout.
     pub async fn get(&self, endpoint: &str) -> Result<RolloutState, RolloutError> {
-        self.states
-            .lock()
+        self.synced()
             .await
             .get(endpoint)
             .cloned()
@@ -236,12 +305,12 @@ impl Rollouts {
 
     /// The incumbent of the endpoint's running rollout (the A/B report's default champion).
     pub async fn incumbent_of(&self, endpoint: &str) -> Option<String> {
-        self.states.lock().await.get(endpoint).filter(|s| s.phase.is_active()).map(|s| s.incumbent.clone())
+        self.synced().await.get(endpoint).filter(|s| s.phase.is_active()).map(|s| s.incumbent.clone())
     }
 
     /// Starts a rollout (refused while another one runs on the endpoint).
     pub async fn start_rollout(&self, endpoint: &str, raw: RawRollout) -> Result<RolloutState, RolloutError> {
-        let mut states = self.states.lock().await;
+        let mut states = self.synced().await;
         self.begin(&mut states, endpoint, raw, Origin::Api).await
     }
 
@@ -273,6 +342,7 @@ impl Rollouts {
         let is_shadow = e.shadows.iter().any(|s| s.served_model_name == spec.candidate);
         let steps = steps_of(&spec, is_shadow);
         let mut st = self.new_state(endpoint, raw, origin, incumbent, steps, e.raw.traffic_config.clone());
+        st.seq = states.get(endpoint).map_or(0, |s| s.seq);
         let traffic = traffic_at(&st, st.candidate_percent);
         let drop_shadow = (!st.in_shadow_step() && is_shadow).then(|| st.candidate.clone());
         let msg = format!(
@@ -281,7 +351,7 @@ impl Rollouts {
         );
         self.control.rollout_traffic(endpoint, traffic, drop_shadow, msg.clone(), true).await?;
         self.event(&mut st, "started", msg, vec![]);
-        self.persist(&st);
+        self.persist(&mut st).await?;
         states.insert(endpoint.to_string(), st.clone());
         Ok(st)
     }
@@ -298,6 +368,7 @@ impl Rollouts {
     ) -> RolloutState {
         let now = self.clock.now_us();
         RolloutState {
+            seq: 0,
             endpoint: endpoint.to_string(),
             candidate: raw.candidate.clone(),
             spec: raw,
@@ -352,7 +423,7 @@ impl Rollouts {
     where
         F: FnOnce(&RolloutState) -> Result<Phase, RolloutError>,
     {
-        let mut states = self.states.lock().await;
+        let mut states = self.synced().await;
         let st = states
             .get_mut(endpoint)
             .ok_or_else(|| RolloutError::NotFound(format!("endpoint '{endpoint}' has no rollout")))?;
@@ -383,7 +454,7 @@ impl Rollouts {
                 .await?;
             }
         }
-        self.persist(st);
+        self.persist(st).await?;
         self.wake.notify_one();
         Ok(st.clone())
     }
@@ -450,9 +521,24 @@ impl Rollouts {
         st.events.push(ev);
     }
 
-    fn persist(&self, st: &RolloutState) {
-        if let Err(e) = state::save(&self.dir, st) {
-            tracing::error!(endpoint = %st.endpoint, "rollout state not saved: {e}");
+    /// Saves `st`: to `<data_dir>/_rollouts`, or with a config store as its next change there.
+    /// A change another replica wrote first is refused (the state held here is stale: the next
+    /// read of the store replaces it).
+    async fn persist(&self, st: &mut RolloutState) -> Result<(), RolloutError> {
+        let Some(shared) = &self.shared else {
+            if let Err(e) = state::save(&self.dir, st) {
+                tracing::error!(endpoint = %st.endpoint, "rollout state not saved: {e}");
+            }
+            return Ok(());
+        };
+        st.seq += 1;
+        match shared.put(st).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                st.seq -= 1;
+                tracing::warn!(endpoint = %st.endpoint, "rollout state not written: {e}");
+                Err(RolloutError::Conflict(e.to_string()))
+            }
         }
     }
 
@@ -464,10 +550,16 @@ impl Rollouts {
         let config = self.control.config().await;
         let names: Vec<String> = {
             let mut states = self.states.lock().await;
-            // of replicas sharing a config store, the leader starts the declared rollouts
-            if self.control.leads() {
-                self.start_declared(&config, &mut states).await;
+            let changed = self.sync(&mut states).await;
+            // of replicas sharing a config store, the leader starts, steps and ends rollouts;
+            // the others follow their states (and hold their traffic)
+            if !self.control.leads() {
+                return;
             }
+            if self.shared.is_some() {
+                self.reconcile(&config, &states, &changed).await;
+            }
+            self.start_declared(&config, &mut states).await;
             states.iter().filter(|(_, s)| s.phase == Phase::Progressing).map(|(k, _)| k.clone()).collect()
         };
         for name in names {
@@ -498,7 +590,7 @@ impl Rollouts {
                     None => {
                         // Written when something changed, not on every tick.
                         if *st != before {
-                            self.persist(st);
+                            let _ = self.persist(st).await;
                         }
                         continue;
                     }
@@ -515,7 +607,7 @@ impl Rollouts {
                     self.judge_failed(&name, st, &e);
                 }
                 if *st != snapshot {
-                    self.persist(st);
+                    let _ = self.persist(st).await;
                 }
             }
             drop(states);
@@ -578,7 +670,8 @@ impl Rollouts {
                     let mut st = self.new_state(&e.name, spec.raw.clone(), Origin::Config, incumbent, vec![0], base);
                     st.phase = Phase::Aborted;
                     self.event(&mut st, "aborted", format!("could not start: {err}"), vec![]);
-                    self.persist(&st);
+                    st.seq = states.get(&e.name).map_or(0, |s| s.seq);
+                    let _ = self.persist(&mut st).await;
                     states.insert(e.name.clone(), st);
                 }
             }
@@ -683,6 +776,7 @@ mod tests {
 
     fn state(base: Option<RawTrafficConfig>, steps: Vec<u32>) -> RolloutState {
         RolloutState {
+            seq: 0,
             endpoint: "e".into(),
             spec: RawRollout {
                 candidate: "b".into(),

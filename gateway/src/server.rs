@@ -82,6 +82,10 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let following = store.is_some();
     let lease = store.as_ref().map(|(s, _)| Arc::new(crate::control::lease::Lease::new(s, config.server.leader_lease)));
     let leadership = lease.as_ref().map_or_else(crate::control::lease::Leadership::alone, |l| l.leadership.clone());
+    let shared_rollouts = store.as_ref().map(|(s, _)| {
+        let (objects, prefix) = s.parts();
+        crate::rollout::shared::SharedStates::new(objects, prefix)
+    });
     let tasks = TaskTracker::new();
     let cfg = config.clone();
     let t = tasks.clone();
@@ -107,8 +111,14 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     ));
     // Running rollouts put their traffic back before anything is served.
     let clock = if config.server.test_clock { crate::clock::Clock::test() } else { crate::clock::Clock::system() };
-    let rollouts =
-        crate::rollout::Rollouts::start(control.clone(), clock, config.server.data_dir.clone(), tasks.clone()).await;
+    let rollouts = crate::rollout::Rollouts::start(
+        control.clone(),
+        clock,
+        config.server.data_dir.clone(),
+        tasks.clone(),
+        shared_rollouts,
+    )
+    .await;
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })

@@ -74,7 +74,7 @@ impl ConfigStore {
     }
 
     /// The object store and the prefix the store's objects are under (the leader lease's too).
-    pub(super) fn parts(&self) -> (Arc<dyn ObjectStore>, ObjectPath) {
+    pub(crate) fn parts(&self) -> (Arc<dyn ObjectStore>, ObjectPath) {
         (self.store.clone(), self.prefix.clone())
     }
 

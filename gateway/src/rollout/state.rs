@@ -56,6 +56,9 @@ pub struct Event {
 /// The persisted state of one endpoint's rollout.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RolloutState {
+    /// The change number of this state in a config store (0 without one).
+    #[serde(default)]
+    pub seq: u64,
     pub endpoint: String,
     pub spec: RawRollout,
     pub origin: Origin,
@@ -132,6 +135,7 @@ mod tests {
 
     fn state(step: usize) -> RolloutState {
         RolloutState {
+            seq: 0,
             endpoint: "fraud".into(),
             spec: RawRollout {
                 candidate: "b".into(),

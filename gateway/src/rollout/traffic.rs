@@ -44,6 +44,10 @@ pub trait TrafficControl: Send + Sync {
     /// Releases a rollout's hold on an endpoint's traffic.
     fn unpin(&self, endpoint: &str);
 
+    /// Holds `endpoint`'s traffic for a rollout another replica runs (edits of it are refused
+    /// here too), without changing it.
+    fn pin(&self, _endpoint: &str, _traffic: RawTrafficConfig) {}
+
     /// Whether this replica leads the fleet (starts config-declared rollouts); a replica
     /// without a config store always does.
     fn leads(&self) -> bool {

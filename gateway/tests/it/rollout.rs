@@ -661,3 +661,91 @@ async fn a_slow_judgement_blocks_neither_the_rollout_api_nor_serving() {
     }
     t.stop().await;
 }
+
+/// Two replicas sharing a config store: a rollout started through the replica that does not
+/// lead is stepped by the leader only; when the leader stops mid-rollout, the other replica
+/// takes the lease over and finishes the rollout from the same step with the same timer, with
+/// no step repeated or skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rollout_is_stepped_by_one_leader_and_survives_it() {
+    if common::skip_without_ort() {
+        return;
+    }
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let replica_config = |name: &str| {
+        let extra = format!("[storage]\nconfig_store = \"{}\"\n", store.display());
+        let mut c = config(repo.path(), &dir.path().join(name), "fraud_flaky", &extra);
+        c.server.watch_interval = Duration::from_millis(200);
+        c.server.leader_lease = Duration::from_secs(1);
+        c
+    };
+    let a = start(replica_config("a")).await;
+    let b = start(replica_config("b")).await;
+    let leads = |t: &TestServer| {
+        let (c, url) = (t.client.clone(), format!("{}/admin/replica", t.admin));
+        async move { c.get(url).send().await.unwrap().json::<Value>().await.unwrap()["leader"] == true }
+    };
+    eventually("one leader", || async { leads(&a).await != leads(&b).await }).await;
+    let (leader, follower) = if leads(&a).await { (a, b) } else { (b, a) };
+
+    // started through the follower: its state and traffic reach the leader through the store
+    let mix = Mix::calm(&leader).await;
+    let (s, st) = admin_post(&follower, "/rollouts/fraud", start_body("http://127.0.0.1:9/none")).await;
+    assert_eq!(s, 201, "{st}");
+    eventually("the leader serves step 1", || async { candidate_percent(&leader).await == 5 }).await;
+    eventually("the leader holds the rollout", || async { rollout(&leader).await["phase"] == "progressing" }).await;
+    // the follower never judges it (no state written, no step), though its clock is past the
+    // interval and its own table has requests
+    eventually("the leader looked at the step", || async {
+        rollout(&leader).await["waiting"].as_str().is_some_and(|w| w.contains("held until"))
+    })
+    .await;
+    let seq = rollout(&leader).await["seq"].clone();
+    send(&follower, 200, &mix).await;
+    admin_post(&follower, "/debug/clock", json!({"advance": "1h"})).await;
+    send(&leader, 100, &mix).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = rollout(&leader).await;
+    assert_eq!((st["step"].as_i64(), st["seq"].clone()), (Some(0), seq), "{st}");
+    // the leader steps it; the follower sees the new state and serves the new traffic
+    let mut st = rollout(&leader).await;
+    let mut advanced = 0;
+    while st["step"] == 0 {
+        st = round(&leader, 100, &mix).await;
+        advanced += 5;
+        assert_eq!(st["phase"], "progressing", "{st}");
+    }
+    assert_eq!(st["candidate_percent"], 25, "{st}");
+    eventually("the follower sees step 2", || async { rollout(&follower).await["step"] == 1 }).await;
+    eventually("the follower serves 25%", || async { candidate_percent(&follower).await == 25 }).await;
+    let timer = st["step_started_us"].clone();
+
+    // the leader goes away mid-rollout: the other replica takes over at the same step and timer
+    leader.stop().await;
+    eventually("the follower leads", || async { leads(&follower).await }).await;
+    let st = rollout(&follower).await;
+    assert_eq!((st["step"].as_i64(), st["step_started_us"].clone()), (Some(1), timer), "{st}");
+    // its rollout clock catches up with the one the old leader's test clock was moved to
+    admin_post(&follower, "/debug/clock", json!({"advance": format!("{advanced}m")})).await;
+    let st = drive(&follower, &mix).await;
+    assert_eq!(st["phase"], "promoted", "{st}");
+    assert_eq!(
+        events(&st),
+        vec![("started".into(), 5), ("step".into(), 25), ("step".into(), 50), ("promoted".into(), 100)],
+        "no step repeated or skipped"
+    );
+    let h: Value = follower
+        .client
+        .get(format!("{}/admin/endpoints/fraud/history", follower.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let by_rollout = h["history"].as_array().unwrap().iter().filter(|e| e["source"] == "rollout").count();
+    assert_eq!(by_rollout, 4, "one traffic change per step: {h}");
+    follower.stop().await;
+}
