@@ -139,6 +139,8 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// `leader_lease_ms`: the leader lease's slot.
     pub leader_lease: Duration,
+    /// `fleet_report_ms`: how often this replica publishes its report to the config store.
+    pub fleet_report: Duration,
     /// Where inference tables live.
     pub data_dir: PathBuf,
     /// Rollouts run on a clock that `POST /debug/clock` moves forward (`serve --test-clock`;

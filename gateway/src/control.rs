@@ -11,6 +11,7 @@
 //! ([`Control::follow_store`]): versions written by others are validated, prepared and swapped
 //! in the same way, and their history is rebuilt from the store at start.
 
+pub mod fleet;
 pub mod lease;
 pub mod store;
 

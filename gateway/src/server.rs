@@ -82,6 +82,9 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let following = store.is_some();
     let lease = store.as_ref().map(|(s, _)| Arc::new(crate::control::lease::Lease::new(s, config.server.leader_lease)));
     let leadership = lease.as_ref().map_or_else(crate::control::lease::Leadership::alone, |l| l.leadership.clone());
+    let fleet = store.as_ref().map(|(s, _)| {
+        Arc::new(crate::control::fleet::Fleet::new(s, leadership.id.clone(), config.server.fleet_report))
+    });
     let shared_rollouts = store.as_ref().map(|(s, _)| {
         let (objects, prefix) = s.parts();
         crate::rollout::shared::SharedStates::new(objects, prefix)
@@ -169,6 +172,7 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         monitors,
         loopback: admin_listener.local_addr().is_ok_and(|a| a.ip().is_loopback()),
         max_body_bytes: config.server.max_body_bytes,
+        fleet: fleet.clone(),
     };
     let admin_router =
         stack::http_stack(admin::router(state, admin), &limits, config.server.max_body_bytes, None, guard(Port::Admin));
@@ -210,6 +214,9 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     }
     if let Some(lease) = lease {
         tasks.spawn(lease.run(token.clone()));
+    }
+    if let Some(f) = &fleet {
+        tasks.spawn(f.clone().run(control.clone(), token.clone()));
     }
     if source.is_some() {
         // with a config store the file only started the first replica: edits of it reach the

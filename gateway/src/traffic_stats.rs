@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Width of one bucket.
 pub const BUCKET_SECONDS: i64 = 10;
@@ -86,32 +86,103 @@ impl Series {
         slot.latency[latency_bucket(latency.as_secs_f64() * 1000.0)].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn point(&self, epoch: i64) -> Point {
+    fn raw(&self, epoch: i64) -> Option<RawBucket> {
         let slot = &self.slots[epoch.rem_euclid(SLOTS as i64) as usize];
-        let mut p = Point { t_ms: epoch * BUCKET_SECONDS * 1000, ..Point::default() };
         if slot.epoch.load(Ordering::Acquire) != epoch {
-            return p;
+            return None;
         }
-        p.requests = slot.requests.load(Ordering::Relaxed);
-        p.errors = slot.errors.load(Ordering::Relaxed);
-        let counts: Vec<u64> = slot.latency.iter().map(|c| u64::from(c.load(Ordering::Relaxed))).collect();
-        let total: u64 = counts.iter().sum();
-        if total > 0 {
-            let q = |f: f64| {
-                let rank = (f * total as f64).ceil().max(1.0) as u64;
-                let mut seen = 0;
-                for (k, c) in counts.iter().enumerate() {
-                    seen += c;
-                    if seen >= rank {
-                        return Some(bucket_value(k));
-                    }
-                }
-                None
-            };
-            (p.p50_ms, p.p90_ms, p.p99_ms) = (q(0.5), q(0.9), q(0.99));
+        let requests = slot.requests.load(Ordering::Relaxed);
+        if requests == 0 {
+            return None;
         }
-        p
+        Some(RawBucket {
+            epoch,
+            requests,
+            errors: slot.errors.load(Ordering::Relaxed),
+            latency: slot.latency.iter().map(|c| u64::from(c.load(Ordering::Relaxed))).collect(),
+        })
     }
+}
+
+/// One bucket's counts, as a replica publishes them for the others (mergeable: counts add).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RawBucket {
+    /// Bucket number (seconds since the epoch / [`BUCKET_SECONDS`]).
+    pub epoch: i64,
+    pub requests: u64,
+    pub errors: u64,
+    /// Answers per latency bucket.
+    pub latency: Vec<u64>,
+}
+
+/// One served model's non-empty buckets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RawSeries {
+    pub endpoint: String,
+    pub served_model: String,
+    pub buckets: Vec<RawBucket>,
+}
+
+/// A point from (summed) counts.
+fn point_of(epoch: i64, b: Option<&RawBucket>) -> Point {
+    let mut p = Point { t_ms: epoch * BUCKET_SECONDS * 1000, ..Point::default() };
+    let Some(b) = b else { return p };
+    p.requests = b.requests;
+    p.errors = b.errors;
+    let counts = &b.latency;
+    let total: u64 = counts.iter().sum();
+    if total > 0 {
+        let q = |f: f64| {
+            let rank = (f * total as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (k, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return Some(bucket_value(k.min(LAT_BUCKETS - 1)));
+                }
+            }
+            None
+        };
+        (p.p50_ms, p.p90_ms, p.p99_ms) = (q(0.5), q(0.9), q(0.99));
+    }
+    p
+}
+
+/// The points of the last `minutes` up to `now_us`, from the raw series of several replicas
+/// (the counts of one served model's same bucket add up).
+pub fn merge(raws: &[RawSeries], minutes: u32, now_us: i64) -> Vec<SeriesView> {
+    let (first, last) = window(minutes, now_us);
+    let mut sums: std::collections::BTreeMap<(String, String), std::collections::BTreeMap<i64, RawBucket>> =
+        Default::default();
+    for r in raws {
+        let per = sums.entry((r.endpoint.clone(), r.served_model.clone())).or_default();
+        for b in r.buckets.iter().filter(|b| (first..=last).contains(&b.epoch)) {
+            let sum = per.entry(b.epoch).or_insert_with(|| RawBucket { epoch: b.epoch, ..RawBucket::default() });
+            sum.requests += b.requests;
+            sum.errors += b.errors;
+            // at most LAT_BUCKETS entries, whatever a published object says
+            if sum.latency.len() < b.latency.len().min(LAT_BUCKETS) {
+                sum.latency.resize(b.latency.len().min(LAT_BUCKETS), 0);
+            }
+            for (k, c) in b.latency.iter().take(LAT_BUCKETS).enumerate() {
+                sum.latency[k] = sum.latency[k].saturating_add(*c);
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|((endpoint, served_model), per)| SeriesView {
+            endpoint,
+            served_model,
+            points: (first..=last).map(|epoch| point_of(epoch, per.get(&epoch))).collect(),
+        })
+        .collect()
+}
+
+/// First and last bucket of the last `minutes` (at most 60) up to `now_us`.
+fn window(minutes: u32, now_us: i64) -> (i64, i64) {
+    let last = now_us.div_euclid(BUCKET_SECONDS * 1_000_000);
+    let n = (i64::from(minutes.clamp(1, 60)) * 60 / BUCKET_SECONDS).min(SLOTS as i64 - 1);
+    (last - n + 1, last)
 }
 
 /// One bucket of one served model.
@@ -127,7 +198,7 @@ pub struct Point {
 }
 
 /// The points of one served model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SeriesView {
     pub endpoint: String,
     pub served_model: String,
@@ -168,16 +239,20 @@ impl TrafficStats {
 
     /// Every series over the last `minutes` (at most 60) up to `now_us`, one point per bucket.
     pub fn view(&self, minutes: u32, now_us: i64) -> Vec<SeriesView> {
-        let last = now_us.div_euclid(BUCKET_SECONDS * 1_000_000);
-        let n = (i64::from(minutes.clamp(1, 60)) * 60 / BUCKET_SECONDS).min(SLOTS as i64 - 1);
+        merge(&self.raw(minutes, now_us), minutes, now_us)
+    }
+
+    /// The non-empty buckets of every series over the last `minutes` up to `now_us`.
+    pub fn raw(&self, minutes: u32, now_us: i64) -> Vec<RawSeries> {
+        let (first, last) = window(minutes, now_us);
         let Ok(m) = self.series.read() else { return Vec::new() };
-        let mut out: Vec<SeriesView> = m
+        let mut out: Vec<RawSeries> = m
             .iter()
             .flat_map(|(e, models)| models.iter().map(move |(s, series)| (e, s, series)))
-            .map(|(e, s, series)| SeriesView {
+            .map(|(e, s, series)| RawSeries {
                 endpoint: e.clone(),
                 served_model: s.clone(),
-                points: (last - n + 1..=last).map(|epoch| series.point(epoch)).collect(),
+                buckets: (first..=last).filter_map(|epoch| series.raw(epoch)).collect(),
             })
             .collect();
         out.sort_by(|a, b| (&a.endpoint, &a.served_model).cmp(&(&b.endpoint, &b.served_model)));
@@ -209,6 +284,34 @@ mod tests {
         t.record("e", "a", true, Duration::from_millis(1), now + 3_600_000_000);
         let p = t.view(1, now + 3_600_000_000).pop().unwrap().points.pop().unwrap();
         assert_eq!(p.requests, 1);
+    }
+
+    #[test]
+    fn replicas_counts_merge_by_bucket() {
+        let (a, b) = (TrafficStats::default(), TrafficStats::default());
+        let now = 1_795_000_000_000_000;
+        for i in 0..300 {
+            a.record("e", "m", true, Duration::from_millis(1), now);
+            if i % 3 == 0 {
+                b.record("e", "m", i % 2 == 0, Duration::from_millis(100), now);
+            }
+        }
+        b.record("e", "other", true, Duration::from_millis(1), now - 20_000_000);
+        let mut raws = a.raw(1, now);
+        raws.extend(b.raw(1, now));
+        let v = merge(&raws, 1, now);
+        assert_eq!(v.len(), 2);
+        let p = v[0].points.last().unwrap();
+        assert_eq!((p.requests, p.errors), (400, 50));
+        // 300 answers of 1 ms and 100 of 100 ms: the median is the first, the p99 the second
+        assert!(p.p50_ms.unwrap() < 2.0 && p.p99_ms.unwrap() > 60.0, "{p:?}");
+        assert_eq!(v[1].points.iter().map(|p| p.requests).sum::<u64>(), 1);
+        // one replica alone: the same as its own view
+        assert_eq!(merge(&a.raw(1, now), 1, now), a.view(1, now));
+        // a published series with too many latency buckets cannot grow the sums
+        let mut odd = a.raw(1, now);
+        odd[0].buckets[0].latency = vec![1; 10_000];
+        assert_eq!(merge(&odd, 1, now)[0].points.last().unwrap().requests, 300);
     }
 
     #[test]

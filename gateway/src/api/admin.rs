@@ -46,6 +46,8 @@ pub struct AdminState {
     /// answers only requests addressed to a loopback name.
     pub loopback: bool,
     pub max_body_bytes: usize,
+    /// With a config store: the other replicas' reports (fleet-wide dashboard counts).
+    pub fleet: Option<Arc<crate::control::fleet::Fleet>>,
 }
 
 /// The admin port's routes: the admin API behind the token, then the open ones (the dashboard

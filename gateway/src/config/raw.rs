@@ -139,6 +139,9 @@ pub struct RawServer {
     /// With a config store: the leader lease's slot (how long a dead leader goes unnoticed,
     /// about two of them at most).
     pub leader_lease_ms: Option<u64>,
+    /// With a config store: how often each replica publishes its traffic counts for the
+    /// others' fleet-wide views.
+    pub fleet_report_ms: Option<u64>,
     /// Memory of each DataFusion session of the table reads (monitor, rollouts, experiments,
     /// dashboard); a query over it fails.
     pub analysis_memory_bytes: Option<u64>,

@@ -342,6 +342,13 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
         default_endpoint: None,
         watch_config: s.watch_config.unwrap_or(true),
         watch_interval: positive_ms(issues, "watch_interval_ms", s.watch_interval_ms, 1000),
+        fleet_report: match s.fleet_report_ms {
+            Some(n) if !(100..=600_000).contains(&n) => {
+                issues.add("server.fleet_report_ms", format!("{n} is outside 100..=600000"));
+                Duration::from_secs(10)
+            }
+            n => Duration::from_millis(n.unwrap_or(10_000)),
+        },
         leader_lease: match s.leader_lease_ms {
             Some(n) if !(200..=60_000).contains(&n) => {
                 issues.add("server.leader_lease_ms", format!("{n} is outside 200..=60000"));

@@ -18,6 +18,7 @@ fn config(store: &Path, data: &Path, champion: u32, watch_ms: u64) -> String {
         [server]
         watch_interval_ms = {watch_ms}
         leader_lease_ms = 1000
+        fleet_report_ms = 300
         data_dir = "{}"
         [runtime]
         model_repository = "{}"
@@ -107,6 +108,33 @@ async fn replicas_share_one_config_store() {
     assert_eq!(h.len(), 3, "one version for the two edits: {h:?}");
     assert_eq!((h[2]["by"].as_str(), h[2]["store_version"].as_u64()), (Some(winner), Some(3)));
     assert_eq!((a.control().store_version().await, b.control().store_version().await), (3, 3));
+
+    // the dashboard of either replica counts the requests both served (the other's from its
+    // report in the store, at most one report interval old)
+    for _ in 0..30 {
+        assert_eq!(a.served("/endpoints/fraud/predict", &common::fraud_body(1), &[]).await.0, 200);
+    }
+    for _ in 0..12 {
+        assert_eq!(b.served("/endpoints/fraud/predict", &common::fraud_body(1), &[]).await.0, 200);
+    }
+    let fleet_requests = |t: &common::TestServer| {
+        let (c, url) = (t.client.clone(), format!("{}/dashboard/api/traffic?minutes=5", t.admin));
+        async move {
+            let v: Value = c.get(url).send().await.unwrap().json().await.unwrap();
+            let n: u64 = v["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s["endpoint"] == "fraud")
+                .flat_map(|s| s["points"].as_array().unwrap().iter().map(|p| p["requests"].as_u64().unwrap()))
+                .sum();
+            (n, v["replicas"].as_array().map_or(0, Vec::len))
+        }
+    };
+    common::eventually("both dashboards count the fleet's 42 requests", || async {
+        fleet_requests(&a).await == (42, 2) && fleet_requests(&b).await == (42, 2)
+    })
+    .await;
 
     // one leader: only it refreshes the monitors (the metric tables have one writer); when it
     // stops, the other replica takes the lease over
