@@ -338,7 +338,14 @@ impl Gateway {
             crate::metrics::labels(endpoint, "rate_limited", items.len());
             return Err(e);
         }
-        let (known, unknown): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| table.knows(i.id()));
+        let (mut known, mut unknown): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| table.knows(i.id()));
+        if !unknown.is_empty() {
+            // logged by another replica of the same table, perhaps: read what it committed
+            table.learn_ids().await;
+            let (learnt, still): (Vec<_>, Vec<_>) = unknown.into_iter().partition(|i| table.knows(i.id()));
+            known.extend(learnt);
+            unknown = still;
+        }
         let unknown_ids: Vec<String> = unknown.iter().take(10).map(|i| i.id().to_string()).collect();
         let n_unknown = unknown.len();
         let keep = if table.options().labels_accept_unknown_ids {

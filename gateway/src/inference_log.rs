@@ -290,6 +290,9 @@ struct TableInner {
     /// Unix second of the last drop warning (at most one a second).
     last_drop_warning: AtomicU64,
     ids: Mutex<IdIndex>,
+    /// The table version the id index has read up to (a Delta table), and when it last looked:
+    /// ids other replicas logged are learnt from the files added since.
+    ids_seen: Mutex<(Option<u64>, Option<std::time::Instant>)>,
     /// The writer of the labels table beside this one.
     labels: labels::LabelSink,
 }
@@ -327,7 +330,10 @@ impl Table {
             .map_err(|source| LogError::StartWriter { table: format!("{}_labels", options.table), source })?;
         // what the table logged before this process: labels may refer to it
         let mut ids = IdIndex::default();
-        let mut recent = read::recent_ids(&options.dir, ID_INDEX_CAPACITY);
+        let (mut recent, version) = match read::log_listing(&options.dir, None) {
+            Some(l) => (read::ids_in(l.files.into_iter().rev().map(|(p, _)| p), ID_INDEX_CAPACITY), l.version),
+            None => (read::recent_ids(&options.dir, ID_INDEX_CAPACITY), None),
+        };
         recent.reverse();
         for id in recent {
             ids.insert(Arc::from(id));
@@ -342,6 +348,7 @@ impl Table {
                 metrics,
                 last_drop_warning: AtomicU64::new(0),
                 ids: Mutex::new(ids),
+                ids_seen: Mutex::new((version, None)),
                 labels: label_sink,
             }),
         })
@@ -451,6 +458,46 @@ impl Table {
     /// Whether `id` (request id or client request id) was logged recently.
     pub fn knows(&self, id: &str) -> bool {
         self.inner.ids.lock().map(|i| i.set.contains(id)).unwrap_or(false)
+    }
+
+    /// Learns the ids of the rows other writers (other replicas) committed to the table since
+    /// the index last looked, from the files the Delta log added since that version; at most
+    /// every half second (a stream of unknown ids does not read the log each time).
+    pub async fn learn_ids(&self) {
+        let since = {
+            let Ok(mut seen) = self.inner.ids_seen.lock() else { return };
+            if seen.1.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(500)) {
+                return;
+            }
+            seen.1 = Some(std::time::Instant::now());
+            seen.0
+        };
+        let dir = self.inner.options.dir.clone();
+        let learnt = tokio::task::spawn_blocking(move || {
+            // None: not a Delta table (nothing to learn from a log)
+            let l = read::log_listing(&dir, since)?;
+            let files: Vec<std::path::PathBuf> = match l.changes {
+                Some(c) if !c.restart => {
+                    let added = c.added.iter().chain(c.rewrites.iter().flat_map(|r| r.added.iter()));
+                    added.map(|p| dir.join(p)).filter(|p| p.is_file()).collect()
+                }
+                // no version read yet (the table was made after this one opened), or the log
+                // cannot say what changed: the newest files, up to the index's capacity
+                _ => l.files.into_iter().rev().map(|(p, _)| p).collect(),
+            };
+            Some((l.version, read::ids_in(files.into_iter(), ID_INDEX_CAPACITY)))
+        })
+        .await;
+        if let Ok(Some((version, ids))) = learnt {
+            if let Ok(mut index) = self.inner.ids.lock() {
+                for id in ids {
+                    index.insert(Arc::from(id));
+                }
+            }
+            if let (Some(v), Ok(mut seen)) = (version, self.inner.ids_seen.lock()) {
+                seen.0 = Some(v);
+            }
+        }
     }
 
     /// Stops taking records, writes what is queued, and waits for the writer (blocking).

@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -500,3 +501,62 @@ def test_optimize_and_vacuum_while_a_gateway_appends(tmp_path, weed):
     assert_all_answered_logged_once(table_rows(weed), {rid: s.n for rid, s in load.answered().items()},
                                     "through optimize and vacuum")
     assert_log_whole(weed, every_version=False)  # vacuum deleted what the early versions list
+
+
+def post(url: str, body) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read() or b"{}")
+
+
+def test_labels_posted_to_one_gateway_match_requests_another_served(tmp_path, weed):
+    """Behind a load balancer a label lands on any replica: the one that gets it learns the ids
+    the others committed to the shared table (from the files its Delta log added since it last
+    looked), so the label is kept, and the join of the labels table with the inference table
+    matches it, whichever replica served the request."""
+    a = s3_gateway(tmp_path / "a", weed, flush_interval_ms=200)
+    b = s3_gateway(tmp_path / "b", weed, flush_interval_ms=200)
+    try:
+        rows = json.loads(PAYLOAD.read_text())
+        body = {"dataframe_split": {"columns": rows["columns"], "data": rows["data"][:1]}}
+        ids = []
+        for _ in range(20):
+            status, headers, _ = post(f"{a.base}/endpoints/{ENDPOINT}/predict", body)
+            assert status == 200
+            ids.append(headers["x-request-id"])
+        def logged() -> set[str]:
+            try:
+                return {r["request_id"] for r in table_rows(weed)}
+            except Exception:  # noqa: BLE001 - the table appears with a's first flush
+                return set()
+
+        deadline = time.monotonic() + 60
+        while not logged() >= set(ids):
+            assert time.monotonic() < deadline, f"a's rows did not reach the table\n{a.log()}"
+            time.sleep(0.2)
+        # b served none of them, and knows them once it reads what a committed
+        labels = [{"request_id": i, "label": "fraud" if k % 2 else "legit"} for k, i in enumerate(ids)]
+        status, _, answer = post(f"{b.base}/endpoints/{ENDPOINT}/labels", labels)
+        assert status == 200 and answer["accepted"] == len(ids) and answer["unknown"] == 0, (answer, b.log())
+        # an id nobody served is still refused
+        status, _, answer = post(f"{b.base}/endpoints/{ENDPOINT}/labels", [{"request_id": "nobody-served-this", "label": "x"}])
+        assert status == 400, answer
+        # the labels table in the bucket holds them, and joins the requests a served
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = deltalake.DeltaTable(table_uri(f"{TABLE}_labels"), storage_options=weed.storage_options())
+                labelled = {r["request_id"] for r in got.to_pyarrow_table(columns=["request_id"]).to_pylist()}
+            except Exception:  # noqa: BLE001 - the labels table appears with b's first flush
+                labelled = set()
+            if labelled >= set(ids):
+                break
+            assert time.monotonic() < deadline, f"labels not in the table: {len(labelled)}\n{b.log()}"
+            time.sleep(0.2)
+    finally:
+        for g in (a, b):
+            if g.proc.poll() is None:
+                g.terminate()

@@ -39,9 +39,15 @@ pub fn list_parquet(dir: &Path) -> Vec<PathBuf> {
 /// first, at most `limit`), for a table that opens again to know what it logged before.
 /// Unreadable files are skipped.
 pub fn recent_ids(dir: &Path, limit: usize) -> Vec<String> {
+    ids_in(list_parquet(dir).into_iter().rev(), limit)
+}
+
+/// The request and client request ids in `files`, in that order, until `limit` are read.
+/// Unreadable files are skipped.
+pub fn ids_in(files: impl Iterator<Item = PathBuf>, limit: usize) -> Vec<String> {
     use datafusion::arrow::array::{Array, AsArray};
     let mut out = Vec::new();
-    for file in list_parquet(dir).into_iter().rev() {
+    for file in files {
         let Ok(f) = std::fs::File::open(&file) else { continue };
         let Ok(builder) = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f) else { continue };
         let schema = builder.parquet_schema();
