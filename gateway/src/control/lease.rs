@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -135,13 +135,10 @@ impl Lease {
     async fn claim(&self, slot: u64, now: u64) -> Result<Option<String>, object_store::Error> {
         let body =
             serde_json::to_vec(&Slot { holder: self.leadership.id.clone(), slot, written_ms: now }).unwrap_or_default();
-        let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.store.put_opts(&self.path(slot), PutPayload::from(body), opts).await {
-            Ok(_) => Ok(Some(self.leadership.id.clone())),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                self.holder_of(slot).await
-            }
-            Err(e) => Err(e),
+        if sluice_tables::create_if_absent(self.store.as_ref(), &self.path(slot), body).await? {
+            Ok(Some(self.leadership.id.clone()))
+        } else {
+            self.holder_of(slot).await
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -144,12 +144,9 @@ impl ConfigStore {
     /// [`StoreError::Conflict`].
     pub async fn put(&self, v: &Version) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(v).map_err(|e| self.unavailable(e))?;
-        let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.store.put_opts(&self.path(v.version), PutPayload::from(body), opts).await {
-            Ok(_) => Ok(()),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                Err(StoreError::Conflict { version: v.version })
-            }
+        match sluice_tables::create_if_absent(self.store.as_ref(), &self.path(v.version), body).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Conflict { version: v.version }),
             Err(e) => Err(self.unavailable(e)),
         }
     }

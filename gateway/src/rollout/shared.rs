@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _};
 
 use super::state::RolloutState;
 
@@ -90,17 +90,14 @@ impl SharedStates {
     /// Writes `st` as change `st.seq` of its rollout, unless that change exists.
     pub async fn put(&self, st: &RolloutState) -> Result<(), SharedError> {
         let body = serde_json::to_vec_pretty(st).map_err(Self::err)?;
-        let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.store.put_opts(&self.path(&st.endpoint, st.seq), PutPayload::from(body), opts).await {
-            Ok(_) => {
+        match sluice_tables::create_if_absent(self.store.as_ref(), &self.path(&st.endpoint, st.seq), body).await {
+            Ok(true) => {
                 if st.seq > KEEP {
                     let _ = self.store.delete(&self.path(&st.endpoint, st.seq - KEEP)).await;
                 }
                 Ok(())
             }
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                Err(SharedError::Conflict { endpoint: st.endpoint.clone(), seq: st.seq })
-            }
+            Ok(false) => Err(SharedError::Conflict { endpoint: st.endpoint.clone(), seq: st.seq }),
             Err(e) => Err(Self::err(e)),
         }
     }

@@ -15,7 +15,7 @@ mod table;
 mod upkeep;
 
 pub use error::TableError;
-pub use location::{Location, S3Options, files_under, register_s3};
+pub use location::{Location, S3Options, create_if_absent, files_under, register_s3};
 pub use read::{Changes, Rewrite};
 pub use table::{DataFile, Selector, Staged, Table, TableSpec};
 pub use upkeep::{Optimized, Retained, Vacuumed};
