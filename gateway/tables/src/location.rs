@@ -300,6 +300,22 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Writes `body` at `path` only if nothing is there (`If-None-Match: *` on S3, a hard link on a
+/// local disk): `Ok(true)` when written, `Ok(false)` when the object existed (another writer
+/// won). The one compare-and-swap the config store, the leader lease and rollout states use.
+pub async fn create_if_absent(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+    body: Vec<u8>,
+) -> Result<bool, object_store::Error> {
+    let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..object_store::PutOptions::default() };
+    match store.put_opts(path, object_store::PutPayload::from(body), opts).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,21 +364,5 @@ mod tests {
         }
         assert_eq!(m.get("aws_allow_http").map(String::as_str), Some("true"));
         assert!(Location::Local("x".into()).storage_options().is_empty());
-    }
-}
-
-/// Writes `body` at `path` only if nothing is there (`If-None-Match: *` on S3, a hard link on a
-/// local disk): `Ok(true)` when written, `Ok(false)` when the object existed (another writer
-/// won). The one compare-and-swap the config store, the leader lease and rollout states use.
-pub async fn create_if_absent(
-    store: &dyn object_store::ObjectStore,
-    path: &object_store::path::Path,
-    body: Vec<u8>,
-) -> Result<bool, object_store::Error> {
-    let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..object_store::PutOptions::default() };
-    match store.put_opts(path, object_store::PutPayload::from(body), opts).await {
-        Ok(_) => Ok(true),
-        Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-        Err(e) => Err(e),
     }
 }
