@@ -50,6 +50,37 @@ pub struct AdminState {
     pub fleet: Option<Arc<crate::control::fleet::Fleet>>,
 }
 
+impl AdminState {
+    /// Traffic of the last `minutes` up to `now_us`: this replica's live counts, plus (with a
+    /// config store) the other replicas' last reports; and who is counted, with the age of
+    /// each report.
+    pub async fn fleet_traffic(
+        &self,
+        minutes: u32,
+        now_us: i64,
+    ) -> (Vec<crate::traffic_stats::SeriesView>, Vec<serde_json::Value>) {
+        let mut raws = self.control.gateway().traffic().raw(minutes, now_us);
+        let mut replicas = vec![serde_json::json!({"id": self.control.leadership().id, "age_s": 0.0, "this": true})];
+        if let Some(fleet) = &self.fleet {
+            match fleet.others(now_us / 1000).await {
+                Ok(others) => {
+                    for r in others {
+                        replicas.push(serde_json::json!({
+                            "id": r.id,
+                            "age_s": (now_us / 1000 - r.time_ms) as f64 / 1000.0,
+                            "leader": r.leader,
+                            "store_version": r.store_version,
+                        }));
+                        raws.extend(r.traffic);
+                    }
+                }
+                Err(e) => tracing::warn!("the other replicas' reports cannot be read: {e}"),
+            }
+        }
+        (crate::traffic_stats::merge(&raws, minutes, now_us), replicas)
+    }
+}
+
 /// The admin port's routes: the admin API behind the token, then the open ones (the dashboard
 /// page, metrics and health, which use the inference port's state).
 pub fn router(http_state: HttpState, state: AdminState) -> Router {

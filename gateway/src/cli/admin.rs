@@ -115,7 +115,15 @@ pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
         let client = AdminClient::new(&admin.admin_url, admin.token, admin.ca_cert.as_deref())?;
         let req = request(call)?;
         let answer = client.call(req.method, &req.path, req.body.as_ref()).await?;
-        show(req.show, answer)
+        // the table adds each served model's requests of the last 5 minutes (the whole fleet's,
+        // with a config store); a gateway without the dashboard API shows none
+        let traffic = match req.show {
+            Show::Endpoints(Output::Table) => {
+                client.call(Method::GET, "/dashboard/api/traffic?minutes=5", None).await.ok()
+            }
+            _ => None,
+        };
+        show(req.show, answer, traffic)
     });
     match result {
         Ok(out) => {
@@ -129,12 +137,15 @@ pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
     }
 }
 
-fn show(show: Show, answer: Value) -> Result<String, CliError> {
+fn show(show: Show, answer: Value, traffic: Option<Value>) -> Result<String, CliError> {
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     Ok(match show {
         Show::Json => pretty(&answer),
         Show::Endpoints(output) => {
-            let rows = render::endpoint_rows(&answer)?;
+            let mut rows = render::endpoint_rows(&answer)?;
+            if let Some(t) = &traffic {
+                render::add_requests(&mut rows, t);
+            }
             match output {
                 Output::Table => render::endpoints_table(&rows),
                 Output::Json => pretty(&json!({ "endpoints": answer.get("endpoints") })),

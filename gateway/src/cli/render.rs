@@ -22,6 +22,26 @@ pub struct ServedModelRow {
     pub traffic_percentage: u32,
     /// Set when the served model is a shadow.
     pub mirror_percent: Option<u32>,
+    /// Requests answered in the last 5 minutes, from the dashboard's traffic counts (every
+    /// replica's, with a config store); not part of `GET /admin/endpoints`.
+    #[serde(skip)]
+    pub requests: Option<u64>,
+}
+
+/// Adds each served model's requests from a `GET /dashboard/api/traffic` answer.
+pub fn add_requests(rows: &mut [EndpointRow], traffic: &Value) {
+    let series = traffic.get("series").and_then(Value::as_array).cloned().unwrap_or_default();
+    for row in rows.iter_mut() {
+        for m in row.served_models.iter_mut() {
+            let n: u64 = series
+                .iter()
+                .filter(|s| s["endpoint"] == row.name.as_str() && s["served_model"] == m.name.as_str())
+                .flat_map(|s| s["points"].as_array().cloned().unwrap_or_default())
+                .filter_map(|p| p["requests"].as_u64())
+                .sum();
+            m.requests = Some(n);
+        }
+    }
 }
 
 /// The endpoints of a `GET /admin/endpoints` answer.
@@ -31,14 +51,26 @@ pub fn endpoint_rows(listing: &Value) -> Result<Vec<EndpointRow>, super::CliErro
 
 /// A readable table of endpoints.
 pub fn endpoints_table(rows: &[EndpointRow]) -> String {
-    let mut out = format!("{:<20} {:>7}  {}\n", "ENDPOINT", "VERSION", "SERVED MODELS (traffic / mirror)");
+    let requests = rows.iter().flat_map(|r| &r.served_models).any(|m| m.requests.is_some());
+    let head = if requests {
+        "SERVED MODELS (traffic / mirror, requests in 5 min)"
+    } else {
+        "SERVED MODELS (traffic / mirror)"
+    };
+    let mut out = format!("{:<20} {:>7}  {head}\n", "ENDPOINT", "VERSION");
     for v in rows {
         let served: Vec<String> = v
             .served_models
             .iter()
-            .map(|s| match s.mirror_percent {
-                Some(m) => format!("{}={}:v{} shadow {m}%", s.name, s.model, s.version),
-                None => format!("{}={}:v{} {}%", s.name, s.model, s.version, s.traffic_percentage),
+            .map(|s| {
+                let share = match s.mirror_percent {
+                    Some(m) => format!("{}={}:v{} shadow {m}%", s.name, s.model, s.version),
+                    None => format!("{}={}:v{} {}%", s.name, s.model, s.version, s.traffic_percentage),
+                };
+                match s.requests {
+                    Some(n) => format!("{share} ({n} req)"),
+                    None => share,
+                }
             })
             .collect();
         out.push_str(&format!("{:<20} {:>7}  {}\n", v.name, v.config_version, served.join(", ")));
@@ -158,5 +190,15 @@ mod tests {
         assert!(line.starts_with("fraud "), "{table}");
         assert!(line.ends_with("champion=fraud_classifier:v1 90%, shadow=fraud_classifier:v3 shadow 100%"), "{table}");
         assert!(endpoint_rows(&serde_json::json!({ "endpoints": [{ "name": 1 }] })).is_err());
+        // with the dashboard's counts: each served model's requests of the buckets
+        let mut rows = endpoint_rows(&listing).unwrap();
+        let traffic = serde_json::json!({ "series": [
+            { "endpoint": "fraud", "served_model": "champion", "points": [{ "requests": 30 }, { "requests": 12 }] },
+            { "endpoint": "other", "served_model": "champion", "points": [{ "requests": 99 }] }
+        ]});
+        add_requests(&mut rows, &traffic);
+        let table = endpoints_table(&rows);
+        assert!(table.lines().next().unwrap().contains("requests in 5 min"), "{table}");
+        assert!(table.contains("v1 90% (42 req), shadow=fraud_classifier:v3 shadow 100% (0 req)"), "{table}");
     }
 }

@@ -135,6 +135,18 @@ async fn replicas_share_one_config_store() {
         fleet_requests(&a).await == (42, 2) && fleet_requests(&b).await == (42, 2)
     })
     .await;
+    // and `sluice endpoints list` through either, per served model
+    for t in [&a, &b] {
+        let out =
+            std::process::Command::new(BIN).args(["endpoints", "list", "--admin-url", &t.admin]).output().unwrap();
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = table.lines().find(|l| l.starts_with("fraud ")).unwrap_or_default().to_string();
+        let counted: u64 = line
+            .split(" req)")
+            .filter_map(|part| part.rsplit('(').next().and_then(|n| n.trim().parse::<u64>().ok()))
+            .sum();
+        assert_eq!(counted, 42, "{table}");
+    }
 
     // one leader: only it refreshes the monitors (the metric tables have one writer); when it
     // stops, the other replica takes the lease over

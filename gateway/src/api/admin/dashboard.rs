@@ -77,25 +77,7 @@ async fn traffic(
     let Query(p) = params.map_err(|e| ApiError::bad_request(format!("{e}; use minutes (1..=60)")))?;
     let now = crate::inference_log::now_us();
     let minutes = p.minutes.unwrap_or(30).clamp(1, 60);
-    let mut raws = s.control.gateway().traffic().raw(minutes, now);
-    let mut replicas = vec![serde_json::json!({"id": s.control.leadership().id, "age_s": 0.0, "this": true})];
-    if let Some(fleet) = &s.fleet {
-        match fleet.others(now / 1000).await {
-            Ok(others) => {
-                for r in others {
-                    replicas.push(serde_json::json!({
-                        "id": r.id,
-                        "age_s": (now / 1000 - r.time_ms) as f64 / 1000.0,
-                        "leader": r.leader,
-                        "store_version": r.store_version,
-                    }));
-                    raws.extend(r.traffic);
-                }
-            }
-            Err(e) => tracing::warn!("dashboard: the other replicas' reports cannot be read: {e}"),
-        }
-    }
-    let series = crate::traffic_stats::merge(&raws, minutes, now);
+    let (series, replicas) = s.fleet_traffic(minutes, now).await;
     let from_ms =
         (now / 1_000_000 / crate::traffic_stats::BUCKET_SECONDS + 1) * crate::traffic_stats::BUCKET_SECONDS * 1000
             - i64::from(minutes) * 60_000;
