@@ -196,7 +196,12 @@ impl Default for ListenerLimits {
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub onnxruntime_lib: Option<PathBuf>,
+    /// Where models are loaded from: the repository, or with a `model_store` the local cache
+    /// its versions are copied into (`<data_dir>/_model_cache`).
     pub model_repository: PathBuf,
+    /// `model_repository = "s3://..."`: the store the versions are copied from
+    /// ([`crate::registry::fetch`]).
+    pub model_store: Option<sluice_tables::Location>,
 }
 
 /// A `[[models]]` entry: a repository model and the versions of it to load.

@@ -519,6 +519,10 @@ impl Control {
             );
         }
         new.server = kept;
+        if let Err(e) = crate::registry::fetch::fetch(&new).await {
+            crate::metrics::config_change(source.label(), "rejected");
+            return Err(ControlError::Invalid(format!("the change was not applied: {e}")));
+        }
         let previous = self.gateway.snapshot();
         let tasks = self.tasks.clone();
         let tables = self.gateway.tables().clone();

@@ -2,6 +2,7 @@
 //! plus `<repo>/<name>/manifest.toml`), checks the manifest against the session's schema, and
 //! answers lookups by name and version.
 
+pub mod fetch;
 pub mod manifest;
 
 use std::collections::BTreeMap;

@@ -80,6 +80,8 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         None => (config, None),
     };
     let following = store.is_some();
+    // models in object storage: copied into the local cache and checked before they load
+    crate::registry::fetch::fetch(&config).await.map_err(|e| StartError::Other(e.to_string()))?;
     let lease = store.as_ref().map(|(s, _)| Arc::new(crate::control::lease::Lease::new(s, config.server.leader_lease)));
     let leadership = lease.as_ref().map_or_else(crate::control::lease::Leadership::alone, |l| l.leadership.clone());
     let fleet = store.as_ref().map(|(s, _)| {

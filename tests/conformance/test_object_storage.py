@@ -560,3 +560,85 @@ def test_labels_posted_to_one_gateway_match_requests_another_served(tmp_path, we
         for g in (a, b):
             if g.proc.poll() is None:
                 g.terminate()
+
+
+def test_models_are_copied_from_object_storage_and_checked(tmp_path, weed):
+    """`model_repository = "s3://..."`: the versions a config names are copied into the local
+    cache, each file checked against its directory's SHA256SUMS, then loaded; a version whose
+    file is not what its list says is refused by name, and serving goes on."""
+    import hashlib
+
+    from pyarrow import fs as pafs
+    s3 = weed.fs()
+    src = REPO / "models" / "fraud_classifier"
+
+    def put(key: str, data: bytes) -> None:
+        with s3.open_output_stream(f"{BUCKET}/models/fraud_classifier/{key}") as out:
+            out.write(data)
+
+    def publish(sub: str, files: dict[str, bytes]) -> None:
+        prefix = f"{sub}/" if sub else ""
+        for name, data in files.items():
+            put(prefix + name, data)
+        sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items())
+        put(prefix + "SHA256SUMS", sums.encode())
+
+    publish("", {"manifest.toml": (src / "manifest.toml").read_bytes()})
+    for v in ("1", "2"):
+        publish(v, {"model.onnx": (src / v / "model.onnx").read_bytes()})
+    # version 3: the list says v1's file, the object is v2's
+    put("3/model.onnx", (src / "2" / "model.onnx").read_bytes())
+    put("3/SHA256SUMS", f"{hashlib.sha256((src / '1' / 'model.onnx').read_bytes()).hexdigest()}  model.onnx\n".encode())
+    assert s3.get_file_info(pafs.FileSelector(f"{BUCKET}/models", recursive=True))
+
+    root = tmp_path / "gw"
+    root.mkdir()
+    cfg = root / "sluice.toml"
+    cfg.write_text(f"""\
+[server]
+data_dir = {json.dumps(str(root / "data"))}
+watch_config = false
+[runtime]
+model_repository = "s3://{BUCKET}/models"
+[storage]
+endpoint = "{weed.endpoint}"
+allow_http = true
+[[models]]
+name = "fraud_classifier"
+versions = [1, 2]
+[[endpoints]]
+name = "fraud"
+served_entities = [{{ name = "champion", entity_name = "fraud_classifier", entity_version = 1 }}]
+""")
+    env_cli = cli("validate", str(cfg), weed=weed)
+    assert "valid" in env_cli.stdout, env_cli.stdout
+    proc, ports, log_path = start_sluice(root / "run", config=str(cfg))
+    try:
+        base, admin = f"http://127.0.0.1:{ports['http']}", f"http://127.0.0.1:{ports['admin']}"
+        rows = json.loads(PAYLOAD.read_text())
+        body = {"dataframe_split": {"columns": rows["columns"], "data": rows["data"][:1]}}
+        status, _, answer = post(f"{base}/endpoints/fraud/predict", body)
+        assert status == 200, answer
+        cached = root / "data" / "_model_cache" / "fraud_classifier"
+        assert (cached / "1" / "model.onnx").read_bytes() == (src / "1" / "model.onnx").read_bytes()
+        # the tampered version is refused when an edit names it; the endpoint keeps serving v1
+        edit = {"served_entities": [{"name": "champion", "entity_name": "fraud_classifier", "entity_version": 1},
+                                    {"name": "bad", "entity_name": "fraud_classifier", "entity_version": 3}],
+                "traffic_config": {"routes": [{"served_model_name": "champion", "traffic_percentage": 100},
+                                              {"served_model_name": "bad", "traffic_percentage": 0}]}}
+        req = urllib.request.Request(f"{admin}/admin/endpoints/fraud", data=json.dumps(edit).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(req, timeout=60)
+            raise AssertionError("a version whose checksum does not match was accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == 400, e.code
+            message = json.loads(e.read())["error"]
+            assert "SHA-256" in message and "3/model.onnx" in message, message
+        assert not (cached / "3" / "model.onnx").exists()
+        status, _, _ = post(f"{base}/endpoints/fraud/predict", body)
+        assert status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        print(read_tail(log_path, limit=2000) if proc.returncode else "")

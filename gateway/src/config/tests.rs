@@ -294,6 +294,26 @@ fn storage_puts_tables_in_s3_with_a_local_cache_and_checks_its_settings() {
     assert_eq!(field_of("config_store = \"gs://x/y\""), ["storage.config_store"]);
 }
 
+/// Models in object storage: copied into `<data_dir>/_model_cache` (their files are checked then,
+/// not at validation), reached with the `[storage]` S3 settings.
+#[test]
+fn a_model_repository_in_s3_is_cached_under_the_data_dir() {
+    let text = "[runtime]\nmodel_repository = \"s3://models-bucket/prod\"\n[storage]\nendpoint = \"http://127.0.0.1:8333\"\n\
+                allow_http = true\n[[models]]\nname = \"not_in_the_local_repo\"\nversions = [7]\n";
+    let c = check(text).unwrap();
+    assert_eq!(c.runtime.model_repository, repo().join("data/_model_cache"));
+    match &c.runtime.model_store {
+        Some(sluice_tables::Location::S3 { bucket, prefix, options }) => {
+            assert_eq!((bucket.as_str(), prefix.as_str()), ("models-bucket", "prod"));
+            assert_eq!(options.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let issues =
+        issues_of("[runtime]\nmodel_repository = \"s3://Bad_Bucket\"\n[[models]]\nname = \"m\"\nversions = [1]\n");
+    assert!(issues.iter().any(|i| i.field == "runtime.model_repository"), "{issues:?}");
+}
+
 /// A config with thousands of mistakes gets the first hundred, and a count of the rest: the
 /// messages never cost more than a bounded list.
 #[test]

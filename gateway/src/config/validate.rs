@@ -62,18 +62,36 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
     let mut issues = Issues::default();
     let mut server = validate_server(&mut issues, &raw);
     server.data_dir = base.join(raw.server.data_dir.as_deref().unwrap_or("data"));
-    let storage = validate_storage(&mut issues, &raw.storage, &server.data_dir, base);
+    let models_in_s3 = raw.runtime.model_repository.as_deref().is_some_and(|r| r.starts_with("s3://"));
+    let storage = validate_storage(&mut issues, &raw.storage, &server.data_dir, base, models_in_s3);
     server.tls = raw.server.tls.as_ref().map(|t| super::TlsFiles {
         cert_file: base.join(&t.cert_file),
         key_file: base.join(&t.key_file),
         client_ca_file: t.client_ca_file.as_ref().map(|c| base.join(c)),
     });
     server.webhook_ca_file = raw.server.webhook_ca_file.as_ref().map(|c| base.join(c));
+    let repository = raw.runtime.model_repository.as_deref().unwrap_or("models");
+    let model_store = repository.starts_with("s3://").then(|| {
+        let options = sluice_tables::S3Options {
+            endpoint: raw.storage.endpoint.clone(),
+            region: raw.storage.region.clone(),
+            allow_http: raw.storage.allow_http.unwrap_or(false),
+            ..sluice_tables::S3Options::default()
+        };
+        sluice_tables::Location::parse(repository, &options)
+            .map_err(|e| issues.add("runtime.model_repository", e.to_string()))
+            .ok()
+    });
     let runtime = RuntimeConfig {
         onnxruntime_lib: raw.runtime.onnxruntime_lib.as_ref().map(|p| base.join(p)),
-        model_repository: base.join(raw.runtime.model_repository.as_deref().unwrap_or("models")),
+        model_repository: match model_store {
+            Some(_) => server.data_dir.join("_model_cache"),
+            None => base.join(repository),
+        },
+        model_store: model_store.flatten(),
     };
-    let repo = runtime.model_repository.clone();
+    // files in object storage are checked when they are copied (registry::fetch)
+    let repo = runtime.model_store.is_none().then(|| runtime.model_repository.clone());
     if raw.models.is_empty() && raw.endpoints.is_empty() {
         issues.add("models", "no models configured; add a [[models]] table with name and versions");
     }
@@ -97,7 +115,9 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
             if !seen.insert(*v) {
                 issues.add(format!("{field}.versions"), format!("version {v} is listed twice"));
             }
-            check_model_file(&mut issues, &format!("{field}.versions"), &repo, &m.name, *v);
+            if let Some(repo) = &repo {
+                check_model_file(&mut issues, &format!("{field}.versions"), repo, &m.name, *v);
+            }
         }
         let options = runner_options(&mut issues, &field, &m.execution(), server.request_timeout);
         if issues.len() == before {
@@ -124,8 +144,9 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
             for (j, (s, rs)) in ep.served_entities.iter().zip(&e.served_entities).enumerate() {
                 let f = format!("{field}.served_entities[{j}]");
                 let key = (s.model.clone(), s.version);
-                if !versions.contains_key(&key) || !rs.execution().is_empty() {
-                    check_model_file(&mut issues, &format!("{f}.entity_version"), &repo, &s.model, s.version);
+                if let Some(repo) = repo.as_ref().filter(|_| !versions.contains_key(&key) || !rs.execution().is_empty())
+                {
+                    check_model_file(&mut issues, &format!("{f}.entity_version"), repo, &s.model, s.version);
                 }
                 let exec = rs.execution();
                 if exec.is_empty() {
@@ -558,21 +579,24 @@ pub(crate) fn storage_of(
     base: &Path,
 ) -> Result<super::StorageConfig, Vec<ConfigIssue>> {
     let mut issues = Issues::default();
-    let s = validate_storage(&mut issues, raw, data_dir, base);
+    let s = validate_storage(&mut issues, raw, data_dir, base, false);
     if issues.is_empty() { Ok(s) } else { Err(issues.into_vec()) }
 }
 
 /// `[storage]`: tables on a local path (default `data_dir`) or under an `s3://` prefix, and
-/// the shared config store (none by default) on either as well.
+/// the shared config store (none by default) on either as well. Its S3 settings also reach
+/// models in object storage (`models_in_s3`).
 fn validate_storage(
     issues: &mut Issues,
     raw: &super::raw::RawStorage,
     data_dir: &Path,
     base: &Path,
+    models_in_s3: bool,
 ) -> super::StorageConfig {
     use sluice_tables::{Location, S3Options};
     let s3_settings = raw.endpoint.is_some() || raw.region.is_some() || raw.allow_http.is_some();
-    if raw.tables.is_none() && raw.config_store.is_none() && (s3_settings || raw.cache_dir.is_some()) {
+    let settings_unused = if models_in_s3 { raw.cache_dir.is_some() } else { s3_settings || raw.cache_dir.is_some() };
+    if raw.tables.is_none() && raw.config_store.is_none() && settings_unused {
         issues.add("storage.tables", "storage settings without `tables`: set tables = \"s3://bucket/prefix\"");
     }
     if let Some(ep) = &raw.endpoint {
@@ -602,14 +626,14 @@ fn validate_storage(
     let local =
         super::StorageConfig { remote: None, local: data_dir.to_path_buf(), config_store: config_store.clone() };
     let Some(tables) = raw.tables.as_deref() else {
-        if config_store.is_some() && !store_is_s3 && s3_settings {
+        if config_store.is_some() && !store_is_s3 && !models_in_s3 && s3_settings {
             issues.add("storage.config_store", "a local path; endpoint, region and allow_http are for s3:// locations");
         }
         return local;
     };
     match Location::parse(tables, &options) {
         Ok(Location::Local(p)) => {
-            if s3_settings && !store_is_s3 {
+            if s3_settings && !store_is_s3 && !models_in_s3 {
                 issues.add(
                     "storage.tables",
                     format!("'{tables}' is a local path; endpoint, region and allow_http are for s3://"),
