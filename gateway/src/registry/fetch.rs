@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(parse_sums(&format!("{d}  model.onnx\n{d} *baseline.parquet\n")).unwrap().len(), 2);
         for bad in [
             String::new(),
-            format!("{d}"),
+            d.clone(),
             format!("{}  model.onnx", "z".repeat(64)),
             format!("{}  model.onnx", "a".repeat(63)),
             format!("{d}  ../model.onnx"),
