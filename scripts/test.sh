@@ -27,10 +27,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-step "Chromium (dashboard test) and HAProxy (rolling-restart test): Debian packages"
+step "Chromium (dashboard test), HAProxy (rolling-restart test), kubectl (manifests): Debian packages"
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
+# kubectl renders the deployment manifests (test_deploy.py); Debian's is 1.20, which the
+# manifests are written for as well as for current ones
+command -v kubectl >/dev/null 2>&1 || missing="$missing kubernetes-client"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
