@@ -190,6 +190,7 @@ fn http_routes() -> Vec<(Port, &'static str, &'static str, String, Option<Value>
         (Admin, "POST", "/debug/clock", "/debug/clock".into(), Some(json!({"advance": "0s"})), Manage),
         (Admin, "POST", "/debug/worker-panic", "/debug/worker-panic".into(), Some(json!({"model": "nope"})), Manage),
         (Admin, "GET", "/admin/endpoints", "/admin/endpoints".into(), None, Read),
+        (Admin, "GET", "/admin/replica", "/admin/replica".into(), None, Read),
         (Admin, "GET", "/admin/endpoints/{name}", "/admin/endpoints/fraud".into(), None, Read),
         (Admin, "PUT", "/admin/endpoints/{name}", "/admin/endpoints/nope".into(), Some(json!({"bad": 1})), Manage),
         (Admin, "DELETE", "/admin/endpoints/{name}", "/admin/endpoints/nope".into(), None, Manage),
