@@ -141,6 +141,8 @@ pub struct ServerConfig {
     pub leader_lease: Duration,
     /// `fleet_report_ms`: how often this replica publishes its report to the config store.
     pub fleet_report: Duration,
+    /// `fleet_ready_timeout_ms`: how long a new config version waits for every live replica.
+    pub fleet_ready_timeout: Duration,
     /// Where inference tables live.
     pub data_dir: PathBuf,
     /// Rollouts run on a clock that `POST /debug/clock` moves forward (`serve --test-clock`;

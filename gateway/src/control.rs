@@ -13,6 +13,7 @@
 
 pub mod fleet;
 pub mod lease;
+pub mod members;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,9 @@ pub enum ControlError {
     /// The config store cannot be reached: nothing was changed.
     #[error("{0}")]
     Store(String),
+    /// Not every live replica loaded the new version: nobody routes to it.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl From<StoreError> for ControlError {
@@ -126,6 +130,8 @@ pub struct Control {
     store: Option<ConfigStore>,
     /// Whether this replica leads (always, without a config store).
     leadership: Arc<lease::Leadership>,
+    /// This replica's readiness reports to the fleet (with a config store, in `serve`).
+    members: std::sync::OnceLock<Arc<members::Members>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -176,7 +182,14 @@ impl Control {
             access,
             store: store.map(|(s, _)| s),
             leadership,
+            members: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, a config version is swapped in only once every live replica that reports
+    /// to `members` has loaded it ([`members`]).
+    pub fn set_members(&self, members: Arc<members::Members>) {
+        let _ = self.members.set(members);
     }
 
     /// Whether this replica leads the fleet (always, without a config store).
@@ -461,10 +474,25 @@ impl Control {
             return Ok(0);
         }
         let raw = store::shared(&st.config.raw, &last.config);
-        let new = Config::from_raw(raw, &format!("config store version {}", last.version), &st.config.base)
-            .inspect_err(|_| crate::metrics::config_change("store", "rejected"))?;
-        let change = Change { source: last.source, reason: last.reason.clone(), by: last.by.clone() };
-        self.apply_locked(&mut st, new, change, Some(&versions)).await?;
+        let applied = match Config::from_raw(raw, &format!("config store version {}", last.version), &st.config.base) {
+            Ok(new) => {
+                let change = Change { source: last.source, reason: last.reason.clone(), by: last.by.clone() };
+                self.apply_locked(&mut st, new, change, Some(&versions)).await.map(|_| ())
+            }
+            Err(e) => {
+                crate::metrics::config_change("store", "rejected");
+                Err(e.into())
+            }
+        };
+        if let Err(e) = applied {
+            // the others stop waiting for a version this replica cannot load
+            if !matches!(e, ControlError::NotReady(_))
+                && let Some(m) = self.members.get()
+            {
+                m.failed(last.version, &e.to_string()).await;
+            }
+            return Err(e);
+        }
         st.store_failed = None;
         Ok(versions.len())
     }
@@ -558,7 +586,21 @@ impl Control {
                     crate::metrics::config_change(source.label(), "rejected");
                     return Err(e.into());
                 }
+                if let Err(why) = self.fleet_ready(v.version).await {
+                    crate::metrics::config_change(source.label(), "rejected");
+                    return Err(self.put_back(st, store, &v, &change, why).await);
+                }
                 Some(v)
+            }
+            (_, Some(versions)) => {
+                let newest = versions.last().map_or(st.store_version, |v| v.version);
+                if let Err(why) = self.fleet_ready(newest).await {
+                    crate::metrics::config_change("store", "rejected");
+                    return Err(ControlError::NotReady(format!(
+                        "config store version {newest} is not swapped in here: not every replica loaded it: {why}"
+                    )));
+                }
+                None
             }
             _ => None,
         };
@@ -597,7 +639,67 @@ impl Control {
         changed.dedup();
         tracing::info!(source = source.label(), ?changed, "config applied");
         st.config = new;
+        if let Some(m) = self.members.get() {
+            m.serving(st.store_version).await;
+        }
         Ok(changed)
+    }
+
+    /// Reports `version` prepared here and waits until every other live replica has loaded
+    /// it (at once without fleet membership).
+    async fn fleet_ready(&self, version: u64) -> Result<(), members::NotReady> {
+        let Some(m) = self.members.get() else { return Ok(()) };
+        if let Err(e) = m.prepared(version).await {
+            tracing::warn!("fleet membership not written to the config store: {e}");
+        }
+        m.wait_ready(version).await
+    }
+
+    /// Version `v`, written here, was not loaded by every replica: writes the config in force
+    /// as the next version, so that the fleet stays on it, and records both in the history.
+    /// Answers the caller's error.
+    async fn put_back(
+        &self,
+        st: &mut State,
+        store: &ConfigStore,
+        v: &store::Version,
+        change: &Change,
+        why: members::NotReady,
+    ) -> ControlError {
+        let back = store::Version {
+            version: v.version + 1,
+            time: now_rfc3339(),
+            by: change.by.clone(),
+            source: Source::Rollback,
+            reason: Some(format!(
+                "version {} was not loaded by every replica ({why}); this version puts back version {}",
+                v.version, st.store_version
+            )),
+            config: st.config.raw.clone(),
+        };
+        let message = format!(
+            "the change was not applied: config store version {} was not loaded by every replica, so no replica routes to it: {why}",
+            v.version
+        );
+        match store.put(&back).await {
+            Ok(()) => {
+                let undo = Change { source: back.source, reason: back.reason.clone(), by: back.by.clone() };
+                let (old, new) = (st.config.raw.endpoints.clone(), v.config.endpoints.clone());
+                record(&mut st.history, &old, &new, &v.time, change, Some(v.version));
+                record(&mut st.history, &new, &old, &back.time, &undo, Some(back.version));
+                st.store_version = back.version;
+                tracing::error!("{message}; version {} puts back the config in force", back.version);
+                if let Some(m) = self.members.get() {
+                    m.serving(back.version).await;
+                }
+                ControlError::NotReady(format!("{message} (version {} puts back the config in force)", back.version))
+            }
+            Err(e) => {
+                // another change came first; following the store sorts it out
+                tracing::error!("{message}; putting back the config in force failed: {e}");
+                ControlError::NotReady(message)
+            }
+        }
     }
 }
 
@@ -715,7 +817,9 @@ impl From<ControlError> for TrafficError {
             ControlError::Invalid(_) | ControlError::Load(_) => TrafficError::Invalid(message),
             ControlError::NotFound(_) => TrafficError::NotFound(message),
             ControlError::Conflict(_) => TrafficError::Conflict(message),
-            ControlError::Internal(_) | ControlError::Store(_) => TrafficError::Internal(message),
+            ControlError::Internal(_) | ControlError::Store(_) | ControlError::NotReady(_) => {
+                TrafficError::Internal(message)
+            }
         }
     }
 }

@@ -84,6 +84,16 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     crate::registry::fetch::fetch(&config).await.map_err(|e| StartError::Other(e.to_string()))?;
     let lease = store.as_ref().map(|(s, _)| Arc::new(crate::control::lease::Lease::new(s, config.server.leader_lease)));
     let leadership = lease.as_ref().map_or_else(crate::control::lease::Leadership::alone, |l| l.leadership.clone());
+    // every table commit says which replica wrote it
+    sluice_tables::set_writer_name(&leadership.id);
+    let members = store.as_ref().map(|(s, _)| {
+        Arc::new(crate::control::members::Members::new(
+            s,
+            leadership.id.clone(),
+            config.server.leader_lease,
+            config.server.fleet_ready_timeout,
+        ))
+    });
     let fleet = store.as_ref().map(|(s, _)| {
         Arc::new(crate::control::fleet::Fleet::new(s, leadership.id.clone(), config.server.fleet_report))
     });
@@ -213,6 +223,11 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     });
     if following {
         tasks.spawn(control.clone().follow_store(config.server.watch_interval, token.clone()));
+    }
+    if let Some(m) = members {
+        m.serving(control.store_version().await).await;
+        control.set_members(m.clone());
+        tasks.spawn(m.run(token.clone()));
     }
     if let Some(lease) = lease {
         tasks.spawn(lease.run(token.clone()));

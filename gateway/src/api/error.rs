@@ -161,7 +161,7 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound(m) => ApiError::Core(CoreError::NotFound(m)),
             ControlError::Conflict(m) => ApiError::Conflict(m),
             ControlError::Internal(m) => ApiError::Core(CoreError::Internal(m)),
-            ControlError::Store(m) => ApiError::Core(CoreError::Unavailable(m)),
+            ControlError::Store(m) | ControlError::NotReady(m) => ApiError::Core(CoreError::Unavailable(m)),
         }
     }
 }

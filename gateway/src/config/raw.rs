@@ -142,6 +142,10 @@ pub struct RawServer {
     /// With a config store: how often each replica publishes its traffic counts for the
     /// others' fleet-wide views.
     pub fleet_report_ms: Option<u64>,
+    /// With a config store: how long a replica that prepared a new config version waits for
+    /// every other live replica to have loaded it before it swaps it in (the version is put
+    /// back when they have not).
+    pub fleet_ready_timeout_ms: Option<u64>,
     /// Memory of each DataFusion session of the table reads (monitor, rollouts, experiments,
     /// dashboard); a query over it fails.
     pub analysis_memory_bytes: Option<u64>,

@@ -370,6 +370,13 @@ fn validate_server(issues: &mut Issues, raw: &RawConfig) -> ServerConfig {
             }
             n => Duration::from_millis(n.unwrap_or(10_000)),
         },
+        fleet_ready_timeout: match s.fleet_ready_timeout_ms {
+            Some(n) if !(100..=600_000).contains(&n) => {
+                issues.add("server.fleet_ready_timeout_ms", format!("{n} is outside 100..=600000"));
+                Duration::from_secs(30)
+            }
+            n => Duration::from_millis(n.unwrap_or(30_000)),
+        },
         leader_lease: match s.leader_lease_ms {
             Some(n) if !(200..=60_000).contains(&n) => {
                 issues.add("server.leader_lease_ms", format!("{n} is outside 200..=60000"));

@@ -17,7 +17,7 @@ mod upkeep;
 pub use error::TableError;
 pub use location::{Location, S3Options, create_if_absent, files_under, register_s3};
 pub use read::{Changes, Rewrite};
-pub use table::{DataFile, Selector, Staged, Table, TableSpec};
+pub use table::{DataFile, Selector, Staged, Table, TableSpec, set_writer_name};
 pub use upkeep::{Optimized, Retained, Vacuumed};
 
 /// The Delta crates this one is built on, for callers that need their types.

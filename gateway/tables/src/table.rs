@@ -138,6 +138,26 @@ impl DataFile {
 /// Picks the data files a [`Table::replace`] removes.
 pub type Selector = dyn Fn(&DataFile) -> bool + Sync;
 
+/// Who writes, as every commit's `commitInfo` says (`"sluiceReplica"`): set once per process
+/// ([`set_writer_name`]; the gateway sets its replica id), so a table's history shows which
+/// replica wrote each version.
+static WRITER_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process in the `commitInfo` of every commit it writes from now on (the first
+/// name set stays).
+pub fn set_writer_name(name: &str) {
+    let _ = WRITER_NAME.set(name.to_string());
+}
+
+/// The commit properties of every commit: `commitInfo` names the writer when one is set.
+pub(crate) fn commit_properties() -> CommitProperties {
+    match WRITER_NAME.get() {
+        Some(name) => CommitProperties::default()
+            .with_metadata([("sluiceReplica".to_string(), serde_json::Value::String(name.clone()))]),
+        None => CommitProperties::default(),
+    }
+}
+
 impl Table {
     /// Opens an existing table (readers). A local directory of plain Parquet files without a
     /// log is reported as such, with the conversion command.
@@ -175,7 +195,7 @@ impl Table {
             .with_save_mode(SaveMode::Ignore)
             .with_configuration_property(TableProperty::CheckpointInterval, Some(spec.checkpoint_interval.to_string()))
             // a lost create race must not commit a second protocol and metadata as version 1
-            .with_commit_properties(CommitProperties::default().with_max_retries(0))
+            .with_commit_properties(commit_properties().with_max_retries(0))
             .await;
         match created {
             Ok(inner) => Ok(Table::wrap(location, inner)),
@@ -337,7 +357,7 @@ impl Table {
                 return Ok(self.version().unwrap_or(0));
             }
             staged.tried = true;
-            let props = CommitProperties::default()
+            let props = commit_properties()
                 .with_application_transaction(staged.txn.clone())
                 // log cleanup lists `_delta_log` after each commit: `sluice table vacuum` does it
                 .with_cleanup_expired_logs(Some(false));

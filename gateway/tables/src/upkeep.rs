@@ -12,7 +12,6 @@ use deltalake_core::DeltaTable;
 use deltalake_core::checkpoints::{cleanup_metadata, create_checkpoint};
 use deltalake_core::datafusion::catalog::Session;
 use deltalake_core::delta_datafusion::DeltaSessionContext;
-use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::operations::vacuum::VacuumMode;
 use deltalake_core::parquet::basic::{Compression, ZstdLevel};
 use deltalake_core::parquet::file::properties::WriterProperties;
@@ -68,7 +67,12 @@ impl Table {
         let session = rewrite_session().map_err(|e| self.derr(e))?;
         let t = self.take();
         let target = NonZeroU64::new(target_bytes.max(1)).unwrap_or(NonZeroU64::MIN);
-        let optimize = t.clone().optimize().with_target_size(target).with_writer_properties(props);
+        let optimize = t
+            .clone()
+            .optimize()
+            .with_target_size(target)
+            .with_writer_properties(props)
+            .with_commit_properties(crate::table::commit_properties());
         match optimize.with_session_state(session).await {
             Ok((t, m)) => {
                 *self.delta_mut() = t;
@@ -95,6 +99,7 @@ impl Table {
         let res = t
             .clone()
             .vacuum()
+            .with_commit_properties(crate::table::commit_properties())
             .with_retention_period(period)
             // `--retain` below the table's deletedFileRetentionDuration is the operator's call
             .with_enforce_retention_duration(false)
@@ -134,7 +139,8 @@ impl Table {
         let session = rewrite_session().map_err(|e| self.derr(e))?;
         let t = self.take();
         let predicate = format!("\"{}\" < '{first_kept}'", column.replace('"', "\"\""));
-        let delete = t.clone().delete().with_predicate(predicate).with_commit_properties(CommitProperties::default());
+        let delete =
+            t.clone().delete().with_predicate(predicate).with_commit_properties(crate::table::commit_properties());
         match delete.with_session_state(session).await {
             Ok((t, m)) => {
                 *self.delta_mut() = t;

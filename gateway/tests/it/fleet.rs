@@ -236,3 +236,106 @@ async fn replicas_share_one_config_store() {
     assert_eq!(champion_share(&b).await, 55);
     b.stop().await;
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The served entities of endpoint `fraud` on replica `t`: (name, version).
+async fn served_versions(t: &common::TestServer) -> Vec<(String, u64)> {
+    let v: Value =
+        t.client.get(format!("{}/admin/endpoints/fraud", t.admin)).send().await.unwrap().json().await.unwrap();
+    let entities = v["config"]["served_entities"].as_array().cloned().unwrap_or_default();
+    entities.iter().map(|e| (e["name"].as_str().unwrap().to_string(), e["entity_version"].as_u64().unwrap())).collect()
+}
+
+/// Whether replica `t` has loaded fraud_classifier `version` (Triton's model-ready route).
+async fn loaded(t: &common::TestServer, version: u64) -> bool {
+    let url = t.url(&format!("/v2/models/fraud_classifier/versions/{version}/ready"));
+    t.client.get(url).send().await.unwrap().status() == 200
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_replica_routes_to_a_model_version_until_every_replica_has_loaded_it() {
+    if common::skip_without_ort() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // B's model repository lacks fraud_classifier version 3 (a replica on a machine whose
+    // copy is incomplete)
+    let repo_b = dir.path().join("models-b");
+    copy_dir(&common::repo_root().join("models"), &repo_b);
+    let version_3 = repo_b.join("fraud_classifier").join("3");
+    let kept_3 = dir.path().join("kept-3");
+    std::fs::rename(&version_3, &kept_3).unwrap();
+    let real_repo = common::repo_root().join("models").display().to_string();
+    let a = common::start_with(common::config(&config(&store, &dir.path().join("a"), 90, 200))).await;
+    let b_toml = config(&store, &dir.path().join("b"), 90, 200).replace(&real_repo, &repo_b.display().to_string());
+    let b = common::start_with(common::config(&b_toml)).await;
+    let b_id = b.client.get(format!("{}/admin/replica", b.admin)).send().await.unwrap().json::<Value>().await.unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // the challenger moves to version 3 through A: B cannot load it, so A does not route to it
+    // either, the caller is told why, and the store gets a version that puts back the config
+    let endpoint: Value =
+        a.client.get(format!("{}/admin/endpoints/fraud", a.admin)).send().await.unwrap().json().await.unwrap();
+    let mut to_v3 = endpoint["config"].clone();
+    to_v3["served_entities"][1]["entity_version"] = json!(3);
+    let put = || async {
+        let r = a.client.put(format!("{}/admin/endpoints/fraud", a.admin)).json(&to_v3).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let before_history = history(&a).await;
+    let started = Instant::now();
+    let (status, body) = put().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not loaded by every replica") && body.contains(&b_id), "{body}");
+    eprintln!("refused {:?} after the edit was sent (B reported it cannot load the version)", started.elapsed());
+    let before = vec![("champion".to_string(), 1), ("challenger".to_string(), 2)];
+    for t in [&a, &b] {
+        assert_eq!(served_versions(t).await, before);
+        assert!(!loaded(t, 3).await, "version 3 is not loaded anywhere");
+    }
+    for _ in 0..20 {
+        let (status, served) = a.served("/endpoints/fraud/predict", &common::fraud_body(1), &[]).await;
+        assert_eq!(status, 200);
+        assert!(served.starts_with("champion") || served.starts_with("challenger"), "{served}");
+    }
+    let versions_before = a.control().store_version().await;
+    common::eventually("B follows the version that puts the config back", || async {
+        b.control().store_version().await == versions_before
+    })
+    .await;
+    let h = history(&a).await;
+    assert_eq!(h.len(), before_history.len() + 2, "{h:?}");
+    let (tried, back) = (&h[h.len() - 2], &h[h.len() - 1]);
+    assert_eq!(tried["source"], "api");
+    assert_eq!(back["source"], "rollback");
+    assert!(back["reason"].as_str().unwrap().contains("not loaded by every replica"), "{back}");
+    assert_eq!(back["config"], before_history.last().unwrap()["config"]);
+    assert_eq!(history(&b).await, h, "one history");
+
+    // B's copy is completed: the same edit goes through, and once A has answered, B has the
+    // version loaded already (prepared before A swapped), then serves it
+    std::fs::rename(&kept_3, &version_3).unwrap();
+    let (status, body) = put().await;
+    assert_eq!(status, 200, "{body}");
+    let after = vec![("champion".to_string(), 1), ("challenger".to_string(), 3)];
+    assert_eq!(served_versions(&a).await, after);
+    common::eventually("B serves version 3", || async { served_versions(&b).await == after }).await;
+    assert!(loaded(&b, 3).await);
+    a.stop().await;
+    b.stop().await;
+}
