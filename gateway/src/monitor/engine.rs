@@ -48,12 +48,18 @@ use super::rows::{DriftRow, ProfileRow};
 use super::spec::{CustomKind, Granularity, MonitorSpec};
 use crate::inference_log::now_us;
 
+/// Largest shared state read (the files seen of a big table are megabytes).
+const MAX_SHARED_STATE_BYTES: u64 = 256 << 20;
+
 pub struct Monitor {
     pub spec: MonitorSpec,
     pub table: String,
     table_dir: PathBuf,
     labels_dir: Option<PathBuf>,
     pub out_dir: PathBuf,
+    /// The inference table's location in object storage, when the monitor's outputs live
+    /// beside it there ([`Monitor::share`]).
+    shared: Option<sluice_tables::Location>,
     state: State,
     baseline: Option<(String, Arc<BaselineGroups>)>,
     /// The metric tables, open once the first refresh writes.
@@ -96,6 +102,7 @@ impl Monitor {
             table_dir,
             labels_dir,
             out_dir,
+            shared: None,
             state: State::default(),
             baseline: None,
             tables: None,
@@ -132,6 +139,72 @@ impl Monitor {
     pub fn save_state(&self) -> Result<(), MonitorError> {
         let path = self.state_path();
         crate::durable::save_json(&path, &self.state).map_err(|e| ioerr("cannot write", &path, e))
+    }
+
+    /// Puts the metric tables and the state beside the inference table at `remote` (object
+    /// storage), for a fleet: whichever replica leads refreshes them, resuming from the state
+    /// the previous leader left. `profile_dir`/`drift_dir` become the readers' local copies.
+    pub fn share(&mut self, remote: sluice_tables::Location) {
+        crate::inference_log::read::mirror(
+            &self.profile_dir(),
+            remote.sibling(&format!("{}_profile_metrics", self.table)),
+        );
+        crate::inference_log::read::mirror(&self.drift_dir(), remote.sibling(&format!("{}_drift_metrics", self.table)));
+        self.shared = Some(remote);
+    }
+
+    /// Where the metric table `kind` (`profile` or `drift`) is written.
+    pub fn metric_location(&self, kind: &str) -> sluice_tables::Location {
+        let name = format!("{}_{kind}_metrics", self.table);
+        match &self.shared {
+            Some(remote) => remote.sibling(&name),
+            None => sluice_tables::Location::Local(self.out_dir.join(name)),
+        }
+    }
+
+    /// The shared state object, when the outputs are shared.
+    fn shared_state(
+        &self,
+    ) -> Option<Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path), MonitorError>> {
+        let remote = self.shared.as_ref()?;
+        let at = remote.sibling(&format!("{}_monitor_state.json", self.table));
+        Some(at.object_store().map_err(|e| MonitorError::Io(format!("monitor state at {at}: {e}"))))
+    }
+
+    /// With shared outputs, takes the state the last refresh left in object storage (written
+    /// by whichever replica led then); none there yet keeps this one's. Before each refresh.
+    pub async fn load_shared_state(&mut self) -> Result<(), MonitorError> {
+        use object_store::ObjectStoreExt as _;
+        let Some(at) = self.shared_state() else { return Ok(()) };
+        let (store, path) = at?;
+        let err = |e: &dyn std::fmt::Display| MonitorError::Io(format!("monitor state {path} in object storage: {e}"));
+        let got = match store.get(&path).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(err(&e)),
+        };
+        if got.meta.size > MAX_SHARED_STATE_BYTES {
+            return Err(err(&format!("{} bytes, more than the {MAX_SHARED_STATE_BYTES} read", got.meta.size)));
+        }
+        let bytes = got.bytes().await.map_err(|e| err(&e))?;
+        let state: State = serde_json::from_slice(&bytes).map_err(|e| err(&e))?;
+        if state.refreshes >= self.state.refreshes || state.fingerprint != self.state.fingerprint {
+            self.state = state;
+        }
+        Ok(())
+    }
+
+    /// With shared outputs, writes the state there (after a refresh's outputs are committed).
+    pub async fn save_shared_state(&self) -> Result<(), MonitorError> {
+        use object_store::ObjectStoreExt as _;
+        let Some(at) = self.shared_state() else { return Ok(()) };
+        let (store, path) = at?;
+        let body = serde_json::to_vec(&self.state).map_err(|e| MonitorError::Io(e.to_string()))?;
+        store
+            .put(&path, object_store::PutPayload::from(body))
+            .await
+            .map_err(|e| MonitorError::Io(format!("monitor state {path} in object storage: {e}")))?;
+        Ok(())
     }
 
     /// Names of the custom metrics of `kinds`, kind by kind (the order of `ProfileRow::custom`).
@@ -199,7 +272,8 @@ impl Monitor {
     async fn open_tables(&self) -> Result<MetricTables, MonitorError> {
         let custom_profile = self.custom_names(&[CustomKind::Aggregate, CustomKind::Derived]);
         let custom_drift = self.custom_names(&[CustomKind::Drift]);
-        MetricTables::open(&self.profile_dir(), &self.drift_dir(), &custom_profile, &custom_drift).await
+        let (profile, drift) = (self.metric_location("profile"), self.metric_location("drift"));
+        MetricTables::open(&profile, &drift, &custom_profile, &custom_drift).await
     }
 
     /// Recomputes the windows of granularity `g` that the changed files and new labels touch,

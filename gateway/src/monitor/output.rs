@@ -7,7 +7,6 @@
 //! or its new ones, never both or neither; the log's `replaceWhere`-style predicate says which
 //! windows each commit replaced.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -286,8 +285,8 @@ impl MetricTables {
     /// Opens the tables in `profile_dir` and `drift_dir`, creating them with the schemas of
     /// `custom_profile` and `custom_drift` (the custom metric columns) where there are none.
     pub async fn open(
-        profile_dir: &Path,
-        drift_dir: &Path,
+        profile_at: &Location,
+        drift_at: &Location,
         custom_profile: &[String],
         custom_drift: &[String],
     ) -> Result<MetricTables, super::MonitorError> {
@@ -299,8 +298,8 @@ impl MetricTables {
         let p = spec(profile_batch(&[], custom_profile).map_err(qerr)?.schema());
         let d = spec(drift_batch(&[], custom_drift).map_err(qerr)?.schema());
         Ok(MetricTables {
-            profile: Table::open_or_create(&Location::Local(profile_dir.to_path_buf()), &p).await.map_err(table_err)?,
-            drift: Table::open_or_create(&Location::Local(drift_dir.to_path_buf()), &d).await.map_err(table_err)?,
+            profile: Table::open_or_create(profile_at, &p).await.map_err(table_err)?,
+            drift: Table::open_or_create(drift_at, &d).await.map_err(table_err)?,
         })
     }
 
@@ -350,7 +349,14 @@ impl MetricTables {
 /// Empties the metric table in `dir` (one commit removing every file: a new spec starts the
 /// outputs over). A directory of plain Parquet files (the layout before metric tables were
 /// Delta tables: derived data) is deleted.
-pub async fn clear(dir: &Path) -> Result<(), super::MonitorError> {
+pub async fn clear(at: &Location) -> Result<(), super::MonitorError> {
+    let Some(dir) = at.local_path() else {
+        // in object storage: empty it when it exists
+        let Ok(mut t) = Table::open(at).await else { return Ok(()) };
+        let mut nothing = t.stage(&[]).await.map_err(table_err)?;
+        t.replace(&mut nothing, "true", &|_| true).await.map_err(table_err)?;
+        return Ok(());
+    };
     if !dir.exists() {
         return Ok(());
     }

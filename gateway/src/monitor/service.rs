@@ -171,10 +171,13 @@ async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Stat
         s.refreshing = true;
     }
     let result = async {
+        // in a fleet, resume where the last leader's refresh ended
+        monitor.load_shared_state().await?;
         let report = monitor.refresh().await?;
         let transitions = super::alerts::evaluate(monitor).await?;
         super::alerts::deliver(monitor, endpoint, &transitions).await;
         monitor.save_state()?;
+        monitor.save_shared_state().await?;
         Ok::<_, MonitorError>((report, transitions))
     }
     .await;
@@ -290,8 +293,12 @@ async fn run_monitor(
     }
 }
 
-/// (endpoint, spec, table dir, labels dir, output dir) of every monitored endpoint of `config`.
-fn wanted(config: &Config) -> Vec<(String, MonitorSpec, PathBuf, PathBuf, PathBuf)> {
+/// The monitors `config` asks for: endpoint, spec, table directory, labels directory, output
+/// directory, and the inference table's location in object storage when the outputs live
+/// beside it (an inference table there and no `output_dir`).
+type Wanted = (String, MonitorSpec, PathBuf, PathBuf, PathBuf, Option<sluice_tables::Location>);
+
+fn wanted(config: &Config) -> Vec<Wanted> {
     config
         .endpoints
         .iter()
@@ -299,8 +306,9 @@ fn wanted(config: &Config) -> Vec<(String, MonitorSpec, PathBuf, PathBuf, PathBu
             let spec = e.monitor.clone()?;
             let table = e.table.as_ref()?;
             let labels = crate::inference_log::labels::dir_of(&table.dir);
+            let shared = table.remote.clone().filter(|_| spec.output_dir.is_none());
             let out = spec.output_dir.clone().unwrap_or_else(|| config.server.data_dir.clone());
-            Some((e.name.clone(), spec, table.dir.clone(), labels, out))
+            Some((e.name.clone(), spec, table.dir.clone(), labels, out, shared))
         })
         .collect()
 }
@@ -331,18 +339,21 @@ impl Monitors {
         let Ok(mut handles) = self.handles.lock() else { return };
         let wanted = wanted(config);
         handles.retain(|name, h| {
-            let keep = wanted.iter().any(|(n, spec, dir, _, out)| n == name && h.key == key(spec, dir, out));
+            let keep = wanted.iter().any(|(n, spec, dir, _, out, _)| n == name && h.key == key(spec, dir, out));
             if !keep {
                 h.cancel.cancel();
             }
             keep
         });
-        for (name, spec, dir, labels, out) in wanted {
+        for (name, spec, dir, labels, out, shared) in wanted {
             if handles.contains_key(&name) {
                 continue;
             }
             let k = key(&spec, &dir, &out);
-            let monitor = Monitor::new(spec.clone(), dir.clone(), Some(labels), out);
+            let mut monitor = Monitor::new(spec.clone(), dir.clone(), Some(labels), out);
+            if let Some(remote) = shared {
+                monitor.share(remote);
+            }
             let status = Arc::new(Mutex::new(Status {
                 endpoint: name.clone(),
                 table: monitor.table.clone(),
@@ -468,7 +479,7 @@ pub async fn check(
     config: &Config,
     schemas: &HashMap<String, datafusion::arrow::datatypes::SchemaRef>,
 ) -> Result<(), MonitorError> {
-    for (name, spec, dir, labels, out) in wanted(config) {
+    for (name, spec, dir, labels, out, _) in wanted(config) {
         let Some(schema) = schemas.get(&name) else { continue };
         let mut m = Monitor::new(spec, dir, Some(labels), out);
         m.resolve_problem_type(schema);

@@ -226,8 +226,8 @@ impl Monitor {
         let alerts = std::mem::take(&mut self.state.alerts);
         self.state = State { fingerprint, alerts, ..State::default() };
         self.tables = None;
-        for d in [self.profile_dir(), self.drift_dir()] {
-            crate::monitor::output::clear(&d).await?;
+        for kind in ["profile", "drift"] {
+            crate::monitor::output::clear(&self.metric_location(kind)).await?;
         }
         Ok(())
     }
