@@ -179,6 +179,7 @@ impl Rollouts {
         if r.shared.is_some() {
             // the store's states; their traffic is in the config store already
             r.sync(&mut states).await;
+            r.move_into_store(&mut states).await;
             drop(states);
             return r;
         }
@@ -214,6 +215,61 @@ impl Rollouts {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// A gateway that ran alone kept its rollouts under `<data_dir>/_rollouts`; started with a
+    /// config store, it writes each of them into the store as that endpoint's first state
+    /// (unless the store has one: the store's wins), puts a running one's traffic back to its
+    /// step, and renames the directory `_rollouts.moved` so that this happens once.
+    async fn move_into_store(&self, states: &mut BTreeMap<String, RolloutState>) {
+        let local = state::load_all(&self.dir);
+        if local.is_empty() {
+            return;
+        }
+        let mut all_moved = true;
+        for mut st in local {
+            if states.contains_key(&st.endpoint) {
+                tracing::warn!(
+                    endpoint = %st.endpoint,
+                    "the config store has a rollout of this endpoint already; the one under {} is not moved",
+                    self.dir.display()
+                );
+                continue;
+            }
+            st.seq = 0;
+            if let Err(e) = self.persist(&mut st).await {
+                tracing::error!(endpoint = %st.endpoint, "rollout state not moved into the config store: {e}");
+                all_moved = false;
+                continue;
+            }
+            if st.phase.is_active() {
+                let traffic = traffic_at(&st, st.candidate_percent);
+                self.control.pin(&st.endpoint, traffic.clone());
+                let reason = format!(
+                    "rollout of '{}' moved into the config store at step {} of {} ({}%)",
+                    st.candidate,
+                    st.step + 1,
+                    st.steps.len(),
+                    st.candidate_percent
+                );
+                let drop_shadow = (!st.in_shadow_step()).then(|| st.candidate.clone());
+                if let Err(e) =
+                    self.control.rollout_traffic(&st.endpoint, traffic, drop_shadow, reason.clone(), true).await
+                {
+                    tracing::error!(endpoint = %st.endpoint, "the moved rollout's traffic was not put back: {e}");
+                } else {
+                    tracing::info!(endpoint = %st.endpoint, "{reason}");
+                }
+            }
+            tracing::info!(endpoint = %st.endpoint, "rollout state moved from {} into the config store", self.dir.display());
+            states.insert(st.endpoint.clone(), st);
+        }
+        if all_moved {
+            let moved = self.dir.with_file_name("_rollouts.moved");
+            if let Err(e) = std::fs::rename(&self.dir, &moved) {
+                tracing::warn!("cannot rename {} to {}: {e}", self.dir.display(), moved.display());
+            }
+        }
     }
 
     /// Runs until `token` is cancelled: config-declared rollouts are started and running ones

@@ -749,3 +749,48 @@ async fn a_fleet_rollout_is_stepped_by_one_leader_and_survives_it() {
     assert_eq!(by_rollout, 4, "one traffic change per step: {h}");
     follower.stop().await;
 }
+
+/// A gateway that ran alone kept its rollout under `<data_dir>/_rollouts`; restarted with a
+/// config store, it moves the rollout into the store (once) and goes on from the same step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_of_a_gateway_that_ran_alone_moves_into_the_config_store() {
+    if common::skip_without_ort() {
+        return;
+    }
+    let repo = repo();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("solo");
+    let alone = start(config(repo.path(), &data, "fraud_flaky", "")).await;
+    let mix = Mix::calm(&alone).await;
+    let (s, st) = admin_post(&alone, "/rollouts/fraud", start_body("http://127.0.0.1:9/none")).await;
+    assert_eq!(s, 201, "{st}");
+    let mut st = rollout(&alone).await;
+    let mut advanced = 0;
+    while st["step"] == 0 {
+        st = round(&alone, 100, &mix).await;
+        advanced += 5;
+        assert_eq!(st["phase"], "progressing", "{st}");
+    }
+    let (step, timer, events_before) = (st["step"].clone(), st["step_started_us"].clone(), events(&st));
+    assert_eq!(candidate_percent(&alone).await, 25);
+    alone.stop().await;
+    assert!(data.join("_rollouts").is_dir());
+
+    let store = dir.path().join("store");
+    let extra = format!("[storage]\nconfig_store = \"{}\"\n", store.display());
+    let mut c = config(repo.path(), &data, "fraud_flaky", &extra);
+    c.server.leader_lease = Duration::from_secs(1);
+    let fleet = start(c).await;
+    let st = rollout(&fleet).await;
+    assert_eq!((st["step"].clone(), st["step_started_us"].clone(), st["seq"].as_u64()), (step, timer, Some(1)), "{st}");
+    assert_eq!(events(&st), events_before);
+    assert_eq!(candidate_percent(&fleet).await, 25, "the traffic of the step is put back");
+    assert!(!data.join("_rollouts").exists() && data.join("_rollouts.moved").is_dir(), "moved once");
+    let objects: Vec<_> = std::fs::read_dir(store.join("rollouts").join("fraud")).unwrap().flatten().collect();
+    assert_eq!(objects.len(), 1);
+    // its rollout clock catches up with the one the lone gateway's test clock was moved to
+    admin_post(&fleet, "/debug/clock", json!({"advance": format!("{advanced}m")})).await;
+    let st = drive(&fleet, &mix).await;
+    assert_eq!(st["phase"], "promoted", "{st}");
+    fleet.stop().await;
+}
