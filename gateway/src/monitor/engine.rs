@@ -127,12 +127,21 @@ impl Monitor {
         self.out_dir.join(format!("{}_monitor_state.json", self.table))
     }
 
+    /// The profile metric table's directory: the table, or with shared outputs the readers'
+    /// copy of it (beside the inference table's copy, in the table cache).
     pub fn profile_dir(&self) -> PathBuf {
-        self.out_dir.join(format!("{}_profile_metrics", self.table))
+        self.metrics_dir().join(format!("{}_profile_metrics", self.table))
     }
 
     pub fn drift_dir(&self) -> PathBuf {
-        self.out_dir.join(format!("{}_drift_metrics", self.table))
+        self.metrics_dir().join(format!("{}_drift_metrics", self.table))
+    }
+
+    fn metrics_dir(&self) -> PathBuf {
+        match (&self.shared, self.table_dir.parent()) {
+            (Some(_), Some(cache)) => cache.to_path_buf(),
+            _ => self.out_dir.clone(),
+        }
     }
 
     /// Writes the state durably, keeping the version it replaces as `<state>.prev`.
@@ -145,12 +154,11 @@ impl Monitor {
     /// storage), for a fleet: whichever replica leads refreshes them, resuming from the state
     /// the previous leader left. `profile_dir`/`drift_dir` become the readers' local copies.
     pub fn share(&mut self, remote: sluice_tables::Location) {
-        crate::inference_log::read::mirror(
-            &self.profile_dir(),
-            remote.sibling(&format!("{}_profile_metrics", self.table)),
-        );
-        crate::inference_log::read::mirror(&self.drift_dir(), remote.sibling(&format!("{}_drift_metrics", self.table)));
         self.shared = Some(remote);
+        for kind in ["profile", "drift"] {
+            let copy = self.metrics_dir().join(format!("{}_{kind}_metrics", self.table));
+            crate::inference_log::read::mirror(&copy, self.metric_location(kind));
+        }
     }
 
     /// Where the metric table `kind` (`profile` or `drift`) is written.
