@@ -48,6 +48,9 @@ use super::rows::{DriftRow, ProfileRow};
 use super::spec::{CustomKind, Granularity, MonitorSpec};
 use crate::inference_log::now_us;
 
+/// An object in object storage: its store and path.
+type SharedObject = (Arc<dyn object_store::ObjectStore>, object_store::path::Path);
+
 /// Largest shared state read (the files seen of a big table are megabytes).
 const MAX_SHARED_STATE_BYTES: u64 = 256 << 20;
 
@@ -171,9 +174,7 @@ impl Monitor {
     }
 
     /// The shared state object, when the outputs are shared.
-    fn shared_state(
-        &self,
-    ) -> Option<Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path), MonitorError>> {
+    fn shared_state(&self) -> Option<Result<SharedObject, MonitorError>> {
         let remote = self.shared.as_ref()?;
         let at = remote.sibling(&format!("{}_monitor_state.json", self.table));
         Some(at.object_store().map_err(|e| MonitorError::Io(format!("monitor state at {at}: {e}"))))
