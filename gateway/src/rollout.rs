@@ -185,23 +185,11 @@ impl Rollouts {
         }
         for mut st in state::load_all(&r.dir) {
             if st.phase.is_active() {
-                let traffic = traffic_at(&st, st.candidate_percent);
-                let reason = format!(
-                    "rollout of '{}' resumed after a restart at step {} of {} ({}%)",
-                    st.candidate,
-                    st.step + 1,
-                    st.steps.len(),
-                    st.candidate_percent
-                );
-                let drop_shadow = (!st.in_shadow_step()).then(|| st.candidate.clone());
-                if let Err(e) =
-                    r.control.rollout_traffic(&st.endpoint, traffic, drop_shadow, reason.clone(), true).await
-                {
+                if let Err(e) = r.put_step_traffic_back(&st, "resumed after a restart").await {
                     tracing::error!(endpoint = %st.endpoint, "cannot resume the rollout: {e}; it is aborted");
                     st.phase = Phase::Aborted;
                     r.event(&mut st, "aborted", format!("could not be resumed after a restart: {e}"), vec![]);
                 } else {
-                    tracing::info!(endpoint = %st.endpoint, "{reason}");
                     metrics::gauge!(crate::metrics::ROLLOUT_CANDIDATE_PERCENT, "endpoint" => st.endpoint.clone())
                         .set(f64::from(st.candidate_percent));
                 }
@@ -215,6 +203,23 @@ impl Rollouts {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Puts the traffic of a running rollout's step back (after a restart, or a move into a
+    /// config store), as a config change whose reason says `why`.
+    async fn put_step_traffic_back(&self, st: &RolloutState, why: &str) -> Result<(), TrafficError> {
+        let reason = format!(
+            "rollout of '{}' {why} at step {} of {} ({}%)",
+            st.candidate,
+            st.step + 1,
+            st.steps.len(),
+            st.candidate_percent
+        );
+        let drop_shadow = (!st.in_shadow_step()).then(|| st.candidate.clone());
+        let traffic = traffic_at(st, st.candidate_percent);
+        self.control.rollout_traffic(&st.endpoint, traffic, drop_shadow, reason.clone(), true).await?;
+        tracing::info!(endpoint = %st.endpoint, "{reason}");
+        Ok(())
     }
 
     /// A gateway that ran alone kept its rollouts under `<data_dir>/_rollouts`; started with a
@@ -243,22 +248,9 @@ impl Rollouts {
                 continue;
             }
             if st.phase.is_active() {
-                let traffic = traffic_at(&st, st.candidate_percent);
-                self.control.pin(&st.endpoint, traffic.clone());
-                let reason = format!(
-                    "rollout of '{}' moved into the config store at step {} of {} ({}%)",
-                    st.candidate,
-                    st.step + 1,
-                    st.steps.len(),
-                    st.candidate_percent
-                );
-                let drop_shadow = (!st.in_shadow_step()).then(|| st.candidate.clone());
-                if let Err(e) =
-                    self.control.rollout_traffic(&st.endpoint, traffic, drop_shadow, reason.clone(), true).await
-                {
+                self.control.pin(&st.endpoint, traffic_at(&st, st.candidate_percent));
+                if let Err(e) = self.put_step_traffic_back(&st, "moved into the config store").await {
                     tracing::error!(endpoint = %st.endpoint, "the moved rollout's traffic was not put back: {e}");
-                } else {
-                    tracing::info!(endpoint = %st.endpoint, "{reason}");
                 }
             }
             tracing::info!(endpoint = %st.endpoint, "rollout state moved from {} into the config store", self.dir.display());

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -62,21 +61,13 @@ impl Fleet {
 
     /// The other replicas' reports (unreadable ones are skipped, expired ones deleted).
     pub async fn others(&self, now_ms: i64) -> Result<Vec<Report>, object_store::Error> {
-        let metas: Vec<object_store::ObjectMeta> = match self.store.list(Some(&self.dir)).try_collect().await {
-            Ok(m) => m,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let all =
+            super::store::read_all::<Report>(self.store.as_ref(), &self.dir, &self.path(&self.id), MAX_REPORT_BYTES)
+                .await?;
         let mut out = Vec::new();
-        for m in metas {
-            if m.location == self.path(&self.id) || m.size > MAX_REPORT_BYTES {
-                continue;
-            }
-            let Ok(got) = self.store.get(&m.location).await else { continue };
-            let Ok(bytes) = got.bytes().await else { continue };
-            let Ok(report) = serde_json::from_slice::<Report>(&bytes) else { continue };
+        for (at, report) in all {
             if now_ms - report.time_ms > EXPIRE_MS {
-                let _ = self.store.delete(&m.location).await;
+                let _ = self.store.delete(&at).await;
                 continue;
             }
             out.push(report);

@@ -17,7 +17,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -155,24 +154,16 @@ impl Members {
     /// The other live members (reports written within the lease time); unreadable ones are
     /// skipped, those of replicas gone for ten lease times deleted.
     pub async fn others(&self) -> Result<Vec<Member>, object_store::Error> {
-        let metas: Vec<object_store::ObjectMeta> = match self.store.list(Some(&self.dir)).try_collect().await {
-            Ok(m) => m,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let all =
+            super::store::read_all::<Member>(self.store.as_ref(), &self.dir, &self.path(&self.id), MAX_MEMBER_BYTES)
+                .await?;
         let now = now_ms();
         let live = self.live.as_millis() as u64;
         let mut out = Vec::new();
-        for m in metas {
-            if m.location == self.path(&self.id) || m.size > MAX_MEMBER_BYTES {
-                continue;
-            }
-            let Ok(got) = self.store.get(&m.location).await else { continue };
-            let Ok(bytes) = got.bytes().await else { continue };
-            let Ok(member) = serde_json::from_slice::<Member>(&bytes) else { continue };
+        for (at, member) in all {
             let age = now.saturating_sub(member.time_ms);
             if age > live.saturating_mul(10) {
-                let _ = self.store.delete(&m.location).await;
+                let _ = self.store.delete(&at).await;
             } else if age <= live {
                 out.push(member);
             }

@@ -165,6 +165,34 @@ pub fn shared(local: &RawConfig, stored: &RawConfig) -> RawConfig {
     out
 }
 
+/// The objects under `dir` that parse as `T` (JSON), but `except` and any over `max_bytes`:
+/// each replica's own report objects (fleet reports, readiness), read by the others. Objects
+/// that cannot be read or parsed are skipped.
+pub(crate) async fn read_all<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    dir: &ObjectPath,
+    except: &ObjectPath,
+    max_bytes: u64,
+) -> Result<Vec<(ObjectPath, T)>, object_store::Error> {
+    let metas: Vec<object_store::ObjectMeta> = match store.list(Some(dir)).try_collect().await {
+        Ok(m) => m,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for m in metas {
+        if &m.location == except || m.size > max_bytes {
+            continue;
+        }
+        let Ok(got) = store.get(&m.location).await else { continue };
+        let Ok(bytes) = got.bytes().await else { continue };
+        if let Ok(v) = serde_json::from_slice::<T>(&bytes) {
+            out.push((m.location, v));
+        }
+    }
+    Ok(out)
+}
+
 /// At start with a config store: the config to serve (the store's latest version, with this
 /// replica's own settings from `local`), the store, and every version (for the history). An
 /// empty store gets `local`'s config as its version 1 (of replicas starting together, one

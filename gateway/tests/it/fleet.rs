@@ -237,18 +237,6 @@ async fn replicas_share_one_config_store() {
     b.stop().await;
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// The served entities of endpoint `fraud` on replica `t`: (name, version).
 async fn served_versions(t: &common::TestServer) -> Vec<(String, u64)> {
     let v: Value =
@@ -273,7 +261,7 @@ async fn no_replica_routes_to_a_model_version_until_every_replica_has_loaded_it(
     // B's model repository lacks fraud_classifier version 3 (a replica on a machine whose
     // copy is incomplete)
     let repo_b = dir.path().join("models-b");
-    copy_dir(&common::repo_root().join("models"), &repo_b);
+    crate::traffic::copy_dir(&common::repo_root().join("models"), &repo_b);
     let version_3 = repo_b.join("fraud_classifier").join("3");
     let kept_3 = dir.path().join("kept-3");
     std::fs::rename(&version_3, &kept_3).unwrap();
