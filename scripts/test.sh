@@ -16,7 +16,7 @@ if [ -n "${SLUICE_SKIP_ORT_TESTS+set}" ]; then
 fi
 
 step "machine: cores, memory, free disk"
-nproc; free -h | head -2; df -h . | tail -1
+nproc; free -h | sed -n 1,2p; df -h . | tail -1
 
 step "ONNX Runtime library"
 scripts/fetch-onnxruntime.sh
@@ -42,7 +42,8 @@ if [ -n "$missing" ]; then
   fi
 fi
 chromium --version
-PATH="$PATH:/usr/sbin" haproxy -v | head -1
+# sed reads to the end: `head` closing the pipe early would kill haproxy with SIGPIPE (pipefail)
+PATH="$PATH:/usr/sbin" haproxy -v | sed -n 1p
 
 step "cargo fmt --check"
 cargo fmt --all --check
