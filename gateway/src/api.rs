@@ -9,8 +9,10 @@ pub mod grpc;
 pub mod http;
 pub mod meta;
 pub mod mlflow;
+pub mod openapi;
 pub mod rate;
 pub mod request_id;
+pub mod serving_endpoints;
 pub mod v2;
 
 pub use error::ApiError;

@@ -235,6 +235,9 @@ pub struct EndpointConfig {
     pub rollout: Option<crate::rollout::spec::RolloutSpec>,
     /// A/B analysis settings (defaults when not written).
     pub experiment: crate::experiment::spec::ExperimentSpec,
+    /// `response_format = "mlflow"`: `/predict` answers as an MLflow pyfunc of the ONNX model
+    /// does (`{"predictions": {<output>: [...]}}`) instead of Sluice's `label`/`probabilities`.
+    pub mlflow_predictions: bool,
     /// As written, for the admin API and history.
     pub raw: RawEndpoint,
 }

@@ -243,6 +243,21 @@ impl Control {
             .ok_or_else(|| ControlError::NotFound(format!("unknown endpoint '{endpoint}'")))
     }
 
+    /// Whether the config with `endpoint` created or replaced would be valid (checked as a
+    /// change is, models not loaded): the serving-endpoints API refuses a bad request at once
+    /// and loads models in the background.
+    pub async fn check_endpoint(&self, endpoint: &RawEndpoint) -> Result<(), ControlError> {
+        self.check_pin(&endpoint.name, endpoint.traffic_config.as_ref())?;
+        let st = self.state.lock().await;
+        let mut raw = st.config.raw.clone();
+        match raw.endpoints.iter_mut().find(|e| e.name == endpoint.name) {
+            Some(e) => *e = endpoint.clone(),
+            None => raw.endpoints.push(endpoint.clone()),
+        }
+        Config::from_raw(raw, "change", &st.config.base)?;
+        Ok(())
+    }
+
     /// Creates or replaces one endpoint (`by`: the caller's principal).
     pub async fn put_endpoint(&self, mut endpoint: RawEndpoint, by: Option<String>) -> Result<u64, ControlError> {
         self.check_pin(&endpoint.name, endpoint.traffic_config.as_ref())?;

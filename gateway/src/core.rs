@@ -312,6 +312,7 @@ impl Gateway {
             id: id.as_deref(),
             outputs: &all,
             selected: &selected,
+            mlflow_predictions: record.endpoint.is_some_and(|ep| ep.config.mlflow_predictions),
         };
         let output = render.render(answer)?;
         Ok(Handled { output, model, served_model: served_name })

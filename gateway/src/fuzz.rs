@@ -2,7 +2,8 @@
 //! MLflow `/predict` JSON, V2 JSON, V2 binary (header + tensor bytes) and gRPC `ModelInferRequest`
 //! (protobuf decode, then into tensors), each followed by validation against real model schemas;
 //! labels posts; the `[storage]` config section and table locations; config store versions
-//! (JSON from the store, merged and validated as a following replica does); and the auth path (`Authorization` header, route need, token check, scope and
+//! (JSON from the store, merged and validated as a following replica does); Databricks'
+//! serving-endpoints create and update bodies; and the auth path (`Authorization` header, route need, token check, scope and
 //! hash parsing).
 //!
 //! Each target mutates the committed corpus (`gateway/fuzz/corpus/<target>/`) with a seeded
@@ -221,6 +222,22 @@ fn config_version(_: &Models, input: &[u8]) {
     let _ = crate::config::Config::from_raw(raw, "fuzz store version", Path::new("/nonexistent"));
 }
 
+/// Databricks' serving-endpoints API: the input as the JSON body of a create, then (when it
+/// made an endpoint) as the body of a config update of it; each endpoint checked as a config.
+fn serving_endpoint(_: &Models, input: &[u8]) {
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(input) else { return };
+    let check = |e: crate::config::raw::RawEndpoint| {
+        let raw = crate::config::raw::RawConfig { endpoints: vec![e], ..Default::default() };
+        let _ = crate::config::Config::from_raw(raw, "fuzz serving endpoint", Path::new("/nonexistent"));
+    };
+    if let Ok(e) = crate::api::serving_endpoints::create_request(body.clone()) {
+        if let Ok(updated) = crate::api::serving_endpoints::update_request(&e, body) {
+            check(updated);
+        }
+        check(e);
+    }
+}
+
 /// The auth path of a request: the input's first line is the `Authorization` header, the second
 /// the path. The bearer token is checked against a fixed set of principals (and the admin
 /// token) for the route's need on both ports; the other lines are parsed as scopes and hashes,
@@ -408,6 +425,11 @@ fn fuzz_storage() {
 #[test]
 fn fuzz_config_version() {
     fuzz("config_version", config_version);
+}
+
+#[test]
+fn fuzz_serving_endpoint() {
+    fuzz("serving_endpoint", serving_endpoint);
 }
 
 #[test]

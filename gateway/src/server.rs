@@ -163,8 +163,14 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         labels_rate: Arc::new(labels_rate),
     };
     let guard = |port| stack::Guard { control: control.clone(), port };
+    let serving = crate::api::serving_endpoints::ServingState::new(
+        control.clone(),
+        state.metrics.clone(),
+        config.server.max_body_bytes,
+        http_addr.ip().is_loopback(),
+    );
     let http_router = stack::http_stack(
-        http::router(state.clone()),
+        http::router(state.clone()).merge(crate::api::serving_endpoints::router(serving)),
         &limits,
         config.server.max_body_bytes,
         Some(admission.clone()),

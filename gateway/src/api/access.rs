@@ -39,8 +39,9 @@ pub fn http_need(port: Port, method: &Method, path: &str, snapshot: &Snapshot, a
     let metrics = if access.principals.enabled() { Need::Read } else { Need::Open };
     match (port, parts.as_slice()) {
         (_, ["health"] | ["v2", "health", "live" | "ready"]) => Need::Open,
+        (Port::Inference, ["ping"]) => Need::Open,
         (_, ["metrics"]) => metrics,
-        (Port::Inference, ["predict"]) => match &snapshot.default_endpoint {
+        (Port::Inference, ["predict"] | ["invocations"]) => match &snapshot.default_endpoint {
             Some(e) => Need::Query(e.clone()),
             None => Need::QueryAny,
         },
@@ -48,6 +49,11 @@ pub fn http_need(port: Port, method: &Method, path: &str, snapshot: &Snapshot, a
         | (Port::Inference, ["serving-endpoints", e, "invocations"])
         | (Port::Inference, ["endpoints", e, "served-models", _, "predict"]) => Need::Query(e.to_string()),
         (Port::Inference, ["endpoints", e, "labels"]) => Need::Labels(e.to_string()),
+        // Databricks' serving-endpoints API: reads and changes of the config, as on the admin port
+        (Port::Inference, ["api", "2.0", "serving-endpoints", ..]) if matches!(*method, Method::GET | Method::HEAD) => {
+            Need::Read
+        }
+        (Port::Inference, ["api", "2.0", "serving-endpoints", ..]) => Need::Manage,
         (Port::Inference, ["v2", "models", m, "infer"] | ["v2", "models", m, "versions", _, "infer"]) => {
             model_need(m, snapshot)
         }

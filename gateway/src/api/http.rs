@@ -30,6 +30,10 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/predict", post(predict::default_endpoint))
+        // the MLflow scoring server's routes (`mlflow models serve`): the default endpoint
+        .route("/invocations", post(predict::default_endpoint))
+        .route("/ping", get(ping))
+        .route("/version", get(version))
         .route("/endpoints/{endpoint}/predict", post(predict::endpoint))
         .route("/serving-endpoints/{endpoint}/invocations", post(predict::endpoint))
         .route("/endpoints/{endpoint}/served-models/{served}/predict", post(predict::served_model))
@@ -52,6 +56,16 @@ pub fn router(state: HttpState) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// `GET /ping`: 200 with a newline, as MLflow's scoring server answers its health check.
+async fn ping() -> &'static str {
+    "\n"
+}
+
+/// `GET /version`: the server's version, as MLflow's scoring server answers (plain text).
+async fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
 }
 
 /// Metrics and health, which the admin port serves too (open, like on this port).

@@ -97,7 +97,7 @@ impl Render for Predictions {
     type Output = Vec<u8>;
 
     fn render(&self, a: Answer<'_>) -> Result<Vec<u8>, CoreError> {
-        render(a.model, a.outputs)
+        if a.mlflow_predictions { Ok(render_as_mlflow(a.model, a.outputs)) } else { render(a.model, a.outputs) }
     }
 
     fn logged_body<'a>(&self, body: &'a Vec<u8>) -> Option<&'a [u8]> {
@@ -435,6 +435,31 @@ pub fn render(model: &LoadedModel, outputs: &[Tensor]) -> Result<Vec<u8>, CoreEr
     }
     w.raw("]}");
     Ok(w.0)
+}
+
+/// Renders `{"predictions": {<output name>: [row, ...], ...}}`: every output of the model by
+/// name, rows as nested lists. What `mlflow models serve` answers for an ONNX model called with
+/// tensors (its pyfunc returns a dict of arrays); the endpoint option `response_format =
+/// "mlflow"` selects it.
+pub fn render_as_mlflow(model: &LoadedModel, outputs: &[Tensor]) -> Vec<u8> {
+    let mut w = JsonWriter(Vec::with_capacity(256));
+    w.raw("{\"predictions\":{");
+    for (k, (spec, t)) in model.runner.schema().outputs.iter().zip(outputs).enumerate() {
+        if k > 0 {
+            w.raw(",");
+        }
+        w.string(&spec.name);
+        w.raw(":[");
+        for r in 0..t.rows() {
+            if r > 0 {
+                w.raw(",");
+            }
+            w.row(t, r);
+        }
+        w.raw("]");
+    }
+    w.raw("}}");
+    w.0
 }
 
 fn argmax(p: &Tensor, r: usize) -> usize {

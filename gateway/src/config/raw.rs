@@ -299,6 +299,30 @@ pub struct RawEndpoint {
     /// How the endpoint's A/B test is analysed (`GET /experiments/{endpoint}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experiment: Option<crate::experiment::spec::RawExperiment>,
+    /// `"sluice"` (default: a classifier answers `label` and `probabilities` per row) or
+    /// `"mlflow"` (every output by name, as an MLflow pyfunc of the ONNX model answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<String>,
+    /// Databricks' endpoint tags (`key`, optional `value`): kept and shown, no effect here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<RawTag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Fields Databricks clients send that have no meaning here (`route_optimized`,
+    /// `ai_gateway`, `rate_limits`, `email_notifications`, `budget_policy_id`,
+    /// `telemetry_config`, the catalog and schema of `auto_capture_config`): kept as sent and
+    /// given back by the serving-endpoints API, no effect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub databricks: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One tag of an endpoint, as Databricks writes it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTag {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -356,6 +380,30 @@ pub struct RawServedEntity {
     pub queue_capacity: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batching: Option<RawBatching>,
+    // Databricks' compute settings: accepted, kept and shown so that Databricks clients and
+    // configs work unchanged; they have no effect here (one process serves every entity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_to_zero_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment_vars: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_profile_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_provisioned_throughput: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_provisioned_throughput: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioned_model_units: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_provisioned_concurrency: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_provisioned_concurrency: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst_scaling_enabled: Option<bool>,
 }
 
 /// A model version written as a number (`1`) or, as Databricks does, a string (`"1"`).
@@ -375,6 +423,8 @@ pub struct RawTrafficConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// Databricks clients may call it `served_entity_name`.
+    #[serde(alias = "served_entity_name")]
     pub served_model_name: String,
     pub traffic_percentage: i64,
 }

@@ -893,10 +893,22 @@ fn validate_endpoint(
             }
         }
     };
+    let mlflow_predictions = match e.response_format.as_deref() {
+        None | Some("sluice") => false,
+        Some("mlflow") => true,
+        Some(other) => {
+            issues.add(
+                format!("{field}.response_format"),
+                format!("'{other}' is not a response format; use \"sluice\" (default) or \"mlflow\""),
+            );
+            false
+        }
+    };
     if issues.len() > before {
         return None;
     }
     Some(EndpointConfig {
+        mlflow_predictions,
         table,
         monitor,
         rollout,

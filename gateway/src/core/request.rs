@@ -147,6 +147,8 @@ pub struct Answer<'a> {
     pub outputs: &'a [Tensor],
     /// The outputs asked for: schema indices, in request order.
     pub selected: &'a [usize],
+    /// The endpoint asks for MLflow's answer shape (`response_format = "mlflow"`).
+    pub mlflow_predictions: bool,
 }
 
 /// How a transport turns an [`Answer`] into its wire format. Rendering is part of the request

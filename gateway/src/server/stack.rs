@@ -148,6 +148,8 @@ pub fn http_stack(
         .layer(middleware::from_fn_with_state(limits.total_timeout, total_timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(guard, authenticate))
+        // errors of Databricks' API (`/api/2.0/...`) in its shape, auth refusals included
+        .layer(middleware::from_fn(crate::api::serving_endpoints::databricks_errors))
         .layer(middleware::from_fn(request_id_and_span))
 }
 

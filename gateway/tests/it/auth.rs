@@ -171,6 +171,78 @@ fn http_routes() -> Vec<(Port, &'static str, &'static str, String, Option<Value>
             QueryAny,
         ),
         (Http, "GET", "/metrics", "/metrics".into(), None, Read),
+        // MLflow's scoring server routes
+        (Http, "POST", "/invocations", "/invocations".into(), Some(predict.clone()), Query),
+        (Http, "GET", "/ping", "/ping".into(), None, Open),
+        (Http, "GET", "/version", "/version".into(), None, Authn),
+        // Databricks' serving-endpoints API: reads need `read`, changes `manage`
+        (Http, "GET", "/api/2.0/serving-endpoints", "/api/2.0/serving-endpoints".into(), None, Read),
+        (
+            Http,
+            "POST",
+            "/api/2.0/serving-endpoints",
+            "/api/2.0/serving-endpoints".into(),
+            Some(json!({"name": 1})),
+            Manage,
+        ),
+        (Http, "GET", "/api/2.0/serving-endpoints/{name}", "/api/2.0/serving-endpoints/fraud".into(), None, Read),
+        (Http, "DELETE", "/api/2.0/serving-endpoints/{name}", "/api/2.0/serving-endpoints/nope".into(), None, Manage),
+        (
+            Http,
+            "PUT",
+            "/api/2.0/serving-endpoints/{name}/config",
+            "/api/2.0/serving-endpoints/nope/config".into(),
+            Some(json!({})),
+            Manage,
+        ),
+        (
+            Http,
+            "PATCH",
+            "/api/2.0/serving-endpoints/{name}/tags",
+            "/api/2.0/serving-endpoints/nope/tags".into(),
+            Some(json!({})),
+            Manage,
+        ),
+        (
+            Http,
+            "PUT",
+            "/api/2.0/serving-endpoints/{name}/tags",
+            "/api/2.0/serving-endpoints/nope/tags".into(),
+            Some(json!({})),
+            Manage,
+        ),
+        (
+            Http,
+            "GET",
+            "/api/2.0/serving-endpoints/{name}/served-models/{served}/logs",
+            "/api/2.0/serving-endpoints/fraud/served-models/champion/logs".into(),
+            None,
+            Read,
+        ),
+        (
+            Http,
+            "GET",
+            "/api/2.0/serving-endpoints/{name}/served-models/{served}/build-logs",
+            "/api/2.0/serving-endpoints/fraud/served-models/champion/build-logs".into(),
+            None,
+            Read,
+        ),
+        (
+            Http,
+            "GET",
+            "/api/2.0/serving-endpoints/{name}/metrics",
+            "/api/2.0/serving-endpoints/fraud/metrics".into(),
+            None,
+            Read,
+        ),
+        (
+            Http,
+            "GET",
+            "/api/2.0/serving-endpoints/{name}/openapi",
+            "/api/2.0/serving-endpoints/fraud/openapi".into(),
+            None,
+            Read,
+        ),
         // not a route: behind a valid token it is a 404
         (Http, "GET", "-", "/no/such/route".into(), None, Authn),
         // admin port
@@ -237,7 +309,8 @@ fn http_routes() -> Vec<(Port, &'static str, &'static str, String, Option<Value>
 /// (port, method, template) of every `.route(...)` in the API's source.
 fn routes_in_source() -> BTreeSet<(&'static str, String, String)> {
     let api = common::repo_root().join("gateway/src/api");
-    let mut files: Vec<(std::path::PathBuf, bool)> = vec![(api.join("http.rs"), false)];
+    let mut files: Vec<(std::path::PathBuf, bool)> =
+        vec![(api.join("http.rs"), false), (api.join("serving_endpoints.rs"), false)];
     for e in std::fs::read_dir(api.join("admin")).unwrap() {
         files.push((e.unwrap().path(), true));
     }
@@ -307,6 +380,12 @@ async fn call(
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), challenge)
 }
 
+/// An error answer's text: Sluice's `error`, or Databricks' `message` beside an `error_code`
+/// (the serving-endpoints API).
+fn error_text(v: &Value) -> Option<&str> {
+    v["error"].as_str().or_else(|| v["error_code"].as_str().and(v["message"].as_str()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_on_every_port_needs_its_scope() {
     if common::skip_without_ort() {
@@ -323,7 +402,7 @@ async fn every_route_on_every_port_needs_its_scope() {
             let ok = if need == Need::Open {
                 !matches!(s, 401 | 403)
             } else {
-                s == 401 && v["error"].is_string() && challenge.as_deref() == Some("Bearer")
+                s == 401 && error_text(&v).is_some() && challenge.as_deref() == Some("Bearer")
             };
             if !ok {
                 failures.push(format!("{what} with {token:?}: {s} {v}"));
@@ -331,7 +410,7 @@ async fn every_route_on_every_port_needs_its_scope() {
         }
         if let Some(w) = wrong {
             let (s, v, _) = call(&t, port, method, &path, &body, Some(secret(w))).await;
-            if !(s == 403 && v["error"].as_str().is_some_and(|e| e.contains(w))) {
+            if !(s == 403 && error_text(&v).is_some_and(|e| e.contains(w))) {
                 failures.push(format!("{what} as {w} (wrong scope): {s} {v}"));
             }
         }

@@ -44,10 +44,16 @@ pub async fn endpoint(
     handle(state, Target::Endpoint { name: Some(endpoint), served_model: None }, id, headers, body).await
 }
 
-/// Adds who-served-it headers (the request id is set by the stack's outermost layer).
+/// Databricks' header naming the served model that answered (`databricks-sdk` reads it).
+pub const DATABRICKS_SERVED_MODEL_HEADER: &str = "served-model-name";
+
+/// Adds who-served-it headers, Sluice's and Databricks' (the request id is set by the stack's
+/// outermost layer).
 pub(crate) fn answer_headers(r: &mut Response, served: &str, version: &str) {
     let h = r.headers_mut();
-    for (name, value) in [(SERVED_MODEL_HEADER, served), (MODEL_VERSION_HEADER, version)] {
+    for (name, value) in
+        [(SERVED_MODEL_HEADER, served), (MODEL_VERSION_HEADER, version), (DATABRICKS_SERVED_MODEL_HEADER, served)]
+    {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(HeaderName::from_static(name), v);
         }
