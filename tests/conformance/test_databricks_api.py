@@ -295,3 +295,20 @@ def test_invocations_answers_as_the_mlflow_scoring_server(w, gateway):
         err = r.json()
         assert err["error_code"] == "BAD_REQUEST" and err["message"] == err["error"] and "nope" in err["message"], err
     w.serving_endpoints.delete("mlf")
+
+
+def test_a_create_whose_model_does_not_load_fails_and_can_be_fixed(w):
+    from databricks.sdk.errors import OperationFailed
+    from databricks.sdk.service.serving import EndpointCoreConfigInput, EndpointStateConfigUpdate, EndpointStateReady
+    with pytest.raises(OperationFailed):
+        w.serving_endpoints.create_and_wait(name="bad", config=EndpointCoreConfigInput(
+            name="bad", served_entities=[entity("broken", "9")]))
+    ep = w.serving_endpoints.get("bad")
+    assert (ep.state.ready, ep.state.config_update) == (EndpointStateReady.NOT_READY,
+                                                        EndpointStateConfigUpdate.UPDATE_FAILED)
+    assert ep.config is None and ep.pending_config.served_entities[0].state.deployment.value == "DEPLOYMENT_FAILED"
+    assert "bad" in {e.name for e in w.serving_endpoints.list()}
+    # a config that loads makes it
+    ep = w.serving_endpoints.update_config_and_wait(name="bad", served_entities=[entity("ok", "1")])
+    assert ep.state.ready == EndpointStateReady.READY and ep.config.served_entities[0].name == "ok"
+    w.serving_endpoints.delete("bad")

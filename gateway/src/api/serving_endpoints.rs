@@ -550,8 +550,9 @@ async fn create(
     allowed(&s)?;
     let endpoint = create_request(body_json(&s, &headers, body).await?)?;
     let name = endpoint.name.clone();
+    // an endpoint whose create failed may be created again (or updated)
     if s.control.config().await.raw.endpoints.iter().any(|e| e.name == name)
-        || s.updates.get(&name).is_some_and(|u| u.creates)
+        || s.updates.get(&name).is_some_and(|u| u.creates && u.failed.is_none())
     {
         return Ok(coded(
             StatusCode::CONFLICT,
@@ -631,9 +632,18 @@ async fn update_config(
 ) -> Result<Response, ApiError> {
     allowed(&s)?;
     let body = body_json(&s, &headers, body).await?;
-    let base = live_endpoint(&s, &name).await?;
-    let endpoint = update_request(&base, body)?;
-    start_update(&s, endpoint, principal(caller), false).await
+    match live_endpoint(&s, &name).await {
+        Ok(base) => {
+            let endpoint = update_request(&base, body)?;
+            start_update(&s, endpoint, principal(caller), false).await
+        }
+        // an endpoint whose create failed: this config creates it
+        Err(_) if s.updates.get(&name).is_some_and(|u| u.creates && u.failed.is_some()) => {
+            let endpoint = endpoint_from(&name, object(body, "the request body")?, None)?;
+            start_update(&s, endpoint, principal(caller), true).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn delete_one(
