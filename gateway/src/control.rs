@@ -59,6 +59,7 @@ impl From<StoreError> for ControlError {
     fn from(e: StoreError) -> ControlError {
         match e {
             StoreError::Conflict { .. } => ControlError::Conflict(e.to_string()),
+            StoreError::TooLarge { .. } => ControlError::Invalid(e.to_string()),
             _ => ControlError::Store(e.to_string()),
         }
     }
@@ -113,10 +114,19 @@ struct State {
     store_failed: Option<u64>,
 }
 
+/// What readers see of the state, published after each change: reads never wait for a change
+/// in progress (models loading, a fleet waiting for readiness).
+struct View {
+    config: Config,
+    history: BTreeMap<String, Vec<HistoryEntry>>,
+    store_version: u64,
+}
+
 /// Applies config changes to a running gateway.
 pub struct Control {
     gateway: Arc<Gateway>,
     state: Mutex<State>,
+    view: std::sync::RwLock<Arc<View>>,
     source: Option<ConfigSource>,
     tasks: TaskTracker,
     /// The running monitors: config changes restart the ones they touch.
@@ -172,8 +182,10 @@ impl Control {
         }
         let file_text = source.as_ref().and_then(|s| std::fs::read_to_string(&s.path).ok());
         let access = std::sync::RwLock::new(Arc::new(Access::of(&config)));
+        let view = View { config: config.clone(), history: history.clone(), store_version };
         Control {
             gateway,
+            view: std::sync::RwLock::new(Arc::new(view)),
             state: Mutex::new(State { config, history, file_text, store_version, store_failed: None }),
             source,
             tasks,
@@ -204,7 +216,17 @@ impl Control {
 
     /// The config store's version in force (0 without a store).
     pub async fn store_version(&self) -> u64 {
-        self.state.lock().await.store_version
+        self.view().store_version
+    }
+
+    fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Publishes `st` to readers (after every change).
+    fn publish(&self, st: &State) {
+        let view = View { config: st.config.clone(), history: st.history.clone(), store_version: st.store_version };
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
     }
 
     /// The admin token and the `[[auth.tokens]]` principals in force.
@@ -223,12 +245,12 @@ impl Control {
 
     /// The config in force.
     pub async fn config(&self) -> Config {
-        self.state.lock().await.config.clone()
+        self.view().config.clone()
     }
 
     /// Current config version of every endpoint.
     pub async fn versions(&self) -> BTreeMap<String, u64> {
-        let st = self.state.lock().await;
+        let st = self.view();
         st.history
             .iter()
             .filter_map(|(k, h)| h.last().filter(|e| e.config.is_some()).map(|e| (k.clone(), e.version)))
@@ -236,7 +258,7 @@ impl Control {
     }
 
     pub async fn history(&self, endpoint: &str) -> Result<Vec<HistoryEntry>, ControlError> {
-        let st = self.state.lock().await;
+        let st = self.view();
         st.history
             .get(endpoint)
             .cloned()
@@ -248,7 +270,7 @@ impl Control {
     /// and loads models in the background.
     pub async fn check_endpoint(&self, endpoint: &RawEndpoint) -> Result<(), ControlError> {
         self.check_pin(&endpoint.name, endpoint.traffic_config.as_ref())?;
-        let st = self.state.lock().await;
+        let st = self.view();
         let mut raw = st.config.raw.clone();
         match raw.endpoints.iter_mut().find(|e| e.name == endpoint.name) {
             Some(e) => *e = endpoint.clone(),
@@ -256,6 +278,33 @@ impl Control {
         }
         Config::from_raw(raw, "change", &st.config.base)?;
         Ok(())
+    }
+
+    /// Changes one endpoint with `f`, applied to the endpoint as it is when the change is made
+    /// (`None`: it does not exist), so that edits made meanwhile through another route are
+    /// not undone. `f` answers the endpoint's new config.
+    pub async fn update_endpoint<F>(&self, name: &str, by: Option<String>, f: F) -> Result<u64, ControlError>
+    where
+        F: FnOnce(Option<&RawEndpoint>) -> Result<RawEndpoint, ControlError>,
+    {
+        let name_owned = name.to_string();
+        self.edit(Change::new(Source::Api, by), name, |raw| {
+            let current = raw.endpoints.iter().find(|e| e.name == name_owned);
+            let mut endpoint = f(current)?;
+            endpoint.name = name_owned.clone();
+            self.check_pin(&name_owned, endpoint.traffic_config.as_ref())?;
+            match raw.endpoints.iter_mut().find(|e| e.name == name_owned) {
+                Some(e) => *e = endpoint,
+                None => raw.endpoints.push(endpoint),
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The tasks of the control plane (background changes are tracked with them).
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Creates or replaces one endpoint (`by`: the caller's principal).
@@ -479,8 +528,20 @@ impl Control {
         let Some(store) = &self.store else { return Ok(0) };
         let from = self.state.lock().await.store_version;
         let mut versions = Vec::new();
-        while let Some(v) = store.get(from + 1 + versions.len() as u64).await? {
-            versions.push(v);
+        loop {
+            match store.get(from + 1 + versions.len() as u64).await {
+                Ok(Some(v)) => versions.push(v),
+                Ok(None) => break,
+                // apply what could be read; the next round reads on
+                Err(_) if !versions.is_empty() => break,
+                Err(e) => {
+                    // the others stop waiting for a version nobody here can read
+                    if let (StoreError::Corrupt { .. }, Some(m)) = (&e, self.members.get()) {
+                        m.failed(from + 1, &e.to_string()).await;
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         let Some(last) = versions.last() else { return Ok(0) };
         let mut st = self.state.lock().await;
@@ -607,10 +668,24 @@ impl Control {
                 }
                 Some(v)
             }
-            (_, Some(versions)) => {
+            (Some(store), Some(versions)) => {
                 let newest = versions.last().map_or(st.store_version, |v| v.version);
                 if let Err(why) = self.fleet_ready(newest).await {
                     crate::metrics::config_change("store", "rejected");
+                    // any replica puts the config in force back when the fleet cannot take a
+                    // version (the one that wrote it may be gone): one of them wins the write
+                    // (only one that served the version before it: it puts back that config)
+                    if !matches!(why, members::NotReady::Superseded) && versions.len() == 1 {
+                        let back = self.back_version(st, newest, &why, None);
+                        match store.put(&back).await {
+                            Ok(()) => tracing::error!(
+                                "config store version {newest} was not loaded by every replica ({why}); version {} puts back the config in force",
+                                back.version
+                            ),
+                            Err(StoreError::Conflict { .. }) => {}
+                            Err(e) => tracing::warn!("putting back the config in force failed: {e}"),
+                        }
+                    }
                     return Err(ControlError::NotReady(format!(
                         "config store version {newest} is not swapped in here: not every replica loaded it: {why}"
                     )));
@@ -654,6 +729,7 @@ impl Control {
         changed.dedup();
         tracing::info!(source = source.label(), ?changed, "config applied");
         st.config = new;
+        self.publish(st);
         if let Some(m) = self.members.get() {
             m.serving(st.store_version).await;
         }
@@ -670,6 +746,21 @@ impl Control {
         m.wait_ready(version).await
     }
 
+    /// The version after `failed` that puts the config in force here back.
+    fn back_version(&self, st: &State, failed: u64, why: &members::NotReady, by: Option<String>) -> store::Version {
+        store::Version {
+            version: failed + 1,
+            time: now_rfc3339(),
+            by,
+            source: Source::Rollback,
+            reason: Some(format!(
+                "version {failed} was not loaded by every replica ({why}); this version puts back version {}",
+                st.store_version
+            )),
+            config: st.config.raw.clone(),
+        }
+    }
+
     /// Version `v`, written here, was not loaded by every replica: writes the config in force
     /// as the next version, so that the fleet stays on it, and records both in the history.
     /// Answers the caller's error.
@@ -681,21 +772,15 @@ impl Control {
         change: &Change,
         why: members::NotReady,
     ) -> ControlError {
-        let back = store::Version {
-            version: v.version + 1,
-            time: now_rfc3339(),
-            by: change.by.clone(),
-            source: Source::Rollback,
-            reason: Some(format!(
-                "version {} was not loaded by every replica ({why}); this version puts back version {}",
-                v.version, st.store_version
-            )),
-            config: st.config.raw.clone(),
-        };
         let message = format!(
             "the change was not applied: config store version {} was not loaded by every replica, so no replica routes to it: {why}",
             v.version
         );
+        if matches!(why, members::NotReady::Superseded) {
+            // another replica put the config back already; following the store records it
+            return ControlError::NotReady(message);
+        }
+        let back = self.back_version(st, v.version, &why, change.by.clone());
         match store.put(&back).await {
             Ok(()) => {
                 let undo = Change { source: back.source, reason: back.reason.clone(), by: back.by.clone() };
@@ -703,6 +788,7 @@ impl Control {
                 record(&mut st.history, &old, &new, &v.time, change, Some(v.version));
                 record(&mut st.history, &new, &old, &back.time, &undo, Some(back.version));
                 st.store_version = back.version;
+                self.publish(st);
                 tracing::error!("{message}; version {} puts back the config in force", back.version);
                 if let Some(m) = self.members.get() {
                     m.serving(back.version).await;

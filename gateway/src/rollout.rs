@@ -231,6 +231,16 @@ impl Rollouts {
         if local.is_empty() {
             return;
         }
+        // only with a store read that worked: "the store has one already" must be true
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.newer(&BTreeMap::new()).await
+        {
+            tracing::warn!(
+                "rollout states under {} not moved (the config store cannot be read: {e}); next start tries again",
+                self.dir.display()
+            );
+            return;
+        }
         let mut all_moved = true;
         for mut st in local {
             if states.contains_key(&st.endpoint) {
@@ -257,7 +267,10 @@ impl Rollouts {
             states.insert(st.endpoint.clone(), st);
         }
         if all_moved {
-            let moved = self.dir.with_file_name("_rollouts.moved");
+            let mut moved = self.dir.with_file_name("_rollouts.moved");
+            if moved.exists() {
+                moved = self.dir.with_file_name(format!("_rollouts.moved.{}", crate::inference_log::now_us()));
+            }
             if let Err(e) = std::fs::rename(&self.dir, &moved) {
                 tracing::warn!("cannot rename {} to {}: {e}", self.dir.display(), moved.display());
             }

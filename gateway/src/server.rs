@@ -124,6 +124,11 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         store,
         leadership,
     ));
+    // fleet readiness from the first change on (a rollout moved into the store is one)
+    if let Some(m) = &members {
+        m.serving(control.store_version().await).await;
+        control.set_members(m.clone());
+    }
     // Running rollouts put their traffic back before anything is served.
     let clock = if config.server.test_clock { crate::clock::Clock::test() } else { crate::clock::Clock::system() };
     let rollouts = crate::rollout::Rollouts::start(
@@ -230,10 +235,8 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     if following {
         tasks.spawn(control.clone().follow_store(config.server.watch_interval, token.clone()));
     }
-    if let Some(m) = members {
-        m.serving(control.store_version().await).await;
-        control.set_members(m.clone());
-        tasks.spawn(m.run(token.clone()));
+    if let Some(m) = &members {
+        tasks.spawn(m.clone().run(token.clone()));
     }
     if let Some(lease) = lease {
         tasks.spawn(lease.run(token.clone()));

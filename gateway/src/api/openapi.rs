@@ -93,7 +93,22 @@ fn request_schema(m: Option<&LoadedModel>) -> Value {
     }
 }
 
-fn answer_schema(m: Option<&LoadedModel>) -> Value {
+fn answer_schema(m: Option<&LoadedModel>, mlflow: bool) -> Value {
+    if mlflow {
+        // every output by name, rows as lists (`response_format = "mlflow"`)
+        let outputs: serde_json::Map<String, Value> = m
+            .map(|m| {
+                m.runner
+                    .schema()
+                    .outputs
+                    .iter()
+                    .map(|t| (t.name.clone(), nested(element(t.dtype), t.shape.len().max(1))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return json!({"type": "object", "required": ["predictions"], "properties": {
+            "predictions": {"type": "object", "properties": outputs}}});
+    }
     let item = match m.map(|m| (&m.prediction, m)) {
         Some((PredictionLayout::Classification { probabilities, .. }, m)) => {
             let mut props =
@@ -120,8 +135,9 @@ fn answer_schema(m: Option<&LoadedModel>) -> Value {
 }
 
 /// The document for endpoint `name`, whose served models take what `model` takes (every
-/// served model of an endpoint takes the same inputs); `None`: not loaded here.
-pub fn document(name: &str, model: Option<&LoadedModel>) -> Value {
+/// served model of an endpoint takes the same inputs); `None`: not loaded here. `mlflow`: the
+/// endpoint answers in MLflow's shape.
+pub fn document(name: &str, model: Option<&LoadedModel>, mlflow: bool) -> Value {
     let path = format!("/serving-endpoints/{name}/invocations");
     let error = json!({"type": "object", "properties": {
         "error_code": {"type": "string"}, "message": {"type": "string"}, "error": {"type": "string"}}});
@@ -140,7 +156,7 @@ pub fn document(name: &str, model: Option<&LoadedModel>) -> Value {
                 "200": {
                     "description": "the predictions; the header served-model-name says which served model answered",
                     "headers": {"served-model-name": {"schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": answer_schema(model)}},
+                    "content": {"application/json": {"schema": answer_schema(model, mlflow)}},
                 },
                 "400": {"description": "a request the model cannot take", "content": {"application/json": {"schema": error.clone()}}},
                 "404": {"description": "no such endpoint", "content": {"application/json": {"schema": error}}},

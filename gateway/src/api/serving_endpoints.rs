@@ -68,7 +68,7 @@ impl ServingState {
 
 /// Config updates in progress or failed, per endpoint (on the replica that took them).
 #[derive(Default)]
-struct Updates(Mutex<BTreeMap<String, Update>>);
+struct Updates(Mutex<BTreeMap<String, Update>>, std::sync::atomic::AtomicU64);
 
 #[derive(Debug, Clone)]
 struct Update {
@@ -78,6 +78,8 @@ struct Update {
     failed: Option<String>,
     /// Created by this update (the endpoint did not exist before).
     creates: bool,
+    /// Which update (a late finish of an older one changes nothing).
+    generation: u64,
 }
 
 impl Updates {
@@ -85,8 +87,8 @@ impl Updates {
         self.0.lock().ok()?.get(name).cloned()
     }
 
-    /// Starts an update unless one is in progress.
-    fn begin(&self, name: &str, update: Update) -> Result<(), ApiError> {
+    /// Starts an update unless one is in progress; answers its generation.
+    fn begin(&self, name: &str, mut update: Update) -> Result<u64, ApiError> {
         let mut m = self
             .0
             .lock()
@@ -96,12 +98,17 @@ impl Updates {
                 "endpoint '{name}' has a config update in progress; wait for it (state.config_update) and retry"
             )));
         }
+        update.generation = self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let generation = update.generation;
         m.insert(name.to_string(), update);
-        Ok(())
+        Ok(generation)
     }
 
-    fn finish(&self, name: &str, outcome: Result<(), String>) {
+    fn finish(&self, name: &str, generation: u64, outcome: Result<(), String>) {
         let Ok(mut m) = self.0.lock() else { return };
+        if m.get(name).is_none_or(|u| u.generation != generation) {
+            return;
+        }
         match outcome {
             Ok(()) => {
                 m.remove(name);
@@ -112,6 +119,10 @@ impl Updates {
                 }
             }
         }
+    }
+
+    fn in_progress(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|u| u.failed.is_none())
     }
 
     fn forget(&self, name: &str) {
@@ -184,6 +195,8 @@ pub async fn databricks_errors(req: Request, next: Next) -> Response {
         .as_ref()
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let message =
+        if message.trim().is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { message };
     // a query that cannot be served is a BAD_REQUEST to Databricks and MLflow alike
     let code = if query && status == StatusCode::BAD_REQUEST { "BAD_REQUEST" } else { error_code(status) };
     let mut body = json!({"error_code": code, "message": message});
@@ -273,6 +286,19 @@ fn without_nulls(v: Value) -> Option<Value> {
     }
 }
 
+/// A kept value must fit a TOML config (the config file, `sluice config export`): no integer
+/// above `i64::MAX`.
+fn check_kept(field: &str, v: &Value) -> Result<(), ApiError> {
+    match v {
+        Value::Number(n) if n.as_i64().is_none() && !n.is_f64() => {
+            Err(ApiError::bad_request(format!("{field}: {n} is too large (at most {})", i64::MAX)))
+        }
+        Value::Array(a) => a.iter().try_for_each(|x| check_kept(field, x)),
+        Value::Object(m) => m.values().try_for_each(|x| check_kept(field, x)),
+        _ => Ok(()),
+    }
+}
+
 /// A legacy `served_models` entry as a served entity (`model_name` -> `entity_name`,
 /// `model_version` -> `entity_version`).
 fn served_model_as_entity(v: Value) -> Result<Value, ApiError> {
@@ -331,6 +357,7 @@ fn endpoint_from(name: &str, core: Map<String, Value>, base: Option<&RawEndpoint
     }
     if let Some(capture) = core.remove("auto_capture_config") {
         let capture = object(capture, "auto_capture_config")?;
+        capture.values().try_for_each(|v| check_kept("auto_capture_config", v))?;
         let mut table = out.remove("inference_table").and_then(|t| t.as_object().cloned()).unwrap_or_default();
         if let Some(e) = capture.get("enabled") {
             table.insert("enabled".into(), e.clone());
@@ -425,9 +452,11 @@ fn core_config(raw: &RawEndpoint, version: u64, deployment: &str, message: &str)
 /// `ServingEndpointDetailed` of endpoint `name`: from the config in force and its history,
 /// and the update this replica is running or failed.
 async fn detailed(s: &ServingState, name: &str) -> Result<Value, ApiError> {
+    // the update first: a finished one is published in the config before it is forgotten,
+    // so the endpoint is found in one or the other
+    let update = s.updates.get(name);
     let config = s.control.config().await;
     let live = config.raw.endpoints.iter().find(|e| e.name == name).cloned();
-    let update = s.updates.get(name);
     if live.is_none() && !update.as_ref().is_some_and(|u| u.creates) {
         return Err(ApiError::not_found(format!("serving endpoint '{name}' does not exist")));
     }
@@ -493,9 +522,17 @@ fn now_ms() -> u64 {
 
 /// Checks `endpoint` at once, then applies it in the background; answers the endpoint with
 /// `IN_PROGRESS` and its `pending_config`.
+/// How a request makes the endpoint's new config of the endpoint as it is when the change is
+/// applied (`None`: it does not exist), so that edits made meanwhile are not undone.
+type Apply = Box<dyn FnOnce(Option<&RawEndpoint>) -> Result<RawEndpoint, ControlError> + Send>;
+
+/// Checks `endpoint` (what the request makes of the endpoint now) at once, then applies the
+/// change in the background (`apply`, on the endpoint as it is then); answers the endpoint with
+/// `IN_PROGRESS` and its `pending_config`.
 async fn start_update(
     s: &ServingState,
     endpoint: RawEndpoint,
+    apply: Apply,
     by: Option<String>,
     creates: bool,
 ) -> Result<Response, ApiError> {
@@ -504,25 +541,31 @@ async fn start_update(
     let next = s.control.history(&name).await.ok().and_then(|h| h.last().map(|e| e.version)).unwrap_or(0) + 1;
     let mut pending = core_config(&endpoint, next, "DEPLOYMENT_CREATING", "loading the served models");
     pending["start_time"] = json!(now_ms());
-    s.updates.begin(&name, Update { pending, failed: None, creates })?;
+    let generation = s.updates.begin(&name, Update { pending, failed: None, creates, generation: 0 })?;
     let (control, updates, n) = (s.control.clone(), s.updates.clone(), name.clone());
-    tokio::spawn(async move {
-        let outcome = control.put_endpoint(endpoint, by).await.map(|_| ()).map_err(|e| e.to_string());
+    s.control.tasks().spawn(async move {
+        let outcome = control.update_endpoint(&n, by, apply).await.map(|_| ()).map_err(|e| e.to_string());
         if let Err(why) = &outcome {
             tracing::warn!(endpoint = %n, "serving-endpoints config update failed: {why}");
         }
-        updates.finish(&n, outcome);
+        updates.finish(&n, generation, outcome);
     });
     Ok(json_ok(&detailed(s, &name).await?))
 }
 
+fn invalid(e: ApiError) -> ControlError {
+    ControlError::Invalid(e.to_string())
+}
+
 async fn list(State(s): State<ServingState>) -> Result<Response, ApiError> {
     allowed(&s)?;
+    // updates first (see `detailed`)
+    let mut names: Vec<String> = match s.updates.0.lock() {
+        Ok(m) => m.iter().filter(|(_, u)| u.creates).map(|(n, _)| n.clone()).collect(),
+        Err(_) => Vec::new(),
+    };
     let config = s.control.config().await;
-    let mut names: Vec<String> = config.raw.endpoints.iter().map(|e| e.name.clone()).collect();
-    if let Ok(m) = s.updates.0.lock() {
-        names.extend(m.iter().filter(|(_, u)| u.creates).map(|(n, _)| n.clone()));
-    }
+    names.extend(config.raw.endpoints.iter().map(|e| e.name.clone()));
     names.sort();
     names.dedup();
     let mut endpoints = Vec::new();
@@ -560,7 +603,12 @@ async fn create(
             format!("serving endpoint '{name}' already exists"),
         ));
     }
-    start_update(&s, endpoint, principal(caller), true).await
+    let made = endpoint.clone();
+    let apply: Apply = Box::new(move |current| match current {
+        Some(_) => Err(ControlError::Conflict(format!("serving endpoint '{}' already exists", made.name))),
+        None => Ok(made),
+    });
+    start_update(&s, endpoint, apply, principal(caller), true).await
 }
 
 /// The endpoint a create request's body (`{name, config, tags, ...}`) asks for.
@@ -597,6 +645,7 @@ fn apply_top_level(endpoint: &mut RawEndpoint, mut req: Map<String, Value>) -> R
     let mut kept = endpoint.databricks.take().unwrap_or_default();
     for k in KEPT_TOP_LEVEL {
         if let Some(v) = req.remove(k).and_then(without_nulls) {
+            check_kept(k, &v)?;
             kept.insert(k.to_string(), v);
         }
     }
@@ -632,18 +681,21 @@ async fn update_config(
 ) -> Result<Response, ApiError> {
     allowed(&s)?;
     let body = body_json(&s, &headers, body).await?;
-    match live_endpoint(&s, &name).await {
-        Ok(base) => {
-            let endpoint = update_request(&base, body)?;
-            start_update(&s, endpoint, principal(caller), false).await
-        }
+    let (endpoint, creates) = match live_endpoint(&s, &name).await {
+        Ok(base) => (update_request(&base, body.clone())?, false),
         // an endpoint whose create failed: this config creates it
         Err(_) if s.updates.get(&name).is_some_and(|u| u.creates && u.failed.is_some()) => {
-            let endpoint = endpoint_from(&name, object(body, "the request body")?, None)?;
-            start_update(&s, endpoint, principal(caller), true).await
+            (endpoint_from(&name, object(body.clone(), "the request body")?, None)?, true)
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(e),
+    };
+    let n = name.clone();
+    let apply: Apply = Box::new(move |current| match current {
+        Some(base) => update_request(base, body).map_err(invalid),
+        None if creates => endpoint_from(&n, object(body, "the request body").map_err(invalid)?, None).map_err(invalid),
+        None => Err(ControlError::NotFound(format!("serving endpoint '{n}' does not exist"))),
+    });
+    start_update(&s, endpoint, apply, principal(caller), creates).await
 }
 
 async fn delete_one(
@@ -652,6 +704,11 @@ async fn delete_one(
     caller: Option<Extension<Caller>>,
 ) -> Result<Response, ApiError> {
     allowed(&s)?;
+    if s.updates.in_progress(&name) {
+        return Err(ApiError::Conflict(format!(
+            "endpoint '{name}' has a config update in progress; delete it once the update is done"
+        )));
+    }
     let failed_create = s.updates.get(&name).is_some_and(|u| u.creates && u.failed.is_some());
     match s.control.delete_endpoint(&name, principal(caller)).await {
         Ok(_) => {}
@@ -683,15 +740,16 @@ async fn patch_tags(
     if let Some(k) = req.keys().next() {
         return Err(ApiError::bad_request(format!("unknown field '{k}'; give add_tags and delete_tags")));
     }
-    let mut endpoint = live_endpoint(&s, &name).await?;
-    endpoint.tags.retain(|t| !delete.contains(&t.key));
-    for t in add {
-        match endpoint.tags.iter_mut().find(|x| x.key == t.key) {
-            Some(x) => *x = t,
-            None => endpoint.tags.push(t),
+    set_tags(&s, &name, principal(caller), move |tags| {
+        tags.retain(|t| !delete.contains(&t.key));
+        for t in add {
+            match tags.iter_mut().find(|x| x.key == t.key) {
+                Some(x) => *x = t,
+                None => tags.push(t),
+            }
         }
-    }
-    set_tags(&s, endpoint, principal(caller)).await
+    })
+    .await
 }
 
 /// `PUT .../tags`: `{tags: [{key, value}]}` replaces them all.
@@ -708,18 +766,31 @@ async fn put_tags(
     if let Some(k) = req.keys().next() {
         return Err(ApiError::bad_request(format!("unknown field '{k}'; give tags")));
     }
-    let mut endpoint = live_endpoint(&s, &name).await?;
-    endpoint.tags = serde_json::from_value(tags).map_err(|e| ApiError::bad_request(format!("tags: {e}")))?;
-    set_tags(&s, endpoint, principal(caller)).await
+    let tags: Vec<RawTag> = serde_json::from_value(tags).map_err(|e| ApiError::bad_request(format!("tags: {e}")))?;
+    set_tags(&s, &name, principal(caller), move |t| *t = tags).await
 }
 
-async fn set_tags(s: &ServingState, endpoint: RawEndpoint, by: Option<String>) -> Result<Response, ApiError> {
-    let name = endpoint.name.clone();
-    if s.updates.get(&name).is_some_and(|u| u.failed.is_none()) {
+/// Changes the tags of endpoint `name` with `f`, on the endpoint as it is when the change is
+/// made; answers every tag.
+async fn set_tags(
+    s: &ServingState,
+    name: &str,
+    by: Option<String>,
+    f: impl FnOnce(&mut Vec<RawTag>) + Send,
+) -> Result<Response, ApiError> {
+    if s.updates.in_progress(name) {
         return Err(ApiError::Conflict(format!("endpoint '{name}' has a config update in progress; retry after it")));
     }
-    s.control.put_endpoint(endpoint, by).await.map_err(control_error)?;
-    let tags = live_endpoint(s, &name).await?.tags;
+    let missing = || ControlError::NotFound(format!("serving endpoint '{name}' does not exist"));
+    s.control
+        .update_endpoint(name, by, |current| {
+            let mut e = current.cloned().ok_or_else(missing)?;
+            f(&mut e.tags);
+            Ok(e)
+        })
+        .await
+        .map_err(control_error)?;
+    let tags = live_endpoint(s, name).await?.tags;
     Ok(json_ok(&json!({ "tags": tags })))
 }
 
@@ -758,9 +829,7 @@ async fn logs(
     }
     let rendered = s.metrics.render();
     for line in rendered.lines().filter(|l| !l.starts_with('#')) {
-        if line.contains(&format!("model=\"{}\"", entity.entity_name))
-            && line.contains(&format!("version=\"{version}\""))
-        {
+        if has_label(line, "model", &entity.entity_name) && has_label(line, "version", &version) {
             text.push_str(line);
             text.push('\n');
         }
@@ -777,10 +846,8 @@ async fn metrics(State(s): State<ServingState>, Path(name): Path<String>) -> Res
     let models: Vec<(String, String)> =
         raw.served_entities.iter().map(|e| (e.entity_name.clone(), version_str(e))).collect();
     let mine = |line: &str| {
-        line.contains(&format!("endpoint=\"{name}\""))
-            || models
-                .iter()
-                .any(|(m, v)| line.contains(&format!("model=\"{m}\"")) && line.contains(&format!("version=\"{v}\"")))
+        has_label(line, "endpoint", &name)
+            || models.iter().any(|(m, v)| has_label(line, "model", m) && has_label(line, "version", v))
     };
     let mut out = String::new();
     let mut header: Vec<&str> = Vec::new();
@@ -802,6 +869,13 @@ async fn metrics(State(s): State<ServingState>, Path(name): Path<String>) -> Res
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response())
 }
 
+/// Whether a Prometheus sample line has label `k` equal to `v` (not a label whose name ends
+/// the same: `model_version` is not `version`).
+fn has_label(line: &str, k: &str, v: &str) -> bool {
+    let l = format!("{k}=\"{v}\"");
+    line.contains(&format!("{{{l}")) || line.contains(&format!(",{l}"))
+}
+
 fn same_metric(a: &str, b: &str) -> bool {
     a.split_whitespace().nth(2) == b.split_whitespace().nth(2)
 }
@@ -816,5 +890,6 @@ async fn openapi(State(s): State<ServingState>, Path(name): Path<String>) -> Res
         .served_entities
         .iter()
         .find_map(|e| snapshot.registry.get(&e.entity_name, Some(&version_str(e))).ok().cloned());
-    Ok(json_ok(&crate::api::openapi::document(&name, model.as_deref())))
+    let mlflow = raw.response_format.as_deref() == Some("mlflow");
+    Ok(json_ok(&crate::api::openapi::document(&name, model.as_deref(), mlflow)))
 }

@@ -57,6 +57,8 @@ pub enum NotReady {
     Failed(Vec<(String, String)>),
     /// These replicas had not prepared it within the timeout.
     Timeout { waited: Duration, replicas: Vec<String> },
+    /// The next version exists: someone put the config back (or changed it) meanwhile.
+    Superseded,
 }
 
 impl std::fmt::Display for NotReady {
@@ -66,6 +68,7 @@ impl std::fmt::Display for NotReady {
                 let all: Vec<String> = list.iter().map(|(id, e)| format!("replica {id}: {e}")).collect();
                 write!(f, "{}", all.join("; "))
             }
+            NotReady::Superseded => write!(f, "a newer version was written to the config store meanwhile"),
             NotReady::Timeout { waited, replicas } => write!(
                 f,
                 "replica(s) {} had not loaded it after {} ms (server.fleet_ready_timeout_ms)",
@@ -87,6 +90,8 @@ pub struct Members {
     /// How long a version may wait for the others.
     timeout: Duration,
     me: std::sync::Mutex<Member>,
+    /// The config versions, to notice a version superseded while waiting for it.
+    versions: super::store::ConfigStore,
 }
 
 fn now_ms() -> u64 {
@@ -94,10 +99,18 @@ fn now_ms() -> u64 {
 }
 
 impl Members {
-    pub fn new(store: &super::store::ConfigStore, id: String, live: Duration, timeout: Duration) -> Members {
-        let (store, prefix) = store.parts();
+    pub fn new(config: &super::store::ConfigStore, id: String, live: Duration, timeout: Duration) -> Members {
+        let (store, prefix) = config.parts();
         let me = Member { id: id.clone(), ..Member::default() };
-        Members { store, dir: prefix.join("members"), id, live, timeout, me: std::sync::Mutex::new(me) }
+        Members {
+            store,
+            dir: prefix.join("members"),
+            id,
+            live,
+            timeout,
+            me: std::sync::Mutex::new(me),
+            versions: config.clone(),
+        }
     }
 
     fn path(&self, id: &str) -> ObjectPath {
@@ -198,6 +211,9 @@ impl Members {
                     }
                 }
                 Err(e) => tracing::warn!("fleet membership: reading the others' reports: {e}"),
+            }
+            if self.versions.exists(version + 1).await.unwrap_or(false) {
+                return Err(NotReady::Superseded);
             }
             if started.elapsed() >= self.timeout {
                 return Err(NotReady::Timeout { waited: started.elapsed(), replicas: missing });

@@ -49,6 +49,8 @@ pub enum StoreError {
     Conflict { version: u64 },
     #[error("config store {location}: {why}")]
     Unavailable { location: String, why: String },
+    #[error("the config would be {bytes} bytes in the config store, more than the {MAX_VERSION_BYTES} a replica reads")]
+    TooLarge { bytes: u64 },
     #[error("config store {location}: {path} is not a config version: {why}")]
     Corrupt { location: String, path: String, why: String },
 }
@@ -142,8 +144,21 @@ impl ConfigStore {
 
     /// Writes `v` as version `v.version`, unless that version exists: then
     /// [`StoreError::Conflict`].
+    /// Whether version `version` exists.
+    pub async fn exists(&self, version: u64) -> Result<bool, StoreError> {
+        match self.store.head(&self.path(version)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.unavailable(e)),
+        }
+    }
+
     pub async fn put(&self, v: &Version) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(v).map_err(|e| self.unavailable(e))?;
+        // every replica must be able to read it back
+        if body.len() as u64 > MAX_VERSION_BYTES {
+            return Err(StoreError::TooLarge { bytes: body.len() as u64 });
+        }
         match sluice_tables::create_if_absent(self.store.as_ref(), &self.path(v.version), body).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(StoreError::Conflict { version: v.version }),

@@ -197,9 +197,8 @@ impl Monitor {
         }
         let bytes = got.bytes().await.map_err(|e| err(&e))?;
         let state: State = serde_json::from_slice(&bytes).map_err(|e| err(&e))?;
-        if state.refreshes >= self.state.refreshes || state.fingerprint != self.state.fingerprint {
-            self.state = state;
-        }
+        // the shared state is the truth: only the leader writes it, after each refresh
+        self.state = state;
         Ok(())
     }
 

@@ -352,7 +352,11 @@ impl MetricTables {
 pub async fn clear(at: &Location) -> Result<(), super::MonitorError> {
     let Some(dir) = at.local_path() else {
         // in object storage: empty it when it exists
-        let Ok(mut t) = Table::open(at).await else { return Ok(()) };
+        let mut t = match Table::open(at).await {
+            Ok(t) => t,
+            Err(TableError::NotATable { .. }) => return Ok(()),
+            Err(e) => return Err(table_err(e)),
+        };
         let mut nothing = t.stage(&[]).await.map_err(table_err)?;
         t.replace(&mut nothing, "true", &|_| true).await.map_err(table_err)?;
         return Ok(());

@@ -166,7 +166,12 @@ fn publish_gauges(endpoint: &str, drift: &[DriftRow]) {
     }
 }
 
-async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Status>) -> Result<Value, MonitorError> {
+async fn refresh_once(
+    endpoint: &str,
+    monitor: &mut Monitor,
+    status: &Mutex<Status>,
+    leadership: &crate::control::lease::Leadership,
+) -> Result<Value, MonitorError> {
     if let Ok(mut s) = status.lock() {
         s.refreshing = true;
     }
@@ -177,7 +182,11 @@ async fn refresh_once(endpoint: &str, monitor: &mut Monitor, status: &Mutex<Stat
         let transitions = super::alerts::evaluate(monitor).await?;
         super::alerts::deliver(monitor, endpoint, &transitions).await;
         monitor.save_state()?;
-        monitor.save_shared_state().await?;
+        // a replica that lost the lease during the refresh leaves the shared state to the new
+        // leader (its metric-table commits were whole windows, which the new leader redoes)
+        if leadership.is_leader() {
+            monitor.save_shared_state().await?;
+        }
         Ok::<_, MonitorError>((report, transitions))
     }
     .await;
@@ -285,7 +294,7 @@ async fn run_monitor(
         }
         let result = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = refresh_once(&endpoint, &mut monitor, &status) => r,
+            r = refresh_once(&endpoint, &mut monitor, &status, &leadership) => r,
         };
         if let Some(tx) = reply {
             let _ = tx.send(result);

@@ -315,6 +315,38 @@ async fn no_replica_routes_to_a_model_version_until_every_replica_has_loaded_it(
     assert_eq!(back["config"], before_history.last().unwrap()["config"]);
     assert_eq!(history(&b).await, h, "one history");
 
+    // the same change imported into the store by `sluice config import` (no replica wrote it,
+    // so none waits as its writer): B reports it cannot load it, and a replica that can puts
+    // the config back; nobody ever routes to version 3
+    let out = std::process::Command::new(BIN)
+        .args(["config", "export", "--store", &store.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(exported.matches("entity_version = 2").count(), 1, "{exported}");
+    let file = dir.path().join("to-v3.toml");
+    std::fs::write(&file, exported.replace("entity_version = 2", "entity_version = 3")).unwrap();
+    let before_import = a.control().store_version().await;
+    let out = std::process::Command::new(BIN)
+        .current_dir(common::repo_root())
+        .args(["config", "import", &file.display().to_string(), "--store", &store.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    common::eventually("the import is put back and both follow", || async {
+        a.control().store_version().await == before_import + 2 && b.control().store_version().await == before_import + 2
+    })
+    .await;
+    for t in [&a, &b] {
+        assert_eq!(served_versions(t).await, before);
+        assert!(!loaded(t, 3).await);
+    }
+    let h = history(&b).await;
+    let (imported, back) = (&h[h.len() - 2], &h[h.len() - 1]);
+    assert_eq!((imported["source"].as_str(), back["source"].as_str()), (Some("import"), Some("rollback")));
+    assert!(back["reason"].as_str().unwrap().contains(&b_id), "{back}");
+
     // B's copy is completed: the same edit goes through, and once A has answered, B has the
     // version loaded already (prepared before A swapped), then serves it
     std::fs::rename(&kept_3, &version_3).unwrap();

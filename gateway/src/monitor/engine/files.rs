@@ -135,11 +135,17 @@ impl Monitor {
         Scan { listing, fresh }
     }
 
+    /// The key of a label file in the persisted state: its path under the labels table, the
+    /// same on every replica (their local copies live in different directories).
+    fn label_key(&self, p: &Path) -> String {
+        key_in(self.labels_dir.as_deref().unwrap_or(Path::new("")), p)
+    }
+
     /// The labels table's usable files (none without one).
     pub(super) fn label_files(&self) -> Listing {
         match self.labels_dir.as_deref() {
             Some(dir) => listing(dir, self.state.labels_version, |k| {
-                self.state.label_files.contains_key(&dir.join(k).display().to_string())
+                self.state.label_files.contains_key(&key_in(dir, &dir.join(k)))
             }),
             None => Listing { files: Vec::new(), version: None, renames: Renames::default() },
         }
@@ -150,7 +156,7 @@ impl Monitor {
         let same_files = files.len() == self.state.files.len()
             && files.iter().all(|p| self.state.files.get(&self.file_key(p)).is_some_and(|i| i.size == size(p)));
         let same_labels = labels.len() == self.state.label_files.len()
-            && labels.iter().all(|p| self.state.label_files.get(&p.display().to_string()) == Some(&size(p)));
+            && labels.iter().all(|p| self.state.label_files.get(&self.label_key(p)) == Some(&size(p)));
         let same_spec = self.state.fingerprint.starts_with(&format!("v2|{:?}|", self.spec_for_fingerprint()));
         same_files && same_labels && same_spec
     }
@@ -206,7 +212,7 @@ impl Monitor {
         labels
             .files
             .iter()
-            .filter(|p| self.state.label_files.get(&p.display().to_string()) != Some(&size(p)))
+            .filter(|p| self.state.label_files.get(&self.label_key(p)) != Some(&size(p)))
             .filter(|p| !labels.renames.added.contains(&key_in(dir, p)))
             .cloned()
             .collect()
@@ -217,7 +223,7 @@ impl Monitor {
     pub(super) fn remember_files(&mut self, diff: FileDiff, labels: &Listing) {
         self.state.files = diff.all.into_iter().map(|(k, (_, i))| (k, i)).collect();
         self.state.table_version = diff.version;
-        self.state.label_files = labels.files.iter().map(|p| (p.display().to_string(), size(p))).collect();
+        self.state.label_files = labels.files.iter().map(|p| (self.label_key(p), size(p))).collect();
         self.state.labels_version = labels.version;
     }
 
