@@ -234,6 +234,11 @@ def test_errors_come_in_databricks_shape_and_hostile_bodies_do_not_hurt(gateway)
         b'{"name": "h", "config": {"served_entities": [' + b'{"entity_name": "fraud_classifier", "entity_version": "1"},' * 2000
         + b'{"entity_name": "fraud_classifier", "entity_version": "1"}]}}',
         b'{"name": "h", "config": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}",
+        # percentages that overflow a sum
+        b'{"name": "h", "config": {"served_entities": [{"entity_name": "fraud_classifier", "entity_version": "1"},'
+        b' {"entity_name": "fraud_classifier", "entity_version": "2"}], "traffic_config": {"routes": ['
+        b'{"served_model_name": "fraud_classifier-1", "traffic_percentage": 9223372036854775807},'
+        b' {"served_model_name": "fraud_classifier-2", "traffic_percentage": 10}]}}}',
         # kept fields must fit a TOML config
         b'{"name": "h", "config": {"served_entities": [{"entity_name": "fraud_classifier", "entity_version": "1"}]},'
         b' "rate_limits": [{"calls": 18446744073709551615}]}',

@@ -741,7 +741,7 @@ fn validate_endpoint(
                         format!("{} is not a percentage; use 0..=100", r.traffic_percentage),
                     );
                 }
-                total += r.traffic_percentage;
+                total = total.saturating_add(r.traffic_percentage);
                 routes.push(Route {
                     served_model_name: r.served_model_name.clone(),
                     traffic_percentage: r.traffic_percentage.clamp(0, 100) as u32,
