@@ -918,9 +918,8 @@ impl From<ControlError> for TrafficError {
             ControlError::Invalid(_) | ControlError::Load(_) => TrafficError::Invalid(message),
             ControlError::NotFound(_) => TrafficError::NotFound(message),
             ControlError::Conflict(_) => TrafficError::Conflict(message),
-            ControlError::Internal(_) | ControlError::Store(_) | ControlError::NotReady(_) => {
-                TrafficError::Internal(message)
-            }
+            ControlError::Internal(_) => TrafficError::Internal(message),
+            ControlError::Store(_) | ControlError::NotReady(_) => TrafficError::Unavailable(message),
         }
     }
 }

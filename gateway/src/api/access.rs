@@ -29,6 +29,11 @@ pub enum Port {
 #[derive(Debug, Clone, Default)]
 pub struct Caller(pub Option<Arc<Principal>>);
 
+/// The principal's name of an authorized caller (`None` without tokens): who made a change.
+pub fn principal_name(caller: Option<axum::Extension<Caller>>) -> Option<String> {
+    caller.and_then(|axum::Extension(c)| c.0.map(|p| p.name.clone()))
+}
+
 /// The name the admin token's holder goes by.
 pub const ADMIN_PRINCIPAL: &str = "admin";
 

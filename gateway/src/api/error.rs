@@ -177,6 +177,7 @@ impl From<RolloutError> for ApiError {
                 TrafficError::NotFound(m) => ApiError::not_found(m),
                 TrafficError::Conflict(m) => ApiError::Conflict(m),
                 TrafficError::Internal(m) => ApiError::Core(CoreError::Internal(m)),
+                TrafficError::Unavailable(m) => ApiError::Core(CoreError::Unavailable(m)),
             },
         }
     }
@@ -295,6 +296,10 @@ mod layer_errors {
         ApiError::Core(CoreError::Internal(message.into()))
     }
 
+    fn unavailable(message: &str) -> ApiError {
+        ApiError::Core(CoreError::Unavailable(message.into()))
+    }
+
     fn load() -> ControlError {
         ControlError::Load(BuildError::Endpoint { endpoint: "e".into(), message: "bad".into() })
     }
@@ -308,6 +313,8 @@ mod layer_errors {
             (ControlError::NotFound(m()).into(), ApiError::not_found("m")),
             (ControlError::Conflict(m()).into(), ApiError::Conflict(m())),
             (ControlError::Internal(m()).into(), internal("m")),
+            (ControlError::Store(m()).into(), unavailable("m")),
+            (ControlError::NotReady(m()).into(), unavailable("m")),
             (RolloutError::Invalid(m()).into(), ApiError::bad_request("m")),
             (RolloutError::NotFound(m()).into(), ApiError::not_found("m")),
             (RolloutError::Conflict(m()).into(), ApiError::Conflict(m())),
@@ -315,6 +322,7 @@ mod layer_errors {
             (RolloutError::Traffic(TrafficError::NotFound(m())).into(), ApiError::not_found("m")),
             (RolloutError::Traffic(TrafficError::Conflict(m())).into(), ApiError::Conflict(m())),
             (RolloutError::Traffic(TrafficError::Internal(m())).into(), internal("m")),
+            (RolloutError::Traffic(TrafficError::Unavailable(m())).into(), unavailable("m")),
             (ExperimentError::Invalid(m()).into(), ApiError::bad_request("m")),
             (ExperimentError::Failed(m()).into(), internal("the analysis failed: m")),
             (MonitorError::Config(m()).into(), ApiError::not_found("m")),
@@ -332,12 +340,14 @@ mod layer_errors {
     /// rollout asked for it (a rollout sees the refusal through `TrafficError`).
     #[test]
     fn a_refused_rollout_step_answers_like_a_refused_edit() {
-        let all: [fn() -> ControlError; 5] = [
+        let all: [fn() -> ControlError; 7] = [
             || ControlError::Invalid(m()),
             load,
             || ControlError::NotFound(m()),
             || ControlError::Conflict(m()),
             || ControlError::Internal(m()),
+            || ControlError::Store(m()),
+            || ControlError::NotReady(m()),
         ];
         for e in all {
             let via_rollout = ApiError::from(RolloutError::Traffic(TrafficError::from(e())));

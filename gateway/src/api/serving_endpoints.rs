@@ -222,9 +222,7 @@ fn control_error(e: ControlError) -> ApiError {
 // ------------------------------------------------------------------------------------------
 // requests
 
-fn principal(caller: Option<Extension<Caller>>) -> Option<String> {
-    caller.and_then(|Extension(c)| c.0.map(|p| p.name.clone()))
-}
+use super::access::principal_name as principal;
 
 /// Without any token configured, the API answers only on a loopback inference port: the
 /// inference port is often reachable from other machines, and these routes change the config.

@@ -22,6 +22,9 @@ pub enum TrafficError {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+    /// The config store cannot be reached, or the fleet did not load the change: try again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The control plane as a rollout uses it.

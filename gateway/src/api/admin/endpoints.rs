@@ -193,6 +193,4 @@ async fn reload(State(s): State<AdminState>) -> Result<Response, ApiError> {
 }
 
 /// The name of the principal that called, for the config history.
-fn principal(caller: Option<Extension<Caller>>) -> Option<String> {
-    caller.and_then(|Extension(c)| c.0.map(|p| p.name.clone()))
-}
+use crate::api::access::principal_name as principal;
