@@ -27,6 +27,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
+step "MLflow test environment (.venv-mlflow: the tracking server and Model Registry of test_mlflow_registry.py)"
+# its own venv: MLflow's pins (pyarrow) conflict with the test venv's
+if [ ! -x .venv-mlflow/bin/python ]; then
+  python3 -m venv .venv-mlflow
+fi
+.venv-mlflow/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements-mlflow.txt
+
 step "Chromium (dashboard test), HAProxy (rolling-restart test), kubectl (manifests): Debian packages"
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"

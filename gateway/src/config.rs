@@ -84,6 +84,9 @@ pub struct Config {
     pub base: PathBuf,
     /// `[storage]`: where tables live.
     pub storage: StorageConfig,
+    /// Served entities whose MLflow alias is not resolved yet (`endpoint/served model`): such a
+    /// config is checked but not served until [`crate::registry::mlflow::prepare`] resolves them.
+    pub unresolved: Vec<String>,
 }
 
 /// Where inference and labels tables live.
@@ -204,6 +207,18 @@ pub struct RuntimeConfig {
     /// `model_repository = "s3://..."`: the store the versions are copied from
     /// ([`crate::registry::fetch`]).
     pub model_store: Option<sluice_tables::Location>,
+    /// `registry_uri`: an MLflow tracking server whose registry every model comes from
+    /// ([`crate::registry::mlflow`]), copied into the same cache.
+    pub registry: Option<RegistrySource>,
+}
+
+/// An MLflow Model Registry as the model source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistrySource {
+    /// `http(s)://host:port` of the tracking server, without a trailing slash.
+    pub uri: String,
+    /// How often watched aliases are read.
+    pub poll: Duration,
 }
 
 /// A `[[models]]` entry: a repository model and the versions of it to load.
@@ -238,6 +253,10 @@ pub struct EndpointConfig {
     /// `response_format = "mlflow"`: `/predict` answers as an MLflow pyfunc of the ONNX model
     /// does (`{"predictions": {<output>: [...]}}`) instead of Sluice's `label`/`probabilities`.
     pub mlflow_predictions: bool,
+    /// `watch_aliases`: follow the registry's aliases of the alias entities.
+    pub watch_aliases: bool,
+    /// How a moved alias reaches traffic (`None`: swapped at once).
+    pub alias_rollout: Option<crate::rollout::spec::RawAliasRollout>,
     /// As written, for the admin API and history.
     pub raw: RawEndpoint,
 }
@@ -246,7 +265,11 @@ pub struct EndpointConfig {
 pub struct ServedEntity {
     pub name: String,
     pub model: String,
+    /// The version served (for an alias, the version it named when the config was made; 0
+    /// while it is unresolved).
     pub version: u64,
+    /// `entity_version = "@alias"`: the MLflow alias (without `@`).
+    pub alias: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -287,8 +287,25 @@ impl Control {
     where
         F: FnOnce(Option<&RawEndpoint>) -> Result<RawEndpoint, ControlError>,
     {
+        self.update_endpoint_as(Change::new(Source::Api, by), name, f).await
+    }
+
+    /// An endpoint change the registry's aliases asked for (`watch_aliases`); `reason` goes in
+    /// the history.
+    pub async fn registry_update<F>(&self, name: &str, reason: String, f: F) -> Result<u64, ControlError>
+    where
+        F: FnOnce(Option<&RawEndpoint>) -> Result<RawEndpoint, ControlError>,
+    {
+        let change = Change { source: Source::Registry, reason: Some(reason), by: Some("registry".into()) };
+        self.update_endpoint_as(change, name, f).await
+    }
+
+    async fn update_endpoint_as<F>(&self, change: Change, name: &str, f: F) -> Result<u64, ControlError>
+    where
+        F: FnOnce(Option<&RawEndpoint>) -> Result<RawEndpoint, ControlError>,
+    {
         let name_owned = name.to_string();
-        self.edit(Change::new(Source::Api, by), name, |raw| {
+        self.edit(change, name, |raw| {
             let current = raw.endpoints.iter().find(|e| e.name == name_owned);
             let mut endpoint = f(current)?;
             endpoint.name = name_owned.clone();
@@ -623,10 +640,14 @@ impl Control {
             );
         }
         new.server = kept;
-        if let Err(e) = crate::registry::fetch::fetch(&new).await {
-            crate::metrics::config_change(source.label(), "rejected");
-            return Err(ControlError::Invalid(format!("the change was not applied: {e}")));
-        }
+        // MLflow aliases resolved (kept as the config in force has them), model files copied
+        new = match crate::registry::mlflow::prepare(new, Some(&st.config.raw)).await {
+            Ok(c) => c,
+            Err(e) => {
+                crate::metrics::config_change(source.label(), "rejected");
+                return Err(ControlError::Invalid(format!("the change was not applied: {e}")));
+            }
+        };
         let previous = self.gateway.snapshot();
         let tasks = self.tasks.clone();
         let tables = self.gateway.tables().clone();

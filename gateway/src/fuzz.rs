@@ -3,7 +3,8 @@
 //! (protobuf decode, then into tensors), each followed by validation against real model schemas;
 //! labels posts; the `[storage]` config section and table locations; config store versions
 //! (JSON from the store, merged and validated as a following replica does); Databricks'
-//! serving-endpoints create and update bodies; and the auth path (`Authorization` header, route need, token check, scope and
+//! serving-endpoints create and update bodies; what an MLflow registry answers (`MLmodel`,
+//! REST JSON); and the auth path (`Authorization` header, route need, token check, scope and
 //! hash parsing).
 //!
 //! Each target mutates the committed corpus (`gateway/fuzz/corpus/<target>/`) with a seeded
@@ -238,6 +239,19 @@ fn serving_endpoint(_: &Models, input: &[u8]) {
     }
 }
 
+/// What an MLflow tracking server hands Sluice: the input as an `MLmodel` file (its onnx flavor
+/// and signature, then the manifest they imply) and as each JSON answer of the registry (alias,
+/// version, artifact listing, error).
+fn mlmodel(_: &Models, input: &[u8]) {
+    use crate::registry::mlflow;
+    let text = String::from_utf8_lossy(input);
+    if let Ok(m) = mlflow::parse_mlmodel(&text) {
+        let manifest = mlflow::manifest_of(&m, Some(vec!["a".into(), "b".into()]));
+        let _ = toml::to_string(&manifest);
+    }
+    mlflow::fuzz_answer(input);
+}
+
 /// The auth path of a request: the input's first line is the `Authorization` header, the second
 /// the path. The bearer token is checked against a fixed set of principals (and the admin
 /// token) for the route's need on both ports; the other lines are parsed as scopes and hashes,
@@ -430,6 +444,11 @@ fn fuzz_config_version() {
 #[test]
 fn fuzz_serving_endpoint() {
     fuzz("serving_endpoint", serving_endpoint);
+}
+
+#[test]
+fn fuzz_mlmodel() {
+    fuzz("mlmodel", mlmodel);
 }
 
 #[test]

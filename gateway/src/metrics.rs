@@ -46,6 +46,9 @@ pub const MONITOR_DRIFT: &str = "sluice_monitor_drift";
 pub const MONITOR_ALERT_FIRING: &str = "sluice_monitor_alert_firing";
 pub const MONITOR_NOTIFICATIONS_TOTAL: &str = "sluice_monitor_alert_notifications_total";
 pub const ROLLOUT_CANDIDATE_PERCENT: &str = "sluice_rollout_candidate_traffic_percent";
+pub const REGISTRY_ALIAS_VERSION: &str = "sluice_registry_alias_version";
+pub const REGISTRY_SERVING_VERSION: &str = "sluice_registry_serving_version";
+pub const REGISTRY_POLL_ERRORS_TOTAL: &str = "sluice_registry_poll_errors_total";
 pub const ROLLOUT_EVENTS_TOTAL: &str = "sluice_rollout_events_total";
 pub const ROLLOUT_NOTIFICATIONS_TOTAL: &str = "sluice_rollout_notifications_total";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "sluice_connections_refused_total";
@@ -91,6 +94,20 @@ fn describe() {
         CONNECTIONS_REFUSED_TOTAL,
         Unit::Count,
         "Connections refused at accept or closed before sending anything, by listener and reason (max_connections, fd_exhausted, silent)."
+    );
+    describe_gauge!(
+        REGISTRY_ALIAS_VERSION,
+        "The model version an MLflow alias names in the registry, by endpoint, served model and alias (watch_aliases)."
+    );
+    describe_gauge!(
+        REGISTRY_SERVING_VERSION,
+        "The model version served for an MLflow alias entity, by endpoint, served model and alias: differs from \
+         sluice_registry_alias_version while a rollout runs or after one was rolled back."
+    );
+    describe_counter!(
+        REGISTRY_POLL_ERRORS_TOTAL,
+        Unit::Count,
+        "Reads of watched MLflow aliases that failed (registry unreachable or refusing)."
     );
     describe_counter!(ACCEPT_ERRORS_TOTAL, Unit::Count, "Errors accepting a connection, by listener and kind.");
     describe_counter!(TLS_RELOADS_TOTAL, Unit::Count, "Reloads of the TLS certificate, by outcome (ok, error).");

@@ -1,9 +1,11 @@
 //! The model repository: loads each configured model version (`<repo>/<name>/<version>/model.onnx`
-//! plus `<repo>/<name>/manifest.toml`), checks the manifest against the session's schema, and
+//! plus `<repo>/<name>/manifest.toml`, or the version's own `<repo>/<name>/<version>/manifest.toml`), checks the manifest against the session's schema, and
 //! answers lookups by name and version.
 
 pub mod fetch;
 pub mod manifest;
+pub mod mlflow;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,6 +86,13 @@ impl Registry {
     /// Versions already loaded in `previous` with the same options are reused, not reloaded, so
     /// their statistics and queues carry over a config change.
     pub fn build(config: &Config, previous: Option<&Registry>, tasks: &TaskTracker) -> Result<Registry, RuntimeError> {
+        if let Some(first) = config.unresolved.first() {
+            return Err(RuntimeError::Load {
+                model: first.clone(),
+                version: 0,
+                message: "its MLflow alias is not resolved yet".into(),
+            });
+        }
         let mut models: BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>> = BTreeMap::new();
         let mut manifests: BTreeMap<String, Arc<Manifest>> = BTreeMap::new();
         for ((name, version), options) in &config.versions {
@@ -106,7 +115,15 @@ impl Registry {
             let loaded = match reused {
                 Some(m) => m.clone(),
                 None => {
+                    // a version may carry its own manifest (those from an MLflow registry do)
+                    let version_dir = config.runtime.model_repository.join(name).join(version.to_string());
+                    let own = version_dir.join("manifest.toml").is_file();
                     let manifest = match manifests.get(name) {
+                        _ if own => Arc::new(Manifest::load(&version_dir).map_err(|e| RuntimeError::Load {
+                            model: name.clone(),
+                            version: *version,
+                            message: e.to_string(),
+                        })?),
                         Some(m) => m.clone(),
                         None => {
                             let dir = config.runtime.model_repository.join(name);

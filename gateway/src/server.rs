@@ -70,6 +70,8 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         .map_err(|e| StartError::Other(format!("server.webhook_ca_file: {e}")))?;
     let lib = config.runtime.onnxruntime_lib.clone();
     library::environment(lib.as_deref())?;
+    // MLflow aliases resolved before anything is written to a config store
+    let config = crate::registry::mlflow::resolve(config, None).await.map_err(|e| StartError::Other(e.to_string()))?;
     // with a config store, models and endpoints come from its latest version
     let (config, store) = match config.storage.config_store.clone() {
         Some(location) => {
@@ -80,8 +82,9 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
         None => (config, None),
     };
     let following = store.is_some();
-    // models in object storage: copied into the local cache and checked before they load
-    crate::registry::fetch::fetch(&config).await.map_err(|e| StartError::Other(e.to_string()))?;
+    // MLflow aliases resolved; models in object storage or an MLflow registry copied into the
+    // local cache and checked before they load
+    let config = crate::registry::mlflow::prepare(config, None).await.map_err(|e| StartError::Other(e.to_string()))?;
     let lease = store.as_ref().map(|(s, _)| Arc::new(crate::control::lease::Lease::new(s, config.server.leader_lease)));
     let leadership = lease.as_ref().map_or_else(crate::control::lease::Leadership::alone, |l| l.leadership.clone());
     // every table commit says which replica wrote it
@@ -152,6 +155,9 @@ pub async fn start(config: Config, source: Option<ConfigSource>) -> Result<Runni
     let token = CancellationToken::new();
     let servers = TaskTracker::new();
     tasks.spawn(rollouts.clone().run(token.clone()));
+    if config.runtime.registry.is_some() {
+        tasks.spawn(crate::registry::watch::run(control.clone(), rollouts.clone(), token.clone()));
+    }
     let limits = config.server.limits;
     listen::raise_descriptor_limit();
     // One pool of slots for inference in progress, over HTTP and gRPC alike.

@@ -393,7 +393,7 @@ fn version_str(e: &RawServedEntity) -> String {
 }
 
 fn entity_name(e: &RawServedEntity) -> String {
-    e.name.clone().unwrap_or_else(|| format!("{}-{}", e.entity_name, version_str(e)))
+    e.served_name()
 }
 
 /// `served_entities` and `served_models` (the legacy view) of an endpoint config, each with a

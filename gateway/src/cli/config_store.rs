@@ -89,6 +89,12 @@ async fn go(command: ConfigCommand) -> Result<String, CliError> {
             let location = location(store.as_deref(), Some(&config))?;
             let s = ConfigStore::open(&location)?;
             let latest = s.list().await?.last().copied().unwrap_or(0);
+            // MLflow aliases resolved here, as the store's latest version has them where it can
+            let current = match latest {
+                0 => None,
+                n => s.get(n).await?.map(|v| v.config),
+            };
+            let config = crate::registry::mlflow::resolve(config, current.as_ref()).await.map_err(err)?;
             let v = Version {
                 version: latest + 1,
                 time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),

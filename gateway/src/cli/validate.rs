@@ -22,12 +22,12 @@ pub fn validate(file: &Path, env: Option<&str>) -> ExitCode {
         let label = env.as_deref().map(|e| format!(" (environment {e})")).unwrap_or_default();
         let checked = Config::load(file, env.as_deref()).map_err(|e| e.to_string()).and_then(|c| {
             let rt = super::runtime().ok_or("cannot start the async runtime")?;
-            // models in object storage are copied into the cache and checked first
+            // aliases resolved, models in object storage or a registry copied and checked first
             rt.block_on(async {
-                crate::registry::fetch::fetch(&c).await.map_err(|e| e.to_string())?;
-                crate::monitor::service::check_offline(&c).await.map_err(|e| e.to_string())
+                let c = crate::registry::mlflow::prepare(c, None).await.map_err(|e| e.to_string())?;
+                crate::monitor::service::check_offline(&c).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(c)
             })
-            .map(|()| c)
         });
         match checked {
             Ok(c) => println!(

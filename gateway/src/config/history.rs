@@ -17,6 +17,8 @@ pub enum Source {
     Rollout,
     /// `sluice config import` wrote it to the config store.
     Import,
+    /// An MLflow registry alias moved (`watch_aliases`).
+    Registry,
 }
 
 impl Source {
@@ -29,6 +31,7 @@ impl Source {
             Source::Rollback => "rollback",
             Source::Rollout => "rollout",
             Source::Import => "import",
+            Source::Registry => "registry",
         }
     }
 }

@@ -186,6 +186,11 @@ impl fmt::Debug for Secret {
 pub struct RawRuntime {
     pub onnxruntime_lib: Option<String>,
     pub model_repository: Option<String>,
+    /// An MLflow tracking server (`http://host:5000`): every model comes from its registry
+    /// (the `onnx` flavor of a registered version), copied into `<data_dir>/_model_cache`.
+    pub registry_uri: Option<String>,
+    /// How often the aliases of endpoints with `watch_aliases` are read (default 30000).
+    pub registry_poll_ms: Option<u64>,
 }
 
 /// How a model version runs; every field optional. Used on `[[models]]` and on served entities.
@@ -314,6 +319,14 @@ pub struct RawEndpoint {
     /// given back by the serving-endpoints API, no effect.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub databricks: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Served entities whose `entity_version` is an MLflow alias (`"@champion"`) follow it: when
+    /// the registry moves the alias, the new version is rolled out (`alias_rollout`) or swapped in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_aliases: Option<bool>,
+    /// How a moved alias reaches traffic: a guardrailed rollout with these steps, interval and
+    /// guardrails (the candidate and incumbent are the versions). Without it: swapped at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias_rollout: Option<crate::rollout::spec::RawAliasRollout>,
 }
 
 /// One tag of an endpoint, as Databricks writes it.
@@ -367,7 +380,12 @@ pub struct RawServedEntity {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub entity_name: String,
+    /// A number, or an MLflow registry alias (`"@champion"`, needs `runtime.registry_uri`).
     pub entity_version: RawVersion,
+    /// The version an alias named when this config was made: written by Sluice (from the
+    /// registry, or kept from the config in force), so that every replica serves the same one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_version: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -404,6 +422,17 @@ pub struct RawServedEntity {
     pub max_provisioned_concurrency: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub burst_scaling_enabled: Option<bool>,
+}
+
+impl RawServedEntity {
+    /// The served model name: `name`, or `<entity_name>-<entity_version>` (`<entity_name>-<alias>`
+    /// for an MLflow alias), as validation gives it.
+    pub fn served_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| match &self.entity_version {
+            RawVersion::Str(v) => format!("{}-{}", self.entity_name, v.strip_prefix('@').unwrap_or(v)),
+            RawVersion::Num(n) => format!("{}-{n}", self.entity_name),
+        })
+    }
 }
 
 /// A model version written as a number (`1`) or, as Databricks does, a string (`"1"`).

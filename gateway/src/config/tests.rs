@@ -324,3 +324,66 @@ fn issues_past_the_first_hundred_are_counted() {
     let last = issues.last().unwrap();
     assert!(last.field == "(more)" && last.message.starts_with("4"), "{last:?}");
 }
+
+/// Models from an MLflow registry: aliases stay unresolved (and unserved) until the registry is
+/// asked; a resolved version is the version served; each misuse is named by field.
+#[test]
+fn mlflow_aliases_need_a_registry_and_resolve_to_the_version_served() {
+    let registry = "[runtime]\nregistry_uri = \"http://127.0.0.1:5000/\"\nregistry_poll_ms = 500\n";
+    let ep = |extra: &str| {
+        format!(
+            "{registry}[[endpoints]]\nname = \"fraud\"\n{extra}\n[[endpoints.served_entities]]\n\
+             entity_name = \"fraud_classifier\"\nentity_version = \"@champion\"\n"
+        )
+    };
+    let c = check(&ep("")).unwrap();
+    assert_eq!(c.runtime.registry.as_ref().unwrap().uri, "http://127.0.0.1:5000");
+    assert_eq!(c.runtime.registry.as_ref().unwrap().poll, Duration::from_millis(500));
+    assert_eq!(c.runtime.model_repository, repo().join("data/_model_cache"));
+    assert_eq!(c.unresolved, ["fraud/fraud_classifier-champion"]);
+    assert!(c.versions.is_empty(), "an unresolved alias loads nothing");
+    let s = &c.endpoints[0].served_entities[0];
+    assert_eq!((s.name.as_str(), s.alias.as_deref()), ("fraud_classifier-champion", Some("champion")));
+    // resolved: that version is loaded and served
+    let c = check(&format!("{}resolved_version = 4\n", ep("watch_aliases = true"))).unwrap();
+    assert!(c.unresolved.is_empty());
+    assert_eq!(c.endpoints[0].served_entities[0].version, 4);
+    assert!(c.versions.contains_key(&("fraud_classifier".to_string(), 4)));
+    assert!(c.endpoints[0].watch_aliases);
+    // numeric versions of a registry model are not checked against a local repository
+    check(&format!("{registry}[[models]]\nname = \"only_in_the_registry\"\nversions = [3]\n")).unwrap();
+    let fields = |text: &str| -> Vec<String> { issues_of(text).into_iter().map(|i| i.field).collect() };
+    let alias_only = "[[endpoints]]\nname = \"e\"\nserved_entities = [{ entity_name = \"fraud_classifier\", entity_version = \"@champion\" }]\n";
+    assert_eq!(fields(alias_only), ["endpoints[0].served_entities[0].entity_version"]);
+    assert_eq!(fields(&ep("").replace("@champion", "@no way"))[0], "endpoints[0].served_entities[0].entity_version");
+    assert_eq!(
+        fields(&format!("{}resolved_version = 0\n", ep(""))),
+        ["endpoints[0].served_entities[0].resolved_version"]
+    );
+    assert_eq!(
+        fields(&format!("{}resolved_version = 2\n", ep("").replace("\"@champion\"", "1"))),
+        ["endpoints[0].served_entities[0].resolved_version"]
+    );
+    assert_eq!(fields(&ep("watch_aliases = true").replace("\"@champion\"", "1")), ["endpoints[0].watch_aliases"]);
+    assert_eq!(
+        fields(&ep("watch_aliases = true\nalias_rollout = { steps = [50], interval = \"5m\" }")),
+        ["endpoints[0].alias_rollout"],
+        "a rollout needs the inference table"
+    );
+    assert!(
+        fields(&ep("watch_aliases = true\ninference_table = { enabled = true }\nalias_rollout = { steps = [50, 5], interval = \"soon\" }"))
+            .iter()
+            .all(|f| f.starts_with("endpoints[0].alias_rollout")),
+    );
+    for bad in ["ftp://h", "http://h:5000/api", "not a url", "http://h?x=1"] {
+        assert_eq!(fields(&ep("").replace("http://127.0.0.1:5000/", bad)), ["runtime.registry_uri"], "{bad}");
+    }
+    assert_eq!(
+        fields(&ep("").replace("[runtime]\n", "[runtime]\nmodel_repository = \"s3://bucket/m\"\n")),
+        ["runtime.registry_uri"]
+    );
+    assert_eq!(
+        fields("[runtime]\nregistry_poll_ms = 5\n[[models]]\nname = \"fraud_classifier\"\nversions = [1]\n"),
+        ["runtime.registry_poll_ms"]
+    );
+}

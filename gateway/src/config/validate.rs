@@ -82,16 +82,54 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
             .map_err(|e| issues.add("runtime.model_repository", e.to_string()))
             .ok()
     });
+    let registry = raw.runtime.registry_uri.as_deref().and_then(|uri| {
+        if model_store.is_some() {
+            issues.add(
+                "runtime.registry_uri",
+                "models come from one source: an MLflow registry or an s3:// model_repository, not both",
+            );
+        }
+        let valid = uri.parse::<hyper::Uri>().is_ok_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.authority().is_some()
+                && u.query().is_none()
+                && u.path().trim_end_matches('/').is_empty()
+        });
+        if !valid {
+            issues.add(
+                "runtime.registry_uri",
+                format!("'{uri}' is not an MLflow tracking server URL; use http(s)://host:port"),
+            );
+            return None;
+        }
+        let poll_ms = raw.runtime.registry_poll_ms.unwrap_or(30_000);
+        if !(100..=86_400_000).contains(&poll_ms) {
+            issues.add(
+                "runtime.registry_poll_ms",
+                format!("{poll_ms} is out of range; use 100..=86400000 (default 30000)"),
+            );
+        }
+        Some(super::RegistrySource {
+            uri: uri.trim_end_matches('/').to_string(),
+            poll: Duration::from_millis(poll_ms.clamp(100, 86_400_000)),
+        })
+    });
+    if raw.runtime.registry_poll_ms.is_some() && raw.runtime.registry_uri.is_none() {
+        issues.add("runtime.registry_poll_ms", "has no effect without runtime.registry_uri");
+    }
     let runtime = RuntimeConfig {
         onnxruntime_lib: raw.runtime.onnxruntime_lib.as_ref().map(|p| base.join(p)),
-        model_repository: match model_store {
-            Some(_) => server.data_dir.join("_model_cache"),
-            None => base.join(repository),
+        model_repository: match (&model_store, &registry) {
+            (Some(_), _) | (_, Some(_)) => server.data_dir.join("_model_cache"),
+            _ => base.join(repository),
         },
         model_store: model_store.flatten(),
+        registry,
     };
-    // files in object storage are checked when they are copied (registry::fetch)
-    let repo = runtime.model_store.is_none().then(|| runtime.model_repository.clone());
+    // files in object storage are checked when they are copied (registry::fetch), those of an
+    // MLflow registry when they are downloaded (registry::mlflow)
+    let repo =
+        (runtime.model_store.is_none() && raw.runtime.registry_uri.is_none()).then(|| runtime.model_repository.clone());
     if raw.models.is_empty() && raw.endpoints.is_empty() {
         issues.add("models", "no models configured; add a [[models]] table with name and versions");
     }
@@ -140,7 +178,8 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         if !endpoint_names.insert(e.name.clone()) {
             issues.add(format!("{field}.name"), format!("endpoint '{}' is defined twice; rename one", e.name));
         }
-        if let Some(ep) = validate_endpoint(&mut issues, &field, e, &storage, base) {
+        if let Some(ep) = validate_endpoint(&mut issues, &field, e, &storage, base, raw.runtime.registry_uri.is_some())
+        {
             for (j, (s, rs)) in ep.served_entities.iter().zip(&e.served_entities).enumerate() {
                 let f = format!("{field}.served_entities[{j}]");
                 let key = (s.model.clone(), s.version);
@@ -168,8 +207,13 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
             endpoints.push(ep);
         }
     }
+    let mut unresolved = Vec::new();
     for ep in &endpoints {
         for s in &ep.served_entities {
+            if s.alias.is_some() && s.version == 0 {
+                unresolved.push(format!("{}/{}", ep.name, s.name));
+                continue;
+            }
             let key = (s.model.clone(), s.version);
             let model_exec = raw.models.iter().find(|m| m.name == s.model).map(|m| m.execution()).unwrap_or_default();
             match entity_options.get(&key) {
@@ -226,6 +270,7 @@ pub fn validate(raw: RawConfig, base: &Path) -> Result<Config, Vec<ConfigIssue>>
         raw,
         base: base.to_path_buf(),
         storage,
+        unresolved,
     })
 }
 
@@ -497,6 +542,11 @@ fn listener_limits(issues: &mut Issues, s: &RawServer, request_timeout: Duration
     limits
 }
 
+/// An MLflow model alias (without its `@`).
+fn is_valid_alias(a: &str) -> bool {
+    !a.is_empty() && a.len() <= 255 && a.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
 fn check_model_file(issues: &mut Issues, field: &str, repo: &Path, name: &str, version: u64) {
     if !is_valid_name(name) {
         return;
@@ -665,6 +715,7 @@ fn validate_endpoint(
     e: &RawEndpoint,
     storage: &super::StorageConfig,
     base: &Path,
+    registry: bool,
 ) -> Option<EndpointConfig> {
     let before = issues.len();
     if e.served_entities.is_empty() {
@@ -674,21 +725,50 @@ fn validate_endpoint(
     let mut names = HashSet::new();
     for (j, s) in e.served_entities.iter().enumerate() {
         let f = format!("{field}.served_entities[{j}]");
-        let version = match &s.entity_version {
-            RawVersion::Num(n) => Some(*n),
-            RawVersion::Str(t) => t.parse::<u64>().ok().or_else(|| {
-                issues.add(format!("{f}.entity_version"), format!("'{t}' is not a version number"));
+        let alias = match &s.entity_version {
+            RawVersion::Str(t) => t.strip_prefix('@'),
+            RawVersion::Num(_) => None,
+        };
+        let version = match (&s.entity_version, alias) {
+            (_, Some(a)) => {
+                if !is_valid_alias(a) {
+                    issues.add(
+                        format!("{f}.entity_version"),
+                        format!("'@{a}' is not an MLflow alias; use '@' and 1-255 letters, digits, '_' or '-'"),
+                    );
+                }
+                if !registry {
+                    issues.add(
+                        format!("{f}.entity_version"),
+                        format!("'@{a}' is an MLflow registry alias; set runtime.registry_uri to resolve it"),
+                    );
+                }
+                // unresolved (0) until the registry is asked (registry::mlflow::prepare)
+                Some(s.resolved_version.unwrap_or(0))
+            }
+            (RawVersion::Num(n), None) => Some(*n),
+            (RawVersion::Str(t), None) => t.parse::<u64>().ok().or_else(|| {
+                issues.add(
+                    format!("{f}.entity_version"),
+                    format!("'{t}' is not a version number (or an MLflow alias, '@champion')"),
+                );
                 None
             }),
         };
+        if alias.is_none() && s.resolved_version.is_some() {
+            issues.add(format!("{f}.resolved_version"), "is the version an alias named; this entity names no alias");
+        }
+        if alias.is_some() && s.resolved_version == Some(0) {
+            issues.add(format!("{f}.resolved_version"), "MLflow model versions start at 1");
+        }
         if !is_valid_name(&s.entity_name) {
             issues
                 .add(format!("{f}.entity_name"), format!("'{}' is not a valid model name; {NAME_RULE}", s.entity_name));
         }
-        let name = s
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", s.entity_name, version.map(|v| v.to_string()).unwrap_or_default()));
+        let name = s.name.clone().unwrap_or_else(|| match alias {
+            Some(a) => format!("{}-{a}", s.entity_name),
+            None => format!("{}-{}", s.entity_name, version.map(|v| v.to_string()).unwrap_or_default()),
+        });
         if !is_valid_name(&name) {
             issues.add(format!("{f}.name"), format!("'{name}' is not a valid served model name; {NAME_RULE}"));
         }
@@ -699,7 +779,7 @@ fn validate_endpoint(
             );
         }
         if let Some(version) = version {
-            served.push(ServedEntity { name, model: s.entity_name.clone(), version });
+            served.push(ServedEntity { name, model: s.entity_name.clone(), version, alias: alias.map(str::to_string) });
         }
     }
     let routes = match &e.traffic_config {
@@ -904,10 +984,33 @@ fn validate_endpoint(
             false
         }
     };
+    let watch_aliases = e.watch_aliases.unwrap_or(false);
+    if watch_aliases && !served.iter().any(|s| s.alias.is_some()) {
+        issues.add(
+            format!("{field}.watch_aliases"),
+            "no served entity names an alias (entity_version = \"@champion\"); there is nothing to watch",
+        );
+    }
+    if let Some(r) = &e.alias_rollout {
+        let f = format!("{field}.alias_rollout");
+        if !watch_aliases {
+            issues.add(f.clone(), "takes effect only with watch_aliases = true");
+        }
+        if table.is_none() {
+            issues.add(f.clone(), "a rollout's guardrails read the endpoint's inference table; enable inference_table");
+        }
+        if let Err(errs) = crate::rollout::spec::parse(&r.rollout("candidate", "incumbent"), &f) {
+            for (f, msg) in errs {
+                issues.add(f, msg);
+            }
+        }
+    }
     if issues.len() > before {
         return None;
     }
     Some(EndpointConfig {
+        watch_aliases,
+        alias_rollout: e.alias_rollout.clone(),
         mlflow_predictions,
         table,
         monitor,

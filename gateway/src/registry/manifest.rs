@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// What kind of answer the model gives, for `/predict`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ProblemType {
     Classification,
@@ -17,7 +17,7 @@ pub enum ProblemType {
 }
 
 /// Names of the outputs that carry the prediction.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestOutputs {
     /// Classifier: the predicted class value (INT64 index into `class_labels`).
@@ -29,7 +29,7 @@ pub struct ManifestOutputs {
 }
 
 /// A model's manifest. Every field is optional; a model without one serves raw tensors.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub description: Option<String>,

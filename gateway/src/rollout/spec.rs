@@ -31,6 +31,36 @@ pub struct RawRollout {
     pub webhook_url: Option<String>,
 }
 
+/// `[endpoints.alias_rollout]`: a rollout as written minus its candidate and incumbent, which
+/// are the versions an MLflow alias moved between.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAliasRollout {
+    pub steps: Vec<u32>,
+    pub interval: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<RawGuardrails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+}
+
+impl RawAliasRollout {
+    /// The rollout of `candidate` from `incumbent`.
+    pub fn rollout(&self, candidate: &str, incumbent: &str) -> RawRollout {
+        RawRollout {
+            candidate: candidate.to_string(),
+            incumbent: Some(incumbent.to_string()),
+            steps: self.steps.clone(),
+            interval: self.interval.clone(),
+            min_requests: self.min_requests,
+            guardrails: self.guardrails.clone(),
+            webhook_url: self.webhook_url.clone(),
+        }
+    }
+}
+
 /// Guardrails as written; unset fields take the defaults of [`Guardrails::default`].
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
