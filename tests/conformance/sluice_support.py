@@ -342,8 +342,9 @@ def sluice_binary() -> str:
     return os.environ.get("SLUICE_BIN") or str(REPO / "target" / "debug" / "sluice")
 
 
-def start_sluice(workdir: Path, config: str | None = None):
-    """Start a gateway; returns (proc, ports dict, log path). Fails the caller with the log."""
+def start_sluice(workdir: Path, config: str | None = None, extra_args: tuple[str, ...] = ()):
+    """Start a gateway (`extra_args` appended to `sluice serve`, e.g. `--test-clock`); returns
+    (proc, ports dict, log path). Fails the caller with the log."""
     binary = sluice_binary()
     config = config or os.environ.get("SLUICE_CONFIG") or str(REPO / "sluice.toml")
     timeout = float(os.environ.get("SLUICE_START_TIMEOUT", "60"))
@@ -359,7 +360,7 @@ def start_sluice(workdir: Path, config: str | None = None):
         ports_file.unlink()
     cmd = [binary, "serve", "--config", config,
            "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-           "--ports-file", str(ports_file)]
+           "--ports-file", str(ports_file), *extra_args]
     env = dict(os.environ)
     env.setdefault("RUST_BACKTRACE", "1")
     log = open(log_path, "wb")

@@ -23,9 +23,9 @@ versions, download URIs, the artifact proxy's listings and files, the MLmodel si
 the broken version under onnxruntime (always fraud, where version 1 mostly says legit).
 
 Then one gateway (`sluice serve`, the module's config below) with three endpoints from the
-registry: `fraud` (`@champion`, watch_aliases, an alias_rollout of one 50% step judged after
-2 s of wall clock and 30 requests a side, a drift guardrail; the wall clock, not `--test-clock`:
-start_sluice starts every gateway the same way, and 2 s cost less than driving a test clock),
+registry: `fraud` (`@champion`, watch_aliases, an alias_rollout of one 50% step of 5 minutes
+on the gateway's test clock (`--test-clock`, moved by `POST /debug/clock` after each batch of
+requests) and 30 requests a side, a drift guardrail),
 `fraud_swap` (`@staging`, watch_aliases, no alias_rollout) and `fraud_pinned`
 (`entity_version = 1`):
 
@@ -388,7 +388,7 @@ entity_version = "@champion"
 
 [endpoints.alias_rollout]
 steps = [50]
-interval = "2s"
+interval = "5m"
 min_requests = 30
 guardrails = {GUARDRAILS}
 
@@ -445,6 +445,11 @@ class Gw:
         assert r.status == 200, r.describe()
         return r.json()["history"]
 
+    def advance(self, by: str) -> None:
+        """Moves the gateway's test clock (rollouts are judged at once)."""
+        r = post_json(f"{self.admin}/debug/clock", {"advance": by})
+        assert r.status == 200, f"{r.describe()}\n{self.log()}"
+
     def rollout(self) -> dict | None:
         r = get(f"{self.admin}/rollouts/fraud")
         if r.status == 404:
@@ -481,7 +486,7 @@ def gateway(registered, mlflow, tmp_path_factory):
     root = tmp_path_factory.mktemp("registry-gw")
     cfg = root / "sluice.toml"
     cfg.write_text(config_text(root / "data", mlflow.url, MODULE_ENDPOINTS))
-    proc, ports, log = start_sluice(root / "gw", config=str(cfg))
+    proc, ports, log = start_sluice(root / "gw", config=str(cfg), extra_args=("--test-clock",))
     gw = Gw(proc, f"http://127.0.0.1:{ports['http']}", f"http://127.0.0.1:{ports['admin']}", log, root / "data")
     try:
         yield gw
@@ -590,6 +595,8 @@ def drive(gw: Gw, rows: np.ndarray, versions: dict[str, str], after: dict[str, s
             i += 1
             r, preds = gw.predict("fraud", x)
             batch.append((r.headers.get("x-sluice-served-model"), x, preds))
+        # the step's interval passes on the test clock; it is judged once it has its requests
+        gw.advance("5m")
         ended = gw.rollout()["phase"] != "progressing"
         for name, x, preds in batch:
             allowed = {versions[name]} if name in versions else set()
