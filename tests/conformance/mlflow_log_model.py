@@ -134,7 +134,11 @@ def main() -> int:
         df = pd.DataFrame(rows.astype(dtype), columns=features)
         example_out = {"label": np.zeros(len(df), dtype=np.int64),
                        "probabilities": np.zeros((len(df), len(labels)), dtype=np.float32)}
-        signature = infer_signature(df, example_out)
+        if spec.get("signature") == "tensor":
+            # a tensor signature (the ONNX input by name), which `mlflow models serve` can serve
+            signature = infer_signature({"input": rows.astype(np.float32)}, example_out)
+        else:
+            signature = infer_signature(df, example_out)
         with mlflow.start_run(run_name=spec.get("run_name")) as run:
             # explicit requirements: MLflow would otherwise infer them by loading the model in
             # a subprocess (slow, and onnxruntime is not installed in this venv)

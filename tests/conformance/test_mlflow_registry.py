@@ -14,7 +14,11 @@ registered_model_name="fraud_classifier")`, then `MlflowClient().set_registered_
   ("fraud") with probabilities [0, 1] for every row;
 - version 4: version 1's file with a `sluice.sha256` tag that does not match it;
 - version 5: the always-fraud classifier with a 2 KiB tensor, which MLflow's ONNX flavor saves
-  by default to a `<uuid>.data` file beside model.onnx.
+  by default to a `<uuid>.data` file beside model.onnx;
+- version 6: version 1's file with a tensor signature (`{"input": float32 [-1, 8]}`): MLflow's own
+  scoring server (`mlflow models serve`) cannot serve a DataFrame-signature version of this
+  model in any input format (its `[N, 2]` probabilities do not fit a column; measured with 3.17.2),
+  so the `/invocations` comparison runs on this one.
 
 Every version has the tags `sluice.class_labels = ["legit", "fraud"]` and `sluice.sha256`.
 
@@ -47,6 +51,11 @@ requests) and 30 requests a side, a drift guardrail),
 Gateways that must not start: an alias that does not exist, a registry nobody listens on, a
 version whose file does not match its `sluice.sha256` tag (and nothing of it is left in the
 cache as loadable). A version saved with external tensor data is served.
+
+`POST /invocations` of a gateway serving version 6 with `response_format = "mlflow"` answers
+what `mlflow models serve -m models:/fraud_classifier/6` (run here, from the MLflow venv) answers
+to the same bodies: the same keys, labels, and probabilities within 1e-6. A tensor signature
+gives Sluice no feature names: the gateway serves it as a classifier taking the raw tensor.
 
     .venv/bin/python -m pytest -q tests/conformance/test_mlflow_registry.py
 
@@ -91,8 +100,9 @@ VERSIONS = {
     "3": {"build": "always_fraud"},
     "4": {"onnx": str(MODELS / MODEL / "1" / "model.onnx"), "sha256": "wrong"},
     "5": {"build": "always_fraud", "external_data": True},
+    "6": {"onnx": str(MODELS / MODEL / "1" / "model.onnx"), "signature": "tensor"},
 }
-KIND = {"1": "1", "2": "2", "3": ALWAYS_FRAUD, "4": "1", "5": ALWAYS_FRAUD}
+KIND = {"1": "1", "2": "2", "3": ALWAYS_FRAUD, "4": "1", "5": ALWAYS_FRAUD, "6": "1"}
 ARTIFACT_FILES = {"MLmodel", "conda.yaml", "model.onnx", "python_env.yaml", "requirements.txt"}
 GUARDRAILS = "{ max_prediction_drift = 0.2, max_p99_latency_ratio = 20.0, p99_latency_slack_ms = 1000.0 }"
 
@@ -326,7 +336,11 @@ def test_the_registry_answers_aliases_versions_and_artifacts_as_sluice_reads_the
         assert isinstance(sig["inputs"], str) and isinstance(sig["outputs"], str), sig
         inputs, outputs = json.loads(sig["inputs"]), json.loads(sig["outputs"])
         col_type = "double" if VERSIONS[v].get("dtype") == "float64" else "float"
-        assert inputs == [{"type": col_type, "name": f, "required": True} for f in FEATURES], inputs
+        if VERSIONS[v].get("signature") == "tensor":
+            assert inputs == [{"name": "input", "type": "tensor",
+                               "tensor-spec": {"dtype": "float32", "shape": [-1, len(FEATURES)]}}], inputs
+        else:
+            assert inputs == [{"type": col_type, "name": f, "required": True} for f in FEATURES], inputs
         assert outputs == [
             {"name": "label", "type": "tensor", "tensor-spec": {"dtype": "int64", "shape": [-1]}},
             {"name": "probabilities", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 2]}},
@@ -794,3 +808,68 @@ def test_a_version_saved_with_external_tensor_data_is_served(registered, mlflow,
     cached = tmp_path / "data" / "_model_cache" / MODEL / "5"
     data = [n for n in mlflow.listing("5") if n.endswith(".data")]
     assert (cached / data[0]).is_file(), sorted(p.name for p in cached.iterdir())
+
+
+def test_invocations_answers_as_mlflow_models_serve_does_for_the_same_version(registered, mlflow, tmp_path):
+    """MLflow's scoring server and Sluice's `/invocations`, the same registry version, the same
+    bodies: the same answers."""
+    port = free_ports(1)[0]
+    serve_log = tmp_path / "mlflow-serve.log"
+    # uvicorn is run by name: the venv's bin first on PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.url, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{MLFLOW_VENV / 'bin'}:{os.environ.get('PATH', '')}"}
+    with open(serve_log, "wb") as log:
+        serve = subprocess.Popen([str(MLFLOW_VENV / "bin" / "mlflow"), "models", "serve",
+                                  "-m", f"models:/{MODEL}/6", "--env-manager", "local",
+                                  "--host", "127.0.0.1", "-p", str(port), "-w", "1"],
+                                 cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    cfg = tmp_path / "sluice.toml"
+    cfg.write_text(config_text(tmp_path / "data", mlflow.url, f"""\
+[[endpoints]]
+name = "scoring"
+response_format = "mlflow"
+served_entities = [{{ name = "v6", entity_name = "{MODEL}", entity_version = 6 }}]
+"""))
+    proc, ports, _ = start_sluice(tmp_path / "gw", config=str(cfg))
+    try:
+        ours = f"http://127.0.0.1:{ports['http']}/invocations"
+        theirs = f"http://127.0.0.1:{port}/invocations"
+
+        def theirs_up():
+            assert serve.poll() is None, f"mlflow models serve exited\n{read_tail(serve_log, limit=3000)}"
+            try:
+                return http("GET", f"http://127.0.0.1:{port}/ping").status == 200
+            except OSError:
+                return False
+        wait_for("mlflow models serve answers /ping", theirs_up, timeout=120,
+                 context=lambda: read_tail(serve_log, limit=3000))
+        x = ROWS[:6]
+        bodies = {
+            "inputs by name": {"inputs": {"input": x.tolist()}},
+            "inputs as a list": {"inputs": x.tolist()},
+            "instances": {"instances": x.tolist()},
+        }
+        compared = 0
+        for what, body in bodies.items():
+            data = json.dumps(body).encode()
+            a = http("POST", theirs, data, {"Content-Type": "application/json"})
+            b = http("POST", ours, data, {"Content-Type": "application/json"})
+            print(f"{what}: mlflow models serve {a.status}, sluice {b.status}")
+            if a.status != 200:
+                continue
+            assert b.status == 200, f"{what}: MLflow answers 200, Sluice {b.describe()}"
+            want, got = a.json()["predictions"], b.json()["predictions"]
+            assert set(got) == set(want) == {"label", "probabilities"}, (what, want, got)
+            assert got["label"] == want["label"], (what, want, got)
+            np.testing.assert_allclose(np.array(got["probabilities"]), np.array(want["probabilities"]), atol=1e-6)
+            compared += 1
+        assert compared >= 1, "mlflow models serve answered none of the bodies"
+        assert b.headers.get("served-model-name") == "v6", b.headers
+    finally:
+        stop_sluice(proc)
+        try:
+            os.killpg(serve.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        serve.wait(timeout=10)
