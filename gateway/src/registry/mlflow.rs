@@ -48,6 +48,8 @@ const MAX_UNSIZED_FILE: u64 = 16 << 30;
 /// One call (a whole file download included) gives up after this long.
 const TIMEOUT: Duration = Duration::from_secs(600);
 const DONE: &str = ".verified";
+/// The registry, model and version a cached directory was copied from.
+const SOURCE: &str = ".source";
 
 /// Why the registry did not give what was asked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -438,7 +440,10 @@ fn pinned(raw: &RawConfig, endpoint: &str, model: &str, version: &str) -> Option
 /// Copies `<model>` version `version` into `<cache>/<model>/<version>/` unless it is there.
 async fn copy_version(client: &Client, cache: &Path, model: &str, version: u64) -> Result<(), MlflowError> {
     let local = cache.join(model).join(version.to_string());
-    if local.join(DONE).is_file() {
+    // what the cached copy came from: another source (a registry elsewhere, object storage)
+    // may have left a different model under the same name and version
+    let source = format!("{}\n{model}\n{version}\n", client.base);
+    if local.join(DONE).is_file() && std::fs::read_to_string(local.join(SOURCE)).is_ok_and(|s| s == source) {
         return Ok(());
     }
     let info = client.version(model, version).await?;
@@ -451,9 +456,11 @@ async fn copy_version(client: &Client, cache: &Path, model: &str, version: u64) 
     let root = client.artifact_dir(model, version).await?;
     let parent = cache.join(model);
     std::fs::create_dir_all(&parent).map_err(|e| MlflowError::Invalid(format!("{}: {e}", parent.display())))?;
-    let part = parent.join(format!(".{version}.part-{}", std::process::id()));
+    let part = parent.join(format!(".{version}.part-{}-{:016x}", std::process::id(), rand::random::<u64>()));
     let _ = std::fs::remove_dir_all(&part);
-    let result = download_into(client, &root, &part, model, version, &info).await;
+    let result = download_into(client, &root, &part, model, version, &info).await.and_then(|()| {
+        std::fs::write(part.join(SOURCE), &source).map_err(|e| MlflowError::Invalid(format!("{}: {e}", part.display())))
+    });
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&part);
         return Err(e);
