@@ -3,7 +3,7 @@
 ceiling, the cost of inference logging and of 100% shadow mirroring, and dynamic batching on vs
 off, all measured in one run on one machine with the same load tool.
 
-    cargo build --release -p sluice -p sluice-loadtest --bins --example ort_bare --example fixed_body
+    cargo build --release -p sluice -p sluice-loadtest --bins --example ort_bare --example fixed_body --example fixed_grpc
     python3 scripts/bench-overhead.py [--seconds 10] [--clients 16] [--json out.json]
 
 Steps (every load run: sluice-loadtest closed loop, the first 2 s warm-up excluded):
@@ -11,7 +11,9 @@ Steps (every load run: sluice-loadtest closed loop, the first 2 s warm-up exclud
   b. the gateway (release, logging off, no shadow) on fraud_classifier v1: /predict, V2 binary and
      gRPC at concurrency 1 (p50) and at --clients (saturated throughput).
   c. `fixed_body`: a minimal hyper server answering a fixed body, /predict at concurrency 1 and
-     at --clients: the HTTP stack's ceiling on this machine.
+     at --clients: the HTTP stack's ceiling on this machine; `fixed_grpc`: a minimal tonic server
+     answering a fixed ModelInferResponse, gRPC at concurrency 1 and at --clients: the gRPC ceiling.
+     Gateway work per request = p50(gateway) - p50(bare ORT) - p50(the ceiling of its transport).
   d. logging on vs off, shadow 100% vs none: the same model behind separate endpoints of one
      gateway, rounds alternated (A B A B) so machine noise hits both alike.
   e. dynamic batching on vs off for the MLP (two gateway processes, one after the other): rows/s at
@@ -122,7 +124,7 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--baseline-bin", default=None, help="an earlier sluice release binary: before/after (step f)")
     args = ap.parse_args()
-    for f in ["sluice", "sluice-loadtest", "examples/ort_bare", "examples/fixed_body"]:
+    for f in ["sluice", "sluice-loadtest", "examples/ort_bare", "examples/fixed_body", "examples/fixed_grpc"]:
         if not (REL / f).exists():
             sys.exit(f"missing {REL / f}; build first (see the docstring)")
     tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
@@ -166,6 +168,21 @@ def main():
         fixed.terminate()
         fixed.wait(10)
 
+    # c'. gRPC ceiling
+    ports = tmp / "fixed-grpc.port"
+    fixed = subprocess.Popen([str(REL / "examples/fixed_grpc"), "127.0.0.1:0", str(ports)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if ports.exists() and ports.stat().st_size:
+                break
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{ports.read_text().strip()}"
+        base = ["--target", "grpc", "--url", url, "--model", "fraud", "--payload", str(PAYLOAD)]
+        out["grpc_ceiling"] = {"c1": load(args, *base, "-c", "1"), "sat": load(args, *base, "-c", str(args.clients))}
+    finally:
+        fixed.terminate()
+        fixed.wait(10)
+
     # e. batching off
     g = Gateway(tmp, mlp_batching=False)
     try:
@@ -196,13 +213,20 @@ def main():
     for m, r in out["ort_bare"].items():
         lines.append(f"| bare ONNX Runtime, {m}, 1 row: p50 / runs per s (1 thread) | {r['p50_us']:.1f} us / {r['runs_per_s']:,.0f} |")
     for t, r in out["gateway"].items():
+        ceiling = out["grpc_ceiling"] if t == "grpc" else out["ceiling"]
+        which = "gRPC ceiling" if t == "grpc" else "HTTP ceiling"
+        work = r['c1']['p50_ms'] * 1000 - bare - ceiling['c1']['p50_ms'] * 1000
         lines.append(f"| gateway {t}, fraud, concurrency 1: p50 | {r['c1']['p50_ms'] * 1000:.0f} us "
-                     f"(overhead over bare ORT: {r['c1']['p50_ms'] * 1000 - bare:.0f} us) |")
+                     f"(over bare ORT: {r['c1']['p50_ms'] * 1000 - bare:.0f} us; gateway work, less the {which}'s "
+                     f"round trip too: {work:.0f} us) |")
         lines.append(f"| gateway {t}, fraud, {args.clients} clients: req/s | {r['sat']['rps']:,.0f} "
-                     f"({r['sat']['rps'] / out['ceiling']['sat']['rps']:.2f} of the HTTP ceiling) |")
+                     f"({r['sat']['rps'] / ceiling['sat']['rps']:.2f} of the {which}) |")
     c = out["ceiling"]
     lines.append(f"| HTTP ceiling (fixed body), concurrency 1: p50 | {c['c1']['p50_ms'] * 1000:.0f} us |")
     lines.append(f"| HTTP ceiling (fixed body), {args.clients} clients: req/s | {c['sat']['rps']:,.0f} |")
+    c = out["grpc_ceiling"]
+    lines.append(f"| gRPC ceiling (fixed ModelInferResponse), concurrency 1: p50 | {c['c1']['p50_ms'] * 1000:.0f} us |")
+    lines.append(f"| gRPC ceiling (fixed ModelInferResponse), {args.clients} clients: req/s | {c['sat']['rps']:,.0f} |")
     lg, sh = out["logging"], out["shadow"]
     lines.append(f"| inference logging on / off, req/s | {lg['on']['rps']:,.0f} / {lg['off']['rps']:,.0f} = {lg['ratio']:.3f} |")
     lines.append(f"| 100% shadow / none, req/s | {sh['on']['rps']:,.0f} / {sh['off']['rps']:,.0f} = {sh['ratio']:.3f} |")
