@@ -1,12 +1,23 @@
 //! Worker threads that own ONNX Runtime sessions, and the [`ModelRunner`] handle that feeds them.
 //!
-//! `Session::run` takes `&mut self` (ORT internals are not thread-safe), so each worker thread owns
-//! one session and takes work items from a shared channel. A work item is one or more requests
-//! (jobs); several are stacked along the batch dimension, run once, and split back.
+//! `Session::run` takes `&mut self` (ORT internals are not thread-safe), so each session is behind
+//! a mutex: worker thread `i` runs its work items on session `i`, taken from a shared channel. A
+//! work item is one or more requests (jobs); several are stacked along the batch dimension, run
+//! once, and split back.
+//!
+//! **Inline runs.** Handing a request to a worker thread and its answer back costs two
+//! cross-thread wake-ups, which on a small CPU model cost more than the model itself. So when a
+//! CPU model is idle (this request is the only one admitted, and for a batched model a worker is
+//! free) and the request is quick (its rows times one row's time, the timed warm-up run's or the
+//! average so far, whichever is more, under [`INLINE_MAX_COMPUTE`]), the request runs on the
+//! calling task's thread, on a session nobody
+//! holds (`try_lock`), through the same `execute` as a worker: same statistics, same spans, the
+//! same catch of a panic (answered 500, counted), the same admission permit. Under load requests
+//! queue for the workers as before, so batches still form; a slow model never runs inline.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
@@ -90,6 +101,20 @@ pub struct ModelRunner {
     options: RunnerOptions,
     configured: RunnerOptions,
     dispatch: Dispatch,
+    /// The sessions and what executing on them needs, for inline runs (`None`: never inline).
+    inline: Option<Inline>,
+}
+
+/// Longest average execution (and warm-up run) of a model that may run inline, on the calling
+/// task's thread, when it is idle.
+pub const INLINE_MAX_COMPUTE: Duration = Duration::from_micros(200);
+
+/// What an inline run needs: the sessions (shared with the worker threads) and the worker's view.
+struct Inline {
+    sessions: Arc<[Mutex<Session>]>,
+    worker: Arc<Worker>,
+    /// The timed warm-up run (one row).
+    warm_row: Duration,
 }
 
 impl std::fmt::Debug for ModelRunner {
@@ -120,8 +145,13 @@ impl ModelRunner {
             ModelSchema::from_outlets(sessions[0].inputs(), sessions[0].outputs())
                 .map_err(|e| load_err(e.to_string()))?,
         );
+        // the second warm-up run is timed: the first pays for ORT's lazy initialisation
+        let mut warm_slowest = Duration::ZERO;
         for s in &mut sessions {
             warm_up(s, &schema).map_err(|e| load_err(format!("warm-up run failed: {e}")))?;
+            let began = Instant::now();
+            warm_up(s, &schema).map_err(|e| load_err(format!("warm-up run failed: {e}")))?;
+            warm_slowest = warm_slowest.max(began.elapsed());
         }
         let batching = options.batching.filter(|_| schema.batchable());
         if options.batching.is_some() && batching.is_none() {
@@ -137,20 +167,23 @@ impl ModelRunner {
             Some(_) => flume::unbounded(),
             None => flume::bounded(options.queue_capacity.max(1)),
         };
-        for (i, session) in sessions.into_iter().enumerate() {
-            let worker = Worker {
-                name: name.to_string(),
-                version,
-                schema: schema.clone(),
-                stats: stats.clone(),
-                panic_next: panic_next.clone(),
-            };
-            let rx = work_rx.clone();
+        let worker = Arc::new(Worker {
+            name: name.to_string(),
+            version,
+            schema: schema.clone(),
+            stats: stats.clone(),
+            panic_next: panic_next.clone(),
+        });
+        let sessions: Arc<[Mutex<Session>]> = sessions.into_iter().map(Mutex::new).collect();
+        for i in 0..sessions.len() {
+            let (worker, sessions, rx) = (worker.clone(), sessions.clone(), work_rx.clone());
             std::thread::Builder::new()
                 .name(format!("ort-{name}-v{version}-{i}"))
-                .spawn(move || worker.run(session, &rx))
+                .spawn(move || worker.run(&sessions[i], &rx))
                 .map_err(|e| load_err(format!("cannot start worker thread: {e}")))?;
         }
+        let inline = (options.execution.provider == Provider::Cpu && warm_slowest <= INLINE_MAX_COMPUTE)
+            .then(|| Inline { sessions, worker, warm_row: warm_slowest });
         let dispatch = match batching {
             Some(b) => {
                 let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
@@ -173,6 +206,7 @@ impl ModelRunner {
             configured: options.clone(),
             options: RunnerOptions { batching, ..options },
             dispatch,
+            inline,
         })
     }
 
@@ -214,8 +248,18 @@ impl ModelRunner {
         let overloaded = || RuntimeError::Overloaded { model: self.name.clone(), capacity: self.capacity };
         let permit = self.admission.clone().try_acquire_owned().map_err(|_| overloaded())?;
         let rows = inputs.first().map(Tensor::rows).unwrap_or(1);
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         let job = Job::new(inputs, rows, reply, permit, self.name_arc.clone());
+        let job = match self.run_inline(job) {
+            // answered already: the receiver holds the result
+            None => {
+                return match answer.try_recv() {
+                    Ok(result) => result,
+                    Err(_) => Err(RuntimeError::Stopped(self.name.clone())),
+                };
+            }
+            Some(job) => job,
+        };
         let sent = match &self.dispatch {
             Dispatch::Direct(tx) => {
                 tx.try_send(WorkItem { jobs: vec![job], _worker_slot: None }).map_err(|e| match e {
@@ -244,6 +288,49 @@ impl ModelRunner {
             Ok(Err(_)) => Err(RuntimeError::Stopped(self.name.clone())),
             Err(_) => Err(RuntimeError::Timeout(self.timeout)),
         }
+    }
+
+    /// Runs `job` here when the model is idle and quick (see the module's "Inline runs");
+    /// gives it back otherwise. `None`: it ran and was answered.
+    fn run_inline(&self, job: Job) -> Option<Job> {
+        let Some(inline) = &self.inline else { return Some(job) };
+        // idle: this job holds the only admission permit taken
+        if self.admission.available_permits() + 1 < self.capacity {
+            return Some(job);
+        }
+        // quick: one row's time (the warm-up run's, or the average so far, whichever is more)
+        // times the rows asked for; costs per row fall with batch size, so this overestimates
+        let (_, ns) = self.stats.compute_infer.get();
+        let per_row = match self.stats.inference_count() {
+            0 => inline.warm_row,
+            rows => inline.warm_row.max(Duration::from_nanos(ns / rows)),
+        };
+        if per_row.saturating_mul(u32::try_from(job.rows).unwrap_or(u32::MAX)) > INLINE_MAX_COMPUTE {
+            return Some(job);
+        }
+        // a batched model: a free worker slot, so the batcher does not dispatch meanwhile
+        let slot = match &self.dispatch {
+            Dispatch::Batched { queue, free_workers, .. } => {
+                if queue.capacity() != queue.max_capacity() {
+                    return Some(job);
+                }
+                match free_workers.clone().try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => return Some(job),
+                }
+            }
+            Dispatch::Direct(tx) if !tx.is_empty() => return Some(job),
+            Dispatch::Direct(_) => None,
+        };
+        let Some(mut session) = inline.sessions.iter().find_map(|s| match s.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }) else {
+            return Some(job);
+        };
+        inline.worker.run_item(&mut session, WorkItem { jobs: vec![job], _worker_slot: slot });
+        None
     }
 }
 
@@ -322,22 +409,28 @@ impl Worker {
     /// it held answer 500 (their `Drop`), the panic is counted, and the worker takes the next
     /// item with the same session (ONNX Runtime's state is not touched by a panic on the Rust
     /// side), so the model keeps serving.
-    fn run(self, mut session: Session, rx: &flume::Receiver<WorkItem>) {
+    fn run(&self, session: &Mutex<Session>, rx: &flume::Receiver<WorkItem>) {
         while let Ok(item) = rx.recv() {
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if self.panic_next.swap(false, Ordering::AcqRel) {
-                    injected_panic();
-                }
-                execute(&mut session, &self.schema, &self.stats, item)
-            }));
-            if ran.is_err() {
-                crate::metrics::worker_panic(&self.name, self.version);
-                tracing::error!(
-                    model = %self.name,
-                    version = self.version,
-                    "model worker panicked; its requests were answered 500 and it goes on serving"
-                );
+            let mut session = session.lock().unwrap_or_else(|e| e.into_inner());
+            self.run_item(&mut session, item);
+        }
+    }
+
+    /// Runs one work item on `session` (a worker thread's, or inline on the caller's thread).
+    fn run_item(&self, session: &mut Session, item: WorkItem) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if self.panic_next.swap(false, Ordering::AcqRel) {
+                injected_panic();
             }
+            execute(session, &self.schema, &self.stats, item)
+        }));
+        if ran.is_err() {
+            crate::metrics::worker_panic(&self.name, self.version);
+            tracing::error!(
+                model = %self.name,
+                version = self.version,
+                "model worker panicked; its requests were answered 500 and it goes on serving"
+            );
         }
     }
 }
