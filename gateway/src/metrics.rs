@@ -385,12 +385,14 @@ pub fn table_file_skipped(table: &str, reason: &'static str) {
     counter!(TABLE_FILES_SKIPPED_TOTAL, "table" => table.to_string(), "reason" => reason).increment(1);
 }
 
-/// Counts a config change attempt.
-/// Adds `delta` to the inference requests in flight.
+/// Adds `delta` to the inference requests in flight (twice per request: the handle is looked up
+/// in the registry once, not per call).
 pub fn in_flight(delta: f64) {
-    gauge!(REQUESTS_IN_FLIGHT).increment(delta);
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    GAUGE.get_or_init(|| gauge!(REQUESTS_IN_FLIGHT)).increment(delta);
 }
 
+/// Counts a config change attempt.
 pub fn config_change(source: &'static str, outcome: &'static str) {
     counter!(CONFIG_CHANGES_TOTAL, "source" => source, "outcome" => outcome).increment(1);
 }
