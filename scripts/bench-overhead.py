@@ -117,6 +117,22 @@ def alternate(args, a, b, rounds=2):
     return mean(ra), mean(rb)
 
 
+def ceiling(args, tmp, example, target_args):
+    """A fixed-answer server (`example`) driven like the gateway: concurrency 1 and --clients."""
+    ports = tmp / f"{example}.port"
+    server = subprocess.Popen([str(REL / "examples" / example), "127.0.0.1:0", str(ports)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if ports.exists() and ports.stat().st_size:
+                break
+            time.sleep(0.1)
+        base = [*target_args, "--url", f"http://127.0.0.1:{ports.read_text().strip()}", "--payload", str(PAYLOAD)]
+        return {"c1": load(args, *base, "-c", "1"), "sat": load(args, *base, "-c", str(args.clients))}
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -153,35 +169,9 @@ def main():
     finally:
         g.stop()
 
-    # c. HTTP ceiling
-    ports = tmp / "fixed.port"
-    fixed = subprocess.Popen([str(REL / "examples/fixed_body"), "127.0.0.1:0", str(ports)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if ports.exists() and ports.stat().st_size:
-                break
-            time.sleep(0.1)
-        url = f"http://127.0.0.1:{ports.read_text().strip()}"
-        base = ["--target", "predict", "--url", url, "--endpoint", "fraud", "--payload", str(PAYLOAD)]
-        out["ceiling"] = {"c1": load(args, *base, "-c", "1"), "sat": load(args, *base, "-c", str(args.clients))}
-    finally:
-        fixed.terminate()
-        fixed.wait(10)
-
-    # c'. gRPC ceiling
-    ports = tmp / "fixed-grpc.port"
-    fixed = subprocess.Popen([str(REL / "examples/fixed_grpc"), "127.0.0.1:0", str(ports)], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if ports.exists() and ports.stat().st_size:
-                break
-            time.sleep(0.1)
-        url = f"http://127.0.0.1:{ports.read_text().strip()}"
-        base = ["--target", "grpc", "--url", url, "--model", "fraud", "--payload", str(PAYLOAD)]
-        out["grpc_ceiling"] = {"c1": load(args, *base, "-c", "1"), "sat": load(args, *base, "-c", str(args.clients))}
-    finally:
-        fixed.terminate()
-        fixed.wait(10)
+    # c. HTTP and gRPC ceilings
+    out["ceiling"] = ceiling(args, tmp, "fixed_body", ["--target", "predict", "--endpoint", "fraud"])
+    out["grpc_ceiling"] = ceiling(args, tmp, "fixed_grpc", ["--target", "grpc", "--model", "fraud"])
 
     # e. batching off
     g = Gateway(tmp, mlp_batching=False)

@@ -117,7 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(f) = ports_file {
             std::fs::write(f, local.port().to_string())?;
         }
-        // the gateway's HTTP/2 settings (server::stack::grpc_builder), without its tower layers
+        // the gateway's HTTP/2 settings (its gRPC server builder), without its tower layers
         let limits = ListenerLimits::default();
         let incoming = futures::stream::unfold(listener, |l| async move {
             let accepted = l.accept().await.map(|(s, _)| {
@@ -126,12 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             Some((accepted, l))
         });
-        tonic::transport::Server::builder()
-            .timeout(limits.total_timeout)
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .http2_keepalive_interval(Some(limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.keepalive_interval))
-            .tcp_nodelay(true)
+        sluice::server::stack::grpc_builder(&limits)
             .add_service(GrpcInferenceServiceServer::new(Fixed { answer: fixed_answer() }))
             .serve_with_incoming(incoming)
             .await?;

@@ -25,7 +25,9 @@ use crate::config::Config;
 const MAX_SUMS_BYTES: u64 = 1 << 20;
 /// Files one `SHA256SUMS` may list.
 const MAX_FILES: usize = 64;
-const DONE: &str = ".verified";
+/// The mark of a cache directory whose files were all copied and checked (here and by
+/// [`super::mlflow`]).
+pub(super) const DONE: &str = ".verified";
 
 /// Why a model could not be copied from the store.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +126,7 @@ impl Fetcher {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -30,7 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
 
-use super::fetch::FetchError;
+use super::fetch::{DONE, FetchError, hex};
 use super::manifest::{Manifest, ManifestOutputs, ProblemType};
 use crate::config::Config;
 use crate::config::raw::{RawConfig, RawVersion};
@@ -47,7 +47,6 @@ const MAX_DEPTH: usize = 4;
 const MAX_UNSIZED_FILE: u64 = 16 << 30;
 /// One call (a whole file download included) gives up after this long.
 const TIMEOUT: Duration = Duration::from_secs(600);
-const DONE: &str = ".verified";
 /// The registry, model and version a cached directory was copied from.
 const SOURCE: &str = ".source";
 
@@ -368,10 +367,6 @@ pub fn fuzz_answer(input: &[u8]) {
             let _ = proxy_path(uri);
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Resolves the unresolved aliases of `config` (kept as `current` has them where it has the

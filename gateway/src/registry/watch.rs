@@ -157,14 +157,10 @@ fn with_entity(
     let entity = e
         .served_entities
         .iter_mut()
-        .find(|x| served_name(x) == name)
+        .find(|x| x.served_name() == name)
         .ok_or_else(|| ControlError::NotFound(format!("served model '{name}' is gone")))?;
     f(entity);
     Ok(e)
-}
-
-fn served_name(s: &RawServedEntity) -> String {
-    s.served_name()
 }
 
 /// The routes of `e` as written, or the one implied route of a lone entity.
@@ -174,7 +170,7 @@ fn routes_of(e: &RawEndpoint) -> Vec<RawRoute> {
         None => e
             .served_entities
             .iter()
-            .map(|s| RawRoute { served_model_name: served_name(s), traffic_percentage: 100 })
+            .map(|s| RawRoute { served_model_name: s.served_name(), traffic_percentage: 100 })
             .collect(),
     }
 }
@@ -190,9 +186,9 @@ fn with_candidate(
     let entity = e
         .served_entities
         .iter()
-        .find(|x| served_name(x) == incumbent)
+        .find(|x| x.served_name() == incumbent)
         .ok_or_else(|| ControlError::NotFound(format!("served model '{incumbent}' is gone")))?;
-    if e.served_entities.iter().any(|x| served_name(x) == candidate) {
+    if e.served_entities.iter().any(|x| x.served_name() == candidate) {
         return Ok(e);
     }
     let mut c = entity.clone();
@@ -224,7 +220,7 @@ fn fold(
         }
     }
     e.traffic_config = Some(RawTrafficConfig { routes });
-    e.served_entities.retain(|x| served_name(x) != candidate);
+    e.served_entities.retain(|x| x.served_name() != candidate);
     e.shadow.retain(|x| x.served_model_name != candidate);
     Ok(e)
 }
@@ -233,7 +229,7 @@ fn fold(
 /// any shadow of it go too).
 fn without(cur: Option<&RawEndpoint>, candidate: &str) -> Result<RawEndpoint, ControlError> {
     let mut e = cur.cloned().ok_or_else(|| ControlError::NotFound("the endpoint is gone".into()))?;
-    if !e.served_entities.iter().any(|x| served_name(x) == candidate) {
+    if !e.served_entities.iter().any(|x| x.served_name() == candidate) {
         return Ok(e);
     }
     let mut routes = routes_of(&e);
@@ -242,7 +238,7 @@ fn without(cur: Option<&RawEndpoint>, candidate: &str) -> Result<RawEndpoint, Co
     }
     routes.retain(|r| r.served_model_name != candidate);
     e.traffic_config = Some(RawTrafficConfig { routes });
-    e.served_entities.retain(|x| served_name(x) != candidate);
+    e.served_entities.retain(|x| x.served_name() != candidate);
     e.shadow.retain(|x| x.served_model_name != candidate);
     Ok(e)
 }
@@ -307,10 +303,10 @@ provider = "cpu"
     fn served_names_default_as_validation_gives_them() {
         let mut s = endpoint().served_entities.remove(0);
         s.name = None;
-        assert_eq!(served_name(&s), "fraud_classifier-champion");
+        assert_eq!(s.served_name(), "fraud_classifier-champion");
         s.entity_version = RawVersion::Str("3".into());
-        assert_eq!(served_name(&s), "fraud_classifier-3");
+        assert_eq!(s.served_name(), "fraud_classifier-3");
         s.entity_version = RawVersion::Num(4);
-        assert_eq!(served_name(&s), "fraud_classifier-4");
+        assert_eq!(s.served_name(), "fraud_classifier-4");
     }
 }
