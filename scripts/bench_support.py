@@ -12,8 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 REL = ROOT / "target" / "release"
 
 
-def start_gateway(workdir: Path, config: Path, binary: Path | None = None, env: dict | None = None):
-    """`sluice serve` with `config` on ports 0; returns (process, ports dict, open log file).
+def start_gateway(workdir: Path, config: Path, binary: Path | None = None, env: dict | None = None,
+                  cwd: Path | None = None):
+    """`sluice serve` with `config` on ports 0 (run in `cwd`, default this one); returns (process,
+    ports dict, open log file).
     Exits the script, pointing at the log, when the gateway dies before it serves."""
     ports = workdir / "ports.json"
     log = open(workdir / "sluice.log", "w")
@@ -21,7 +23,7 @@ def start_gateway(workdir: Path, config: Path, binary: Path | None = None, env: 
         [str(binary or REL / "sluice"), "serve", "--config", str(config), "--ort-lib",
          str(ROOT / ".ort/lib/libonnxruntime.so"), "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0",
          "--admin", "127.0.0.1:0", "--ports-file", str(ports)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd)
     for _ in range(240):
         if ports.exists() and ports.stat().st_size:
             break

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Samples the gateway's request path with `perf` (Debian's linux-perf) while sluice-loadtest
 # drives it: /predict, V2 binary and gRPC, at concurrency 1 and 16, fraud_classifier v1 behind
-# an endpoint without logging or shadow (the bench-overhead.py gateway). For each run it writes
+# an endpoint without logging or shadow (the bench-overhead.py gateway); route `predict-logged`
+# is /predict to the same model behind an endpoint with an inference table (the cost of
+# logging). ROUTES="predict grpc" and CLIENTS="16" pick runs (default: the three routes at 1 and
+# 16 clients). For each run it writes
 #   target/profile/<route>-c<N>.threads.txt   samples by thread (tokio workers, ORT workers...)
 #   target/profile/<route>-c<N>.self.txt      symbols by self time (where the CPU goes)
 # and prints the top of each. Only the gateway process is sampled, at 999 Hz. With
@@ -38,6 +41,10 @@ versions = [1]
 [[endpoints]]
 name = "fraud"
 served_entities = [{ name = "champion", entity_name = "fraud_classifier", entity_version = "1" }]
+[[endpoints]]
+name = "fraud_logged"
+served_entities = [{ name = "champion", entity_name = "fraud_classifier", entity_version = "1" }]
+inference_table = { enabled = true }
 EOF
 "$bin" serve --config "$tmp/sluice.toml" --ort-lib .ort/lib/libonnxruntime.so \
   --http 127.0.0.1:0 --grpc 127.0.0.1:0 --admin 127.0.0.1:0 --ports-file "$tmp/ports.json" \
@@ -50,13 +57,15 @@ http="http://127.0.0.1:$(port http)"
 grpc="http://127.0.0.1:$(port grpc)"
 payload=tests/fixtures/inputs/fraud_classifier.json
 
-for route in predict v2-binary grpc; do
+for route in ${ROUTES:-predict v2-binary grpc}; do
   case $route in
     predict) args=(--target predict --url "$http" --endpoint fraud) ;;
+    predict-logged) args=(--target predict --url "$http" --endpoint fraud_logged) ;;
     v2-binary) args=(--target v2-binary --url "$http" --model fraud) ;;
     grpc) args=(--target grpc --url "$grpc" --model fraud) ;;
+    *) echo "unknown route $route (predict, predict-logged, v2-binary, grpc)" >&2; exit 2 ;;
   esac
-  for c in 1 16; do
+  for c in ${CLIENTS:-1 16}; do
     name="$out/$route-c$c"
     # warm up, then sample the gateway for the measured part of the run
     target/release/sluice-loadtest "${args[@]}" --payload "$payload" -c "$c" --duration 2s --warmup 0s --output json > /dev/null
