@@ -25,10 +25,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-from bench_support import REL, ROOT, start_gateway  # noqa: E402  (scripts/ is on sys.path)
+from bench_support import REL, ROOT, start_gateway, wait_ready  # noqa: E402  (scripts/ is on sys.path)
 
 PAYLOAD = ROOT / "tests" / "fixtures" / "inputs" / "fraud_classifier.json"
 
@@ -42,18 +41,6 @@ def status_kib(pid: int, field: str) -> int:
 
 def mib(kib: int) -> float:
     return round(kib / 1024, 1)
-
-
-def wait_ready(http_port: int):
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit("gateway never became ready")
 
 
 def gateway(workdir: Path, config_text: str):

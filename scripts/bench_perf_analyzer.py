@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_support import ROOT, start_gateway  # noqa: E402
+from bench_support import ROOT, start_gateway, wait_ready  # noqa: E402
 
 LOCK = "/tmp/bench.lock"
 FIXTURES = ROOT / "tests" / "fixtures" / "inputs"
@@ -63,18 +63,6 @@ def fixture_rows(model: str) -> list[list[float]]:
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
-
-
-def wait_ready(http: str):
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{http}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    sys.exit("gateway not ready after 60 s")
 
 
 def write_inputs(http: str, model: str, version: str, tmp: Path) -> tuple[Path, Path, dict]:
@@ -181,7 +169,7 @@ def main():
     rows = []
     try:
         http = f"http://127.0.0.1:{ports['http']}"
-        wait_ready(http)
+        wait_ready(ports["http"])
         urls = {"http": f"127.0.0.1:{ports['http']}", "grpc": f"127.0.0.1:{ports['grpc']}"}
         lt_urls = {"http": http, "grpc": f"http://127.0.0.1:{ports['grpc']}"}
         inputs = {}

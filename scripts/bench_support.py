@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +32,17 @@ def start_gateway(workdir: Path, config: Path, binary: Path | None = None, env: 
             sys.exit(f"gateway exited; see {workdir / 'sluice.log'}")
         time.sleep(0.25)
     return proc, json.loads(ports.read_text()), log
+
+
+def wait_ready(http_port: int, limit_s: float = 60):
+    """Waits for `/v2/health/ready` of a gateway on 127.0.0.1:`http_port` (all models loaded)."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"gateway not ready after {limit_s:.0f} s")
