@@ -13,7 +13,9 @@
 //! calling task's thread, on a session nobody
 //! holds (`try_lock`), through the same `execute` as a worker: same statistics, same spans, the
 //! same catch of a panic (answered 500, counted), the same admission permit. Under load requests
-//! queue for the workers as before, so batches still form; a slow model never runs inline.
+//! queue for the workers as before, so batches still form; a slow model never runs inline. A
+//! batched model with a `max_queue_delay` never runs inline either: its first request waits
+//! that long for others to join, as configured (as Triton's dynamic batcher does).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -182,8 +184,10 @@ impl ModelRunner {
                 .spawn(move || worker.run(&sessions[i], &rx))
                 .map_err(|e| load_err(format!("cannot start worker thread: {e}")))?;
         }
-        let inline = (options.execution.provider == Provider::Cpu && warm_slowest <= INLINE_MAX_COMPUTE)
-            .then(|| Inline { sessions, worker, warm_row: warm_slowest });
+        let inline = (options.execution.provider == Provider::Cpu
+            && warm_slowest <= INLINE_MAX_COMPUTE
+            && batching.is_none_or(|b| b.max_queue_delay.is_zero()))
+        .then(|| Inline { sessions, worker, warm_row: warm_slowest });
         let dispatch = match batching {
             Some(b) => {
                 let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));

@@ -258,7 +258,7 @@ async fn batching_stacks_concurrent_requests() {
         name = "mlp"
         versions = [1]
         instances = 1
-        batching = { enabled = true, max_batch_size = 64, max_queue_delay_us = 0 }
+        batching = { enabled = true, max_batch_size = 64, max_queue_delay_us = 2000 }
         "#,
     )
     .await;
