@@ -128,7 +128,8 @@ def loadtest(args, lt_bin, url, transport, model, version, c, payload) -> dict:
 
 def out(cmd: list[str], env=None) -> str:
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, env=env).stdout.strip()
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        return (p.stdout.strip() or p.stderr.strip())  # perf_analyzer --version prints to stderr
     except OSError:
         return "?"
 

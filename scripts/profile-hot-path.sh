@@ -6,6 +6,7 @@
 # logging). ROUTES="predict grpc" and CLIENTS="16" pick runs (default: the three routes at 1 and
 # 16 clients). For each run it writes
 #   target/profile/<route>-c<N>.threads.txt   samples by thread (tokio workers, ORT workers...)
+#   target/profile/<route>-c<N>.dso.txt       samples by binary (the gateway, ONNX Runtime, libc, kernel)
 #   target/profile/<route>-c<N>.self.txt      symbols by self time (where the CPU goes)
 # and prints the top of each. Only the gateway process is sampled, at 999 Hz. With
 # CALL_GRAPH=1 the samples carry DWARF call graphs (release builds keep line tables; there are
@@ -80,7 +81,8 @@ for route in ${ROUTES:-predict v2-binary grpc}; do
     fi
     wait $load
     perf report -i "$name.data" --no-children --sort comm --stdio 2>/dev/null | grep -v '^$' > "$name.threads.txt" || true
-    perf report -i "$name.data" --no-children --sort symbol --percent-limit 0.3 --stdio 2>/dev/null \
+    perf report -i "$name.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^$' > "$name.dso.txt" || true
+    perf report -i "$name.data" --no-children --sort symbol --percent-limit 0.01 --stdio 2>/dev/null \
       | grep -v '^$' | sed 's/ *$//' > "$name.self.txt" || true
     if [ "${CALL_GRAPH:-0}" = 1 ]; then
       perf report -i "$name.data" --children --sort symbol --percent-limit 2 --stdio -g none 2>/dev/null \
@@ -90,8 +92,8 @@ for route in ${ROUTES:-predict v2-binary grpc}; do
     rm -f "$name.data"
     rps="$(python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['overall']; print(f\"{r['throughput']['requests_per_s']:.0f} req/s, p50 {r['latency_ms']['p50']*1000:.0f} us\")" "$name.load.json")"
     printf '\n== %s, %s clients: %s\n-- by thread\n' "$route" "$c" "$rps"
-    grep -E '^ +[0-9]' "$name.threads.txt" | head -6
+    grep -E '^ +[0-9]' "$name.threads.txt" | sed -n 1,6p
     printf -- '-- by symbol (self time, top 25)\n'
-    grep -E '^ +[0-9]' "$name.self.txt" | head -25
+    grep -E '^ +[0-9]' "$name.self.txt" | sed -n 1,25p
   done
 done

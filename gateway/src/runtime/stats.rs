@@ -54,6 +54,10 @@ pub struct ModelStats {
     pub compute_output: Duration2,
     inference_count: AtomicU64,
     execution_count: AtomicU64,
+    /// Rows run and the time their executions took in `Session::run` (each execution counted
+    /// once, unlike `compute_infer`, which charges every request of a batch the whole batch).
+    executed_rows: AtomicU64,
+    executed_infer_ns: AtomicU64,
     last_inference_ms: AtomicU64,
     batches: Mutex<BTreeMap<u64, BatchSizeStats>>,
 }
@@ -79,6 +83,8 @@ impl ModelStats {
     /// One model execution over `batch_rows` rows.
     pub fn record_execution(&self, batch_rows: usize, phases: &PhaseTimes) {
         self.execution_count.fetch_add(1, Relaxed);
+        self.executed_rows.fetch_add(batch_rows as u64, Relaxed);
+        self.executed_infer_ns.fetch_add(phases.compute_infer.as_nanos() as u64, Relaxed);
         if let Ok(mut b) = self.batches.lock() {
             let e = b.entry(batch_rows as u64).or_default();
             e.count += 1;
@@ -101,6 +107,14 @@ impl ModelStats {
         self.execution_count.load(Relaxed)
     }
 
+    /// Mean `Session::run` time per row over every execution so far (`None` before the first).
+    /// Batched rows cost less each than a lone row, so after batching this is below a one-row
+    /// run's time.
+    pub fn mean_infer_per_row(&self) -> Option<Duration> {
+        let rows = self.executed_rows.load(Relaxed);
+        (rows > 0).then(|| Duration::from_nanos(self.executed_infer_ns.load(Relaxed) / rows))
+    }
+
     pub fn last_inference_ms(&self) -> u64 {
         self.last_inference_ms.load(Relaxed)
     }
@@ -108,5 +122,28 @@ impl ModelStats {
     /// Per-batch-size statistics, smallest batch first.
     pub fn batch_stats(&self) -> Vec<(u64, BatchSizeStats)> {
         self.batches.lock().map(|b| b.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch of 64 one-row requests that ran for 640 us: each request's `compute_infer` is
+    /// the whole batch (Triton's statistics), the time per row is 10 us.
+    #[test]
+    fn time_per_row_counts_each_execution_once() {
+        let s = ModelStats::default();
+        assert_eq!(s.mean_infer_per_row(), None);
+        let batch = PhaseTimes { compute_infer: Duration::from_micros(640), ..PhaseTimes::default() };
+        s.record_execution(64, &batch);
+        for _ in 0..64 {
+            s.record_success(1, Duration::from_micros(700), &batch);
+        }
+        assert_eq!(s.compute_infer.get(), (64, 64 * 640_000));
+        assert_eq!(s.mean_infer_per_row(), Some(Duration::from_micros(10)));
+        let lone = PhaseTimes { compute_infer: Duration::from_micros(30), ..PhaseTimes::default() };
+        s.record_execution(1, &lone);
+        assert_eq!(s.mean_infer_per_row(), Some(Duration::from_nanos(670_000 / 65)));
     }
 }

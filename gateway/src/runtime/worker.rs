@@ -9,10 +9,10 @@
 //! cross-thread wake-ups, which on a small CPU model cost more than the model itself. So when a
 //! CPU model is idle (this request is the only one admitted, and for a batched model a worker is
 //! free) and the request is quick (its rows times one row's time, the timed warm-up run's or the
-//! average so far, whichever is more, under [`INLINE_MAX_COMPUTE`]), the request runs on the
-//! calling task's thread, on a session nobody
-//! holds (`try_lock`), through the same `execute` as a worker: same statistics, same spans, the
-//! same catch of a panic (answered 500, counted), the same admission permit. Under load requests
+//! mean per row of the executions so far, whichever is more, under [`INLINE_MAX_COMPUTE`]), the
+//! request runs on the calling task's thread, on a session nobody holds (`try_lock`), through
+//! the same `execute` as a worker: same statistics, same spans, the same catch of a panic
+//! (answered 500, counted), the same admission permit. Under load requests
 //! queue for the workers as before, so batches still form; a slow model never runs inline. A
 //! batched model with a `max_queue_delay` never runs inline either: its first request waits
 //! that long for others to join, as configured (as Triton's dynamic batcher does).
@@ -302,13 +302,12 @@ impl ModelRunner {
         if self.admission.available_permits() + 1 < self.capacity {
             return Some(job);
         }
-        // quick: one row's time (the warm-up run's, or the average so far, whichever is more)
-        // times the rows asked for; costs per row fall with batch size, so this overestimates
-        let (_, ns) = self.stats.compute_infer.get();
-        let per_row = match self.stats.inference_count() {
-            0 => inline.warm_row,
-            rows => inline.warm_row.max(Duration::from_nanos(ns / rows)),
-        };
+        // quick: one row's time (the warm-up run's, or the mean per row of the executions so
+        // far, whichever is more) times the rows asked for. Not the requests' mean
+        // `compute_infer`: that charges each request of a batch the whole batch, so after a
+        // burst of batching a fast model looked slow and never ran inline again (a p50 penalty
+        // at one client)
+        let per_row = inline.warm_row.max(self.stats.mean_infer_per_row().unwrap_or_default());
         if per_row.saturating_mul(u32::try_from(job.rows).unwrap_or(u32::MAX)) > INLINE_MAX_COMPUTE {
             return Some(job);
         }
