@@ -2,8 +2,24 @@
 //! reads the admin API's JSON through its own small types, not the server's handler types, so the
 //! two sides share only the wire format.
 
+use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use serde::Deserialize;
 use serde_json::Value;
+
+/// A borderless table as `kubectl` prints one: a header row, columns two spaces apart, the
+/// columns in `right` right-aligned (numbers), no trailing spaces.
+fn plain_table(header: &[&str], right: &[usize], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(header.to_vec()).add_rows(rows);
+    let last = header.len().saturating_sub(1);
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, if i == last { 0 } else { 2 }));
+        if right.contains(&i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.trim_fmt() + "\n"
+}
 
 /// One entry of `GET /admin/endpoints` (`endpoints[]`): the members the table shows.
 #[derive(Debug, Clone, Deserialize)]
@@ -57,25 +73,27 @@ pub fn endpoints_table(rows: &[EndpointRow]) -> String {
     } else {
         "SERVED MODELS (traffic / mirror)"
     };
-    let mut out = format!("{:<20} {:>7}  {head}\n", "ENDPOINT", "VERSION");
-    for v in rows {
-        let served: Vec<String> = v
-            .served_models
-            .iter()
-            .map(|s| {
-                let share = match s.mirror_percent {
-                    Some(m) => format!("{}={}:v{} shadow {m}%", s.name, s.model, s.version),
-                    None => format!("{}={}:v{} {}%", s.name, s.model, s.version, s.traffic_percentage),
-                };
-                match s.requests {
-                    Some(n) => format!("{share} ({n} req)"),
-                    None => share,
-                }
-            })
-            .collect();
-        out.push_str(&format!("{:<20} {:>7}  {}\n", v.name, v.config_version, served.join(", ")));
-    }
-    out
+    let rows = rows
+        .iter()
+        .map(|v| {
+            let served: Vec<String> = v
+                .served_models
+                .iter()
+                .map(|s| {
+                    let share = match s.mirror_percent {
+                        Some(m) => format!("{}={}:v{} shadow {m}%", s.name, s.model, s.version),
+                        None => format!("{}={}:v{} {}%", s.name, s.model, s.version, s.traffic_percentage),
+                    };
+                    match s.requests {
+                        Some(n) => format!("{share} ({n} req)"),
+                        None => share,
+                    }
+                })
+                .collect();
+            vec![v.name.clone(), v.config_version.to_string(), served.join(", ")]
+        })
+        .collect();
+    plain_table(&["ENDPOINT", "VERSION", head], &[1], rows)
 }
 
 fn num(v: &Value, digits: usize) -> String {
@@ -104,8 +122,36 @@ pub fn experiment_table(r: &Value) -> String {
         r["alpha"],
         s(&r["champion"]),
     );
-    out.push_str(&format!(
-        "{:<16} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>7} {:>9} {:<22} {:>9} {:>10}  {}\n",
+    // serde_json's Display ignores widths: every cell is a String first
+    let count = |v: &Value| v.as_u64().map_or_else(|| "-".to_string(), |n| n.to_string());
+    let rows = r["arms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let vs = &a["vs_champion"];
+            vec![
+                s(&a["served_model"]),
+                count(&a["requests"]),
+                num(&a["share"], 3),
+                num(&a["expected_share"], 3),
+                count(&a["errors"]),
+                num(&a["latency_ms"]["p50"], 2),
+                num(&a["latency_ms"]["p99"], 2),
+                count(&a["metric"]["n"]),
+                num(&a["metric"]["value"], 4),
+                interval(&a["metric"]["ci"], 4),
+                if vs.is_null() { "(champion)".to_string() } else { num(&vs["diff"], 4) },
+                if vs.is_null() {
+                    String::new()
+                } else {
+                    vs["p_value"].as_f64().map(|p| format!("{p:.3e}")).unwrap_or("-".into())
+                },
+                if vs.is_null() { String::new() } else { s(&vs["verdict"]) },
+            ]
+        })
+        .collect();
+    let header = [
         "SERVED MODEL",
         "REQUESTS",
         "SHARE",
@@ -118,31 +164,9 @@ pub fn experiment_table(r: &Value) -> String {
         "METRIC CI",
         "DIFF",
         "P-VALUE",
-        "VERDICT"
-    ));
-    for a in r["arms"].as_array().into_iter().flatten() {
-        let vs = &a["vs_champion"];
-        out.push_str(&format!(
-            "{:<16} {:>8} {:>7} {:>8} {:>8} {:>9} {:>9} {:>7} {:>9} {:<22} {:>9} {:>10}  {}\n",
-            s(&a["served_model"]),
-            a["requests"],
-            num(&a["share"], 3),
-            num(&a["expected_share"], 3),
-            a["errors"],
-            num(&a["latency_ms"]["p50"], 2),
-            num(&a["latency_ms"]["p99"], 2),
-            a["metric"]["n"],
-            num(&a["metric"]["value"], 4),
-            interval(&a["metric"]["ci"], 4),
-            if vs.is_null() { "(champion)".to_string() } else { num(&vs["diff"], 4) },
-            if vs.is_null() {
-                String::new()
-            } else {
-                vs["p_value"].as_f64().map(|p| format!("{p:.3e}")).unwrap_or("-".into())
-            },
-            if vs.is_null() { String::new() } else { s(&vs["verdict"]) },
-        ));
-    }
+        "VERDICT",
+    ];
+    out.push_str(&plain_table(&header, &[1, 2, 3, 4, 5, 6, 7, 8, 10, 11], rows));
     let srm = &r["srm"];
     out.push_str(&format!(
         "\nsample ratio: chi2 {} (dof {}), p = {}  {}\n",
@@ -200,5 +224,43 @@ mod tests {
         let table = endpoints_table(&rows);
         assert!(table.lines().next().unwrap().contains("requests in 5 min"), "{table}");
         assert!(table.contains("v1 90% (42 req), shadow=fraud_classifier:v3 shadow 100% (0 req)"), "{table}");
+    }
+
+    /// Where `word` ends in `line` (a column's right edge), in characters.
+    fn end_of(line: &str, word: &str) -> usize {
+        line.find(word).map(|i| line[..i + word.len()].chars().count()).unwrap_or_else(|| panic!("{word} in {line}"))
+    }
+
+    /// The values stand under their headers, numbers right-aligned (serde_json's Display ignores
+    /// widths, which once shifted every number left of its header).
+    #[test]
+    fn experiment_table_columns_line_up() {
+        let report = serde_json::json!({
+            "endpoint": "fraud", "from": "a", "to": "b", "requests": 1234567, "alpha": 0.05,
+            "champion": "champion",
+            "metric": { "name": "accuracy", "test": "two-proportion z", "higher_is_better": true },
+            "arms": [
+                { "served_model": "champion", "requests": 1234500, "share": 0.9, "expected_share": 0.9,
+                  "errors": 12, "latency_ms": { "p50": 3.39, "p99": 12.5 },
+                  "metric": { "n": 1000, "value": 0.91, "ci": [0.89, 0.93] }, "vs_champion": null },
+                { "served_model": "challenger", "requests": 1, "share": 0.5, "expected_share": 0.1,
+                  "errors": 0, "latency_ms": { "p50": 3.39, "p99": 4.0 },
+                  "metric": { "n": 0, "value": null, "ci": null },
+                  "vs_champion": { "diff": -0.01, "p_value": 0.5, "verdict": "no difference" } }
+            ],
+            "srm": { "statistic": 1.0, "dof": 1, "p_value": 0.3, "flagged": false },
+            "shadows": [], "warnings": []
+        });
+        let table = experiment_table(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        let head = lines.iter().position(|l| l.starts_with("SERVED MODEL")).expect(&table);
+        let (header, champion, challenger) = (lines[head], lines[head + 1], lines[head + 2]);
+        assert!(champion.starts_with("champion ") && challenger.starts_with("challenger "), "{table}");
+        assert_eq!(end_of(header, "REQUESTS"), end_of(champion, "1234500"), "{table}");
+        assert_eq!(end_of(header, "REQUESTS"), end_of(challenger, " 1 ") - 1, "{table}");
+        assert_eq!(end_of(header, "ERRORS"), end_of(champion, " 12 ") - 1, "{table}");
+        assert_eq!(end_of(header, "P-VALUE"), end_of(challenger, "5.000e-1"), "{table}");
+        assert!(lines.iter().all(|l| !l.ends_with(' ')), "no trailing spaces:\n{table}");
+        assert!(table.contains("sample ratio: chi2 1.000 (dof 1)"), "{table}");
     }
 }
