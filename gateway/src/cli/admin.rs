@@ -33,6 +33,11 @@ pub enum Show {
     Endpoints(Output),
     /// `GET /experiments/{endpoint}` as a table.
     ExperimentTable,
+    /// A change to an endpoint (traffic, rollback) as one line of what changed and the command
+    /// that undoes it, from the endpoint before (read first) and the answer after.
+    Change,
+    /// `GET /admin/endpoints/{name}/history` as a table.
+    HistoryTable,
 }
 
 /// One admin API request and how to print its answer.
@@ -60,15 +65,22 @@ pub fn request(call: AdminCall) -> Result<Request, CliError> {
         AdminCall::Endpoints(EndpointsCommand::Get { name }) => {
             Request::new(M::GET, format!("/admin/endpoints/{name}"), None)
         }
-        AdminCall::Traffic(TrafficCommand::Set { endpoint, routes }) => {
-            Request::new(M::PATCH, format!("/admin/endpoints/{endpoint}/traffic"), Some(traffic_from_pairs(&routes)?))
-        }
-        AdminCall::Config(ConfigCommand::History { endpoint }) => {
-            Request::new(M::GET, format!("/admin/endpoints/{endpoint}/history"), None)
-        }
-        AdminCall::Config(ConfigCommand::Rollback { endpoint, version }) => {
-            Request::new(M::POST, format!("/admin/endpoints/{endpoint}/rollback"), Some(json!({ "version": version })))
-        }
+        AdminCall::Traffic(TrafficCommand::Set { endpoint, routes, output }) => Request {
+            show: change_or_json(output),
+            ..Request::new(M::PATCH, format!("/admin/endpoints/{endpoint}/traffic"), Some(traffic_from_pairs(&routes)?))
+        },
+        AdminCall::Config(ConfigCommand::History { endpoint, output }) => Request {
+            show: if output == Output::Table { Show::HistoryTable } else { Show::Json },
+            ..Request::new(M::GET, format!("/admin/endpoints/{endpoint}/history"), None)
+        },
+        AdminCall::Config(ConfigCommand::Rollback { endpoint, version, output }) => Request {
+            show: change_or_json(output),
+            ..Request::new(
+                M::POST,
+                format!("/admin/endpoints/{endpoint}/rollback"),
+                Some(json!({ "version": version })),
+            )
+        },
         AdminCall::Config(ConfigCommand::Reload) => Request::new(M::POST, "/admin/reload", None),
         // run by `config_store`, against the store, without a gateway
         AdminCall::Config(ConfigCommand::Export { .. } | ConfigCommand::Import { .. }) => {
@@ -107,6 +119,17 @@ pub fn request(call: AdminCall) -> Result<Request, CliError> {
     })
 }
 
+fn change_or_json(output: Output) -> Show {
+    if output == Output::Table { Show::Change } else { Show::Json }
+}
+
+/// The admin path of the endpoint a change request edits (`/admin/endpoints/{name}/...`).
+fn endpoint_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/admin/endpoints/")?;
+    let name_end = rest.find('/')?;
+    Some(&path[.."/admin/endpoints/".len() + name_end])
+}
+
 /// Sends the command's request to the gateway at `admin` and prints the answer: exit 0, or 1
 /// with `error: ...` on stderr.
 pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
@@ -114,6 +137,11 @@ pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
     let result = rt.block_on(async {
         let client = AdminClient::new(&admin.admin_url, admin.token, admin.ca_cert.as_deref())?;
         let req = request(call)?;
+        // a change is shown against the endpoint as it was
+        let before = match (req.show, endpoint_path(&req.path)) {
+            (Show::Change, Some(p)) => Some(client.call(Method::GET, p, None).await?),
+            _ => None,
+        };
         let answer = client.call(req.method, &req.path, req.body.as_ref()).await?;
         // the table adds each served model's requests of the last 5 minutes (the whole fleet's,
         // with a config store); a gateway without the dashboard API shows none
@@ -123,7 +151,7 @@ pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
             }
             _ => None,
         };
-        show(req.show, answer, traffic)
+        show(req.show, answer, traffic.or(before))
     });
     match result {
         Ok(out) => {
@@ -137,13 +165,14 @@ pub fn run(admin: AdminArgs, call: AdminCall) -> ExitCode {
     }
 }
 
-fn show(show: Show, answer: Value, traffic: Option<Value>) -> Result<String, CliError> {
+/// `extra`: the dashboard's traffic counts (endpoint list) or the endpoint before (a change).
+fn show(show: Show, answer: Value, extra: Option<Value>) -> Result<String, CliError> {
     let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
     Ok(match show {
         Show::Json => pretty(&answer),
         Show::Endpoints(output) => {
             let mut rows = render::endpoint_rows(&answer)?;
-            if let Some(t) = &traffic {
+            if let Some(t) = &extra {
                 render::add_requests(&mut rows, t);
             }
             match output {
@@ -152,6 +181,8 @@ fn show(show: Show, answer: Value, traffic: Option<Value>) -> Result<String, Cli
             }
         }
         Show::ExperimentTable => render::experiment_table(&answer),
+        Show::Change => render::change_summary(extra.as_ref().unwrap_or(&Value::Null), &answer)?,
+        Show::HistoryTable => render::history_table(&answer),
     })
 }
 
@@ -251,9 +282,12 @@ mod tests {
             ("endpoints list", Method::GET, "/admin/endpoints", Show::Endpoints(Output::Table)),
             ("endpoints list -o json", Method::GET, "/admin/endpoints", Show::Endpoints(Output::Json)),
             ("endpoints get fraud", Method::GET, "/admin/endpoints/fraud", Show::Json),
-            ("traffic set fraud a=90 b=10", Method::PATCH, "/admin/endpoints/fraud/traffic", Show::Json),
-            ("config history fraud", Method::GET, "/admin/endpoints/fraud/history", Show::Json),
-            ("config rollback fraud 3", Method::POST, "/admin/endpoints/fraud/rollback", Show::Json),
+            ("traffic set fraud a=90 b=10", Method::PATCH, "/admin/endpoints/fraud/traffic", Show::Change),
+            ("traffic set fraud a=90 b=10 -o json", Method::PATCH, "/admin/endpoints/fraud/traffic", Show::Json),
+            ("config history fraud", Method::GET, "/admin/endpoints/fraud/history", Show::HistoryTable),
+            ("config history fraud -o json", Method::GET, "/admin/endpoints/fraud/history", Show::Json),
+            ("config rollback fraud 3", Method::POST, "/admin/endpoints/fraud/rollback", Show::Change),
+            ("config rollback fraud 3 -o json", Method::POST, "/admin/endpoints/fraud/rollback", Show::Json),
             ("config reload", Method::POST, "/admin/reload", Show::Json),
             ("rollout status", Method::GET, "/rollouts", Show::Json),
             ("rollout status fraud", Method::GET, "/rollouts/fraud", Show::Json),
@@ -276,6 +310,8 @@ mod tests {
         }
         assert_eq!(request_of("config rollback fraud 3").body, Some(json!({ "version": 3 })));
         assert_eq!(request_of("endpoints get fraud").body, None);
+        assert_eq!(endpoint_path("/admin/endpoints/fraud/traffic"), Some("/admin/endpoints/fraud"));
+        assert_eq!(endpoint_path("/admin/endpoints/fraud"), None);
     }
 
     #[test]
@@ -298,7 +334,7 @@ mod tests {
         assert_eq!(v["routes"][1]["traffic_percentage"], 10);
         assert!(traffic_from_pairs(&["champion".into()]).is_err());
         assert!(traffic_from_pairs(&["a=x".into()]).is_err());
-        let bad = TrafficCommand::Set { endpoint: "fraud".into(), routes: vec!["a=x".into()] };
+        let bad = TrafficCommand::Set { endpoint: "fraud".into(), routes: vec!["a=x".into()], output: Output::Table };
         assert!(request(AdminCall::Traffic(bad)).is_err());
     }
 }

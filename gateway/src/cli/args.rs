@@ -221,10 +221,14 @@ pub enum MonitorCommand {
 #[derive(Subcommand)]
 pub enum TrafficCommand {
     /// Set an endpoint's split, e.g. `sluice traffic set fraud champion=90 challenger=10`.
+    ///
+    /// Prints what changed and the command that undoes it; `-o json` prints the endpoint.
     Set {
         endpoint: String,
         #[arg(required = true)]
         routes: Vec<String>,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -300,10 +304,21 @@ pub enum ExperimentCommand {
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
-    /// Numbered config versions of an endpoint.
-    History { endpoint: String },
-    /// Put an endpoint back to a config version.
-    Rollback { endpoint: String, version: u64 },
+    /// Numbered config versions of an endpoint, e.g. `sluice config history fraud` (a table; `-o
+    /// json`: every version's whole config).
+    History {
+        endpoint: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Put an endpoint back to a config version, e.g. `sluice config rollback fraud 3` (prints what
+    /// changed and the command that undoes it; `-o json` prints the endpoint).
+    Rollback {
+        endpoint: String,
+        version: u64,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Re-read the config file the gateway was started with.
     Reload,
     /// Write the latest config of a config store as TOML (to stdout or `--output`).

@@ -1,6 +1,9 @@
-//! What the CLI prints for a person (`--output table`): the endpoint list and the A/B report. It
+//! What the CLI prints for a person (`--output table`): the endpoint list, the A/B report, a
+//! config history and the summary of a change. It
 //! reads the admin API's JSON through its own small types, not the server's handler types, so the
 //! two sides share only the wire format.
+
+use std::collections::BTreeMap;
 
 use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use serde::Deserialize;
@@ -195,6 +198,103 @@ pub fn experiment_table(r: &Value) -> String {
     out
 }
 
+/// How a served model takes traffic: `90%` or `shadow 100%`.
+fn share_of(m: &ServedModelRow) -> String {
+    match m.mirror_percent {
+        Some(p) => format!("shadow {p}%"),
+        None => format!("{}%", m.traffic_percentage),
+    }
+}
+
+/// What a change did to an endpoint, for a person: its served models' traffic old -> new, the
+/// config version old -> new and the command that undoes it. `before` and `after` are
+/// `GET /admin/endpoints/{name}` answers (`before` may be missing: a new endpoint).
+pub fn change_summary(before: &Value, after: &Value) -> Result<String, super::CliError> {
+    let after = EndpointRow::deserialize(after)?;
+    let before = EndpointRow::deserialize(before).ok();
+    let old: BTreeMap<&str, &ServedModelRow> =
+        before.iter().flat_map(|b| &b.served_models).map(|m| (m.name.as_str(), m)).collect();
+    let mut changes = Vec::new();
+    for m in &after.served_models {
+        let new = share_of(m);
+        match old.get(m.name.as_str()) {
+            Some(o) if (&o.model, &o.version) != (&m.model, &m.version) => changes.push(format!(
+                "{} {}:v{} {} -> {}:v{} {new}",
+                m.name,
+                o.model,
+                o.version,
+                share_of(o),
+                m.model,
+                m.version
+            )),
+            Some(o) if share_of(o) != new => changes.push(format!("{} {} -> {new}", m.name, share_of(o))),
+            Some(_) => {}
+            None => changes.push(format!("{} added ({}:v{} {new})", m.name, m.model, m.version)),
+        }
+    }
+    for name in old.keys().filter(|n| !after.served_models.iter().any(|m| m.name == **n)) {
+        changes.push(format!("{name} removed"));
+    }
+    let what = if changes.is_empty() { "traffic unchanged".to_string() } else { changes.join(", ") };
+    let mut out = format!("{}: {what}\n", after.name);
+    match before.map(|b| b.config_version) {
+        Some(v) if v != after.config_version => {
+            out.push_str(&format!("config version {v} -> {}\n", after.config_version));
+            out.push_str(&format!("undo: sluice config rollback {} {v}\n", after.name));
+        }
+        _ => out.push_str(&format!("config version {}\n", after.config_version)),
+    }
+    Ok(out)
+}
+
+/// An endpoint config's traffic in one cell: `champion=90% challenger=10% shadow(shadow)=100%`.
+fn traffic_cell(config: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    let pct = |v: &Value| v.as_i64().map_or_else(|| "?".to_string(), |p| format!("{p}%"));
+    if config.is_null() {
+        return "(endpoint removed)".into();
+    }
+    let mut cells: Vec<String> = match config["traffic_config"]["routes"].as_array() {
+        Some(routes) if !routes.is_empty() => routes
+            .iter()
+            .map(|r| format!("{}={}", text(&r["served_model_name"]), pct(&r["traffic_percentage"])))
+            .collect(),
+        // one served entity and no traffic config: it takes everything
+        _ => match config["served_entities"].as_array().map(Vec::as_slice) {
+            Some([one]) => {
+                let name = one["name"].as_str().map_or_else(|| text(&one["entity_name"]), str::to_string);
+                vec![format!("{name}=100%")]
+            }
+            _ => vec!["-".into()],
+        },
+    };
+    for sh in config["shadow"].as_array().into_iter().flatten() {
+        cells.push(format!("{}=shadow {}", text(&sh["served_model_name"]), pct(&sh["mirror_percent"])));
+    }
+    cells.join(" ")
+}
+
+/// `sluice config history`: one line a version (`GET /admin/endpoints/{name}/history`).
+pub fn history_table(r: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let rows = r["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            vec![
+                h["version"].as_u64().map_or_else(|| "?".to_string(), |v| v.to_string()),
+                text(&h["time"]),
+                text(&h["source"]),
+                text(&h["by"]),
+                traffic_cell(&h["config"]),
+                text(&h["reason"]),
+            ]
+        })
+        .collect();
+    plain_table(&["VERSION", "TIME", "SOURCE", "BY", "TRAFFIC", "REASON"], &[0], rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +362,70 @@ mod tests {
         assert_eq!(end_of(header, "P-VALUE"), end_of(challenger, "5.000e-1"), "{table}");
         assert!(lines.iter().all(|l| !l.ends_with(' ')), "no trailing spaces:\n{table}");
         assert!(table.contains("sample ratio: chi2 1.000 (dof 1)"), "{table}");
+    }
+
+    fn view(version: u64, champion: u32, challenger: u32) -> Value {
+        serde_json::json!({
+            "name": "fraud", "config_version": version,
+            "served_models": [
+                { "name": "champion", "model": "fraud_classifier", "version": "1", "traffic_percentage": champion },
+                { "name": "challenger", "model": "fraud_classifier", "version": "2", "traffic_percentage": challenger },
+                { "name": "shadow", "model": "fraud_classifier", "version": "3", "traffic_percentage": 0,
+                  "mirror_percent": 100 }
+            ]
+        })
+    }
+
+    #[test]
+    fn a_change_says_what_changed_and_how_to_undo_it() {
+        let out = change_summary(&view(3, 90, 10), &view(4, 50, 50)).unwrap();
+        assert_eq!(
+            out,
+            "fraud: champion 90% -> 50%, challenger 10% -> 50%\nconfig version 3 -> 4\n\
+             undo: sluice config rollback fraud 3\n"
+        );
+        // the same split again: no new version, nothing to undo
+        let out = change_summary(&view(4, 50, 50), &view(4, 50, 50)).unwrap();
+        assert_eq!(out, "fraud: traffic unchanged\nconfig version 4\n");
+        // a served model swapped for another version, one removed, one added
+        let mut after = view(5, 100, 0);
+        after["served_models"][0]["version"] = "7".into();
+        after["served_models"][1] =
+            serde_json::json!({ "name": "green", "model": "m", "version": "1", "traffic_percentage": 0 });
+        let out = change_summary(&view(4, 50, 50), &after).unwrap();
+        assert!(out.starts_with("fraud: champion fraud_classifier:v1 50% -> fraud_classifier:v7 100%, green added (m:v1 0%), challenger removed\n"), "{out}");
+        assert!(change_summary(&Value::Null, &serde_json::json!({ "name": 1 })).is_err());
+    }
+
+    #[test]
+    fn history_lists_one_line_a_version() {
+        let h = serde_json::json!({ "endpoint": "fraud", "history": [
+            { "version": 1, "time": "2026-12-07T10:00:00Z", "source": "file", "config": {
+                "name": "fraud", "served_entities": [{ "name": "champion", "entity_name": "m", "entity_version": "1" }] } },
+            { "version": 2, "time": "2026-12-07T10:05:00Z", "source": "api", "by": "ops", "config": {
+                "name": "fraud",
+                "served_entities": [{ "name": "a", "entity_name": "m", "entity_version": "1" },
+                                    { "name": "b", "entity_name": "m", "entity_version": "2" }],
+                "traffic_config": { "routes": [{ "served_model_name": "a", "traffic_percentage": 90 },
+                                               { "served_model_name": "b", "traffic_percentage": 10 }] },
+                "shadow": [{ "served_model_name": "b", "mirror_percent": 100 }] } },
+            { "version": 10, "time": "2026-12-07T11:00:00Z", "source": "rollout", "reason": "rolled back: error rate",
+              "config": null }
+        ]});
+        let table = history_table(&h);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("VERSION  TIME"), "{table}");
+        assert!(
+            lines[1].starts_with("      1  2026-12-07T10:00:00Z  file") && lines[1].ends_with("champion=100%"),
+            "{table}"
+        );
+        assert!(lines[2].contains("  api      ops  a=90% b=10% b=shadow 100%"), "{table}");
+        assert!(
+            lines[3].starts_with("     10")
+                && lines[3].contains("rollout       (endpoint removed)")
+                && lines[3].ends_with("  rolled back: error rate"),
+            "{table}"
+        );
     }
 }

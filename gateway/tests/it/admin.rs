@@ -315,12 +315,24 @@ async fn history_rollback_file_reload_and_cli() {
         json!({"name": "blue", "model": "fraud_classifier", "version": "1", "traffic_percentage": 100})
     );
     assert!(cli(&["endpoints", "list"]).contains("blue=fraud_classifier:v1 100%"));
-    cli(&["traffic", "set", "live", "blue=0", "green=100"]);
+    // a change prints what changed and the command that undoes it
+    let out = cli(&["traffic", "set", "live", "blue=0", "green=100"]);
+    assert_eq!(
+        out,
+        "live: blue 100% -> 0%, green 0% -> 100%\nconfig version 1 -> 2\nundo: sluice config rollback live 1\n",
+    );
     assert_eq!(observe(&t, 10).await.get("green"), Some(&10));
-    let history: Value = serde_json::from_str(&cli(&["config", "history", "live"])).unwrap();
+    let history: Value = serde_json::from_str(&cli(&["config", "history", "live", "-o", "json"])).unwrap();
     assert_eq!(history["history"][1]["version"], 2);
     assert_eq!(history["history"][1]["source"], "api");
-    cli(&["config", "rollback", "live", "1"]);
+    let table = cli(&["config", "history", "live"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines.len() == 3 && lines[0].starts_with("VERSION"), "{table}");
+    assert!(lines[1].trim_start().starts_with("1 ") && lines[1].ends_with("blue=100% green=0%"), "{table}");
+    assert!(lines[2].trim_start().starts_with("2 ") && lines[2].ends_with("blue=0% green=100%"), "{table}");
+    let out = cli(&["config", "rollback", "live", "1"]);
+    assert!(out.starts_with("live: blue 0% -> 100%, green 100% -> 0%\nconfig version 2 -> 3\n"), "{out}");
+    assert!(out.ends_with("undo: sluice config rollback live 2\n"), "{out}");
     assert_eq!(observe(&t, 10).await.get("blue"), Some(&10));
     let history = t.control().history("live").await.unwrap();
     assert_eq!(history.last().map(|h| (h.version, h.source)), Some((3, sluice::control::Source::Rollback)));
