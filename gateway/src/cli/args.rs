@@ -15,8 +15,10 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the models and endpoints of a config file (default: ./sluice.toml, the bundled demo).
+    #[command(after_help = "Example: sluice serve --config sluice.toml --env prod")]
     Serve(ServeArgs),
     /// Check a config file without serving: the base config and every environment in it.
+    #[command(after_help = "Example: sluice validate sluice.toml --env prod")]
     Validate {
         /// Config file to check.
         file: PathBuf,
@@ -85,8 +87,10 @@ pub enum Command {
 #[derive(Subcommand)]
 pub enum AuthCommand {
     /// Read a secret (one line) from stdin; print its `hash` for `[[auth.tokens]]`.
+    #[command(after_help = "Example: printf '%s' \"$SECRET\" | sluice auth hash")]
     Hash,
     /// Make a random token: the token on stderr, its `[[auth.tokens]]` entry on stdout.
+    #[command(after_help = "Example: sluice auth new-token --name app --scope query:fraud --scope labels:fraud")]
     NewToken {
         /// The principal's name.
         #[arg(long)]
@@ -119,29 +123,36 @@ pub enum Output {
 #[derive(Subcommand)]
 pub enum EndpointsCommand {
     /// Every endpoint with its served models and traffic.
+    #[command(after_help = "Example: sluice endpoints list -o json")]
     List {
         #[arg(long, short, value_enum, default_value = "table")]
         output: Output,
     },
     /// One endpoint (JSON).
+    #[command(after_help = "Example: sluice endpoints get fraud")]
     Get { name: String },
 }
 
 #[derive(Subcommand)]
 pub enum TableCommand {
     /// Number of rows.
+    #[command(after_help = "Example: sluice table count fraud")]
     Count { table: String },
     /// The latest rows.
+    #[command(after_help = "Example: sluice table tail fraud -n 5")]
     Tail {
         table: String,
         #[arg(short, long, default_value_t = 10)]
         n: usize,
     },
     /// Any SQL query, e.g. `SELECT served_model, count(*) FROM t GROUP BY 1`.
+    #[command(after_help = "Example: sluice table sql fraud \"SELECT served_model, count(*) FROM t GROUP BY 1\"")]
     Sql { table: String, query: String },
     /// Every file with OK or why readers skip it; exits 1 when any is skipped.
+    #[command(after_help = "Example: sluice table check fraud")]
     Check { table: String },
     /// Compact small files into bigger ones (safe while gateways append: rows unchanged).
+    #[command(after_help = "Example: sluice table optimize fraud --target-size 256MiB")]
     Optimize {
         table: String,
         /// Size of the compacted files.
@@ -150,6 +161,7 @@ pub enum TableCommand {
     },
     /// Delete data files that no table version of the last `--retain` refers to, and old log
     /// entries a checkpoint covers (safe while gateways append).
+    #[command(after_help = "Example: sluice table vacuum fraud --retain 72h")]
     Vacuum {
         table: String,
         #[arg(long, default_value = "168h", value_parser = humantime::parse_duration)]
@@ -158,6 +170,7 @@ pub enum TableCommand {
     /// Turn a directory of plain Parquet files (the inference-table format before Delta) into
     /// a Delta table in place: rows rewritten with today's column types, one commit, then the
     /// old files removed.
+    #[command(after_help = "Example: sluice table convert data/fraud")]
     Convert { table: String },
 }
 
@@ -184,6 +197,9 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 pub enum MonitorCommand {
     /// Write (or bring up to date) `<table>_profile_metrics` and `<table>_drift_metrics` for an
     /// inference table directory. Incremental: a second run reads only files added since.
+    #[command(
+        after_help = "Example: sluice monitor run --table data/fraud --config monitor.toml --baseline training.parquet"
+    )]
     Run {
         /// The inference table: a directory (e.g. data/fraud) or `s3://bucket/prefix/table`
         /// (endpoint, region and credentials from the `AWS_*` environment variables; its files
@@ -205,12 +221,14 @@ pub enum MonitorCommand {
         out: Option<PathBuf>,
     },
     /// A running gateway's monitor: status, latest metrics and alerts (JSON).
+    #[command(after_help = "Example: sluice monitor status fraud")]
     Status {
         endpoint: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
     /// Refresh a running gateway's monitor now.
+    #[command(after_help = "Example: sluice monitor refresh fraud")]
     Refresh {
         endpoint: String,
         #[command(flatten)]
@@ -223,6 +241,7 @@ pub enum TrafficCommand {
     /// Set an endpoint's split, e.g. `sluice traffic set fraud champion=90 challenger=10`.
     ///
     /// Prints what changed and the command that undoes it; `-o json` prints the endpoint.
+    #[command(after_help = "Example: sluice traffic set fraud champion=90 challenger=10")]
     Set {
         endpoint: String,
         #[arg(required = true)]
@@ -235,14 +254,19 @@ pub enum TrafficCommand {
 #[derive(Subcommand)]
 pub enum RolloutCommand {
     /// Start one, e.g. `sluice rollout start fraud --to challenger --steps 5,25,50,100 --interval 5m`.
+    #[command(after_help = "Example: sluice rollout start fraud --to challenger --steps 5,25,50,100 --interval 5m")]
     Start(Box<StartArgs>),
     /// One endpoint's rollout, or every rollout (JSON).
+    #[command(after_help = "Example: sluice rollout status fraud")]
     Status { endpoint: Option<String> },
     /// Hold at the current step.
+    #[command(after_help = "Example: sluice rollout pause fraud")]
     Pause { endpoint: String },
     /// Go on from the current step.
+    #[command(after_help = "Example: sluice rollout resume fraud")]
     Resume { endpoint: String },
     /// Stop and send all traffic back to the incumbent.
+    #[command(after_help = "Example: sluice rollout abort fraud")]
     Abort { endpoint: String },
 }
 
@@ -287,6 +311,7 @@ pub struct StartArgs {
 pub enum ExperimentCommand {
     /// Per served model: traffic vs the split with a sample-ratio-mismatch check, errors,
     /// latency, the label-based metric with intervals and tests against the champion, a verdict.
+    #[command(after_help = "Example: sluice experiment report fraud --since 24h")]
     Report {
         endpoint: String,
         /// RFC 3339 or a duration back from now (default: since the gateway started).
@@ -306,6 +331,7 @@ pub enum ExperimentCommand {
 pub enum ConfigCommand {
     /// Numbered config versions of an endpoint, e.g. `sluice config history fraud` (a table; `-o
     /// json`: every version's whole config).
+    #[command(after_help = "Example: sluice config history fraud")]
     History {
         endpoint: String,
         #[arg(long, short, value_enum, default_value = "table")]
@@ -313,6 +339,7 @@ pub enum ConfigCommand {
     },
     /// Put an endpoint back to a config version, e.g. `sluice config rollback fraud 3` (prints what
     /// changed and the command that undoes it; `-o json` prints the endpoint).
+    #[command(after_help = "Example: sluice config rollback fraud 3")]
     Rollback {
         endpoint: String,
         version: u64,
@@ -320,8 +347,10 @@ pub enum ConfigCommand {
         output: Output,
     },
     /// Re-read the config file the gateway was started with.
+    #[command(after_help = "Example: sluice config reload")]
     Reload,
     /// Write the latest config of a config store as TOML (to stdout or `--output`).
+    #[command(after_help = "Example: sluice config export --store s3://ops/sluice -o sluice.toml")]
     Export {
         /// The store (`s3://bucket/prefix` or a directory); default: `storage.config_store` of
         /// `--config`.
@@ -335,6 +364,7 @@ pub enum ConfigCommand {
     },
     /// Validate a config file and write it to a config store as its next version (replicas
     /// follow it within their watch interval).
+    #[command(after_help = "Example: sluice config import sluice.toml --env prod --reason \"raise the canary\"")]
     Import {
         file: PathBuf,
         /// The store; default: the file's `storage.config_store`.
@@ -399,6 +429,65 @@ impl Default for ServeArgs {
             shutdown_grace_secs: 30,
             test_clock: false,
             config_store: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Splits a shell command line on spaces, keeping "double-quoted words" whole.
+    fn words(line: &str) -> Vec<String> {
+        let (mut out, mut word, mut quoted) = (Vec::new(), String::new(), false);
+        for c in line.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' if !quoted => out.extend((!word.is_empty()).then(|| std::mem::take(&mut word))),
+                c => word.push(c),
+            }
+        }
+        out.extend((!word.is_empty()).then_some(word));
+        out
+    }
+
+    /// Every command a person runs shows one example in its `--help`, and the example is a
+    /// command line of that very command that parses.
+    #[test]
+    fn every_command_has_an_example_that_parses() {
+        fn leaves(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, clap::Command)>) {
+            let subs: Vec<&clap::Command> = cmd.get_subcommands().filter(|c| c.get_name() != "help").collect();
+            if subs.is_empty() {
+                out.push((path.clone(), cmd.clone()));
+            }
+            for c in subs {
+                let mut p = path.clone();
+                p.push(c.get_name().to_string());
+                leaves(c, p, out);
+            }
+        }
+        let mut all = Vec::new();
+        leaves(&Cli::command(), Vec::new(), &mut all);
+        assert!(all.len() >= 28, "{}", all.len());
+        for (path, mut cmd) in all {
+            let help = cmd.render_help().to_string();
+            let example = help
+                .lines()
+                .find_map(|l| l.strip_prefix("Example: "))
+                .unwrap_or_else(|| panic!("`sluice {}` has no example:\n{help}", path.join(" ")));
+            let line = &example[example.find("sluice ").unwrap_or_else(|| panic!("{example}"))..];
+            let argv = words(line);
+            assert_eq!(
+                argv[1..=path.len()],
+                path[..],
+                "the example of `sluice {}` runs another command",
+                path.join(" ")
+            );
+            if let Err(e) = Cli::try_parse_from(&argv) {
+                panic!("the example of `sluice {}` does not parse: {e}", path.join(" "));
+            }
         }
     }
 }
