@@ -40,6 +40,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Table { command, data_dir } => table::run(command, &data_dir),
         Command::Monitor { command } => monitor::run(command),
         Command::Auth { command } => auth::run(command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // generated whole first: clap_complete panics when its writer fails (`| head`)
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

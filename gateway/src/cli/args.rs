@@ -77,6 +77,15 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// A completion script for a shell, on stdout: write it where the shell looks, e.g.
+    /// `sluice completions bash > ~/.local/share/bash-completion/completions/sluice`,
+    /// `sluice completions zsh > ~/.zfunc/_sluice`,
+    /// `sluice completions fish > ~/.config/fish/completions/sluice.fish`.
+    #[command(after_help = "Example: sluice completions bash")]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Tokens of `[[auth.tokens]]`: hash a secret, or make a new token and its config entry.
     Auth {
         #[command(subcommand)]
@@ -470,7 +479,7 @@ mod tests {
         }
         let mut all = Vec::new();
         leaves(&Cli::command(), Vec::new(), &mut all);
-        assert!(all.len() >= 28, "{}", all.len());
+        assert!(all.len() >= 29, "{}", all.len());
         for (path, mut cmd) in all {
             let help = cmd.render_help().to_string();
             let example = help
@@ -487,6 +496,27 @@ mod tests {
             );
             if let Err(e) = Cli::try_parse_from(&argv) {
                 panic!("the example of `sluice {}` does not parse: {e}", path.join(" "));
+            }
+        }
+    }
+
+    /// The completion scripts know every command; bash's parses (`bash -n`).
+    #[test]
+    fn completions_name_every_command() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut out);
+            let script = String::from_utf8(out).unwrap();
+            for word in ["serve", "endpoints", "traffic", "rollout", "experiment", "vacuum", "new-token", "completions"]
+            {
+                assert!(script.contains(word), "{shell}: no '{word}'");
+            }
+            if shell == clap_complete::Shell::Bash {
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("sluice.bash");
+                std::fs::write(&file, &script).unwrap();
+                let check = std::process::Command::new("bash").arg("-n").arg(&file).output().unwrap();
+                assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
             }
         }
     }
