@@ -83,10 +83,7 @@ pub fn endpoints_table(rows: &[EndpointRow]) -> String {
                 .served_models
                 .iter()
                 .map(|s| {
-                    let share = match s.mirror_percent {
-                        Some(m) => format!("{}={}:v{} shadow {m}%", s.name, s.model, s.version),
-                        None => format!("{}={}:v{} {}%", s.name, s.model, s.version, s.traffic_percentage),
-                    };
+                    let share = format!("{}={}:v{} {}", s.name, s.model, s.version, share_of(s));
                     match s.requests {
                         Some(n) => format!("{share} ({n} req)"),
                         None => share,
