@@ -138,7 +138,7 @@ def main():
     )
     out = root / "out"
     subprocess.run(["rm", "-rf", str(out)], check=True)
-    wall, rss, stdout = timed([a.sluice, "monitor", "run", "--table", str(table), "--config", str(cfg), "--out", str(out)])
+    wall, rss, stdout = timed([a.sluice, "monitor", "run", "--table", str(table), "--config", str(cfg), "--out", str(out), "-o", "json"])
     report = json.loads(stdout)["report"]
     print(f"sluice monitor run: {wall:.1f} s, {report['rows_read'] / wall:,.0f} rows/s, peak RSS {rss:.0f} MiB "
           f"({report['profile_rows']} profile rows, {report['drift_rows']} drift rows)")

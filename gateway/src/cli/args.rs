@@ -137,9 +137,14 @@ pub enum EndpointsCommand {
         #[arg(long, short, value_enum, default_value = "table")]
         output: Output,
     },
-    /// One endpoint (JSON).
+    /// One endpoint: its served models and traffic (a table; `-o json`: the endpoint with its
+    /// config).
     #[command(after_help = "Example: sluice endpoints get fraud")]
-    Get { name: String },
+    Get {
+        name: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,18 +233,28 @@ pub enum MonitorCommand {
         /// `s3://` table).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// `table`: what the run read and wrote and the alerts it fired or cleared; `json`: the
+        /// run's report and alert transitions.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
     },
-    /// A running gateway's monitor: status, latest metrics and alerts (JSON).
+    /// A running gateway's monitor: its last refresh, the newest window's drift and the alerts
+    /// (tables; `-o json`: the whole status with the latest profile).
     #[command(after_help = "Example: sluice monitor status fraud")]
     Status {
         endpoint: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Refresh a running gateway's monitor now.
+    /// Refresh a running gateway's monitor now (prints what the refresh read and wrote and the
+    /// alerts it fired or cleared; `-o json`: the refresh report and the status).
     #[command(after_help = "Example: sluice monitor refresh fraud")]
     Refresh {
         endpoint: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -263,25 +278,46 @@ pub enum TrafficCommand {
 #[derive(Subcommand)]
 pub enum RolloutCommand {
     /// Start one, e.g. `sluice rollout start fraud --to challenger --steps 5,25,50,100 --interval 5m`.
+    ///
+    /// Prints the first step, the traffic it moved and the command that undoes it; `-o json`
+    /// prints the rollout.
     #[command(after_help = "Example: sluice rollout start fraud --to challenger --steps 5,25,50,100 --interval 5m")]
     Start(Box<StartArgs>),
-    /// One endpoint's rollout, or every rollout (JSON).
+    /// One endpoint's rollout with its events, or every rollout (a table; `-o json`: the rollouts).
     #[command(after_help = "Example: sluice rollout status fraud")]
-    Status { endpoint: Option<String> },
+    Status {
+        endpoint: Option<String>,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Hold at the current step.
     #[command(after_help = "Example: sluice rollout pause fraud")]
-    Pause { endpoint: String },
+    Pause {
+        endpoint: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Go on from the current step.
     #[command(after_help = "Example: sluice rollout resume fraud")]
-    Resume { endpoint: String },
+    Resume {
+        endpoint: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Stop and send all traffic back to the incumbent.
     #[command(after_help = "Example: sluice rollout abort fraud")]
-    Abort { endpoint: String },
+    Abort {
+        endpoint: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 #[derive(clap::Args)]
 pub struct StartArgs {
     pub endpoint: String,
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: Output,
     /// The candidate served model.
     #[arg(long)]
     pub to: String,
@@ -355,9 +391,13 @@ pub enum ConfigCommand {
         #[arg(long, short, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Re-read the config file the gateway was started with.
+    /// Re-read the config file the gateway was started with (prints what changed in each
+    /// endpoint and how to undo it; `-o json`: the gateway's answer).
     #[command(after_help = "Example: sluice config reload")]
-    Reload,
+    Reload {
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Write the latest config of a config store as TOML (to stdout or `--output`).
     #[command(after_help = "Example: sluice config export --store s3://ops/sluice -o sluice.toml")]
     Export {
@@ -368,6 +408,9 @@ pub enum ConfigCommand {
         /// Config file whose `[storage]` settings (endpoint, region, allow_http) reach the store.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// An older version of the store instead of the latest (see `config import`'s undo).
+        #[arg(long)]
+        version: Option<u64>,
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
@@ -385,6 +428,10 @@ pub enum ConfigCommand {
         /// Why (kept in the version's history).
         #[arg(long)]
         reason: Option<String>,
+        /// `table`: the store's version old -> new, what changed in each endpoint and the
+        /// commands that undo it; `json`: the same as an object.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 

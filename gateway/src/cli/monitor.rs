@@ -4,18 +4,24 @@
 use std::process::ExitCode;
 
 use super::admin::{self, AdminCall};
-use super::args::MonitorCommand;
+use super::args::{MonitorCommand, Output};
+use super::render;
 
 /// Runs a `monitor` subcommand.
 pub fn run(command: MonitorCommand) -> ExitCode {
     match command {
-        MonitorCommand::Run { table, baseline, config, labels, out } => {
+        MonitorCommand::Run { table, baseline, config, labels, out, output } => {
             let Some(rt) = super::runtime() else { return ExitCode::FAILURE };
-            let run = crate::monitor::OfflineRun { table, labels, baseline, config, out };
+            let run = crate::monitor::OfflineRun { table: table.clone(), labels, baseline, config, out };
             match rt.block_on(crate::monitor::run_offline(&run)) {
                 Ok((report, transitions)) => {
                     let body = serde_json::json!({ "report": report, "alert_transitions": transitions });
-                    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                    match output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default()),
+                        Output::Table => {
+                            print!("{}", render::refresh_summary(&table, &body["report"], &body["alert_transitions"]))
+                        }
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -24,7 +30,11 @@ pub fn run(command: MonitorCommand) -> ExitCode {
                 }
             }
         }
-        MonitorCommand::Status { endpoint, admin } => admin::run(admin, AdminCall::Monitor(endpoint, false)),
-        MonitorCommand::Refresh { endpoint, admin } => admin::run(admin, AdminCall::Monitor(endpoint, true)),
+        MonitorCommand::Status { endpoint, output, admin } => {
+            admin::run(admin, AdminCall::Monitor { endpoint, refresh: false, output })
+        }
+        MonitorCommand::Refresh { endpoint, output, admin } => {
+            admin::run(admin, AdminCall::Monitor { endpoint, refresh: true, output })
+        }
     }
 }

@@ -9,6 +9,12 @@ use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use serde::Deserialize;
 use serde_json::Value;
 
+mod monitor;
+mod rollout;
+
+pub use monitor::{monitor_status, refresh_summary};
+pub use rollout::{rollout_summary, rollouts_table};
+
 /// A borderless table as `kubectl` prints one: a header row, columns two spaces apart, the
 /// columns in `right` right-aligned (numbers), no trailing spaces.
 fn plain_table(header: &[&str], right: &[usize], rows: Vec<Vec<String>>) -> String {
@@ -22,6 +28,16 @@ fn plain_table(header: &[&str], right: &[usize], rows: Vec<Vec<String>>) -> Stri
         }
     }
     t.trim_fmt() + "\n"
+}
+
+/// `s` as one word of a POSIX shell command line: as it is when it holds only characters a
+/// shell leaves alone, else single-quoted.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// One entry of `GET /admin/endpoints` (`endpoints[]`): the members the table shows.
@@ -203,12 +219,9 @@ fn share_of(m: &ServedModelRow) -> String {
     }
 }
 
-/// What a change did to an endpoint, for a person: its served models' traffic old -> new, the
-/// config version old -> new and the command that undoes it. `before` and `after` are
-/// `GET /admin/endpoints/{name}` answers (`before` may be missing: a new endpoint).
-pub fn change_summary(before: &Value, after: &Value) -> Result<String, super::CliError> {
-    let after = EndpointRow::deserialize(after)?;
-    let before = EndpointRow::deserialize(before).ok();
+/// What changed between two versions of an endpoint's served models: `champion 90% -> 50%`,
+/// `b added (m:v2 10%)`, `a removed`, a model version swap.
+fn traffic_changes(before: Option<&EndpointRow>, after: &EndpointRow) -> Vec<String> {
     let old: BTreeMap<&str, &ServedModelRow> =
         before.iter().flat_map(|b| &b.served_models).map(|m| (m.name.as_str(), m)).collect();
     let mut changes = Vec::new();
@@ -232,20 +245,93 @@ pub fn change_summary(before: &Value, after: &Value) -> Result<String, super::Cl
     for name in old.keys().filter(|n| !after.served_models.iter().any(|m| m.name == **n)) {
         changes.push(format!("{name} removed"));
     }
-    let what = if changes.is_empty() { "traffic unchanged".to_string() } else { changes.join(", ") };
-    let mut out = format!("{}: {what}\n", after.name);
-    match before.map(|b| b.config_version) {
+    changes
+}
+
+/// `config version 3 -> 4` and `undo: sluice config rollback <name> 3`, or `config version 4`
+/// when the version did not move.
+fn version_lines(before: Option<u64>, after: &EndpointRow) -> String {
+    match before {
         Some(v) if v != after.config_version => {
-            out.push_str(&format!("config version {v} -> {}\n", after.config_version));
-            out.push_str(&format!("undo: sluice config rollback {} {v}\n", after.name));
+            format!("config version {v} -> {}\nundo: sluice config rollback {} {v}\n", after.config_version, after.name)
         }
-        _ => out.push_str(&format!("config version {}\n", after.config_version)),
+        _ => format!("config version {}\n", after.config_version),
+    }
+}
+
+/// What a change did to an endpoint, for a person: its served models' traffic old -> new, the
+/// config version old -> new and the command that undoes it. `before` and `after` are
+/// `GET /admin/endpoints/{name}` answers (`before` may be missing: a new endpoint).
+pub fn change_summary(before: &Value, after: &Value) -> Result<String, super::CliError> {
+    let after = EndpointRow::deserialize(after)?;
+    let before = EndpointRow::deserialize(before).ok();
+    let changes = traffic_changes(before.as_ref(), &after);
+    let what = if changes.is_empty() { "traffic unchanged".to_string() } else { changes.join(", ") };
+    Ok(format!("{}: {what}\n{}", after.name, version_lines(before.map(|b| b.config_version), &after)))
+}
+
+/// `sluice endpoints get`: the endpoint's version and a line a served model
+/// (`GET /admin/endpoints/{name}`).
+pub fn endpoint_table(answer: &Value) -> Result<String, super::CliError> {
+    let e = EndpointRow::deserialize(answer)?;
+    let rows =
+        e.served_models.iter().map(|m| vec![m.name.clone(), m.model.clone(), m.version.clone(), share_of(m)]).collect();
+    Ok(format!(
+        "endpoint {}, config version {}\n{}",
+        e.name,
+        e.config_version,
+        plain_table(&["SERVED MODEL", "MODEL", "VERSION", "TRAFFIC"], &[], rows)
+    ))
+}
+
+/// `sluice config reload`: each endpoint the reload changed, as [`change_summary`] shows a
+/// change (`before`/`after`: `GET /admin/endpoints` around the reload; without them only the
+/// names).
+pub fn reload_summary(
+    answer: &Value,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) -> Result<String, super::CliError> {
+    let names: Vec<&str> =
+        answer["changed_endpoints"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if names.is_empty() {
+        return Ok("reloaded the config file: no endpoint changed\n".into());
+    }
+    let rows = |v: Option<&Value>| v.map(endpoint_rows).transpose().map(Option::unwrap_or_default);
+    let (before, after) = (rows(before)?, rows(after)?);
+    let find = |rows: &[EndpointRow], n: &str| rows.iter().find(|r| r.name == n).cloned();
+    let mut out = format!("reloaded the config file: {} endpoint(s) changed\n", names.len());
+    for name in names {
+        match (find(&before, name), find(&after, name)) {
+            (b, Some(a)) => {
+                let changes = traffic_changes(b.as_ref(), &a);
+                let what = match (&b, changes.is_empty()) {
+                    (None, _) => {
+                        let models: Vec<String> = a
+                            .served_models
+                            .iter()
+                            .map(|m| format!("{}={}:v{} {}", m.name, m.model, m.version, share_of(m)))
+                            .collect();
+                        format!("added: {}", models.join(", "))
+                    }
+                    (Some(_), true) => "traffic unchanged".to_string(),
+                    (Some(_), false) => changes.join(", "),
+                };
+                out.push_str(&format!("{name}: {what}\n{}", version_lines(b.map(|b| b.config_version), &a)));
+            }
+            (Some(b), None) => out.push_str(&format!(
+                "{name}: removed (was config version {})\nundo: put it back in the config file and run `sluice config \
+                 reload`\n",
+                b.config_version
+            )),
+            (None, None) => out.push_str(&format!("{name}: changed\n")),
+        }
     }
     Ok(out)
 }
 
 /// An endpoint config's traffic in one cell: `champion=90% challenger=10% shadow(shadow)=100%`.
-fn traffic_cell(config: &Value) -> String {
+pub fn traffic_cell(config: &Value) -> String {
     let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
     let pct = |v: &Value| v.as_i64().map_or_else(|| "?".to_string(), |p| format!("{p}%"));
     if config.is_null() {
@@ -392,6 +478,33 @@ mod tests {
         let out = change_summary(&view(4, 50, 50), &after).unwrap();
         assert!(out.starts_with("fraud: champion fraud_classifier:v1 50% -> fraud_classifier:v7 100%, green added (m:v1 0%), challenger removed\n"), "{out}");
         assert!(change_summary(&Value::Null, &serde_json::json!({ "name": 1 })).is_err());
+    }
+
+    #[test]
+    fn a_reload_shows_each_changed_endpoint() {
+        let mut other = view(1, 100, 0);
+        other["name"] = "other".into();
+        let mut added = view(1, 100, 0);
+        added["name"] = "new".into();
+        added["served_models"] =
+            serde_json::json!([{ "name": "a", "model": "m", "version": "1", "traffic_percentage": 100 }]);
+        let before = serde_json::json!({ "endpoints": [view(3, 90, 10), other] });
+        let after = serde_json::json!({ "endpoints": [view(4, 50, 50), added] });
+        let answer = serde_json::json!({ "reloaded": true, "changed_endpoints": ["fraud", "new", "other"] });
+        assert_eq!(
+            reload_summary(&answer, Some(&before), Some(&after)).unwrap(),
+            "reloaded the config file: 3 endpoint(s) changed\n\
+             fraud: champion 90% -> 50%, challenger 10% -> 50%\nconfig version 3 -> 4\nundo: sluice config rollback fraud 3\n\
+             new: added: a=m:v1 100%\nconfig version 1\n\
+             other: removed (was config version 1)\nundo: put it back in the config file and run `sluice config reload`\n"
+        );
+        let none = serde_json::json!({ "reloaded": true, "changed_endpoints": [] });
+        assert_eq!(reload_summary(&none, None, None).unwrap(), "reloaded the config file: no endpoint changed\n");
+        // the lists could not be read: the names still show
+        assert_eq!(
+            reload_summary(&answer, None, None).unwrap(),
+            "reloaded the config file: 3 endpoint(s) changed\nfraud: changed\nnew: changed\nother: changed\n"
+        );
     }
 
     #[test]

@@ -334,6 +334,13 @@ async fn history_rollback_file_reload_and_cli() {
     assert!(out.starts_with("live: blue 0% -> 100%, green 100% -> 0%\nconfig version 2 -> 3\n"), "{out}");
     assert!(out.ends_with("undo: sluice config rollback live 2\n"), "{out}");
     assert_eq!(observe(&t, 10).await.get("blue"), Some(&10));
+    let got = cli(&["endpoints", "get", "live"]);
+    let rows: Vec<Vec<&str>> = got.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["endpoint", "live,", "config", "version", "3"], "{got}");
+    assert_eq!(rows[2], ["blue", "fraud_classifier", "1", "100%"], "{got}");
+    assert_eq!(rows[3], ["green", "fraud_classifier", "2", "0%"], "{got}");
+    let got: Value = serde_json::from_str(&cli(&["endpoints", "get", "live", "-o", "json"])).unwrap();
+    assert_eq!(got["config_version"], 3);
     let history = t.control().history("live").await.unwrap();
     assert_eq!(history.last().map(|h| (h.version, h.source)), Some((3, sluice::control::Source::Rollback)));
     // editing the file reloads it (the watcher polls every 20 ms)
@@ -349,6 +356,10 @@ async fn history_rollback_file_reload_and_cli() {
         t.control().history("live").await.unwrap().last().map(|h| h.source),
         Some(sluice::control::Source::File)
     );
+    // a reload of an unchanged file says so (the watcher already applied the edit)
+    assert_eq!(cli(&["config", "reload"]), "reloaded the config file: no endpoint changed\n");
+    let answer: Value = serde_json::from_str(&cli(&["config", "reload", "-o", "json"])).unwrap();
+    assert_eq!(answer, json!({"reloaded": true, "changed_endpoints": []}));
     let reloaded = t.control().config().await;
     assert_eq!(reloaded.raw.server.http_addr.as_deref(), Some("127.0.0.1:0"), "the reload applied --http again");
     assert!(reloaded.runtime.onnxruntime_lib.is_some_and(|p| p.is_absolute()), "and --ort-lib");

@@ -410,17 +410,36 @@ async fn rollout_and_experiment_cli() {
         "0.02",
     ]);
     assert!(ok, "{err}");
+    // a person reads what it did and how to undo it
+    assert!(out.starts_with("e: rollout of b from a started at step 1 of 3 (25% 50% 100%): b 25%\n"), "{out}");
+    assert!(out.contains("traffic: a 100% -> 75%, b 0% -> 25%\nconfig version 1 -> 2\n"), "{out}");
+    assert!(out.ends_with("undo: sluice rollout abort e\n"), "{out}");
+    let (ok, out, _) = cli(&["rollout", "status", "e", "-o", "json"]);
     let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok);
     assert_eq!((st["phase"].as_str(), st["candidate_percent"].as_i64()), (Some("progressing"), Some(25)));
     assert_eq!(st["spec"]["guardrails"]["max_error_rate"], 0.02);
     let (ok, _, err) = cli(&["rollout", "start", "e", "--to", "b", "--steps", "50", "--interval", "5m"]);
     assert!(!ok && err.contains("409"), "{err}");
-    assert!(cli(&["rollout", "pause", "e"]).1.contains("\"paused\""));
-    assert!(cli(&["rollout", "resume", "e"]).1.contains("\"progressing\""));
+    let (_, out, _) = cli(&["rollout", "pause", "e"]);
+    assert!(out.contains("paused at step 1 of 3") && out.ends_with("undo: sluice rollout resume e\n"), "{out}");
+    let (_, out, _) = cli(&["rollout", "resume", "e", "-o", "json"]);
+    assert!(out.contains("\"progressing\""), "{out}");
     let (ok, out, _) = cli(&["rollout", "status"]);
-    assert!(ok && out.contains("\"rollouts\""), "{out}");
+    assert!(ok && out.starts_with("ENDPOINT") && out.lines().nth(1).unwrap().starts_with("e "), "{out}");
+    let (ok, out, _) = cli(&["rollout", "status", "e"]);
+    assert!(ok && out.contains("progressing at step 1 of 3") && out.contains("started"), "{out}");
     let (ok, out, _) = cli(&["rollout", "abort", "e"]);
-    assert!(ok && out.contains("\"aborted\""), "{out}");
+    assert!(ok && out.contains("aborted at step 1 of 3 (25% 50% 100%): all traffic back to a"), "{out}");
+    assert!(out.contains("traffic: a 75% -> 100%, b 25% -> 0%"), "{out}");
+    let undo = out.lines().find_map(|l| l.split_once("): ").filter(|(h, _)| h.starts_with("undo")).map(|(_, c)| c));
+    assert_eq!(
+        undo,
+        Some(
+            "sluice rollout start e --to b --from a --steps 25,50,100 --interval 5m --min-requests 5 --max-error-rate 0.02"
+        ),
+        "{out}"
+    );
     let (ok, _, err) = cli(&["rollout", "start", "e", "--to", "nobody", "--steps", "50", "--interval", "5m"]);
     assert!(!ok && err.contains("400") && err.contains("nobody"), "{err}");
 
@@ -449,6 +468,22 @@ async fn rollout_and_experiment_cli() {
     }
     let (ok, out, _) = cli(&["experiment", "report", "e", "-o", "json"]);
     assert!(ok && serde_json::from_str::<serde_json::Value>(&out).unwrap()["arms"].is_array(), "{out}");
+    // a reload of an edited file says what changed in each endpoint and how to undo it
+    std::fs::write(
+        &file,
+        text.replace("traffic_percentage = 100", "traffic_percentage = 60")
+            .replace("traffic_percentage = 0", "traffic_percentage = 40"),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(&["config", "reload"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("reloaded the config file: 1 endpoint(s) changed\ne: a 100% -> 60%, b 0% -> 40%\n"),
+        "{out}"
+    );
+    let undo = out.lines().find_map(|l| l.strip_prefix("undo: ")).unwrap_or_else(|| panic!("{out}"));
+    let (ok, out, err) = cli(&undo.split_whitespace().skip(1).collect::<Vec<_>>());
+    assert!(ok && out.starts_with("e: a 60% -> 100%, b 40% -> 0%\n"), "{out} {err}");
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
 }

@@ -215,6 +215,10 @@ async fn replicas_share_one_config_store() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{} {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // it says what it changed and how to undo it
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("version 3 -> 4 written from") && said.contains("champion=55%"), "{said}");
+    let undo = said.lines().find_map(|l| l.strip_prefix("undo: ")).unwrap_or_else(|| panic!("no undo: {said}"));
     common::eventually("B follows the import", || async { champion_share(&b).await == 55 }).await;
     let last = history(&b).await.pop().unwrap();
     assert_eq!((last["source"].as_str(), last["reason"].as_str()), (Some("import"), Some("from the runbook")));
@@ -234,6 +238,17 @@ async fn replicas_share_one_config_store() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("100"), "{}", String::from_utf8_lossy(&out.stderr));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(champion_share(&b).await, 55);
+
+    // the import's undo, run as printed, puts version 3's split back
+    let out = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .args(["-c", &undo.replace("sluice config", &format!("{BIN} config"))])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{undo}: {}", String::from_utf8_lossy(&out.stderr));
+    common::eventually("B follows the undo", || async { champion_share(&b).await == share }).await;
+    let last = history(&b).await.pop().unwrap();
+    assert_eq!(last["reason"].as_str(), Some("undo version 4"));
     b.stop().await;
 }
 
