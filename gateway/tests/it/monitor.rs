@@ -204,6 +204,25 @@ async fn drift_alert_and_restart() {
     assert_eq!(status["alerts"][0]["firing"], true, "{status}");
     assert!(status["latest_drift"].as_array().unwrap().iter().any(|d| d["column_name"] == "amount"), "{status}");
     assert_eq!(metric(&t, "sluice_monitor_alert_firing", r#"endpoint="fraud",alert="amount_shift""#).await, 1.0);
+    // the CLI shows the same as tables, and a refresh in a line
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .args(["--admin-url", &t.admin])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = cli(&["monitor", "status", "fraud"]);
+    assert!(shown.starts_with("fraud: monitor of "), "{shown}");
+    let alert: Vec<&str> = shown.lines().find(|l| l.starts_with("amount_shift ")).unwrap().split_whitespace().collect();
+    assert_eq!(alert[..2], ["amount_shift", "FIRING"], "{shown}");
+    assert!(shown.lines().any(|l| l.split_whitespace().any(|w| w == "amount")), "{shown}");
+    let shown = cli(&["monitor", "refresh", "fraud"]);
+    assert!(shown.starts_with("fraud: refreshed in ") && shown.ends_with('\n'), "{shown}");
+    let json: Value = serde_json::from_str(&cli(&["monitor", "status", "fraud", "-o", "json"])).unwrap();
+    assert_eq!(json["alerts"][0]["firing"], true);
     // the dashboard's reads run on the analysis threads
     for path in ["series", "histogram?column=amount"] {
         let r = t.client.get(format!("{}/monitors/fraud/{path}", t.admin)).send().await.unwrap();
