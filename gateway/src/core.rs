@@ -290,6 +290,7 @@ impl Gateway {
                 (served.model.clone(), Some(served))
             }
         };
+        let _in_flight = served.as_ref().map(|s| s.metrics.enter());
         let served_name = served.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| Arc::from(model.name.as_str()));
         let selected = inputs::select_outputs(&model, outputs.as_deref())?;
         let tensors = Arc::new(match inputs {

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use metrics::{
-    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -42,10 +42,26 @@ pub const ANALYSIS_READ_DURATION: &str = "sluice_analysis_read_duration_seconds"
 pub const MONITOR_REFRESHES_TOTAL: &str = "sluice_monitor_refreshes_total";
 pub const MONITOR_REFRESH_DURATION: &str = "sluice_monitor_refresh_duration_seconds";
 pub const MONITOR_ROWS_READ_TOTAL: &str = "sluice_monitor_rows_read_total";
+/// Deprecated alias of the three below (one gauge, every kind under a `metric` label); removed in
+/// 0.2.
 pub const MONITOR_DRIFT: &str = "sluice_monitor_drift";
+/// Test p-values (`test` = ks, chi_squared): small means drift.
+pub const MONITOR_DRIFT_PVALUE: &str = "sluice_monitor_drift_pvalue";
+/// Test statistics (`test` = ks, chi_squared).
+pub const MONITOR_DRIFT_STATISTIC: &str = "sluice_monitor_drift_statistic";
+/// Distances and divergences (`metric` = wasserstein_distance, population_stability_index,
+/// js_distance, tv_distance, l_infinity_distance): large means drift.
+pub const MONITOR_DRIFT_DISTANCE: &str = "sluice_monitor_drift_distance";
 pub const MONITOR_ALERT_FIRING: &str = "sluice_monitor_alert_firing";
 pub const MONITOR_NOTIFICATIONS_TOTAL: &str = "sluice_monitor_alert_notifications_total";
+/// Deprecated alias (percent) of [`ROLLOUT_CANDIDATE_RATIO`]; removed in 0.2.
 pub const ROLLOUT_CANDIDATE_PERCENT: &str = "sluice_rollout_candidate_traffic_percent";
+pub const ROLLOUT_CANDIDATE_RATIO: &str = "sluice_rollout_candidate_traffic_ratio";
+/// Requests a served model is handling (routed to it, not yet answered), by endpoint and served model.
+pub const SERVED_MODEL_IN_FLIGHT: &str = "sluice_served_model_requests_in_flight";
+/// Requests admitted to a model version's queue and not yet answered (waiting or running), by
+/// model and version; the queue holds `queue_capacity`.
+pub const MODEL_QUEUE_DEPTH: &str = "sluice_model_queue_depth";
 pub const REGISTRY_ALIAS_VERSION: &str = "sluice_registry_alias_version";
 pub const REGISTRY_SERVING_VERSION: &str = "sluice_registry_serving_version";
 pub const REGISTRY_POLL_ERRORS_TOTAL: &str = "sluice_registry_poll_errors_total";
@@ -84,6 +100,9 @@ pub fn install() -> Result<PrometheusHandle, InstallError> {
             describe();
             // exported from the start (an autoscaler reads 0, not a missing series)
             gauge!(REQUESTS_IN_FLIGHT).set(0.0);
+            for protocol in ["http", "grpc"] {
+                counter!(LOAD_SHED_TOTAL, "protocol" => protocol).increment(0);
+            }
             Ok(handle)
         })
         .clone()
@@ -132,9 +151,21 @@ fn describe() {
         "Model worker threads that panicked (their requests got 500s; the worker went on), by model and version."
     );
     describe_gauge!(
+        ROLLOUT_CANDIDATE_RATIO,
+        "Share of traffic (0-1) a rollout gives its candidate, by endpoint (0 after a rollback, 1 once promoted)."
+    );
+    describe_gauge!(
         ROLLOUT_CANDIDATE_PERCENT,
         Unit::Percent,
-        "Traffic percentage a rollout gives its candidate, by endpoint (0 after a rollback)."
+        "Deprecated: sluice_rollout_candidate_traffic_ratio * 100 (removed in 0.2)."
+    );
+    describe_gauge!(
+        SERVED_MODEL_IN_FLIGHT,
+        "Requests routed to a served model and not yet answered, by endpoint and served model."
+    );
+    describe_gauge!(
+        MODEL_QUEUE_DEPTH,
+        "Requests admitted to a model version's queue and not yet answered (waiting or running; at most queue_capacity), by model and version."
     );
     describe_counter!(
         ROLLOUT_EVENTS_TOTAL,
@@ -186,8 +217,20 @@ fn describe() {
     describe_histogram!(MONITOR_REFRESH_DURATION, Unit::Seconds, "Time a monitor refresh took.");
     describe_counter!(MONITOR_ROWS_READ_TOTAL, Unit::Count, "Inference table rows read by monitor refreshes.");
     describe_gauge!(
+        MONITOR_DRIFT_PVALUE,
+        "Latest drift test p-value (small = drift) per endpoint, granularity, drift type, model id (:all = every primary model), column and test (ks, chi_squared)."
+    );
+    describe_gauge!(
+        MONITOR_DRIFT_STATISTIC,
+        "Latest drift test statistic per endpoint, granularity, drift type, model id, column and test (ks, chi_squared)."
+    );
+    describe_gauge!(
+        MONITOR_DRIFT_DISTANCE,
+        "Latest drift distance or divergence (large = drift) per endpoint, granularity, drift type, model id, column and metric (wasserstein_distance, population_stability_index, js_distance, tv_distance, l_infinity_distance)."
+    );
+    describe_gauge!(
         MONITOR_DRIFT,
-        "Latest drift value per endpoint, granularity, drift type, model id (:all = every primary model), column and metric."
+        "Deprecated: the values of sluice_monitor_drift_pvalue, _statistic and _distance under one metric label (removed in 0.2)."
     );
     describe_gauge!(MONITOR_ALERT_FIRING, "1 while a monitor alert is firing, else 0.");
     describe_gauge!(
@@ -239,6 +282,8 @@ pub struct ModelMetrics {
     pub queue: Histogram,
     pub compute: Histogram,
     pub batch_rows: Histogram,
+    /// Set when `/metrics` is rendered (see [`render`]).
+    pub queue_depth: Gauge,
     model: String,
     version: String,
 }
@@ -256,6 +301,7 @@ impl ModelMetrics {
             queue: histogram!(MODEL_QUEUE_DURATION, &labels),
             compute: histogram!(MODEL_COMPUTE_DURATION, &labels),
             batch_rows: histogram!(MODEL_BATCH_ROWS, &labels),
+            queue_depth: gauge!(MODEL_QUEUE_DEPTH, &labels),
             model: model.to_string(),
             version: version.to_string(),
         }
@@ -272,6 +318,7 @@ impl ModelMetrics {
 pub struct EndpointMetrics {
     pub success: Counter,
     pub duration: Histogram,
+    in_flight: Gauge,
     endpoint: String,
     served_model: String,
 }
@@ -289,9 +336,17 @@ impl EndpointMetrics {
                 ]
             ),
             duration: histogram!(REQUEST_DURATION, &labels),
+            in_flight: gauge!(SERVED_MODEL_IN_FLIGHT, &labels),
             endpoint: endpoint.to_string(),
             served_model: served_model.to_string(),
         }
+    }
+
+    /// Counts a request in flight on this served model until the guard is dropped (answered,
+    /// failed or abandoned).
+    pub fn enter(&self) -> InFlight {
+        self.in_flight.increment(1.0);
+        InFlight(self.in_flight.clone())
     }
 
     pub fn failure(&self, outcome: &'static str) {
@@ -383,6 +438,32 @@ pub fn state_load_failure(kind: &'static str, outcome: &'static str) {
 /// Counts a table file that readers skip.
 pub fn table_file_skipped(table: &str, reason: &'static str) {
     counter!(TABLE_FILES_SKIPPED_TOTAL, "table" => table.to_string(), "reason" => reason).increment(1);
+}
+
+/// A request in flight on a served model (see [`EndpointMetrics::enter`]).
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The rollout gauges of an endpoint: the candidate's share as a ratio, and the deprecated
+/// percent alias.
+pub fn rollout_candidate_share(endpoint: &str, percent: u32) {
+    gauge!(ROLLOUT_CANDIDATE_RATIO, "endpoint" => endpoint.to_string()).set(f64::from(percent) / 100.0);
+    gauge!(ROLLOUT_CANDIDATE_PERCENT, "endpoint" => endpoint.to_string()).set(f64::from(percent));
+}
+
+/// The Prometheus text of every metric, with the gauges read at scrape time (each model
+/// version's queue depth) brought up to date first.
+pub fn render(handle: &PrometheusHandle, registry: &crate::registry::Registry) -> String {
+    for m in registry.iter() {
+        m.metrics.queue_depth.set(m.runner.queue_depth() as f64);
+    }
+    handle.render()
 }
 
 /// Adds `delta` to the inference requests in flight (twice per request: the handle is looked up

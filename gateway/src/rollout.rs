@@ -190,8 +190,7 @@ impl Rollouts {
                     st.phase = Phase::Aborted;
                     r.event(&mut st, "aborted", format!("could not be resumed after a restart: {e}"), vec![]);
                 } else {
-                    metrics::gauge!(crate::metrics::ROLLOUT_CANDIDATE_PERCENT, "endpoint" => st.endpoint.clone())
-                        .set(f64::from(st.candidate_percent));
+                    crate::metrics::rollout_candidate_share(&st.endpoint, st.candidate_percent);
                 }
                 let _ = r.persist(&mut st).await;
             }
@@ -559,8 +558,7 @@ impl Rollouts {
         let endpoint = st.endpoint.clone();
         metrics::counter!(crate::metrics::ROLLOUT_EVENTS_TOTAL, "endpoint" => endpoint.clone(), "event" => event.to_string())
             .increment(1);
-        metrics::gauge!(crate::metrics::ROLLOUT_CANDIDATE_PERCENT, "endpoint" => endpoint.clone())
-            .set(f64::from(st.candidate_percent));
+        crate::metrics::rollout_candidate_share(&endpoint, st.candidate_percent);
         if let Some(url) = st.spec.webhook_url.clone() {
             let body = serde_json::json!({
                 "endpoint": st.endpoint,

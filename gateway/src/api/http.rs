@@ -78,7 +78,8 @@ pub(crate) fn ops_routes() -> Router<HttpState> {
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<HttpState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+    let text = crate::metrics::render(&state.metrics, &state.gateway.snapshot().registry);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 /// Unknown paths: 404 with the method and path, counted as rejected.

@@ -825,7 +825,7 @@ async fn logs(
         }
         Err(e) => text.push_str(&format!("not loaded: {e}\n")),
     }
-    let rendered = s.metrics.render();
+    let rendered = crate::metrics::render(&s.metrics, &s.control.gateway().snapshot().registry);
     for line in rendered.lines().filter(|l| !l.starts_with('#')) {
         if has_label(line, "model", &entity.entity_name) && has_label(line, "version", &version) {
             text.push_str(line);
@@ -840,7 +840,7 @@ async fn logs(
 async fn metrics(State(s): State<ServingState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     allowed(&s)?;
     let raw = live_endpoint(&s, &name).await?;
-    let rendered = s.metrics.render();
+    let rendered = crate::metrics::render(&s.metrics, &s.control.gateway().snapshot().registry);
     let models: Vec<(String, String)> =
         raw.served_entities.iter().map(|e| (e.entity_name.clone(), version_str(e))).collect();
     let mine = |line: &str| {

@@ -139,6 +139,35 @@ fn profile_json(p: &ProfileRow) -> Value {
 fn publish_gauges(endpoint: &str, drift: &[DriftRow]) {
     for d in drift.iter().filter(|d| d.key.slice_key.is_none() && d.column_name != ":table") {
         let model = d.key.model_id.as_deref().unwrap_or(":all").to_string();
+        let labels = [
+            ("endpoint", endpoint.to_string()),
+            ("granularity", d.key.granularity.to_string()),
+            ("drift_type", d.drift_type.to_string()),
+            ("model_id", model),
+            ("column", d.column_name.clone()),
+        ];
+        let set = |name: &'static str, kind: (&'static str, &'static str), v: Option<f64>| {
+            if let Some(v) = v {
+                let mut l = labels.to_vec();
+                l.push((kind.0, kind.1.to_string()));
+                metrics::gauge!(name, &l).set(v);
+            }
+        };
+        use crate::metrics::{MONITOR_DRIFT, MONITOR_DRIFT_DISTANCE, MONITOR_DRIFT_PVALUE, MONITOR_DRIFT_STATISTIC};
+        for (test, t) in [("ks", d.ks_test), ("chi_squared", d.chi_squared_test)] {
+            set(MONITOR_DRIFT_STATISTIC, ("test", test), t.map(|t| t.0));
+            set(MONITOR_DRIFT_PVALUE, ("test", test), t.map(|t| t.1));
+        }
+        for (metric, v) in [
+            ("wasserstein_distance", d.wasserstein_distance),
+            ("population_stability_index", d.population_stability_index),
+            ("js_distance", d.js_distance),
+            ("tv_distance", d.tv_distance),
+            ("l_infinity_distance", d.l_infinity_distance),
+        ] {
+            set(MONITOR_DRIFT_DISTANCE, ("metric", metric), v);
+        }
+        // the deprecated single gauge, as before
         for (metric, v) in [
             ("ks_statistic", d.ks_test.map(|t| t.0)),
             ("ks_pvalue", d.ks_test.map(|t| t.1)),
@@ -150,18 +179,7 @@ fn publish_gauges(endpoint: &str, drift: &[DriftRow]) {
             ("tv_distance", d.tv_distance),
             ("l_infinity_distance", d.l_infinity_distance),
         ] {
-            if let Some(v) = v {
-                metrics::gauge!(
-                    crate::metrics::MONITOR_DRIFT,
-                    "endpoint" => endpoint.to_string(),
-                    "granularity" => d.key.granularity.to_string(),
-                    "drift_type" => d.drift_type,
-                    "model_id" => model.clone(),
-                    "column" => d.column_name.clone(),
-                    "metric" => metric,
-                )
-                .set(v);
-            }
+            set(MONITOR_DRIFT, ("metric", metric), v);
         }
     }
 }

@@ -246,6 +246,11 @@ impl ModelRunner {
         self.panic_next.store(true, Ordering::Release);
     }
 
+    /// Requests admitted and not yet answered (waiting in the queue or running).
+    pub fn queue_depth(&self) -> usize {
+        self.capacity.saturating_sub(self.admission.available_permits())
+    }
+
     /// Runs one request. `inputs` must be in schema order and already validated against it.
     /// Answers `Overloaded` at once when the model's queue is full.
     pub async fn infer(&self, inputs: Arc<Vec<Tensor>>) -> Result<InferOutput, RuntimeError> {
