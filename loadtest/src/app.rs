@@ -234,6 +234,35 @@ async fn fetch_schema(s: &Settings, name: &str, http: &HttpClient, sender: &Send
     }
 }
 
+/// The baseline to draw rows from: `--baseline` (or the scenario's), else the baseline of the
+/// endpoint's monitor when Sluice's admin API names one that this machine can open. `Err`: none,
+/// with why for the report (empty when none was asked for).
+async fn baseline_of(
+    s: &Settings,
+    http: &HttpClient,
+) -> Result<Result<(std::path::PathBuf, crate::baseline::Baseline), String>, Error> {
+    if let Some(p) = &s.baseline {
+        return Ok(Ok((p.clone(), crate::baseline::load(p, s.columns.as_deref())?)));
+    }
+    let Some(endpoint) = s.endpoint.as_deref().filter(|_| !s.generated) else { return Ok(Err(String::new())) };
+    let url = format!("{}/monitors/{endpoint}", s.admin_url.trim_end_matches('/'));
+    let path = match http.get_json(&url, s.admin_token.as_deref()).await {
+        Ok(status) => match status.get("baseline").and_then(serde_json::Value::as_str) {
+            Some(p) => std::path::PathBuf::from(p),
+            None => return Ok(Err(format!("; the monitor of '{endpoint}' has no baseline"))),
+        },
+        // not Sluice, no monitor, no admin access: the values are generated, as they always were
+        Err(_) => return Ok(Err(String::new())),
+    };
+    if !path.is_file() {
+        return Ok(Err(format!(
+            "; the baseline of '{endpoint}', {}, is not a file here (give --baseline)",
+            path.display()
+        )));
+    }
+    Ok(Ok((path.clone(), crate::baseline::load(&path, s.columns.as_deref())?)))
+}
+
 /// The request source, a description of the payload, and the column names (when known).
 async fn request_source(
     s: &Settings,
@@ -271,11 +300,17 @@ async fn request_source(
             };
             (Rows::File { rows }, columns, format!("rows of {path} ({n} rows, cycled)"))
         }
-        None => (
-            Rows::Generated { seed: s.seed, width: 0 },
-            s.columns.clone(),
-            format!("generated (standard normal, seed {})", s.seed),
-        ),
+        None => match baseline_of(s, http).await? {
+            Ok((path, b)) => {
+                let text = format!("sampled from baseline {} ({} rows, seed {})", path.display(), b.rows.len(), s.seed);
+                (Rows::Sampled { seed: s.seed, rows: b.rows }, Some(b.columns), text)
+            }
+            Err(why) => (
+                Rows::Generated { seed: s.seed, width: 0 },
+                s.columns.clone(),
+                format!("generated (standard normal, seed {}){why}", s.seed),
+            ),
+        },
     };
 
     let inputs = match s.target {

@@ -75,7 +75,7 @@ pub struct Cli {
     pub target: Option<Target>,
 
     /// Server base URL [default: http://127.0.0.1:8000, or http://127.0.0.1:8001 for grpc]
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_URL")]
     pub url: Option<String>,
 
     /// Endpoint for --target predict (POST {url}/endpoints/{endpoint}/predict; without it {url}/predict).
@@ -140,6 +140,21 @@ pub struct Cli {
     /// and v2-json only)
     #[arg(long)]
     pub payload: Option<PathBuf>,
+
+    /// Baseline Parquet file (a training sample): each request's rows are drawn from it, seeded by
+    /// --seed. Default for --endpoint without --payload: the baseline of the endpoint's monitor,
+    /// read from the admin API (--admin-url), when this machine can open it
+    #[arg(long, conflicts_with = "payload")]
+    pub baseline: Option<PathBuf>,
+
+    /// Send standard-normal values even when the endpoint's monitor has a baseline
+    #[arg(long, conflicts_with_all = ["payload", "baseline"])]
+    pub generated: bool,
+
+    /// Sluice admin API, where the endpoint's monitor baseline is looked up [default:
+    /// http://127.0.0.1:8002]
+    #[arg(long, value_name = "ADMIN_URL", env = "SLUICE_ADMIN_URL")]
+    pub admin_url: Option<String>,
 
     /// `/predict` body format [default: dataframe-split]
     #[arg(long, value_enum)]

@@ -2,10 +2,11 @@
 //!
 //! Layers, top down: [`app`] runs one test (settings -> payload -> load -> report); [`runner`]
 //! is the closed/open-loop engine; [`client`] sends over HTTP or gRPC; [`encode`] and
-//! [`payload`] build request bodies; [`recorder`], [`split`], [`slo`] and [`report`] turn the
+//! [`payload`] (and [`baseline`]) build request bodies; [`recorder`], [`split`], [`slo`] and [`report`] turn the
 //! answers into results. See `loadtest/README.md`.
 
 pub mod app;
+pub mod baseline;
 pub mod cli;
 pub mod client;
 pub mod encode;

@@ -1,5 +1,6 @@
-//! Where request rows come from: a seeded standard-normal generator, or the rows of a
-//! `dataframe_split` file cycled in order; and the drift shift applied to one column of them.
+//! Where request rows come from: a seeded standard-normal generator, rows drawn (seeded) from a
+//! baseline, or the rows of a `dataframe_split` file cycled in order; and the drift shift applied
+//! to one column of them.
 //! A payload file that is not in `dataframe_split` form is a body sent unchanged.
 
 use std::path::Path;
@@ -36,6 +37,9 @@ pub enum Rows {
     Generated { seed: u64, width: usize },
     /// Rows of a file, used in order and cycled: request `k` of `n` rows takes rows `k*n ..`.
     File { rows: Vec<Vec<f64>> },
+    /// Rows drawn uniformly with replacement from a baseline; request `k` draws with a generator
+    /// seeded by (seed, k), like [`Rows::Generated`].
+    Sampled { seed: u64, rows: Vec<Vec<f64>> },
 }
 
 impl Rows {
@@ -43,7 +47,7 @@ impl Rows {
     pub fn width(&self) -> usize {
         match self {
             Rows::Generated { width, .. } => *width,
-            Rows::File { rows } => rows.first().map_or(0, Vec::len),
+            Rows::File { rows } | Rows::Sampled { rows, .. } => rows.first().map_or(0, Vec::len),
         }
     }
 
@@ -54,7 +58,11 @@ impl Rows {
                 let mut rng = StdRng::seed_from_u64(mix(*seed, k));
                 (0..n).map(|_| (0..*width).map(|_| standard_normal(&mut rng)).collect()).collect()
             }
-            Rows::File { rows } if rows.is_empty() => Vec::new(),
+            Rows::File { rows } | Rows::Sampled { rows, .. } if rows.is_empty() => Vec::new(),
+            Rows::Sampled { seed, rows } => {
+                let mut rng = StdRng::seed_from_u64(mix(*seed, k));
+                (0..n).map(|_| rows[rng.random_range(0..rows.len())].clone()).collect()
+            }
             Rows::File { rows } => {
                 let start = (k as usize).wrapping_mul(n);
                 (0..n).filter_map(|i| rows.get(start.wrapping_add(i) % rows.len()).cloned()).collect()
@@ -238,6 +246,28 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn sampled_rows_are_reproducible_draws_of_the_baseline() {
+        let base: Vec<Vec<f64>> = (0..100).map(|i| vec![f64::from(i), -f64::from(i)]).collect();
+        let rows = Rows::Sampled { seed: 7, rows: base.clone() };
+        let a = rows.rows_for(3, 50, None);
+        assert_eq!(a, rows.rows_for(3, 50, None), "the same request draws the same rows");
+        assert_ne!(a, rows.rows_for(4, 50, None));
+        assert!(a.iter().all(|r| base.contains(r)));
+        // every row is drawn about equally often over many requests
+        let mut seen = vec![0u32; 100];
+        for k in 0..400 {
+            for r in rows.rows_for(k, 25, None) {
+                seen[r[0] as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&n| (50..=160).contains(&n)), "{seen:?}");
+        let shift = Shift { index: 1, add: 1.0, multiply: 2.0 };
+        let shifted = rows.rows_for(3, 50, Some(&shift));
+        assert!(shifted.iter().zip(&a).all(|(s, r)| s[0] == r[0] && s[1] == r[1] * 2.0 + 1.0));
+        assert!(Rows::Sampled { seed: 1, rows: vec![] }.rows_for(0, 3, None).is_empty());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct ScenarioFile {
     pub columns: Option<Vec<String>>,
     /// Relative to the scenario file's directory.
     pub payload: Option<PathBuf>,
+    /// A baseline Parquet file to draw rows from; relative to the scenario file's directory.
+    pub baseline: Option<PathBuf>,
     pub predict_format: Option<PredictFormat>,
     /// Extra request headers, name to value.
     #[serde(default)]
@@ -239,8 +241,11 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Scenario, Error> {
         return Err(Error::usage("a scenario needs at least one [[phases]] entry"));
     }
     let phases = file.phases.iter().enumerate().map(|(i, p)| p.validate(i)).collect::<Result<Vec<_>, _>>()?;
-    if let Some(p) = file.payload.as_mut().filter(|p| p.is_relative()) {
+    for p in [file.payload.as_mut(), file.baseline.as_mut()].into_iter().flatten().filter(|p| p.is_relative()) {
         *p = base_dir.join(&*p);
+    }
+    if file.payload.is_some() && file.baseline.is_some() {
+        return Err(Error::usage("give payload or baseline, not both"));
     }
     Ok(Scenario { file, phases })
 }

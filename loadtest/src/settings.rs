@@ -34,6 +34,12 @@ pub struct Settings {
     pub seed: u64,
     pub columns: Option<Vec<String>>,
     pub payload: Option<PathBuf>,
+    /// Draw rows from this baseline file.
+    pub baseline: Option<PathBuf>,
+    /// Standard-normal values even when the endpoint's monitor has a baseline.
+    pub generated: bool,
+    /// Where the endpoint's monitor baseline is looked up.
+    pub admin_url: String,
     pub predict_format: PredictFormat,
     pub headers: HeaderMap,
     /// A CA to trust for `https://` URLs besides the system's.
@@ -54,6 +60,8 @@ pub struct Settings {
 
 /// Default run length.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(15);
+/// Sluice's admin API on this machine.
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8002";
 /// Default warm-up.
 pub const DEFAULT_WARMUP: Duration = Duration::from_secs(2);
 
@@ -188,7 +196,11 @@ impl Settings {
             rows_given,
             seed: cli.seed.or(file.seed).unwrap_or(1),
             columns: cli.columns.or(file.columns),
-            payload: cli.payload.or(file.payload),
+            // a flag replaces the scenario's choice of rows whichever kind it is
+            payload: if cli.baseline.is_some() || cli.generated { None } else { cli.payload.clone().or(file.payload) },
+            baseline: if cli.payload.is_some() || cli.generated { None } else { cli.baseline.or(file.baseline) },
+            generated: cli.generated,
+            admin_url: cli.admin_url.unwrap_or_else(|| DEFAULT_ADMIN_URL.to_string()),
             predict_format: cli.predict_format.or(file.predict_format).unwrap_or_default(),
             headers,
             ca_cert: cli.ca_cert,

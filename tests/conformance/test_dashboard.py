@@ -64,7 +64,7 @@ def drift_scenario(tmp: Path) -> Path:
     """loadtest/scenarios/drift.toml with 4-second phases."""
     text = (REPO / "loadtest" / "scenarios" / "drift.toml").read_text()
     text = re.sub(r'duration = "10s"', 'duration = "4s"', text)
-    text = text.replace('payload = "../../tests/', f'payload = "{REPO}/tests/')
+    text = text.replace('baseline = "../../models/', f'baseline = "{REPO}/models/')
     text = text.replace('warmup = "2s"', 'warmup = "1s"')
     path = tmp / "drift.toml"
     path.write_text(text)
@@ -202,8 +202,14 @@ def test_dashboard_in_headless_chromium(gateway, tmp_path):
                     f"{chart} [data-points]", "els => els.map(e => Number(e.dataset.points))")
                 assert points and max(points) > 0, (metric, points)
 
-            # monitoring: amount is flagged, its drift line and histogram are drawn
+            # monitoring: amount is flagged, and no other feature (the rows are drawn from the
+            # baseline, so the other features match it); its drift line and histogram are drawn
             page.wait_for_selector("[data-testid=drift-flag][data-column=amount]", timeout=20_000)
+            flagged = page.eval_on_selector_all("[data-testid=drift-flag][data-endpoint=fraud]",
+                                                "els => els.map(e => e.dataset.column)")
+            # the model's answers move with amount (larger amounts look like fraud): prediction
+            # drift is the consequence, not a false alarm
+            assert [c for c in flagged if c != "prediction"] == ["amount"], flagged
             drift_points = page.eval_on_selector_all(
                 "[data-testid=drift-chart][data-column=amount] [data-points]",
                 "els => els.map(e => Number(e.dataset.points))")
@@ -268,6 +274,51 @@ def test_dashboard_in_headless_chromium(gateway, tmp_path):
             assert not errors, f"JavaScript errors on the page: {errors}"
         finally:
             browser.close()
+
+
+def test_normal_traffic_leaves_the_drift_badges_off(tmp_path):
+    """`sluice-loadtest` with no payload against the demo draws its rows from the fraud monitor's
+    baseline (found through the admin API), so the dashboard flags no feature of the fraud
+    endpoint; what drift.toml then shifts is the only thing that lights up (the test above)."""
+    from playwright.sync_api import sync_playwright
+
+    old = os.environ.pop("SLUICE_ADMIN_TOKEN", None)
+    try:
+        proc, ports, log = start_sluice(tmp_path, str(demo_config(tmp_path)))
+    finally:
+        if old is not None:
+            os.environ["SLUICE_ADMIN_TOKEN"] = old
+    admin = f"http://127.0.0.1:{ports['admin']}"
+    try:
+        loadtest = os.environ.get("SLUICE_LOADTEST_BIN") or str(REPO / "target" / "debug" / "sluice-loadtest")
+        run = subprocess.run([loadtest, "--url", f"http://127.0.0.1:{ports['http']}", "--admin-url", admin,
+                              "--endpoint", "fraud", "--rate", "50", "--duration", "12s", "--warmup", "1s",
+                              "--output", "json"], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, f"sluice-loadtest failed:\n{run.stdout}\n{run.stderr}"
+        assert "sampled from baseline" in run.stdout and "fraud_classifier/1/baseline.parquet" in run.stdout, \
+            run.stdout[:2000]
+        wait_for_flush(tmp_path / "data" / "fraud")
+        r = http("POST", f"{admin}/monitors/fraud/refresh", headers={"Content-Type": "application/json"}, timeout=300)
+        assert r.status == 200, r.describe()
+        with sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"), executable_path=chromium(), headless=True,
+                args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 2400})
+            try:
+                page = browser.pages[0] if browser.pages else browser.new_page()
+                page.goto(f"{admin}/dashboard")
+                page.wait_for_selector("[data-testid=drift-chart][data-column=amount]", timeout=60_000)
+                charted = page.eval_on_selector_all("[data-testid=drift-chart]", "els => els.map(e => e.dataset.column)")
+                assert len(set(charted)) >= 8, charted
+                flagged = page.eval_on_selector_all("[data-testid=drift-flag][data-endpoint=fraud]",
+                                                    "els => els.map(e => e.dataset.column)")
+                assert flagged == [], f"features flagged under traffic drawn from the baseline: {flagged}"
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "dashboard-quiet.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        stop_sluice(proc)
 
 
 ATTACK_PAGE = b"""<!doctype html><html><body><p>a page from another origin</p></body></html>"""

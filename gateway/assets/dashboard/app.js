@@ -440,11 +440,18 @@ function renderMonitorCharts(b, series) {
   const byWindow = (a, c) => a.window_ms - c.window_ms;
   const cols = uniq([...profile, ...drift].map((r) => String(r.column_name))).map((col) => {
     const rows = drift.filter((r) => r.column_name === col && r.drift_type === 'BASELINE' && r.model_id == null).sort(byWindow);
-    const last = rows[rows.length - 1];
-    const drifted = !!last && ((isNum(last.population_stability_index) && last.population_stability_index >= 0.2) ||
-      (isNum(last.ks_pvalue) && last.ks_pvalue < 0.05));
-    return { col, rows, last, drifted };
-  }).sort((a, c) => (c.drifted - a.drifted) || a.col.localeCompare(c.col));
+    return { col, rows, last: rows[rows.length - 1] };
+  });
+  // A column drifts when its PSI reaches 0.2 (Lakehouse Monitoring's "significant change") or its
+  // test's p-value is below 0.05 shared among the columns tested (Bonferroni): with no drift at
+  // all, a window flags some column about 5% of the time, not 5% per column.
+  const pOf = (r) => (isNum(r.ks_pvalue) ? r.ks_pvalue : r.chi_squared_pvalue);
+  const alpha = 0.05 / Math.max(1, cols.filter((c) => c.last && isNum(pOf(c.last))).length);
+  for (const c of cols) {
+    c.drifted = !!c.last && ((isNum(c.last.population_stability_index) && c.last.population_stability_index >= 0.2) ||
+      (isNum(pOf(c.last)) && pOf(c.last) < alpha));
+  }
+  cols.sort((a, c) => (c.drifted - a.drifted) || a.col.localeCompare(c.col));
   if (!cols.length) {
     b.drift.replaceChildren(note('no metrics computed yet for this granularity'));
     b.profile.replaceChildren(); b.hist.replaceChildren();

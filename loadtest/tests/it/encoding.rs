@@ -261,3 +261,66 @@ async fn predict_uses_columns_and_payload_rows() {
     assert_eq!(&c.body[..], body.as_bytes());
     assert_eq!(r.run.rows_per_request, 2);
 }
+
+/// Without --payload, an endpoint whose Sluice monitor names a baseline gets rows drawn from it
+/// (seeded): every row sent is a row of the baseline, under its column names. --generated, and a
+/// baseline this machine cannot open, keep the generated values, and the report says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_are_drawn_from_the_endpoint_monitor_baseline() {
+    let baseline = crate::repo_path("models/fraud_classifier/1/baseline.parquet");
+    let f = fake::http(Behaviour { baseline: Some(baseline.display().to_string()), ..Behaviour::default() }).await;
+    let url = f.url();
+    let args =
+        ["--url", &url, "--admin-url", &url, "--endpoint", "fraud", "-c", "1", "--duration", "400ms", "--warmup", "0s"];
+    let (r, _) = run(&args).await;
+    assert!(r.run.payload.starts_with(&format!("sampled from baseline {}", baseline.display())), "{}", r.run.payload);
+    let want = sluice_loadtest::baseline::load(&baseline, None).unwrap();
+    assert_eq!(want.columns.len(), 8, "the features, not label and prediction: {:?}", want.columns);
+    let bodies = f.state.bodies();
+    assert!(bodies.len() > 5);
+    let mut distinct = std::collections::BTreeSet::new();
+    assert_eq!(want.rows.len(), 2000);
+    for c in &bodies {
+        let b: Value = serde_json::from_slice(&c.body).unwrap();
+        assert_eq!(b["dataframe_split"]["columns"], serde_json::json!(want.columns));
+        for row in b["dataframe_split"]["data"].as_array().unwrap() {
+            // sent as the model's FP32 values
+            let row: Vec<f32> = row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            assert!(
+                want.rows.iter().any(|w| w.iter().map(|&x| x as f32).eq(row.iter().copied())),
+                "{row:?} is not a baseline row"
+            );
+            distinct.insert(format!("{row:?}"));
+        }
+    }
+    // drawn with replacement (about 1 - 1/e of n draws distinct), not the file cycled from row 0
+    let n = bodies.len() as f64;
+    let expected = 2000.0 * (1.0 - (-n / 2000.0).exp());
+    assert!(
+        (distinct.len() as f64 - expected).abs() < 0.1 * n,
+        "{} distinct of {n}, expected {expected:.0}",
+        distinct.len()
+    );
+
+    let (r, _) = run(&[&args[..], &["--generated"]].concat()).await;
+    assert!(r.run.payload.starts_with("generated (standard normal"), "{}", r.run.payload);
+    let f =
+        fake::http(Behaviour { baseline: Some("/nonexistent/baseline.parquet".into()), ..Behaviour::default() }).await;
+    let url = f.url();
+    let (r, _) = run(&[
+        "--url",
+        &url,
+        "--admin-url",
+        &url,
+        "--endpoint",
+        "fraud",
+        "-c",
+        "1",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+    ])
+    .await;
+    assert!(r.run.payload.contains("/nonexistent/baseline.parquet, is not a file here"), "{}", r.run.payload);
+}

@@ -1,5 +1,5 @@
 //! In-process fake servers on 127.0.0.1:0: an HTTP server speaking just enough of Sluice
-//! (V2 metadata, `/predict`, V2 JSON and binary infer, admin endpoint view) and a tonic gRPC
+//! (V2 metadata, `/predict`, V2 JSON and binary infer, admin endpoint view, a monitor's baseline) and a tonic gRPC
 //! server implementing ModelMetadata and ModelInfer. Both count and capture what they get.
 
 use std::collections::HashMap;
@@ -37,6 +37,8 @@ pub struct Behaviour {
     pub fail_every: Option<u64>,
     /// Leave out the served-model header / parameter.
     pub no_served_model: bool,
+    /// The baseline path `GET /monitors/{endpoint}` names (no monitor: 404).
+    pub baseline: Option<String>,
 }
 
 /// One captured request.
@@ -117,6 +119,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
                 None,
             )
         }
+        ("GET", ["monitors", e]) => match &state.behaviour.baseline {
+            Some(b) => json_response(StatusCode::OK, &json!({"endpoint": e, "baseline": b}), None),
+            None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no monitor"}), None),
+        },
         ("GET", ["admin", "endpoints", e]) => json_response(
             StatusCode::OK,
             &json!({"name": e, "config_version": 1, "served_models": [

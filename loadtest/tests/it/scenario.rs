@@ -13,7 +13,7 @@ use crate::run;
 #[test]
 fn bundled_scenarios_parse() {
     let drift = load(&crate::repo_path("loadtest/scenarios/drift.toml")).unwrap();
-    assert_eq!(drift.phases.len(), 3);
+    assert_eq!(drift.phases.len(), 2);
     assert!(drift.phases.iter().all(|p| p.duration == Duration::from_secs(10)));
     assert!(drift.phases.iter().all(|p| p.mode == Mode::Open { rate: 50.0, arrival: Arrival::Constant }));
     assert_eq!(drift.phases[0].shift, None);
@@ -26,8 +26,7 @@ fn bundled_scenarios_parse() {
             after: Duration::ZERO
         })
     );
-    assert_eq!(drift.phases[2].shift, None);
-    assert!(drift.file.payload.as_ref().unwrap().exists(), "payload path is relative to the scenario file");
+    assert!(drift.file.baseline.as_ref().unwrap().exists(), "baseline path is relative to the scenario file");
 
     let ci = load(&crate::repo_path("loadtest/scenarios/ci.toml")).unwrap();
     assert_eq!(ci.phases.len(), 1);
