@@ -256,8 +256,11 @@ def _norm_row(r: dict) -> dict:
 
 
 def profile_key(r: dict) -> tuple:
-    return (r.get("granularity"), r.get("window"), r.get("model_id"), r.get("slice_key"), r.get("slice_value"),
-            r.get("column_name"))
+    """INPUT rows: (granularity, window, model_id, slice_key, slice_value, column_name); BASELINE
+    rows (the baseline's profile written beside each window) add "BASELINE" at the end."""
+    key = (r.get("granularity"), r.get("window"), r.get("model_id"), r.get("slice_key"), r.get("slice_value"),
+           r.get("column_name"))
+    return key if r.get("log_type", "INPUT") == "INPUT" else key + (r["log_type"],)
 
 
 def drift_key(r: dict) -> tuple:
@@ -274,9 +277,10 @@ def _fmt_window(w) -> str:
 
 
 def describe_profile(table: str, key: tuple) -> str:
-    g, w, model, sk, sv, col = key
+    g, w, model, sk, sv, col = key[:6]
     sl = "NULL" if sk is None else f"{sk} = {sv!r}"
-    return (f"{table} profile, window {_fmt_window(w)} ({g}), model_id {'NULL' if model is None else repr(model)}, "
+    log = f" {key[6]}" if len(key) > 6 else ""
+    return (f"{table} profile{log}, window {_fmt_window(w)} ({g}), model_id {'NULL' if model is None else repr(model)}, "
             f"slice {sl}, column {col!r}")
 
 
@@ -666,6 +670,7 @@ def baseline_slice(base: Frame, expr: str | None, value: str | None) -> Frame:
 class Expected:
     table: str
     profile: dict = field(default_factory=dict)         # key -> stats
+    baseline_profile: dict = field(default_factory=dict)  # key + ("BASELINE",) -> stats of the baseline
     drift: dict = field(default_factory=dict)           # key -> stats
     drift_optional: dict = field(default_factory=dict)  # key -> stats (row may be absent)
     groups: dict = field(default_factory=dict)          # (window, model, sk, sv) -> Frame
@@ -712,6 +717,13 @@ def expected_tables(table: str, table_dir: Path, labels_dir: Path | None, baseli
             refs.append(("CONSECUTIVE", prev[0], exp.groups[prev], False))
         b = baseline_slice(base, sk, sv)
         refs.append(("BASELINE", None, b, b.n == 0))
+        if mid is None and b.n > 0:
+            # the baseline's own profile, written beside the window's (log_type BASELINE)
+            pk = (GRANULARITY, wnd, None, sk, sv)
+            exp.baseline_profile[pk + (":table", "BASELINE")] = {"log_type": "BASELINE", "count": b.n}
+            for c in columns:
+                exp.baseline_profile[pk + (c, "BASELINE")] = (
+                    {"log_type": "BASELINE", **profile_column(b[c])} if c in b.cols else {"log_type": "BASELINE"})
         for kind, wcmp, ref, optional in refs:
             for c in columns:
                 key = (kind, GRANULARITY, wnd, wcmp, mid, sk, sv, c)
@@ -828,7 +840,7 @@ def profile_errors(out: Output, exp: Expected, only: set[str] | None = None,
     errors: list[str] = []
     describe = lambda k: describe_profile(exp.table, k)  # noqa: E731
     got = index_rows(out.profile, profile_key, describe, errors)
-    for key, e in sorted(exp.profile.items(), key=lambda kv: repr(kv[0])):
+    for key, e in sorted({**exp.profile, **exp.baseline_profile}.items(), key=lambda kv: repr(kv[0])):
         if keys is not None and key not in keys:
             continue
         if key in got:
@@ -852,8 +864,9 @@ def group_errors(out: Output, exp: Expected) -> list[str]:
     dd = lambda k: describe_drift(exp.table, k)  # noqa: E731
     pgot = index_rows(out.profile, profile_key, dp, errors)
     dgot = index_rows(out.drift, drift_key, dd, errors)
-    errors += [f"{dp(k)}: row missing" for k in sorted(set(exp.profile) - set(pgot), key=repr)]
-    errors += [f"{dp(k)}: unexpected row" for k in sorted(set(pgot) - set(exp.profile), key=repr)]
+    want = set(exp.profile) | set(exp.baseline_profile)
+    errors += [f"{dp(k)}: row missing" for k in sorted(want - set(pgot), key=repr)]
+    errors += [f"{dp(k)}: unexpected row" for k in sorted(set(pgot) - want, key=repr)]
     errors += [f"{dd(k)}: row missing" for k in sorted(set(exp.drift) - set(dgot), key=repr)]
     errors += [f"{dd(k)}: unexpected row" + (" (CONSECUTIVE only where the previous window has rows)"
                                               if k[0] == "CONSECUTIVE" else "")
@@ -984,6 +997,69 @@ DRIFT_TYPES = {
     "ks_test": _TEST, "wasserstein_distance": D, "population_stability_index": D, "chi_squared_test": _TEST,
     "js_distance": D, "tv_distance": D, "l_infinity_distance": D,
 }
+
+
+def test_baseline_profile_rows_sit_beside_each_window(env):
+    """Lakehouse Monitoring writes the baseline's profile into the profile table with log_type
+    BASELINE: here once per window and slice (model_id NULL), so a dashboard can put baseline and
+    current side by side from the metric table alone. Their values are checked against numpy in
+    test_profile_statistics_match_reference; here, that they are all there and only there."""
+    out, exp = env.run(mf.PAYMENTS), env.expected(mf.PAYMENTS)
+    got = [r for r in out.profile if r["log_type"] == "BASELINE"]
+    assert exp.baseline_profile and len(got) == len(exp.baseline_profile), (len(got), len(exp.baseline_profile))
+    assert all(r["model_id"] is None for r in got)
+    assert {r["log_type"] for r in out.profile} == {"INPUT", "BASELINE"}
+    inputs = {(r["granularity"], r["window"], r["slice_key"], r["slice_value"], r["column_name"])
+              for r in out.profile if r["log_type"] == "INPUT" and r["model_id"] is None}
+    for r in got:
+        assert (r["granularity"], r["window"], r["slice_key"], r["slice_value"], r["column_name"]) in inputs, r
+
+
+def same(a, b) -> bool:
+    """Equal, floats up to TOL, inside lists and dicts too."""
+    if isinstance(a, float) and isinstance(b, float):
+        return close(a, b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_default_columns_are_every_feature_numeric_and_categorical(env):
+    """Without `columns`, as Lakehouse Monitoring does: every feature column is profiled, numeric
+    and categorical (the string `merchant`, whose categorical drift - chi-squared, TV, L-infinity,
+    JS - is checked against scipy above), plus the prediction and, with labels, the label; no
+    system column (request ids, endpoint, served model, latencies...). Every row of the run that
+    names its columns is in this run with the same values."""
+    table = mf.PAYMENTS
+    text = config_text(table, env.paths[table]["baseline"])
+    text = "\n".join(line for line in text.splitlines() if not line.startswith("columns = ")) + "\n"
+    config = env.root / "configs" / "payments-default-columns.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(text)
+    out = run_monitor(env.paths[table]["table"], env.root / "out" / "payments-default", config,
+                      env.paths[table]["labels"])
+    named = env.run(table)
+    cols = {r["column_name"] for r in out.profile if r["log_type"] == "INPUT"} - {":table"}
+    assert cols == set(TABLES[table]["columns"]) | {"label"}, sorted(cols)
+    assert {r["data_type"] for r in out.profile if r["column_name"] == "merchant"} == {"string"}
+    volatile = {"monitor_version", "logging_table_commit_version"}
+    for kind, keyf, rows_named, rows_default in (("profile", profile_key, named.profile, out.profile),
+                                                 ("drift", drift_key, named.drift, out.drift)):
+        errors: list[str] = []
+        default = index_rows(rows_default, keyf, repr, errors)
+        for r in rows_named:
+            k = keyf(r)
+            if k[-1] == ":table" or (kind == "profile" and k[5] == ":table"):
+                continue  # the table row lists the monitored columns (non_null_columns)
+            if k not in default:
+                errors.append(f"{kind} {k}: missing without `columns`")
+                continue
+            for stat, v in r.items():
+                if stat not in volatile and not same(default[k].get(stat), v):
+                    errors.append(f"{kind} {k}: {stat} {default[k].get(stat)!r} != {v!r}")
+        fail_on(errors, f"{kind} rows without `columns` vs with them")
 
 
 @pytest.mark.parametrize("table", ALL_TABLES)

@@ -77,6 +77,10 @@ async fn series(monitor: &Monitor, rule: &AlertRule) -> Result<Vec<(i64, Option<
     if let Some(d) = &rule.drift_type {
         cond.push(format!("drift_type = {}", sql_str(d)));
     }
+    if rule.table != "drift" {
+        // the monitored table's rows, not the baseline's written beside them
+        cond.push("log_type = 'INPUT'".into());
+    }
     let sql = format!(
         "SELECT CAST(\"window\"['start'] AS BIGINT) AS ws, CAST({} AS DOUBLE) AS v FROM m WHERE {} ORDER BY ws DESC",
         metric_expr(&rule.metric),

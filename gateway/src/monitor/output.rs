@@ -94,7 +94,7 @@ pub fn profile_batch(rows: &[ProfileRow], custom: &[String]) -> Result<RecordBat
     let keys: Vec<&RowKey> = rows.iter().map(|r| &r.key).collect();
     let mut cols: Vec<(String, ArrayRef)> = Vec::new();
     key_columns(&keys, &mut cols);
-    cols.push(("log_type".into(), strings(rows.iter().map(|_| Some("INPUT")))));
+    cols.push(("log_type".into(), strings(rows.iter().map(|r| Some(r.log_type)))));
     group_columns(&keys, &mut cols);
     cols.push(("column_name".into(), strings(rows.iter().map(|r| Some(r.column_name.as_str())))));
     cols.push(("data_type".into(), strings(rows.iter().map(|r| Some(r.data_type)))));

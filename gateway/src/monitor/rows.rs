@@ -40,6 +40,8 @@ pub struct Quality {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProfileRow {
     pub key: RowKey,
+    /// `INPUT` (the monitored table) or `BASELINE` (the baseline, beside each window's rows).
+    pub log_type: &'static str,
     pub column_name: String,
     pub data_type: &'static str,
     pub count: i64,
@@ -163,6 +165,7 @@ impl ProfileRow {
     fn empty(key: &RowKey, column_name: &str, data_type: &'static str, count: u64) -> ProfileRow {
         ProfileRow {
             key: key.clone(),
+            log_type: "INPUT",
             column_name: column_name.to_string(),
             data_type,
             count: count as i64,

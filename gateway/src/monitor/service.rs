@@ -235,8 +235,12 @@ async fn refresh_once(
             if !report.latest_drift.is_empty() || !report.latest_profile.is_empty() {
                 s.latest_drift =
                     report.latest_drift.iter().filter(|d| d.key.slice_key.is_none()).map(drift_json).collect();
-                s.latest_profile =
-                    report.latest_profile.iter().filter(|p| p.key.slice_key.is_none()).map(profile_json).collect();
+                s.latest_profile = report
+                    .latest_profile
+                    .iter()
+                    .filter(|p| p.key.slice_key.is_none() && p.log_type == "INPUT")
+                    .map(profile_json)
+                    .collect();
             }
             s.last_error = None;
             let body = json!({"report": opt_json(&report), "transitions": opt_json(&transitions)});

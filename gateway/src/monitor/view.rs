@@ -98,7 +98,7 @@ pub async fn series(
     let profile = query(
         &newest(profile_dir, &g.name, windows),
         &format!("{window}, model_id, column_name, count, avg, stddev, min, max, median, percent_null"),
-        "slice_key IS NULL",
+        "slice_key IS NULL AND log_type = 'INPUT'",
     )
     .await?;
     let drift = query(

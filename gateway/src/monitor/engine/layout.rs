@@ -1,4 +1,5 @@
-//! The monitored columns (from the spec, or every float column that is not a system column) and
+//! The monitored columns (from the spec, or, as Lakehouse Monitoring does, every numeric, string and
+//! boolean column that is not a system column) and
 //! how to read them, checked against the table's schema; and the fingerprint of the spec and
 //! columns the outputs were computed with.
 
@@ -19,15 +20,38 @@ pub(super) struct Layout {
     pub view_schema: SchemaRef,
 }
 
-/// System columns of an inference table that are not profiled by default.
+/// System columns of an inference table (Sluice's, and Databricks' own names) that are not
+/// profiled by default.
 const SYSTEM_COLUMNS: &[&str] = &[
+    "request_id",
+    "client_request_id",
+    "databricks_request_id",
     "row_index",
+    "timestamp",
+    "timestamp_ms",
+    "date",
+    "endpoint",
+    "served_model",
+    "served_entity_id",
+    "model_name",
+    "model_version",
+    "is_shadow",
+    "status_code",
+    "error",
     "latency_ms",
     "execution_ms",
+    "execution_time_ms",
     "queue_ms",
     "batch_size",
     "sampling_fraction",
-    "status_code",
+    "requester",
+    "request",
+    "response",
+    "request_json",
+    "response_json",
+    "request_metadata",
+    "logging_error_codes",
+    "probabilities",
     "label_value",
 ];
 
@@ -71,12 +95,15 @@ impl Monitor {
         let names: Vec<String> = match &s.columns {
             Some(c) => c.clone(),
             None => {
+                // every feature column, numeric or categorical (strings, booleans), as Lakehouse
+                // Monitoring profiles them; nested and time columns are left out
+                let own = [&s.prediction_col, &s.label_col, &s.timestamp_col, &s.model_id_col];
                 let mut v: Vec<String> = schema
                     .fields()
                     .iter()
-                    .filter(|f| matches!(f.data_type(), DataType::Float64 | DataType::Float32))
+                    .filter(|f| is_numeric(f.data_type()) || is_stringish(f.data_type()))
                     .map(|f| f.name().clone())
-                    .filter(|n| !SYSTEM_COLUMNS.contains(&n.as_str()) && *n != s.prediction_col && *n != s.label_col)
+                    .filter(|n| !SYSTEM_COLUMNS.contains(&n.as_str()) && !own.contains(&n))
                     .collect();
                 if schema.field_with_name(&s.prediction_col).is_ok() {
                     v.push(s.prediction_col.clone());

@@ -34,6 +34,7 @@ impl Monitor {
         let want_refs = self.spec.custom_metrics.iter().any(|m| m.kind == CustomKind::Drift);
         let mut refs: Vec<ProfileRow> = Vec::new();
         let mut cur_for_drift: Vec<usize> = Vec::new();
+        let mut baseline_rows: Vec<ProfileRow> = Vec::new();
         for k in keys {
             let Some(acc) = groups.get(k) else { continue };
             let row_key = |start: i64| RowKey {
@@ -87,12 +88,24 @@ impl Monitor {
                             refs.push(p.clone());
                         }
                     }
+                    // the baseline's profile beside the window's, as Lakehouse Monitoring writes
+                    // it (log_type BASELINE): once per window and slice, not per model
+                    if k.model.is_none() {
+                        baseline_rows.extend(bprof.iter().map(|p| ProfileRow {
+                            key: key.clone(),
+                            log_type: "BASELINE",
+                            ..p.clone()
+                        }));
+                    }
                 }
             }
         }
         // derived metrics over profile rows, then drift metrics over (current, reference) pairs
         custom::derived(&self.spec.custom_metrics, &mut profile).await?;
         custom::drift_metrics(&self.spec.custom_metrics, &profile, &cur_for_drift, &refs, &mut drift).await?;
+        // after the INPUT rows (drift rows point into those by index); their custom values were
+        // computed with the baseline
+        profile.extend(baseline_rows);
         Ok((profile, drift))
     }
 
