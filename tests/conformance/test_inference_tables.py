@@ -522,6 +522,16 @@ def test_duckdb_and_cli_read_the_same_table(gateway_factory):
     cp = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=120)
     assert cp.returncode == 0, f"{' '.join(cmd)} -> {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
     assert _count_from_cli(cp.stdout) == arrow_rows, f"`sluice table count` says:\n{cp.stdout}\npyarrow: {arrow_rows}"
+    cp = subprocess.run(cmd + ["-o", "json"], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 0 and json.loads(cp.stdout) == [{"rows": arrow_rows}], cp.stdout + cp.stderr
+    sql = [sluice_binary(), "table", "sql", TABLE, "--data-dir", str(gw.data_dir), "-o", "json",
+           "SELECT count(DISTINCT request_id) AS ids FROM t WHERE NOT is_shadow AND request_id = 'none'"]
+    cp = subprocess.run(sql, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 0 and json.loads(cp.stdout) == [{"ids": 0}], cp.stdout + cp.stderr
+    tail = [sluice_binary(), "table", "tail", TABLE, "--data-dir", str(gw.data_dir), "-n", "3", "-o", "json"]
+    cp = subprocess.run(tail, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    rows = json.loads(cp.stdout)
+    assert cp.returncode == 0 and len(rows) == 3 and all(r["request_id"] in answered for r in rows), cp.stdout[:2000]
 
 
 def test_labels_join_the_inference_table(gateway_factory):

@@ -149,19 +149,31 @@ pub enum EndpointsCommand {
 
 #[derive(Subcommand)]
 pub enum TableCommand {
-    /// Number of rows.
+    /// Number of rows (a table; `-o json`: `[{"rows": N}]`).
     #[command(after_help = "Example: sluice table count fraud")]
-    Count { table: String },
-    /// The latest rows.
+    Count {
+        table: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// The latest rows (a table; `-o json`: an array of row objects).
     #[command(after_help = "Example: sluice table tail fraud -n 5")]
     Tail {
         table: String,
         #[arg(short, long, default_value_t = 10)]
         n: usize,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
     },
-    /// Any SQL query, e.g. `SELECT served_model, count(*) FROM t GROUP BY 1`.
+    /// Any SQL query, e.g. `SELECT served_model, count(*) FROM t GROUP BY 1` (a table; `-o
+    /// json`: an array of row objects).
     #[command(after_help = "Example: sluice table sql fraud \"SELECT served_model, count(*) FROM t GROUP BY 1\"")]
-    Sql { table: String, query: String },
+    Sql {
+        table: String,
+        query: String,
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Every file with OK or why readers skip it; exits 1 when any is skipped.
     #[command(after_help = "Example: sluice table check fraud")]
     Check { table: String },

@@ -17,16 +17,16 @@ use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::SessionContext;
 
 use super::CliError;
-use super::args::TableCommand;
+use super::args::{Output, TableCommand};
 
 mod upkeep;
 
 /// Runs a `table` subcommand over the tables under `data_dir`.
 pub fn run(command: TableCommand, data_dir: &Path) -> ExitCode {
-    let (table, q) = match command {
-        TableCommand::Count { table } => (table, TableQuery::Count),
-        TableCommand::Tail { table, n } => (table, TableQuery::Tail(n)),
-        TableCommand::Sql { table, query } => (table, TableQuery::Sql(query)),
+    let (table, q, output) = match command {
+        TableCommand::Count { table, output } => (table, TableQuery::Count, output),
+        TableCommand::Tail { table, n, output } => (table, TableQuery::Tail(n), output),
+        TableCommand::Sql { table, query, output } => (table, TableQuery::Sql(query), output),
         TableCommand::Optimize { table, target_size } => {
             return with_location(&table, data_dir, |l| upkeep::run(upkeep::Job::Optimize(target_size), l));
         }
@@ -63,7 +63,7 @@ pub fn run(command: TableCommand, data_dir: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    print_outcome(rt.block_on(query_location(&location, &q)))
+    print_outcome(rt.block_on(query_location(&location, &q, output)))
 }
 
 /// Prints a command's output (exit 0) or its error (exit 1).
@@ -130,11 +130,17 @@ async fn register(ctx: &SessionContext, name: &str, dir: &Path) -> Result<(), Cl
 
 /// Runs a query over the table in `dir` and returns it as a printed table.
 pub async fn query(dir: &Path, q: &TableQuery) -> Result<String, CliError> {
-    query_location(&sluice_tables::Location::Local(dir.to_path_buf()), q).await
+    query_location(&sluice_tables::Location::Local(dir.to_path_buf()), q, Output::Table).await
 }
 
-/// Runs a query over the table at `location` (and its labels table, when there is one).
-pub async fn query_location(location: &sluice_tables::Location, q: &TableQuery) -> Result<String, CliError> {
+/// Runs a query over the table at `location` (and its labels table, when there is one) and
+/// prints its rows as a table or as a JSON array of row objects (nulls left out, as arrow's JSON
+/// writer does).
+pub async fn query_location(
+    location: &sluice_tables::Location,
+    q: &TableQuery,
+    output: Output,
+) -> Result<String, CliError> {
     let ctx = SessionContext::new();
     match location.local_path() {
         Some(dir) => {
@@ -162,7 +168,19 @@ pub async fn query_location(location: &sluice_tables::Location, q: &TableQuery) 
     };
     let df = ctx.sql(&sql).await.map_err(CliError::Query)?;
     let batches = df.collect().await.map_err(CliError::Query)?;
-    Ok(pretty_format_batches(&batches)?.to_string())
+    match output {
+        Output::Table => Ok(pretty_format_batches(&batches)?.to_string()),
+        Output::Json => {
+            let mut w = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            let text = String::from_utf8(w.into_inner()).unwrap_or_default();
+            // an empty result writes nothing at all
+            Ok(if text.is_empty() { "[]".into() } else { text })
+        }
+    }
 }
 
 /// `sluice table check`: every file of the table in `dir` and of its labels table, with `OK` or
