@@ -187,37 +187,65 @@ value = "variable"
     write_fixture("delivery_time", {"columns": DELIVERY_FEATURES, "data": xt.tolist()})
 
 
-def mlp():
-    rng = np.random.default_rng(20260303)
-    dims = [64, 512, 512, 512, 10]
-    nodes, inits, prev = [], [], "input"
-    for i in range(4):
-        w = (rng.standard_normal((dims[i], dims[i + 1])) * np.sqrt(2.0 / dims[i])).astype(np.float32)
-        b = (rng.standard_normal(dims[i + 1]) * 0.01).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"mm{i}"]),
-                  helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"])]
-        if i < 3:
-            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
-            prev = f"h{i}"
-    nodes.append(helper.make_node("Softmax", ["z3"], ["probs"], axis=-1))
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
-                          [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 10])],
-                          initializer=inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="sluice make-models")
-    m.ir_version = 8
-    save_onnx(m, "mlp", 1, "dense MLP 64-512-512-512-10")
-    write_manifest("mlp", '''# Dense MLP over a raw 64-float tensor (no named features): send tensors via
+MLP_MANIFEST = '''# Dense MLP over a raw 64-float tensor (no named features): send tensors via
 # `inputs`/`instances` on /predict, or KServe V2. Predictions are the argmax class and probabilities.
-description = "Dense MLP 64-512-512-512-10"
+description = "{description}"
 problem_type = "classification"
 class_labels = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
 
 [outputs]
 probabilities = "probs"
-''')
+'''
+
+
+def mlp_weights():
+    """The MLP's layers (float32 weights and biases) and the generator after drawing them."""
+    rng = np.random.default_rng(20260303)
+    dims = [64, 512, 512, 512, 10]
+    layers = []
+    for i in range(4):
+        w = (rng.standard_normal((dims[i], dims[i + 1])) * np.sqrt(2.0 / dims[i])).astype(np.float32)
+        b = (rng.standard_normal(dims[i + 1]) * 0.01).astype(np.float32)
+        layers.append((w, b))
+    return rng, layers
+
+
+def mlp_model(name, layers, elem, np_dtype):
+    """MatMul+Add layers with Relu between and a Softmax, every tensor of type `elem`."""
+    nodes, inits, prev = [], [], "input"
+    for i, (w, b) in enumerate(layers):
+        inits += [numpy_helper.from_array(w.astype(np_dtype), f"W{i}"),
+                  numpy_helper.from_array(b.astype(np_dtype), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"mm{i}"]),
+                  helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"])]
+        if i < len(layers) - 1:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"h{i}"]))
+            prev = f"h{i}"
+    nodes.append(helper.make_node("Softmax", [f"z{len(layers) - 1}"], ["probs"], axis=-1))
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", elem, ["batch", 64])],
+                          [helper.make_tensor_value_info("probs", elem, ["batch", 10])],
+                          initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="sluice make-models")
+    m.ir_version = 8
+    return m
+
+
+def mlp():
+    rng, layers = mlp_weights()
+    save_onnx(mlp_model("mlp", layers, TensorProto.FLOAT, np.float32), "mlp", 1, "dense MLP 64-512-512-512-10")
+    write_manifest("mlp", MLP_MANIFEST.format(description="Dense MLP 64-512-512-512-10"))
     xt = rng.standard_normal((8, 64)).astype(np.float32)
     write_fixture("mlp", {"instances": xt.tolist()})
+
+
+def mlp_fp16():
+    """The MLP's weights rounded to IEEE half precision, every tensor FLOAT16 (input and output
+    included), as onnx's float16 tools convert a model without keep_io_types; ONNX Runtime's CPU
+    provider runs MatMul, Add, Relu and Softmax in float16."""
+    _, layers = mlp_weights()
+    m = mlp_model("mlp_fp16", layers, TensorProto.FLOAT16, np.float16)
+    save_onnx(m, "mlp_fp16", 1, "dense MLP 64-512-512-512-10, float16")
+    write_manifest("mlp_fp16", MLP_MANIFEST.format(description="Dense MLP 64-512-512-512-10, float16 weights, input and output"))
 
 
 def fraud_broken():
@@ -354,5 +382,6 @@ if __name__ == "__main__":
     fraud()
     delivery()
     mlp()
+    mlp_fp16()
     fixtures()
     print("models written under", MODELS)

@@ -89,6 +89,7 @@ impl Drop for Reserved {
 /// Heap bytes of a tensor: its elements (and each BYTES element's buffer) and its shape.
 pub fn tensor_bytes(t: &Tensor) -> usize {
     let data = crate::with_numeric_data!(&t.data, v => std::mem::size_of_val(v.as_slice()),
+        h => std::mem::size_of_val(h.as_slice()),
         b => b.iter().map(|x| x.len() + std::mem::size_of::<Vec<u8>>()).sum::<usize>());
     data + std::mem::size_of_val(t.shape.as_slice())
 }

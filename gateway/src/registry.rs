@@ -209,7 +209,7 @@ fn describe(runner: ModelRunner, manifest: Arc<Manifest>) -> Result<LoadedModel,
             }
             if let Some(p) = probabilities {
                 let spec = &schema.outputs[p];
-                if !matches!(spec.dtype, DataType::F32 | DataType::F64) || spec.shape.len() != 2 {
+                if !spec.dtype.is_float() || spec.shape.len() != 2 {
                     return Err(ManifestError::ProbabilitiesShape { name: spec.name.clone() });
                 }
                 if let (Some(labels), Some(&classes)) = (&manifest.class_labels, spec.shape.get(1))

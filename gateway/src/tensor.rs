@@ -27,6 +27,9 @@ pub enum TensorError {
     OutOfRange { value: String },
     #[error("{value} is out of range for FP32")]
     OutOfRangeF32 { value: String },
+    /// Finite but beyond the largest FP16 (65504) or BF16 (about 3.4e38) value.
+    #[error("{value} is out of range for {dtype}")]
+    OutOfRangeHalf { value: String, dtype: DataType },
     #[error("{value} is not an integer")]
     NotInteger { value: String },
     #[error("{value} is not a number")]
@@ -69,8 +72,12 @@ pub enum TensorData {
     I16(Vec<i16>),
     I32(Vec<i32>),
     I64(Vec<i64>),
+    /// IEEE 754 half precision (V2 `FP16`).
+    F16(Vec<half::f16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// bfloat16 (V2 `BF16`).
+    Bf16(Vec<half::bf16>),
     Bytes(Vec<Vec<u8>>),
 }
 
@@ -88,19 +95,25 @@ macro_rules! with_tensor_data {
             $crate::tensor::TensorData::I16($v) => $body,
             $crate::tensor::TensorData::I32($v) => $body,
             $crate::tensor::TensorData::I64($v) => $body,
+            $crate::tensor::TensorData::F16($v) => $body,
             $crate::tensor::TensorData::F32($v) => $body,
             $crate::tensor::TensorData::F64($v) => $body,
+            $crate::tensor::TensorData::Bf16($v) => $body,
             $crate::tensor::TensorData::Bytes($v) => $body,
         }
     };
 }
 
-/// Applies `$body` to the vector inside numeric [`TensorData`] variants (every one but BYTES),
-/// binding it as `$v`; BYTES evaluates `$bytes` with the vector bound as `$b`.
+/// Applies `$body` to the vector inside the numeric [`TensorData`] variants with a native Rust
+/// element type, binding it as `$v`; FP16 and BF16 (`half`'s types, which serde would write as
+/// their bits) evaluate `$half` with the vector bound as `$h`; BYTES evaluates `$bytes` with the
+/// vector bound as `$b`.
 #[macro_export]
 macro_rules! with_numeric_data {
-    ($data:expr, $v:ident => $body:expr, $b:ident => $bytes:expr) => {
+    ($data:expr, $v:ident => $body:expr, $h:ident => $half:expr, $b:ident => $bytes:expr) => {
         match $data {
+            $crate::tensor::TensorData::F16($h) => $half,
+            $crate::tensor::TensorData::Bf16($h) => $half,
             $crate::tensor::TensorData::Bool($v) => $body,
             $crate::tensor::TensorData::U8($v) => $body,
             $crate::tensor::TensorData::U16($v) => $body,
@@ -129,6 +142,8 @@ impl TensorData {
             TensorData::I16(_) => DataType::I16,
             TensorData::I32(_) => DataType::I32,
             TensorData::I64(_) => DataType::I64,
+            TensorData::F16(_) => DataType::F16,
+            TensorData::Bf16(_) => DataType::Bf16,
             TensorData::F32(_) => DataType::F32,
             TensorData::F64(_) => DataType::F64,
             TensorData::Bytes(_) => DataType::Bytes,
@@ -155,6 +170,8 @@ impl TensorData {
             DataType::I16 => TensorData::I16(Vec::with_capacity(cap)),
             DataType::I32 => TensorData::I32(Vec::with_capacity(cap)),
             DataType::I64 => TensorData::I64(Vec::with_capacity(cap)),
+            DataType::F16 => TensorData::F16(Vec::with_capacity(cap)),
+            DataType::Bf16 => TensorData::Bf16(Vec::with_capacity(cap)),
             DataType::F32 => TensorData::F32(Vec::with_capacity(cap)),
             DataType::F64 => TensorData::F64(Vec::with_capacity(cap)),
             DataType::Bytes => TensorData::Bytes(Vec::with_capacity(cap)),
@@ -171,7 +188,7 @@ impl TensorData {
                 }
             };
         }
-        ext!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, Bytes)
+        ext!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, Bf16, Bytes)
     }
 
     /// Elements `[start, end)` as a new vector of the same type.
@@ -181,7 +198,7 @@ impl TensorData {
                 match self { $(TensorData::$var(v) => TensorData::$var(v[start..end].to_vec()),)* }
             };
         }
-        sl!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F32, F64, Bytes)
+        sl!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, Bf16, Bytes)
     }
 
     /// The V2 binary encoding: little-endian elements; BYTES as 4-byte length + bytes each.
@@ -211,7 +228,29 @@ impl TensorData {
             TensorData::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             TensorData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Bf16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
+    }
+
+    /// Element `i` as f64 (BYTES: `None`; BOOL as 0/1), for the inference table and analyses.
+    pub fn f64_at(&self, i: usize) -> Option<f64> {
+        Some(match self {
+            TensorData::Bool(v) => f64::from(u8::from(*v.get(i)?)),
+            TensorData::U8(v) => f64::from(*v.get(i)?),
+            TensorData::U16(v) => f64::from(*v.get(i)?),
+            TensorData::U32(v) => f64::from(*v.get(i)?),
+            TensorData::U64(v) => *v.get(i)? as f64,
+            TensorData::I8(v) => f64::from(*v.get(i)?),
+            TensorData::I16(v) => f64::from(*v.get(i)?),
+            TensorData::I32(v) => f64::from(*v.get(i)?),
+            TensorData::I64(v) => *v.get(i)? as f64,
+            TensorData::F16(v) => v.get(i)?.to_f64(),
+            TensorData::F32(v) => f64::from(*v.get(i)?),
+            TensorData::F64(v) => *v.get(i)?,
+            TensorData::Bf16(v) => v.get(i)?.to_f64(),
+            TensorData::Bytes(_) => return None,
+        })
     }
 
     /// Decodes the V2 binary encoding of `count` elements (`None`: as many as the bytes hold,
@@ -248,6 +287,8 @@ impl TensorData {
             DataType::I64 => num!(I64, i64, 8),
             DataType::F32 => num!(F32, f32, 4),
             DataType::F64 => num!(F64, f64, 8),
+            DataType::F16 => num!(F16, half::f16, 2),
+            DataType::Bf16 => num!(Bf16, half::bf16, 2),
             DataType::Bytes => {
                 // Every element takes at least its 4-byte length: the bytes present bound the
                 // count, whatever the shape claims.
@@ -328,6 +369,8 @@ mod tests {
             TensorData::I64(vec![i64::MIN, 3]),
             TensorData::F32(vec![1.5, -0.25]),
             TensorData::F64(vec![1e300, -2.5]),
+            TensorData::F16(vec![half::f16::from_f32(1.5), half::f16::from_f32(-65504.0)]),
+            TensorData::Bf16(vec![half::bf16::from_f32(1.5), half::bf16::from_f32(-3.0e38)]),
             TensorData::Bytes(vec![b"ab".to_vec(), Vec::new()]),
         ];
         for data in cases {
@@ -336,6 +379,18 @@ mod tests {
             assert_eq!(back, data);
             assert_eq!(DataType::from_v2_name(data.dtype().v2_name()), Some(data.dtype()));
         }
+    }
+
+    #[test]
+    fn half_floats_are_their_little_endian_bits() {
+        // 1.0 is 0x3C00 in FP16 and 0x3F80 in BF16
+        let f = TensorData::F16(vec![half::f16::ONE]);
+        assert_eq!(f.to_le_bytes(), [0x00, 0x3C]);
+        let b = TensorData::Bf16(vec![half::bf16::ONE]);
+        assert_eq!(b.to_le_bytes(), [0x80, 0x3F]);
+        assert_eq!((f.f64_at(0), b.f64_at(0), f.f64_at(1)), (Some(1.0), Some(1.0), None));
+        let err = TensorData::from_le_bytes(DataType::F16, &[0u8; 3], 2).unwrap_err().to_string();
+        assert_eq!(err, "holds 3 bytes but shape needs 2 FP16 elements (4 bytes)");
     }
 
     #[test]

@@ -202,6 +202,9 @@ fn typed(dtype: DataType, values: &[f64]) -> Typed {
         }
         DataType::F32 => Typed::F32(v.map(|x| x as f32).collect()),
         DataType::F64 => Typed::F64(v.collect()),
+        // the half value the server will hold, written as its (exact) f32
+        DataType::F16 => Typed::F32(v.map(|x| half::f16::from_f64(x).to_f32()).collect()),
+        DataType::Bf16 => Typed::F32(v.map(|x| half::bf16::from_f64(x).to_f32()).collect()),
         DataType::Bytes => Typed::Bytes(v.map(|x| x.to_string()).collect()),
     }
 }
@@ -243,6 +246,8 @@ pub fn le_bytes(dtype: DataType, values: &[f64]) -> Vec<u8> {
             DataType::I64 => out.extend_from_slice(&as_i64(dtype, x).to_le_bytes()),
             DataType::F32 => out.extend_from_slice(&(x as f32).to_le_bytes()),
             DataType::F64 => out.extend_from_slice(&x.to_le_bytes()),
+            DataType::F16 => out.extend_from_slice(&half::f16::from_f64(x).to_le_bytes()),
+            DataType::Bf16 => out.extend_from_slice(&half::bf16::from_f64(x).to_le_bytes()),
             DataType::Bytes => {
                 let s = x.to_string();
                 out.extend_from_slice(&(s.len() as u32).to_le_bytes());
@@ -265,6 +270,11 @@ mod tests {
         assert_eq!(le_bytes(DataType::Bool, &[0.3, -0.3]), [1, 0]);
         assert_eq!(le_bytes(DataType::Bytes, &[2.5]), [3, 0, 0, 0, b'2', b'.', b'5']);
         assert_eq!(le_bytes(DataType::I64, &[f64::NAN]), 0i64.to_le_bytes());
+        // FP16 1.0 = 0x3C00, BF16 1.0 = 0x3F80, little-endian
+        assert_eq!(le_bytes(DataType::F16, &[1.0, 0.1]), [0x00, 0x3C, 0x66, 0x2E]);
+        assert_eq!(le_bytes(DataType::Bf16, &[1.0]), [0x80, 0x3F]);
+        let json = serde_json::to_string(&typed(DataType::F16, &[0.1])).unwrap();
+        assert_eq!(json, "[0.099975586]", "the FP16 value the server holds, as f32 text");
     }
 
     fn encoder(format: PredictFormat, columns: Option<Vec<String>>) -> Encoder {

@@ -1,7 +1,9 @@
 //! The KServe V2 tensor datatypes that Sluice serves and its load tester sends: one table of the
 //! V2 names, the Triton model-config names and the element sizes of the binary encodings.
 //!
-//! FP16 and BF16 are valid V2 names but neither program handles them, so they do not parse.
+//! FP16 (IEEE half) and BF16 (bfloat16) are 2-byte floats: JSON carries them as numbers, the
+//! binary encodings as their little-endian bits; gRPC has no typed contents field for them, so
+//! they travel in `raw_input_contents` / `raw_output_contents` only.
 
 use std::fmt;
 
@@ -17,14 +19,16 @@ pub enum DataType {
     I16,
     I32,
     I64,
+    F16,
     F32,
     F64,
+    Bf16,
     Bytes,
 }
 
 impl DataType {
     /// Every datatype, in the order of the V2 specification's table.
-    pub const ALL: [DataType; 12] = [
+    pub const ALL: [DataType; 14] = [
         DataType::Bool,
         DataType::U8,
         DataType::U16,
@@ -34,8 +38,10 @@ impl DataType {
         DataType::I16,
         DataType::I32,
         DataType::I64,
+        DataType::F16,
         DataType::F32,
         DataType::F64,
+        DataType::Bf16,
         DataType::Bytes,
     ];
 
@@ -51,14 +57,15 @@ impl DataType {
             DataType::I16 => "INT16",
             DataType::I32 => "INT32",
             DataType::I64 => "INT64",
+            DataType::F16 => "FP16",
             DataType::F32 => "FP32",
             DataType::F64 => "FP64",
+            DataType::Bf16 => "BF16",
             DataType::Bytes => "BYTES",
         }
     }
 
-    /// Parses a V2 datatype name; `None` for unknown names and for FP16 and BF16, which are not
-    /// supported.
+    /// Parses a V2 datatype name; `None` for unknown names.
     pub fn from_v2_name(name: &str) -> Option<DataType> {
         DataType::ALL.into_iter().find(|d| d.v2_name() == name)
     }
@@ -76,10 +83,17 @@ impl DataType {
             DataType::I16 => "TYPE_INT16",
             DataType::I32 => "TYPE_INT32",
             DataType::I64 => "TYPE_INT64",
+            DataType::F16 => "TYPE_FP16",
             DataType::F32 => "TYPE_FP32",
             DataType::F64 => "TYPE_FP64",
+            DataType::Bf16 => "TYPE_BF16",
             DataType::Bytes => "TYPE_STRING",
         }
+    }
+
+    /// Whether elements are floating point (FP16, FP32, FP64, BF16).
+    pub fn is_float(self) -> bool {
+        matches!(self, DataType::F16 | DataType::F32 | DataType::F64 | DataType::Bf16)
     }
 
     /// Bytes per element in the V2 binary encoding and gRPC raw contents; `None` for BYTES, whose
@@ -87,7 +101,7 @@ impl DataType {
     pub fn element_size(self) -> Option<usize> {
         Some(match self {
             DataType::Bool | DataType::U8 | DataType::I8 => 1,
-            DataType::U16 | DataType::I16 => 2,
+            DataType::U16 | DataType::I16 | DataType::F16 | DataType::Bf16 => 2,
             DataType::U32 | DataType::I32 | DataType::F32 => 4,
             DataType::U64 | DataType::I64 | DataType::F64 => 8,
             DataType::Bytes => return None,
@@ -111,7 +125,7 @@ mod tests {
             assert_eq!(DataType::from_v2_name(d.v2_name()), Some(d));
             assert_eq!(d.to_string(), d.v2_name());
         }
-        for unsupported in ["FP16", "BF16", "fp32", "", "STRING"] {
+        for unsupported in ["fp16", "FP8", "fp32", "", "STRING"] {
             assert_eq!(DataType::from_v2_name(unsupported), None, "{unsupported}");
         }
     }
@@ -127,8 +141,8 @@ mod tests {
     #[test]
     fn element_sizes() {
         let sizes: Vec<Option<usize>> = DataType::ALL.iter().map(|d| d.element_size()).collect();
-        let expected = [1, 1, 2, 4, 8, 1, 2, 4, 8, 4, 8].map(Some);
-        assert_eq!(sizes[..11], expected);
+        let expected = [1, 1, 2, 4, 8, 1, 2, 4, 8, 2, 4, 8, 2].map(Some);
+        assert_eq!(sizes[..13], expected);
         assert_eq!(DataType::Bytes.element_size(), None);
     }
 }

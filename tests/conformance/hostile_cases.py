@@ -442,6 +442,29 @@ http_case("v2_json_FP32_shape_2_96", f"V2 JSON FP32 shape {OVER_2_64} (overflows
 http_case("v2_json_shape_2_43x64_data_first_huge", "V2 JSON FP32 shape [2**43, 64], data first-element-huge nested",
           V2_MLP, lambda: ('{"inputs":[{"name":"input","datatype":"FP32","shape":[%d,64],"data":%s}]}'
                            % (HUGE_DIM, FH3())).encode(), 400)
+V2_MLP_FP16 = "/v2/models/mlp_fp16/infer"
+http_case("v2_json_fp16_out_of_range", "V2 JSON FP16 data beyond the largest half (65504)",
+          V2_MLP_FP16, lambda: dumps({"inputs": [{"name": "input", "datatype": "FP16", "shape": [1, 64],
+                                                  "data": [1e5] * 64}]}), 400)
+http_case("v2_json_fp16_strings", "V2 JSON FP16 data of strings",
+          V2_MLP_FP16, lambda: dumps({"inputs": [{"name": "input", "datatype": "FP16", "shape": [1, 64],
+                                                  "data": ["0.5"] * 64}]}), 400)
+binary_case("v2_bin_fp16_odd_bytes", "V2 binary FP16 input of 127 bytes (64 elements need 128)",
+            V2_MLP_FP16, lambda: v2_binary_body([{"name": "input", "datatype": "FP16", "shape": [1, 64],
+                                                  "parameters": {"binary_data_size": 127}}], [b"\0" * 127]))
+binary_case("v2_bin_fp16_huge_shape", "V2 binary FP16 shape [2**43, 64] over 128 bytes",
+            V2_MLP_FP16, lambda: v2_binary_body([{"name": "input", "datatype": "FP16", "shape": [HUGE_DIM, 64],
+                                                  "parameters": {"binary_data_size": 128}}], [b"\0" * 128]))
+def grpc_typed_fp16() -> "service_pb2.ModelInferRequest":
+    req = grpc_request("mlp_fp16", [("input", "FP16", [1, 64])])
+    req.inputs[0].contents.fp32_contents.extend([0.5] * 64)
+    return req
+
+
+grpc_case("grpc_fp16_typed_contents", "gRPC FP16 input in typed fp32_contents (KServe has no FP16 field)",
+          grpc_typed_fp16)
+grpc_case("grpc_fp16_raw_short", "gRPC FP16 raw_input_contents of 100 bytes for 64 elements",
+          lambda: grpc_request("mlp_fp16", [("input", "FP16", [1, 64])], [b"\0" * 100]))
 for _dt in ("FP16", "BF16", "FOO"):
     http_case(f"v2_json_datatype_{_dt}", f"V2 JSON input with datatype {_dt}",
               V2_MLP, (lambda dt=_dt: dumps({"inputs": [{"name": "input", "datatype": dt, "shape": [1, 64],

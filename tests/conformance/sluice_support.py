@@ -65,9 +65,17 @@ SIGNATURES = {
         "inputs": {"input": ("FP32", [-1, 64])},
         "outputs": {"probs": ("FP32", [-1, 10])},
     },
+    # the MLP with float16 weights, input and output (scripts/make-models.py mlp_fp16)
+    "mlp_fp16": {
+        "versions": ["1"],
+        "inputs": {"input": ("FP16", [-1, 64])},
+        "outputs": {"probs": ("FP16", [-1, 10])},
+    },
 }
 
-NP_DTYPE = {"FP32": np.float32, "INT64": np.int64}
+NP_DTYPE = {"FP16": np.float16, "FP32": np.float32, "INT64": np.int64}
+# Models whose inputs are another model's committed fixture rows, cast to their input datatype.
+FIXTURE_OF = {"mlp_fp16": "mlp"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,10 +130,12 @@ def fixture_matrix(model: str) -> np.ndarray:
 
 
 def batch_of(model: str, n: int) -> np.ndarray:
-    """n rows of committed inputs (the fixture rows repeated if it has fewer than n)."""
-    x = fixture_matrix(model)
+    """n rows of committed inputs (the fixture rows repeated if it has fewer than n), in the
+    model's input datatype (float32, or float16 for an FP16 model)."""
+    x = fixture_matrix(FIXTURE_OF.get(model, model))
     reps = -(-n // len(x))
-    return np.ascontiguousarray(np.tile(x, (reps, 1))[:n])
+    (dtype, _), = SIGNATURES[model]["inputs"].values() if model in SIGNATURES else [("FP32", None)]
+    return np.ascontiguousarray(np.tile(x, (reps, 1))[:n], dtype=NP_DTYPE.get(dtype, np.float32))
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +159,7 @@ class Reference:
 
     def run(self, model: str, version: str, x: np.ndarray) -> dict[str, np.ndarray]:
         s = self.session(model, version)
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float16 if s.get_inputs()[0].type == "tensor(float16)" else np.float32)
         outs = s.run(None, {s.get_inputs()[0].name: x})
         return {o.name: v for o, v in zip(s.get_outputs(), outs)}
 
@@ -336,6 +346,19 @@ def demo_config_text(tmp: Path) -> str:
     text = text.replace('data_dir = "data"', f'data_dir = "{tmp / "data"}"')
     text = text.replace('model_repository = "models"', f'model_repository = "{REPO / "models"}"')
     return text.replace('baseline = "models/', f'baseline = "{REPO}/models/')
+
+
+def start_demo(tmp: Path, extra_args: tuple[str, ...] = ()):
+    """The demo config (tables in `tmp`) on free ports without an admin token, whatever
+    SLUICE_ADMIN_TOKEN says: (proc, ports, log path), as `start_sluice`."""
+    config = tmp / "sluice.toml"
+    config.write_text(demo_config_text(tmp))
+    old = os.environ.pop("SLUICE_ADMIN_TOKEN", None)
+    try:
+        return start_sluice(tmp, str(config), extra_args)
+    finally:
+        if old is not None:
+            os.environ["SLUICE_ADMIN_TOKEN"] = old
 
 
 def sluice_binary() -> str:

@@ -35,7 +35,7 @@ import deltalake
 import pyarrow.parquet as pq
 import pytest
 
-from sluice_support import REPO, demo_config_text, get, http, post_json, start_sluice, stop_sluice
+from sluice_support import REPO, demo_config_text, get, http, post_json, start_demo, start_sluice, stop_sluice
 
 TOKEN = "dashboard-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -282,12 +282,7 @@ def test_normal_traffic_leaves_the_drift_badges_off(tmp_path):
     endpoint; what drift.toml then shifts is the only thing that lights up (the test above)."""
     from playwright.sync_api import sync_playwright
 
-    old = os.environ.pop("SLUICE_ADMIN_TOKEN", None)
-    try:
-        proc, ports, log = start_sluice(tmp_path, str(demo_config(tmp_path)))
-    finally:
-        if old is not None:
-            os.environ["SLUICE_ADMIN_TOKEN"] = old
+    proc, ports, log = start_demo(tmp_path)
     admin = f"http://127.0.0.1:{ports['admin']}"
     try:
         loadtest = os.environ.get("SLUICE_LOADTEST_BIN") or str(REPO / "target" / "debug" / "sluice-loadtest")
@@ -336,12 +331,7 @@ def test_a_page_from_another_origin_cannot_use_a_tokenless_admin_api(tmp_path):
 
     from playwright.sync_api import sync_playwright
 
-    old = os.environ.pop("SLUICE_ADMIN_TOKEN", None)
-    try:
-        proc, ports, log = start_sluice(tmp_path, str(demo_config(tmp_path)))
-    finally:
-        if old is not None:
-            os.environ["SLUICE_ADMIN_TOKEN"] = old
+    proc, ports, log = start_demo(tmp_path)
 
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802

@@ -12,12 +12,10 @@ import json
 import re
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from sluice_support import (REPO, demo_config_text, fixture, get, post_json, sluice_binary, start_sluice,
-                            stop_sluice)
+from sluice_support import REPO, fixture, get, post_json, sluice_binary, start_demo, stop_sluice
 
 DASHBOARD = REPO / "docs" / "grafana" / "sluice-dashboard.json"
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
@@ -59,10 +57,7 @@ def test_the_dashboard_is_well_formed():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("grafana")
-    config = work / "sluice.toml"
-    config.write_text(demo_config_text(work))
-    proc, ports, log = start_sluice(work, str(config))
+    proc, ports, log = start_demo(tmp_path_factory.mktemp("grafana"))
     yield {"http": f"http://127.0.0.1:{ports['http']}", "admin": f"http://127.0.0.1:{ports['admin']}", "log": log}
     stop_sluice(proc)
 

@@ -14,7 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from sluice_support import REPO, demo_config_text, get, sluice_binary, start_sluice, stop_sluice
+from sluice_support import REPO, get, sluice_binary, start_demo, stop_sluice
 
 
 def tour_steps() -> list[dict]:
@@ -50,14 +50,7 @@ def test_the_tour_block_is_what_the_readme_promises():
 
 
 def test_the_tour_runs_as_written(tmp_path: Path):
-    config = tmp_path / "sluice.toml"
-    config.write_text(demo_config_text(tmp_path))
-    old = os.environ.pop("SLUICE_ADMIN_TOKEN", None)
-    try:
-        proc, ports, log = start_sluice(tmp_path, str(config))
-    finally:
-        if old is not None:
-            os.environ["SLUICE_ADMIN_TOKEN"] = old
+    proc, ports, log = start_demo(tmp_path)
     http_url, admin = f"http://127.0.0.1:{ports['http']}", f"http://127.0.0.1:{ports['admin']}"
     loadtest = os.environ.get("SLUICE_LOADTEST_BIN") or str(REPO / "target" / "debug" / "sluice-loadtest")
     env = {**os.environ, "SLUICE_URL": http_url, "SLUICE_ADMIN_URL": admin}

@@ -7,7 +7,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from sluice_support import SIGNATURES, assert_tensor_matches, batch_of, fixture
 
@@ -79,7 +79,7 @@ class V2:
 
     # --- inference ----------------------------------------------------------------------------
     def make_input(self, x: np.ndarray, binary: bool = True, name: str = "input"):
-        inp = self.mod.InferInput(name, list(x.shape), "FP32")
+        inp = self.mod.InferInput(name, list(x.shape), np_to_triton_dtype(x.dtype))
         if self.proto == "http":
             inp.set_data_from_numpy(x, binary_data=binary)
         else:
@@ -149,8 +149,11 @@ def check_result(v2, result, reference, model, version, x, names=None):
 
 # Model cases; fraud_classifier is always asked for with an explicit version.
 CASES = [("fraud_classifier", "1"), ("fraud_classifier", "2"), ("delivery_time", ""), ("mlp", ""),
-         ("delivery_time", "1"), ("mlp", "1"), ("fraud_classifier", "3")]
+         ("delivery_time", "1"), ("mlp", "1"), ("fraud_classifier", "3"), ("mlp_fp16", "")]
 CASE_IDS = [f"{m}@{v or 'default'}" for m, v in CASES]
+# every HTTP tensor encoding, in and out: one case of each model, FP16 included
+ENCODING_CASES = CASES[:4] + [("mlp_fp16", "")]
+ENCODING_IDS = [f"{m}@{v or 'default'}" for m, v in ENCODING_CASES]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def test_infer_matches_reference(v2, reference, model, version, n, listed):
     check_result(v2, result, reference, model, version, x)
 
 
-@pytest.mark.parametrize("model,version", CASES[:4], ids=CASE_IDS[:4])
+@pytest.mark.parametrize("model,version", ENCODING_CASES, ids=ENCODING_IDS)
 @pytest.mark.parametrize("n", [1, 16])
 @pytest.mark.parametrize("binary_in", [False, True], ids=["json_in", "binary_in"])
 @pytest.mark.parametrize("binary_out", [False, True], ids=["json_out", "binary_out"])
@@ -392,6 +395,31 @@ def test_grpc_uses_raw_output_contents(sluice, reference):
             assert_tensor_matches(arr, exp[out.name], out.name)
     finally:
         c.close()
+
+
+def test_fp16_mlp_is_the_fp32_mlp_within_half_precision(v2, reference):
+    """The FP16 MLP (the FP32 MLP's weights rounded to half precision) sent float16 numpy arrays:
+    its answers are onnxruntime-in-Python's for the same model (float16, the check above), and
+    within 2e-3 of the float32 MLP's with the same classes (measured: 4.6e-4 on the fixture)."""
+    x = batch_of("mlp_fp16", 16)
+    assert x.dtype == np.float16
+    got = v2.infer("mlp_fp16", x).as_numpy("probs")
+    assert got.dtype == np.float16, got.dtype
+    want = reference.run("mlp", "1", x.astype(np.float32))["probs"]
+    np.testing.assert_allclose(got.astype(np.float32), want, rtol=0, atol=2e-3)
+    assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+
+
+def test_grpc_fp16_needs_raw_contents(sluice):
+    """KServe's InferTensorContents has no FP16 field: typed contents are refused, by name."""
+    req = service_pb2.ModelInferRequest(model_name="mlp_fp16")
+    t = req.inputs.add(name="input", datatype="FP16", shape=[1, 64])
+    t.contents.fp32_contents.extend([0.5] * 64)
+    with grpc.insecure_channel(sluice.grpc) as ch:
+        with pytest.raises(grpc.RpcError) as ei:
+            service_pb2_grpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=30)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, ei.value
+    assert "raw_input_contents" in ei.value.details(), ei.value.details()
 
 
 # ---------------------------------------------------------------------------------------------

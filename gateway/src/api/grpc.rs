@@ -312,11 +312,17 @@ fn typed_contents(input: &mut InferInputTensor, dtype: DataType) -> Result<Tenso
         DataType::F32 => TensorData::F32(c.fp32_contents),
         DataType::F64 => TensorData::F64(c.fp64_contents),
         DataType::Bytes => TensorData::Bytes(c.bytes_contents),
+        DataType::F16 | DataType::Bf16 => {
+            return Err(bad(format!(
+                "input '{n}' is {dtype}, which has no typed contents field in the KServe protocol; send it in \
+                 raw_input_contents (little-endian, 2 bytes an element), as tritonclient does"
+            )));
+        }
     })
 }
 
-/// Renders outputs as raw bytes (when the request used raw inputs, as Triton does) or typed
-/// contents.
+/// Renders outputs as raw bytes (when the request used raw inputs, as Triton does, or when an
+/// output is FP16/BF16, which has no typed contents field) or typed contents.
 struct GrpcBody {
     raw: bool,
 }
@@ -328,9 +334,12 @@ impl Render for GrpcBody {
         let schema = a.model.runner.schema();
         let mut outputs = Vec::with_capacity(a.selected.len());
         let mut raw_output_contents = Vec::new();
+        // raw_output_contents holds every output or none
+        let raw =
+            self.raw || a.selected.iter().any(|&i| matches!(a.outputs[i].dtype(), DataType::F16 | DataType::Bf16));
         for &index in a.selected {
             let tensor = &a.outputs[index];
-            let contents = if self.raw {
+            let contents = if raw {
                 raw_output_contents.push(tensor.data.to_le_bytes());
                 None
             } else {
@@ -376,6 +385,9 @@ fn to_contents(data: TensorData) -> pb::InferTensorContents {
         TensorData::F32(v) => c.fp32_contents = v,
         TensorData::F64(v) => c.fp64_contents = v,
         TensorData::Bytes(v) => c.bytes_contents = v,
+        // never reached: FP16/BF16 outputs are rendered raw (see GrpcBody::render)
+        TensorData::F16(v) => c.fp32_contents = v.into_iter().map(half::f16::to_f32).collect(),
+        TensorData::Bf16(v) => c.fp32_contents = v.into_iter().map(half::bf16::to_f32).collect(),
     }
     c
 }

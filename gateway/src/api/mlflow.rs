@@ -465,13 +465,7 @@ pub fn render_as_mlflow(model: &LoadedModel, outputs: &[Tensor]) -> Vec<u8> {
 fn argmax(p: &Tensor, r: usize) -> usize {
     let n = p.rows().max(1);
     let width = p.data.len() / n;
-    let value = |i: usize| -> f64 {
-        match &p.data {
-            TensorData::F32(v) => f64::from(v[i]),
-            TensorData::F64(v) => v[i],
-            _ => 0.0,
-        }
-    };
+    let value = |i: usize| -> f64 { p.data.f64_at(i).unwrap_or(0.0) };
     (0..width).max_by(|&a, &b| value(r * width + a).total_cmp(&value(r * width + b)).then(b.cmp(&a))).unwrap_or(0)
 }
 
@@ -490,6 +484,7 @@ impl JsonWriter {
     fn element(&mut self, data: &TensorData, i: usize) {
         let _ = crate::with_numeric_data!(data,
             v => serde_json::to_writer(&mut self.0, &v[i]),
+            h => serde_json::to_writer(&mut self.0, &h[i].to_f32()),
             b => serde_json::to_writer(&mut self.0, &String::from_utf8_lossy(&b[i])));
     }
 

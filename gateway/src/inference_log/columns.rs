@@ -13,22 +13,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::{InferenceRecord, InputColumns, Payload, PredictionKind, TableLayout};
 use crate::tensor::{Tensor, TensorData};
 
-/// Element `i` of a tensor as f64 (None for BYTES).
+/// Element `i` of a tensor as f64 (None for BYTES); FP16 and BF16 are logged as doubles.
 fn as_f64(data: &TensorData, i: usize) -> Option<f64> {
-    Some(match data {
-        TensorData::Bool(v) => f64::from(u8::from(*v.get(i)?)),
-        TensorData::U8(v) => f64::from(*v.get(i)?),
-        TensorData::U16(v) => f64::from(*v.get(i)?),
-        TensorData::U32(v) => f64::from(*v.get(i)?),
-        TensorData::U64(v) => *v.get(i)? as f64,
-        TensorData::I8(v) => f64::from(*v.get(i)?),
-        TensorData::I16(v) => f64::from(*v.get(i)?),
-        TensorData::I32(v) => f64::from(*v.get(i)?),
-        TensorData::I64(v) => *v.get(i)? as f64,
-        TensorData::F32(v) => f64::from(*v.get(i)?),
-        TensorData::F64(v) => *v.get(i)?,
-        TensorData::Bytes(_) => return None,
-    })
+    data.f64_at(i)
 }
 
 fn as_string(data: &TensorData, i: usize) -> Option<String> {

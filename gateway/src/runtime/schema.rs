@@ -90,6 +90,8 @@ fn element_type(ty: TensorElementType) -> Option<DataType> {
         TensorElementType::Int64 => DataType::I64,
         TensorElementType::Float32 => DataType::F32,
         TensorElementType::Float64 => DataType::F64,
+        TensorElementType::Float16 => DataType::F16,
+        TensorElementType::Bfloat16 => DataType::Bf16,
         TensorElementType::String => DataType::Bytes,
         _ => return None,
     })
@@ -106,7 +108,7 @@ mod tests {
             e.to_string(),
             "output 'probs' is a Map, not a tensor; export the model without ZipMap (skl2onnx: options={'zipmap': False})"
         );
-        let e = SchemaError::UnsupportedType { kind: "input", name: "x".into(), ty: "Float16".into() };
-        assert_eq!(e.to_string(), "input 'x' has element type Float16, which Sluice does not serve");
+        let e = SchemaError::UnsupportedType { kind: "input", name: "x".into(), ty: "Complex64".into() };
+        assert_eq!(e.to_string(), "input 'x' has element type Complex64, which Sluice does not serve");
     }
 }

@@ -592,6 +592,8 @@ fn run_session(
             TensorData::I64(v) => view!(v),
             TensorData::F32(v) => view!(v),
             TensorData::F64(v) => view!(v),
+            TensorData::F16(v) => view!(v),
+            TensorData::Bf16(v) => view!(v),
             TensorData::Bytes(_) => match strings.next() {
                 Some(s) => Ok(SessionInputValue::from(s.view().into_dyn())),
                 None => return Err("internal: string input lost".into()),
@@ -630,6 +632,8 @@ fn extract(value: &DynValue, dtype: DataType) -> Result<Tensor, ort::Error> {
         DataType::I64 => ext!(I64, i64),
         DataType::F32 => ext!(F32, f32),
         DataType::F64 => ext!(F64, f64),
+        DataType::F16 => ext!(F16, half::f16),
+        DataType::Bf16 => ext!(Bf16, half::bf16),
         DataType::Bytes => {
             let (shape, data) = value.try_extract_strings()?;
             Tensor::new(shape.to_vec(), TensorData::Bytes(data.into_iter().map(String::into_bytes).collect()))

@@ -119,6 +119,22 @@ pub fn push_leaf(out: &mut TensorData, v: &Value) -> Result<(), TensorError> {
             d.push(y)
         }
         TensorData::F64(d) => d.push(float(v)?),
+        TensorData::F16(d) => {
+            let x = float(v)?;
+            let y = half::f16::from_f64(x);
+            if x.is_finite() && !y.is_finite() {
+                return Err(TensorError::OutOfRangeHalf { value: brief(v), dtype: DataType::F16 });
+            }
+            d.push(y)
+        }
+        TensorData::Bf16(d) => {
+            let x = float(v)?;
+            let y = half::bf16::from_f64(x);
+            if x.is_finite() && !y.is_finite() {
+                return Err(TensorError::OutOfRangeHalf { value: brief(v), dtype: DataType::Bf16 });
+            }
+            d.push(y)
+        }
         TensorData::I64(d) => d.push(int(v)?),
         TensorData::I32(d) => d.push(int(v)?),
         TensorData::I16(d) => d.push(int(v)?),
@@ -283,5 +299,23 @@ mod tests {
         let err =
             push_leaf(&mut TensorData::with_capacity(DataType::F32, 0), &Value::String(long)).unwrap_err().to_string();
         assert!(err.len() < 100, "{err}");
+    }
+
+    #[test]
+    fn json_numbers_become_half_floats_rounded_to_nearest() {
+        let d = decode_data("[1, 0.1, 65504, -2.5, null]", DataType::F16, 5).unwrap();
+        let TensorData::F16(v) = &d else { panic!("{d:?}") };
+        assert_eq!(v[0], half::f16::ONE);
+        assert_eq!(v[1], half::f16::from_f64(0.1));
+        assert_eq!(v[1].to_f64(), 0.0999755859375, "the FP16 nearest to 0.1");
+        assert_eq!((v[2].to_f64(), v[3].to_f64()), (65504.0, -2.5));
+        assert!(v[4].is_nan());
+        let err = decode_data("[70000]", DataType::F16, 1).unwrap_err().to_string();
+        assert_eq!(err, "70000 is out of range for FP16 at line 1 column 6");
+        let d = decode_data("[1e38, 0.1]", DataType::Bf16, 2).unwrap();
+        let TensorData::Bf16(v) = &d else { panic!("{d:?}") };
+        assert_eq!(v[1].to_f64(), 0.10009765625, "the BF16 nearest to 0.1");
+        assert!(decode_data("[1e39]", DataType::Bf16, 1).unwrap_err().to_string().contains("out of range for BF16"));
+        assert!(decode_data("[\"x\"]", DataType::F16, 1).is_err());
     }
 }

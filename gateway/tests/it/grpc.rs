@@ -112,7 +112,8 @@ async fn every_rpc_answers() {
     let s = stats.model_stats[0].inference_stats.as_ref().unwrap();
     assert_eq!(s.success.as_ref().unwrap().count, 3);
     let all = c.model_statistics(pb::ModelStatisticsRequest::default()).await.unwrap().into_inner();
-    assert_eq!(all.model_stats.len(), 5);
+    // fraud_classifier v1-3, delivery_time, mlp, mlp_fp16
+    assert_eq!(all.model_stats.len(), 6);
     t.stop().await;
 }
 

@@ -337,3 +337,93 @@ async fn an_unwritable_table_directory_leaves_serving_up() {
     assert_eq!(s, 200, "still serving");
     t.stop().await;
 }
+
+/// A float16 model end to end: `/predict` turns JSON numbers into FP16 inputs and answers with
+/// the FP16 outputs as numbers; V2 binary carries 2-byte elements both ways (the same bits);
+/// V2 JSON carries numbers; the inference table logs the FP16 input and the probabilities as
+/// doubles, each the exact half value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_precision_model_end_to_end() {
+    if common::skip_without_ort() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+        [server]
+        data_dir = "{}"
+        [[models]]
+        name = "mlp_fp16"
+        versions = [1]
+        [[endpoints]]
+        name = "half"
+        served_entities = [{{ name = "h", entity_name = "mlp_fp16", entity_version = 1 }}]
+        inference_table = {{ flush_interval_ms = 50 }}
+        "#,
+        data.path().display()
+    );
+    let t = common::start(&toml).await;
+    // 0.1 steps: most are not half values, so rounding shows
+    let row: Vec<f64> = (0..64).map(|i| f64::from(i) * 0.1 - 3.0).collect();
+    let halves: Vec<half::f16> = row.iter().map(|&x| half::f16::from_f64(x)).collect();
+    let (s, a) = common::post_json(&t, "/endpoints/half/predict", &json!({"instances": [row]})).await;
+    assert_eq!(s, 200, "{a}");
+    let p = &a["predictions"][0]["probabilities"];
+    // JSON numbers: each half value in its shortest f32 text, which reads back as that f32
+    let predicted: Vec<f32> = (0..10).map(|c| p[format!("c{c}")].as_f64().unwrap() as f32).collect();
+    assert!((predicted.iter().sum::<f32>() - 1.0).abs() < 1e-2, "{predicted:?}");
+    for v in &predicted {
+        assert_eq!(half::f16::from_f32(*v).to_f32(), *v, "{v} is not a half value");
+    }
+
+    // V2 binary: the FP16 bits in, the FP16 bits out
+    let header = json!({"inputs": [{"name": "input", "datatype": "FP16", "shape": [1, 64],
+                                    "parameters": {"binary_data_size": 128}}],
+                        "outputs": [{"name": "probs", "parameters": {"binary_data": true}}]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(halves.iter().flat_map(|h| h.to_le_bytes()));
+    let r = t
+        .client
+        .post(t.url("/v2/models/mlp_fp16/infer"))
+        .header("Inference-Header-Content-Length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let n: usize = r.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    let bytes = r.bytes().await.unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&bytes[..n]).unwrap();
+    assert_eq!(head["outputs"][0]["datatype"], "FP16", "{head}");
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 20, "{head}");
+    let out: Vec<f32> = bytes[n..].chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+    assert_eq!(out, predicted, "V2 binary and /predict give the same half values");
+    // V2 JSON: numbers in, numbers out
+    let v2 = json!({"inputs": [{"name": "input", "datatype": "FP16", "shape": [1, 64], "data": row}]});
+    let (s, j) = common::post_json(&t, "/v2/models/mlp_fp16/infer", &v2).await;
+    assert_eq!(s, 200, "{j}");
+    let out: Vec<f32> =
+        j["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    assert_eq!(out, predicted);
+    let (s, e) = common::post_json(
+        &t,
+        "/v2/models/mlp_fp16/infer",
+        &json!({"inputs": [{"name": "input", "datatype": "FP16", "shape": [1, 64], "data": vec![70000.0; 64]}]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("out of range for FP16"), "{e}");
+
+    // the inference table: the endpoint's request, the FP16 values as doubles
+    let dir = data.path().join("half");
+    eventually("the row is written", || async { rows(&read_table(&dir)) == 1 }).await;
+    let batches = read_table(&dir);
+    let inputs = batches[0].column_by_name("input_input").expect("input_input column").as_list::<i32>().value(0);
+    let logged: Vec<f64> = inputs.as_primitive::<Float64Type>().values().to_vec();
+    assert_eq!(logged, halves.iter().map(|h| h.to_f64()).collect::<Vec<_>>());
+    let probs = batches[0].column_by_name("probabilities").expect("probabilities column").as_map().value(0);
+    let values: Vec<f64> = probs.column(1).as_primitive::<Float64Type>().values().to_vec();
+    assert_eq!(values, predicted.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(), "the exact half values");
+    t.stop().await;
+}

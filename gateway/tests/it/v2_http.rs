@@ -65,7 +65,7 @@ async fn health_metadata_config_and_stats() {
     assert!(st["compute_infer"]["ns"].as_u64().unwrap() > 0);
     assert_eq!(m["batch_stats"][0]["batch_size"], 16);
     let all: Value = get("/v2/models/stats").await.unwrap().json().await.unwrap();
-    assert_eq!(all["model_stats"].as_array().unwrap().len(), 5);
+    assert_eq!(all["model_stats"].as_array().unwrap().len(), 6, "fraud_classifier v1-3, delivery_time, mlp, mlp_fp16");
     let per_model: Value = get("/v2/models/fraud_classifier/stats").await.unwrap().json().await.unwrap();
     assert_eq!(per_model["model_stats"].as_array().unwrap().len(), 3);
 

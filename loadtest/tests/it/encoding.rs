@@ -268,11 +268,16 @@ async fn predict_uses_columns_and_payload_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_are_drawn_from_the_endpoint_monitor_baseline() {
     let baseline = crate::repo_path("models/fraud_classifier/1/baseline.parquet");
+    let against = |url: &str, more: &[&str]| {
+        let mut a: Vec<String> = ["--url", url, "--admin-url", url, "--endpoint", "fraud", "-c", "1", "--warmup", "0s"]
+            .map(String::from)
+            .to_vec();
+        a.extend(more.iter().map(|s| s.to_string()));
+        a
+    };
     let f = fake::http(Behaviour { baseline: Some(baseline.display().to_string()), ..Behaviour::default() }).await;
-    let url = f.url();
-    let args =
-        ["--url", &url, "--admin-url", &url, "--endpoint", "fraud", "-c", "1", "--duration", "400ms", "--warmup", "0s"];
-    let (r, _) = run(&args).await;
+    let args = against(&f.url(), &["--duration", "400ms"]);
+    let (r, _) = run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert!(r.run.payload.starts_with(&format!("sampled from baseline {}", baseline.display())), "{}", r.run.payload);
     let want = sluice_loadtest::baseline::load(&baseline, None).unwrap();
     assert_eq!(want.columns.len(), 8, "the features, not label and prediction: {:?}", want.columns);
@@ -302,25 +307,54 @@ async fn rows_are_drawn_from_the_endpoint_monitor_baseline() {
         distinct.len()
     );
 
-    let (r, _) = run(&[&args[..], &["--generated"]].concat()).await;
+    let generated = against(&f.url(), &["--duration", "400ms", "--generated"]);
+    let (r, _) = run(&generated.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert!(r.run.payload.starts_with("generated (standard normal"), "{}", r.run.payload);
     let f =
         fake::http(Behaviour { baseline: Some("/nonexistent/baseline.parquet".into()), ..Behaviour::default() }).await;
-    let url = f.url();
-    let (r, _) = run(&[
-        "--url",
-        &url,
-        "--admin-url",
-        &url,
-        "--endpoint",
-        "fraud",
-        "-c",
-        "1",
-        "--duration",
-        "200ms",
-        "--warmup",
-        "0s",
-    ])
-    .await;
+    let missing = against(&f.url(), &["--duration", "200ms"]);
+    let (r, _) = run(&missing.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert!(r.run.payload.contains("/nonexistent/baseline.parquet, is not a file here"), "{}", r.run.payload);
+}
+
+/// An FP16 model: the V2 binary body carries each value rounded to the nearest half, 2 bytes an
+/// element, and V2 JSON the same half values as numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fp16_inputs_are_sent_as_half_values() {
+    let f = fake::http(Behaviour { inputs: vec![("x", "FP16", vec![-1, 4])], ..Behaviour::default() }).await;
+    let url = f.url();
+    let halves = |rows: &[Vec<f64>]| -> Vec<half::f16> {
+        rows.iter().flat_map(|r| r.iter().map(|&v| half::f16::from_f64(v))).collect()
+    };
+    let args = ["--url", &url, "--model", "m", "--rows", "2", "--seed", "7", "-c", "1", "--duration", "300ms"];
+    let (r, _) = run(&[&args[..], &["--target", "v2-binary", "--warmup", "0s"]].concat()).await;
+    assert_eq!(r.overall.requests.errors, 0, "{:?}", r.overall.errors);
+    let c = &f.state.bodies()[0];
+    let n: usize = c.headers["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    let (header, raw) = c.body.split_at(n);
+    let h: Value = serde_json::from_slice(header).unwrap();
+    assert_eq!(
+        (h["inputs"][0]["datatype"].as_str(), h["inputs"][0]["parameters"]["binary_data_size"].as_u64()),
+        (Some("FP16"), Some(16))
+    );
+    let sent: Vec<half::f16> = raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect();
+    assert_eq!(sent, halves(&expected_rows()));
+
+    let f = fake::http(Behaviour { inputs: vec![("x", "FP16", vec![-1, 4])], ..Behaviour::default() }).await;
+    let url = f.url();
+    let args = ["--url", &url, "--model", "m", "--rows", "2", "--seed", "7", "-c", "1", "--duration", "300ms"];
+    let (r, _) = run(&[&args[..], &["--target", "v2-json", "--warmup", "0s"]].concat()).await;
+    assert_eq!(r.overall.requests.errors, 0, "{:?}", r.overall.errors);
+    let b: Value = serde_json::from_slice(&f.state.bodies()[0].body).unwrap();
+    let sent: Vec<half::f16> =
+        b["inputs"][0]["data"].as_array().unwrap().iter().map(|v| half::f16::from_f64(v.as_f64().unwrap())).collect();
+    assert_eq!(sent, halves(&expected_rows()));
+    assert!(
+        b["inputs"][0]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&sent)
+            .all(|(v, h)| v.as_f64().unwrap() as f32 == h.to_f32())
+    );
 }

@@ -232,6 +232,7 @@ impl Serialize for DataRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         crate::with_numeric_data!(self.0,
             v => v.serialize(s),
+            h => s.collect_seq(h.iter().map(|x| x.to_f32())),
             b => s.collect_seq(b.iter().map(|x| String::from_utf8_lossy(x))))
     }
 }
