@@ -53,6 +53,13 @@ def chromium() -> str:
     return path
 
 
+def tall_browser(p, tmp: Path):
+    """Headless Chromium with a profile in `tmp`, tall enough for the whole dashboard."""
+    return p.chromium.launch_persistent_context(
+        str(tmp / "chromium-profile"), executable_path=chromium(), headless=True,
+        args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 2400})
+
+
 def demo_config(tmp: Path) -> Path:
     """sluice.toml with its data in `tmp` and repository paths made absolute."""
     path = tmp / "sluice.toml"
@@ -173,9 +180,7 @@ def test_dashboard_in_headless_chromium(gateway, tmp_path):
     admin = gateway["admin"]
     before = admin_endpoint(admin, "fraud")
     with sync_playwright() as p:
-        browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=chromium(), headless=True,
-            args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 2400})
+        browser = tall_browser(p, tmp_path)
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             errors: list[str] = []
@@ -296,9 +301,7 @@ def test_normal_traffic_leaves_the_drift_badges_off(tmp_path):
         r = http("POST", f"{admin}/monitors/fraud/refresh", headers={"Content-Type": "application/json"}, timeout=300)
         assert r.status == 200, r.describe()
         with sync_playwright() as p:
-            browser = p.chromium.launch_persistent_context(
-                str(tmp_path / "chromium-profile"), executable_path=chromium(), headless=True,
-                args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 2400})
+            browser = tall_browser(p, tmp_path)
             try:
                 page = browser.pages[0] if browser.pages else browser.new_page()
                 page.goto(f"{admin}/dashboard")

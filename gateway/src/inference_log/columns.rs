@@ -13,15 +13,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::{InferenceRecord, InputColumns, Payload, PredictionKind, TableLayout};
 use crate::tensor::{Tensor, TensorData};
 
-/// Element `i` of a tensor as f64 (None for BYTES); FP16 and BF16 are logged as doubles.
-fn as_f64(data: &TensorData, i: usize) -> Option<f64> {
-    data.f64_at(i)
-}
-
 fn as_string(data: &TensorData, i: usize) -> Option<String> {
     match data {
         TensorData::Bytes(v) => v.get(i).map(|b| String::from_utf8_lossy(b).into_owned()),
-        other => as_f64(other, i).map(|x| if x.fract() == 0.0 { format!("{x:.0}") } else { x.to_string() }),
+        other => other.f64_at(i).map(|x| if x.fract() == 0.0 { format!("{x:.0}") } else { x.to_string() }),
     }
 }
 
@@ -45,7 +40,7 @@ fn push_row(b: &mut ListBuilder<Float64Builder>, t: Option<&Tensor>, rows: usize
         Some(t) if r < rows => {
             let w = row_width(t, rows);
             for k in 0..w {
-                b.values().append_option(as_f64(&t.data, r * w + k));
+                b.values().append_option(t.data.f64_at(r * w + k));
             }
             b.append(true);
         }
@@ -126,7 +121,7 @@ pub fn batch(layout: &TableLayout, records: &[InferenceRecord]) -> Result<Record
                     for (b, col) in feature_cols.iter_mut().zip(f) {
                         let v = inputs
                             .and_then(|ins| ins.get(col.input))
-                            .and_then(|t| as_f64(&t.data, col.offset + r * col.width));
+                            .and_then(|t| t.data.f64_at(col.offset + r * col.width));
                         b.append_option(v);
                     }
                 }
@@ -151,7 +146,7 @@ pub fn batch(layout: &TableLayout, records: &[InferenceRecord]) -> Result<Record
                         (None, Some(p)) => {
                             let w = row_width(p, rec.rows);
                             (0..w)
-                                .filter_map(|c| as_f64(&p.data, r * w + c).map(|v| (c, v)))
+                                .filter_map(|c| p.data.f64_at(r * w + c).map(|v| (c, v)))
                                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
                                 .map(|(c, _)| name(c))
                         }
@@ -163,7 +158,7 @@ pub fn batch(layout: &TableLayout, records: &[InferenceRecord]) -> Result<Record
                             let w = row_width(p, rec.rows);
                             for c in 0..w {
                                 probs.keys().append_value(name(c));
-                                probs.values().append_option(as_f64(&p.data, r * w + c));
+                                probs.values().append_option(p.data.f64_at(r * w + c));
                             }
                             probs.append(true)?;
                         }
@@ -172,7 +167,7 @@ pub fn batch(layout: &TableLayout, records: &[InferenceRecord]) -> Result<Record
                 }
                 PredictionKind::Regression => {
                     value.append_option(
-                        spec.and_then(|s| out(s.value)).and_then(|t| as_f64(&t.data, r * row_width(t, rec.rows))),
+                        spec.and_then(|s| out(s.value)).and_then(|t| t.data.f64_at(r * row_width(t, rec.rows))),
                     );
                 }
                 PredictionKind::Tensor => {
